@@ -1,0 +1,278 @@
+// Hand-written f32 matmul templates: C[b] = A[b]·B[b] with arbitrary element strides (so transposed or
+// broadcast operands are read in place), an optional fused elementwise epilogue, and a GEMV path for M or N = 1.
+// Shapes are baked into the WGSL (one program per shape); tiles are chosen per adapter by pickMatmulTiles.
+
+/** Element strides of a batched matrix operand: element (b, r, c) lives at offset + b·batch + r·row + c·col. */
+export interface Strides {
+  readonly batch: number;
+  readonly row: number;
+  readonly col: number;
+}
+
+/** Tiling of the workgroup-shared kernel. perThreadM/N must be multiples of 4 (vec4 reads of shared memory). */
+export interface MatmulTiles {
+  readonly tileK: number;
+  readonly threadsM: number;
+  readonly threadsN: number;
+  readonly perThreadM: number;
+  readonly perThreadN: number;
+}
+
+/** An extra binding for the epilogue, declared after A (0), B (1), C (2) as binding 3, 4, … in order. */
+export interface ExtraBinding {
+  readonly name: string;
+  /** WGSL store type, e.g. 'array<f32>' (read-only storage) or a struct name for a uniform. */
+  readonly type: string;
+  readonly uniform?: boolean;
+}
+
+export interface MatmulSpec {
+  readonly batch: number;
+  readonly M: number;
+  readonly N: number;
+  readonly K: number;
+  readonly aStrides: Strides;
+  readonly bStrides: Strides;
+  /** Default: contiguous row-major (M·N, N, 1). */
+  readonly cStrides?: Strides;
+  /** Element offsets into the A, B, C bindings (default 0). */
+  readonly aOffset?: number;
+  readonly bOffset?: number;
+  readonly cOffset?: number;
+  readonly tiles?: MatmulTiles;
+  /**
+   * A WGSL expression for the stored value, given the names of `acc: f32` and `row, col, batch: u32`.
+   * @example (acc, row, col) => `max(acc * 2.0 + bias[col], 0.0)`
+   */
+  readonly epilogue?: (acc: string, row: string, col: string, batch: string) => string;
+  readonly extraBindings?: readonly ExtraBinding[];
+  /** WGSL declarations (structs, helper functions) the epilogue needs. */
+  readonly prelude?: string;
+  readonly label?: string;
+}
+
+export interface MatmulKernel {
+  readonly wgsl: string;
+  readonly entryPoint: 'main';
+  readonly workgroups: readonly [number, number, number];
+  readonly workgroupSize: readonly [number, number, number];
+  /** Binding names in binding order: A, B, C, then the extras. */
+  readonly bindings: readonly string[];
+  readonly kind: 'tiled' | 'gemv';
+  readonly label: string;
+}
+
+/** What pickMatmulTiles needs to know about the adapter (a `Device` fits). */
+export interface TileTarget {
+  readonly adapter: { readonly isSoftware: boolean };
+  readonly limits: {
+    readonly maxComputeWorkgroupStorageSize: number;
+    readonly maxComputeInvocationsPerWorkgroup: number;
+    readonly maxComputeWorkgroupSizeX: number;
+    readonly maxComputeWorkgroupSizeY: number;
+  };
+}
+
+/** Tiles for a real GPU when no adapter is given: the classic 64×64 block, 4×4 outputs per invocation. */
+export const GPU_TILES: MatmulTiles = { tileK: 16, threadsM: 16, threadsN: 16, perThreadM: 4, perThreadN: 4 };
+/** llvmpipe scalarises every per-lane load, so a large register tile (8×8 per invocation) wins there. */
+export const CPU_TILES: MatmulTiles = { tileK: 16, threadsM: 16, threadsN: 16, perThreadM: 8, perThreadN: 8 };
+
+const sharedBytes = (t: MatmulTiles): number => 4 * t.tileK * (t.threadsM * t.perThreadM + t.threadsN * t.perThreadN);
+
+/**
+ * Tiles for an adapter, shrunk to its limits, and (given the shape) to avoid mostly-empty blocks on small
+ * matrices: the thread grid shrinks first, the per-invocation tile (the efficiency lever on lavapipe) last.
+ * @example pickMatmulTiles(device, { M: 1024, N: 1024 }) // lavapipe: 16×16 invocations × 8×8 outputs
+ */
+export const pickMatmulTiles = (target: TileTarget, shape?: { readonly M: number; readonly N: number }): MatmulTiles => {
+  const l = target.limits;
+  let t: MatmulTiles = target.adapter.isSoftware ? CPU_TILES : GPU_TILES;
+  const shrinkM = (): boolean => {
+    if (t.threadsM > 4) t = { ...t, threadsM: t.threadsM / 2 };
+    else if (t.perThreadM > 4) t = { ...t, perThreadM: t.perThreadM / 2 };
+    else return false;
+    return true;
+  };
+  const shrinkN = (): boolean => {
+    if (t.threadsN > 4) t = { ...t, threadsN: t.threadsN / 2 };
+    else if (t.perThreadN > 4) t = { ...t, perThreadN: t.perThreadN / 2 };
+    else return false;
+    return true;
+  };
+  if (shape !== undefined) {
+    while (t.threadsM * t.perThreadM >= 2 * shape.M && shrinkM());
+    while (t.threadsN * t.perThreadN >= 2 * shape.N && shrinkN());
+  }
+  while (t.threadsM * t.threadsN > l.maxComputeInvocationsPerWorkgroup || t.threadsM > l.maxComputeWorkgroupSizeY) {
+    if (!shrinkM()) break;
+  }
+  while (t.threadsM * t.threadsN > l.maxComputeInvocationsPerWorkgroup || t.threadsN > l.maxComputeWorkgroupSizeX) {
+    if (!shrinkN()) break;
+  }
+  while (sharedBytes(t) > l.maxComputeWorkgroupStorageSize && t.tileK > 4) t = { ...t, tileK: t.tileK / 2 };
+  return t;
+};
+
+const u = (n: number): string => `${n}u`;
+const isInt = (n: number): boolean => Number.isInteger(n) && n >= 0;
+
+const checkSpec = (s: MatmulSpec): void => {
+  for (const [k, v] of Object.entries({ batch: s.batch, M: s.M, N: s.N, K: s.K })) {
+    if (!isInt(v) || (k !== 'K' && v === 0)) throw new RangeError(`matmulKernel: ${k} must be a positive integer, got ${v}`);
+  }
+  for (const [name, st] of [['aStrides', s.aStrides], ['bStrides', s.bStrides], ['cStrides', s.cStrides]] as const) {
+    if (st !== undefined && !(isInt(st.batch) && isInt(st.row) && isInt(st.col))) {
+      throw new RangeError(`matmulKernel: ${name} must be non-negative integers, got ${JSON.stringify(st)}`);
+    }
+  }
+  if (s.batch > 65535) throw new RangeError(`matmulKernel: batch ${s.batch} exceeds 65535 dispatches in z`);
+  const t = s.tiles;
+  if (t !== undefined && (t.perThreadM % 4 !== 0 || t.perThreadN % 4 !== 0)) {
+    throw new RangeError(`matmulKernel: perThreadM/N must be multiples of 4, got ${t.perThreadM}×${t.perThreadN}`);
+  }
+};
+
+const extraDecls = (extras: readonly ExtraBinding[]): string =>
+  extras
+    .map((e, i) =>
+      e.uniform === true
+        ? `@group(0) @binding(${3 + i}) var<uniform> ${e.name}: ${e.type};`
+        : `@group(0) @binding(${3 + i}) var<storage, read> ${e.name}: ${e.type};`,
+    )
+    .join('\n');
+
+/** A vec4 view of an operand is possible when 4 consecutive elements along `dim` start on a 16-byte boundary. */
+const vec4Along = (len: number, unitStride: number, others: readonly number[], offset: number): boolean =>
+  unitStride === 1 && len % 4 === 0 && offset % 4 === 0 && others.every((s) => s % 4 === 0);
+
+/**
+ * WGSL for C[b] = A[b]·B[b] (f32), with its dispatch size. Bindings: 0 = A, 1 = B (read-only storage),
+ * 2 = C (read_write storage), then `extraBindings`. M or N equal to 1 uses a GEMV kernel.
+ * @example
+ * const k = matmulKernel({ batch: 1, M: 64, N: 32, K: 48,
+ *   aStrides: { batch: 0, row: 48, col: 1 }, bStrides: { batch: 0, row: 1, col: 48 } }); // A·Bᵀ, B stored (32, 48)
+ */
+export const matmulKernel = (spec: MatmulSpec): MatmulKernel => {
+  checkSpec(spec);
+  return spec.M === 1 || spec.N === 1 ? gemvKernel(spec) : tiledKernel(spec);
+};
+
+const header = (spec: MatmulSpec, aType: string, bType: string): string => `
+@group(0) @binding(0) var<storage, read> A: ${aType};
+@group(0) @binding(1) var<storage, read> B: ${bType};
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+${extraDecls(spec.extraBindings ?? [])}
+${spec.prelude ?? ''}`;
+
+const storeLine = (spec: MatmulSpec, acc: string, row: string, col: string, indent: string): string => {
+  const c = spec.cStrides ?? { batch: spec.M * spec.N, row: spec.N, col: 1 };
+  const value = spec.epilogue?.('acc', 'row', 'col', 'batch') ?? 'acc';
+  return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col};
+${indent}  C[${u(spec.cOffset ?? 0)} + batch * ${u(c.batch)} + row * ${u(c.row)} + col * ${u(c.col)}] = ${value}; }`;
+};
+
+function tiledKernel(spec: MatmulSpec): MatmulKernel {
+  const { M, N, K } = spec;
+  const t = spec.tiles ?? CPU_TILES;
+  const BM = t.threadsM * t.perThreadM, BN = t.threadsN * t.perThreadN, BK = t.tileK;
+  const NT = t.threadsM * t.threadsN;
+  const TM = t.perThreadM, TN4 = t.perThreadN / 4;
+  const a = spec.aStrides, b = spec.bStrides;
+  const aOff = spec.aOffset ?? 0, bOff = spec.bOffset ?? 0;
+  // vec4 global loads when 4 consecutive rows of A (columns of B) are contiguous and aligned.
+  const aVec = vec4Along(M, a.row, [a.col, a.batch], aOff);
+  const bVec = vec4Along(N, b.col, [b.row, b.batch], bOff);
+  const needM = M % BM !== 0, needN = N % BN !== 0, needK = K % BK !== 0;
+
+  // One shared-memory fill: each invocation loads vec4 groups (4 consecutive rows of A / cols of B at one k).
+  const fill = (which: 'A' | 'B'): string => {
+    const isA = which === 'A';
+    const span4 = (isA ? BM : BN) / 4;
+    const groups = BK * span4;
+    const st = isA ? a : b;
+    const kStride = isA ? st.col : st.row, mnStride = isA ? st.row : st.col;
+    const kFast = kStride === 1; // consecutive invocations read consecutive k when k is contiguous
+    const vec = isA ? aVec : bVec;
+    const base = isA ? 'aBase' : 'bBase', origin = isA ? 'row0' : 'col0', limit = isA ? M : N;
+    const needMN = isA ? needM : needN;
+    const lines: string[] = [];
+    for (let i = 0; i < Math.ceil(groups / NT); i++) {
+      const g = `li + ${u(i * NT)}`;
+      const guard = (i + 1) * NT > groups ? `if (${g} < ${u(groups)}) ` : '';
+      const kk = kFast ? `(${g}) % ${u(BK)}` : `(${g}) / ${u(span4)}`;
+      const m4 = kFast ? `(${g}) / ${u(BK)}` : `(${g}) % ${u(span4)}`;
+      const conds = [needK ? `k < ${u(K)}` : '', needMN ? `mn < ${u(limit)}` : ''].filter((c) => c !== '');
+      const inb = conds.length > 0 ? conds.join(' && ') : 'true';
+      let load: string;
+      if (vec) {
+        load = `var v = vec4<f32>(); if (${inb}) { v = ${which}[(${base} + mn + k * ${u(kStride)}) / 4u]; }`;
+      } else {
+        const el = (c: number): string => {
+          const idx = `${base} + (mn + ${u(c)}) * ${u(mnStride)} + k * ${u(kStride)}`;
+          const cs = [needK ? `k < ${u(K)}` : '', needMN ? `mn + ${u(c)} < ${u(limit)}` : ''].filter((x) => x !== '');
+          return cs.length > 0 ? `select(0.0, ${which}[select(0u, ${idx}, ${cs.join(' && ')})], ${cs.join(' && ')})` : `${which}[${idx}]`;
+        };
+        load = `let v = vec4<f32>(${[0, 1, 2, 3].map(el).join(', ')});`;
+      }
+      lines.push(`    ${guard}{ let kk = ${kk}; let m4 = ${m4}; let k = k0 + kk; let mn = ${origin} + m4 * 4u;
+      ${load}
+      ${which}s[kk * ${u(span4)} + m4] = v; }`);
+    }
+    return lines.join('\n');
+  };
+
+  const accs: string[] = [], fmas: string[] = [], stores: string[] = [];
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN4; j++) {
+      accs.push(`  var acc_${i}_${j} = vec4<f32>();`);
+      fmas.push(`      acc_${i}_${j} += a${i >> 2}.${'xyzw'[i & 3]} * b${j};`);
+      for (let c = 0; c < 4; c++) {
+        const cond = [needM ? `r < ${u(M)}` : '', needN ? `c${c} < ${u(N)}` : ''].filter((x) => x !== '');
+        const st = storeLine(spec, `acc_${i}_${j}.${'xyzw'[c]}`, 'r', `c${c}`, '      ');
+        stores.push(`    { let r = rb + ${u(i)}; let c${c} = cb + ${u(4 * j + c)};\n${cond.length > 0 ? `    if (${cond.join(' && ')})` : ''}\n${st} }`);
+      }
+    }
+  }
+  const aLoads = Array.from({ length: TM / 4 }, (_, q) => `      let a${q} = As[kk * ${u(BM / 4)} + ly * ${u(TM / 4)} + ${u(q)}];`);
+  const bLoads = Array.from({ length: TN4 }, (_, j) => `      let b${j} = Bs[kk * ${u(BN / 4)} + lx * ${u(TN4)} + ${u(j)}];`);
+
+  const wgsl = `${header(spec, aVec ? 'array<vec4<f32>>' : 'array<f32>', bVec ? 'array<vec4<f32>>' : 'array<f32>')}
+var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;
+
+@compute @workgroup_size(${t.threadsN}, ${t.threadsM}, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let batch = wg.z;
+  let row0 = wg.y * ${u(BM)};
+  let col0 = wg.x * ${u(BN)};
+  let lx = lid.x;
+  let ly = lid.y;
+  let aBase = ${u(aOff)} + batch * ${u(a.batch)};
+  let bBase = ${u(bOff)} + batch * ${u(b.batch)};
+${accs.join('\n')}
+  for (var k0 = 0u; k0 < ${u(K)}; k0 += ${u(BK)}) {
+${fill('A')}
+${fill('B')}
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${u(BK)}; kk++) {
+${aLoads.join('\n')}
+${bLoads.join('\n')}
+${fmas.join('\n')}
+    }
+    workgroupBarrier();
+  }
+  let rb = row0 + ly * ${u(TM)};
+  let cb = col0 + lx * ${u(4 * TN4)};
+${stores.join('\n')}
+}
+`;
+  return {
+    wgsl, entryPoint: 'main', kind: 'tiled',
+    workgroups: [Math.ceil(N / BN), Math.ceil(M / BM), spec.batch],
+    workgroupSize: [t.threadsN, t.threadsM, 1],
+    bindings: ['A', 'B', 'C', ...(spec.extraBindings ?? []).map((e) => e.name)],
+    label: spec.label ?? `matmul_${spec.batch}x${M}x${N}x${K}`,
+  };
+}

@@ -1,0 +1,9 @@
+// camelid: the public API. Everything a user imports comes from here.
+
+export type { DType, FloatDType, Storage } from './core/dtype.js';
+export { ShapeError, DTypeError, type Shape } from './core/shape.js';
+export { Tensor } from './core/tensor.js';
+export { flatten, unflatten, leaves, mapTree, zipTrees, type Tree } from './core/tree.js';
+export { GradError } from './core/autodiff.js';
+export { setBackend, getBackend, realize, data, toArray, item, type BackendName, type Nested } from './core/backend.js';
+export * from './ops/index.js';

@@ -1,0 +1,108 @@
+// Elementwise primitives: each op is one record — shape/dtype rule, VJP, CPU meaning, WGSL meaning.
+// Everything pointwise that is not here (exp, sigmoid, gelu…) is a composition in ops/math.ts.
+
+import { isFloat, coerce, type DType } from '../core/dtype.js';
+import type { ElementwiseOp } from '../core/node.js';
+import { broadcastShapes, DTypeError, fmt } from '../core/shape.js';
+import { apply, type Tensor } from '../core/tensor.js';
+import { lift, scalar, type TensorLike } from './lift.js';
+
+type Rule = ElementwiseOp['infer'];
+const sameDtype = (name: string, float = false, out?: DType): Rule => (src) => {
+  const d = src[0]!.dtype;
+  for (const s of src) {
+    if (s.dtype !== d) throw new DTypeError(`${name}: dtype mismatch: ${src.map((x) => `${x.dtype}${fmt(x.shape)}`).join(' vs ')}`);
+  }
+  if (float && !isFloat(d)) throw new DTypeError(`${name}: needs a float dtype, got ${d}${fmt(src[0]!.shape)}`);
+  return { shape: broadcastShapes(name, ...src.map((s) => s.shape)), dtype: out ?? d };
+};
+
+const unary = (name: string, cpu: (x: number) => number, wgsl: (x: string) => string, vjp: ElementwiseOp['vjp']): ElementwiseOp =>
+  ({ name, kind: 'elementwise', infer: sameDtype(name, true), cpu: (x) => cpu(x[0]!), wgsl: (x) => wgsl(x[0]!), vjp });
+
+const LN2 = Math.LN2;
+export const exp2Op = unary('exp2', (x) => 2 ** x, (x) => `exp2(${x})`, (g, out) => [mul(g, mul(out, LN2))]);
+export const log2Op = unary('log2', Math.log2, (x) => `log2(${x})`, (g, _o, [x]) => [mul(g, recip(mul(x!, LN2)))]);
+export const sinOp = unary('sin', Math.sin, (x) => `sin(${x})`, (g, _o, [x]) => [mul(g, sin(add(x!, Math.PI / 2)))]);
+export const sqrtOp = unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`, (g, out) => [mul(g, recip(mul(out, 2)))]);
+export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, out) => [mul(g, mul(mul(out, out), -1))]);
+
+/** The identity that blocks gradients. */
+export const stopGradientOp: ElementwiseOp = {
+  name: 'stopGradient', kind: 'elementwise', infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: () => [null],
+};
+
+export const castOp: ElementwiseOp<{ dtype: DType }> = {
+  name: 'cast',
+  kind: 'elementwise',
+  infer: (s, a) => ({ shape: s[0]!.shape, dtype: a.dtype }),
+  cpu: (x, _i, a) => coerce(a.dtype, x[0]!),
+  wgsl: (x, _i, a, _o, src) => (a.dtype === 'bool' ? `(${x[0]} != ${src[0]}(0))` : `${a.dtype}(${x[0]})`),
+  vjp: (g, out, [x]) => [isFloat(x!.dtype) && isFloat(out.dtype) ? cast(g, x!.dtype) : null],
+};
+
+const binary = (name: string, cpu: (a: number, b: number) => number, wgsl: (a: string, b: string) => string, vjp: ElementwiseOp['vjp'], out?: DType): ElementwiseOp =>
+  ({ name, kind: 'elementwise', infer: sameDtype(name, false, out), cpu: (x) => cpu(x[0]!, x[1]!), wgsl: (x) => wgsl(x[0]!, x[1]!), vjp });
+
+export const addOp = binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, (g) => [g, g]);
+export const mulOp = binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, (g, _o, [a, b]) => [mul(g, b!), mul(g, a!)]);
+/** Elementwise maximum; at ties the gradient is split evenly. */
+export const maxOp = binary('max', Math.max, (a, b) => `max(${a}, ${b})`, (g, _o, [a, b]) => {
+  const share = add(cast(less(b!, a!), a!.dtype), mul(cast(equal(a!, b!), a!.dtype), 0.5));
+  return [mul(g, share), mul(g, sub(1, share))];
+});
+export const cmpltOp = binary('cmplt', (a, b) => (a < b ? 1 : 0), (a, b) => `(${a} < ${b})`, () => [null, null], 'bool');
+export const cmpeqOp = binary('cmpeq', (a, b) => (a === b ? 1 : 0), (a, b) => `(${a} == ${b})`, () => [null, null], 'bool');
+
+export const whereOp: ElementwiseOp = {
+  name: 'where',
+  kind: 'elementwise',
+  infer: ([c, a, b]) => {
+    if (c!.dtype !== 'bool') throw new DTypeError(`where: condition must be bool, got ${c!.dtype}${fmt(c!.shape)}`);
+    if (a!.dtype !== b!.dtype) throw new DTypeError(`where: branches differ in dtype: ${a!.dtype}${fmt(a!.shape)} vs ${b!.dtype}${fmt(b!.shape)}`);
+    return { shape: broadcastShapes('where', c!.shape, a!.shape, b!.shape), dtype: a!.dtype };
+  },
+  cpu: (x) => (x[0] ? x[1]! : x[2]!),
+  wgsl: (x) => `select(${x[2]}, ${x[1]}, ${x[0]})`,
+  vjp: (g, _o, [c]) => [null, where(c!, g, 0), where(c!, 0, g)],
+};
+
+/** 0..n-1 as a 1-D tensor: the index source behind arange, oneHot, masks and random counters. */
+export const iotaOp: ElementwiseOp<{ n: number; dtype: DType }> = {
+  name: 'iota',
+  kind: 'elementwise',
+  infer: (_s, a) => ({ shape: [a.n], dtype: a.dtype }),
+  cpu: (_x, i) => i,
+  wgsl: (_x, i, a) => `${a.dtype}(${i})`,
+};
+
+export const exp2 = (x: Tensor): Tensor => apply(exp2Op, [x]);
+export const log2 = (x: Tensor): Tensor => apply(log2Op, [x]);
+export const sin = (x: Tensor): Tensor => apply(sinOp, [x]);
+export const sqrt = (x: Tensor): Tensor => apply(sqrtOp, [x]);
+export const recip = (x: Tensor): Tensor => apply(recipOp, [x]);
+export const stopGradient = <T extends Tensor>(x: T): T => apply(stopGradientOp, [x]) as T;
+export const cast = (x: Tensor, dtype: DType): Tensor => (x.dtype === dtype ? x : apply(castOp, [x], { dtype }));
+
+export const add = (a: TensorLike, b: TensorLike): Tensor => apply(addOp, lift('add', [a, b]));
+export const mul = (a: TensorLike, b: TensorLike): Tensor => apply(mulOp, lift('mul', [a, b]));
+export const maximum = (a: TensorLike, b: TensorLike): Tensor => apply(maxOp, lift('maximum', [a, b]));
+export const less = (a: TensorLike, b: TensorLike): Tensor<'bool'> => apply(cmpltOp, lift('less', [a, b]));
+export const equal = (a: TensorLike, b: TensorLike): Tensor<'bool'> => apply(cmpeqOp, lift('equal', [a, b]));
+export const greater = (a: TensorLike, b: TensorLike): Tensor<'bool'> => less(b, a);
+export const neg = (x: Tensor): Tensor => mul(x, -1);
+export const sub = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('sub', [a, b]); return add(x!, neg(y!)); };
+export const logicalNot = (c: Tensor<'bool'>): Tensor<'bool'> => equal(c, scalar(0, 'bool'));
+export const lessEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => logicalNot(less(b, a) as Tensor<'bool'>);
+export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => logicalNot(less(a, b) as Tensor<'bool'>);
+
+/** Pick from `a` where `cond` holds, else from `b` (numbers take the tensor branch's dtype). */
+export const where = (cond: Tensor, a: TensorLike, b: TensorLike): Tensor => {
+  const [x, y] = lift('where', [a, b]);
+  return apply(whereOp, [cond, x!, y!]);
+};
+
+export const iota = (n: number, dtype: DType = 'i32'): Tensor => {
+  if (!Number.isInteger(n) || n < 0) throw new DTypeError(`iota: length must be a non-negative integer, got ${n}`);
+  return apply(iotaOp, [], { n, dtype });
+};

@@ -1,0 +1,31 @@
+// Pointwise compositions: no kernel and no gradient rule of their own; the scheduler fuses them.
+
+import type { Tensor } from '../core/tensor.js';
+import { add, exp2, log2, mul, maximum, neg, recip, sqrt, sub, where, less, sin } from './elementwise.js';
+import { lift, type TensorLike } from './lift.js';
+
+const LOG2E = Math.LOG2E;
+const LN2 = Math.LN2;
+
+export const div = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('div', [a, b]); return mul(x!, recip(y!)); };
+export const exp = (x: Tensor): Tensor => exp2(mul(x, LOG2E));
+export const log = (x: Tensor): Tensor => mul(log2(x), LN2);
+export const rsqrt = (x: Tensor): Tensor => recip(sqrt(x));
+export const square = (x: Tensor): Tensor => mul(x, x);
+export const cos = (x: Tensor): Tensor => sin(add(x, Math.PI / 2));
+/** x^p for x > 0 (as exp2(p·log2 x)). */
+export const pow = (x: TensorLike, p: TensorLike): Tensor => { const [a, b] = lift('pow', [x, p]); return exp2(mul(b!, log2(a!))); };
+export const abs = (x: Tensor): Tensor => maximum(x, neg(x));
+export const minimum = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('minimum', [a, b]); return neg(maximum(neg(x!), neg(y!))); };
+export const clamp = (x: Tensor, lo: TensorLike, hi: TensorLike): Tensor => minimum(maximum(x, lo), hi);
+export const relu = (x: Tensor): Tensor => maximum(x, 0);
+export const sigmoid = (x: Tensor): Tensor => recip(add(exp(neg(x)), 1));
+export const tanh = (x: Tensor): Tensor => sub(mul(sigmoid(mul(x, 2)), 2), 1);
+export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
+/** GELU, tanh approximation (Hendrycks & Gimpel): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))). */
+export const gelu = (x: Tensor): Tensor =>
+  mul(mul(x, 0.5), add(tanh(mul(add(x, mul(mul(x, square(x)), 0.044715)), Math.sqrt(2 / Math.PI))), 1));
+/** log(1 + eˣ), written to neither overflow nor lose precision for large |x|. */
+export const softplus = (x: Tensor): Tensor => add(relu(x), log(add(exp(neg(abs(x))), 1)));
+/** Sign of x in {-1, 0, 1}. */
+export const sign = (x: Tensor): Tensor => where(less(0, x), 1, where(less(x, 0), -1, 0));

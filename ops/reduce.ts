@@ -1,0 +1,86 @@
+// Reduction primitives (sum, max over any axes, keeping them as size-1 dims) and the compositions built on
+// them: mean, var, logsumexp, softmax, logSoftmax, argmax, min.
+
+import type { ReduceArg, ReduceOp } from '../core/node.js';
+import { fmt, normAxes, ShapeError } from '../core/shape.js';
+import { apply, type Tensor } from '../core/tensor.js';
+import { isFloat, type DType } from '../core/dtype.js';
+import { add, cast, equal, iota, mul, maximum, neg, stopGradient, sub, where } from './elementwise.js';
+import { div, exp, log } from './math.js';
+import { broadcastTo, reshape } from './movement.js';
+
+const reduceRule = (name: string): ReduceOp['infer'] => ([x], { axes }: ReduceArg) => {
+  if (x!.dtype === 'bool') throw new ShapeError(`${name}: cannot reduce a bool tensor ${fmt(x!.shape)}; cast it first`);
+  return { shape: x!.shape.map((d, i) => (axes.includes(i) ? 1 : d)), dtype: x!.dtype };
+};
+
+const lowest = (d: DType): number => (isFloat(d) ? -Infinity : d === 'u32' ? 0 : -2147483648);
+
+export const sumOp: ReduceOp = {
+  name: 'sum',
+  kind: 'reduce',
+  infer: reduceRule('sum'),
+  identity: () => 0,
+  cpu: (acc, x) => acc + x,
+  wgsl: (acc, x) => `${acc} + ${x}`,
+  vjp: (g, _o, [x]) => [broadcastTo(g, x!.shape)],
+};
+
+/** Max reduction; tied maxima share the gradient evenly. */
+export const maxReduceOp: ReduceOp = {
+  name: 'max',
+  kind: 'reduce',
+  infer: reduceRule('max'),
+  identity: lowest,
+  cpu: (acc, x) => (x > acc ? x : acc),
+  wgsl: (acc, x) => `max(${acc}, ${x})`,
+  vjp: (g, out, [x], { axes }) => {
+    const hit = cast(equal(x!, out), x!.dtype);
+    return [mul(hit, div(g, apply(sumOp, [hit], { axes })))];
+  },
+};
+
+export interface ReduceOpts { readonly keepDims?: boolean }
+type Axes = number | readonly number[] | undefined;
+
+const reduceWith = (op: ReduceOp, x: Tensor, axis: Axes, keepDims = false): Tensor => {
+  const axes = normAxes(op.name, axis, x.rank);
+  const r = axes.length ? apply(op, [x], { axes }) : x;
+  return keepDims ? r : reshape(r, x.shape.filter((_, i) => !axes.includes(i)));
+};
+
+/** Sum over `axis` (one axis, a list, or all when omitted). */
+export const sum = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(sumOp, x, axis, opts.keepDims);
+export const max = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(maxReduceOp, x, axis, opts.keepDims);
+export const min = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => neg(max(neg(x), axis, opts));
+
+const count = (x: Tensor, axis: Axes): number => normAxes('mean', axis, x.rank).reduce((n, a) => n * x.shape[a]!, 1);
+export const mean = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => mul(sum(x, axis, opts), 1 / count(x, axis));
+/** Population variance (divides by N). */
+export const variance = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => {
+  const d = sub(x, mean(x, axis, { keepDims: true }));
+  return mean(mul(d, d), axis, opts);
+};
+
+/** log Σ exp(x), stable: the max is subtracted first (and gets no gradient: it cancels). */
+export const logsumexp = (x: Tensor, axis: Axes = -1, opts: ReduceOpts = {}): Tensor => {
+  const m = stopGradient(max(x, axis, { keepDims: true }));
+  const r = add(log(sum(exp(sub(x, m)), axis, { keepDims: true })), m);
+  return opts.keepDims ? r : reshape(r, r.shape.filter((_, i) => !normAxes('logsumexp', axis, x.rank).includes(i)));
+};
+
+export const softmax = (x: Tensor, axis = -1): Tensor => {
+  const e = exp(sub(x, stopGradient(max(x, axis, { keepDims: true }))));
+  return div(e, sum(e, axis, { keepDims: true }));
+};
+
+export const logSoftmax = (x: Tensor, axis = -1): Tensor => sub(x, logsumexp(x, axis, { keepDims: true }));
+
+/** Index of the first maximum along `axis` (i32). */
+export const argmax = (x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor => {
+  const a = normAxes('argmax', axis, x.rank)[0]!;
+  const n = x.shape[a]!;
+  const idx = broadcastTo(reshape(iota(n, 'i32'), x.shape.map((d, i) => (i === a ? d : 1))), x.shape);
+  const hit = equal(x, max(x, a, { keepDims: true }));
+  return min(where(hit, idx, n), a, opts);
+};
