@@ -2,7 +2,7 @@
 
 import type { Tensor } from '../core/tensor.js';
 import { add, exp2, log2, mul, maximum, neg, recip, sqrt, sub, where, less, sin } from './elementwise.js';
-import { lift, type TensorLike } from './lift.js';
+import { lift, scalar, type TensorLike } from './lift.js';
 
 const LOG2E = Math.LOG2E;
 const LN2 = Math.LN2;
@@ -28,4 +28,4 @@ export const gelu = (x: Tensor): Tensor =>
 /** log(1 + eˣ), written to neither overflow nor lose precision for large |x|. */
 export const softplus = (x: Tensor): Tensor => add(relu(x), log(add(exp(neg(abs(x))), 1)));
 /** Sign of x in {-1, 0, 1}. */
-export const sign = (x: Tensor): Tensor => where(less(0, x), 1, where(less(x, 0), -1, 0));
+export const sign = (x: Tensor): Tensor => where(less(0, x), scalar(1, x.dtype), where(less(x, 0), scalar(-1, x.dtype), scalar(0, x.dtype)));

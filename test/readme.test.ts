@@ -1,0 +1,30 @@
+// The README's API example must run as written (with 'camelid' pointing at this checkout).
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { expect, it } from 'vitest';
+
+it('README example runs and prints a loss and a gradient', async () => {
+  const root = resolve(import.meta.dirname, '..');
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(block).toBeDefined();
+  const dir = mkdtempSync(join(root, 'test', '.readme-'));
+  const file = join(dir, 'example.mts');
+  const logs: unknown[][] = [];
+  const orig = console.log;
+  try {
+    writeFileSync(file, `import { setBackend } from '${join(root, 'index.ts')}';\nsetBackend('cpu');\n${block!.replaceAll("'camelid'", `'${join(root, 'index.ts')}'`)}`);
+    console.log = (...a: unknown[]) => { logs.push(a); };
+    await import(file);
+  } finally {
+    console.log = orig;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const [loss, gw] = logs[0] as [number, number[][]];
+  // Hand-computed: logits row0 = [0.5·0.1 − 0.3, 0.5·0.2 − 0.4] = [−0.25, −0.3]; row1 = [0.275, 0.5].
+  const lse = (a: number, b: number) => Math.log(Math.exp(a) + Math.exp(b));
+  const expected = -((-0.3 - lse(-0.25, -0.3)) + (0.275 - lse(0.275, 0.5))) / 2;
+  expect(loss).toBeCloseTo(expected, 5);
+  expect(gw).toHaveLength(2);
+});
