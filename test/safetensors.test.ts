@@ -1,0 +1,414 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import fc from 'fast-check';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  bf16ToF32, bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16, f32ToBf16Array, f32ToF16, f32ToF16Array,
+  openCheckpoint, openSafetensors, readSafetensorsHeader, writeSafetensors, writeShardedCheckpoint,
+  type Checkpoint, type CheckpointError, type TensorToWrite, type WritableDType,
+} from '../models/safetensors.js';
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+const haveFixtures = existsSync(fixtures);
+if (!haveFixtures) console.warn(`safetensors tests: fixtures not found at ${fixtures}; skipping the stories260K file tests`);
+
+const right = <A>(e: E.Either<CheckpointError, A>): A => {
+  if (E.isLeft(e)) throw new Error(e.left.message);
+  return e.right;
+};
+const leftMessage = <A>(e: E.Either<CheckpointError, A>): string => {
+  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
+  return e.left.message;
+};
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+const fromBits = (b: number) => ((u32[0] = b), f32[0]!);
+const toBits = (x: number) => ((f32[0] = x), u32[0]!);
+const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+describe('half-float conversions', () => {
+  it('f16 → f32 → f16 is the identity on all 65536 patterns, NaNs included', () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    expect(Buffer.from(f32ToF16Array(f16ToF32Array(all)).buffer).equals(Buffer.from(all.buffer))).toBe(true);
+    // Scalars travel as JS numbers, which may quiet a signalling NaN: only its NaN-ness and sign are kept.
+    const wrong: number[] = [];
+    for (let h = 0; h < 65536; h++) {
+      const back = f32ToF16(f16ToF32(h));
+      const nan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      if (nan ? (back & 0xfc00) !== (h & 0xfc00) || (back & 0x3ff) === 0 : back !== h) wrong.push(h);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('bf16 → f32 → bf16 is the identity on all 65536 patterns, NaNs included', () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    expect(Buffer.from(f32ToBf16Array(bf16ToF32Array(all)).buffer).equals(Buffer.from(all.buffer))).toBe(true);
+    const wrong: number[] = [];
+    for (let h = 0; h < 65536; h++) {
+      const back = f32ToBf16(bf16ToF32(h));
+      const nan = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
+      if (nan ? (back & 0xff80) !== (h & 0xff80) || (back & 0x7f) === 0 : back !== h) wrong.push(h);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('decodes known halves', () => {
+    expect([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0xfc00, 0x8000].map(f16ToF32)).toEqual([1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity, -0]);
+    expect(Number.isNaN(f16ToF32(0x7e00))).toBe(true);
+    expect([0x3f80, 0xc000, 0x7f80, 0x0001].map(bf16ToF32)).toEqual([1, -2, Infinity, 2 ** -133]);
+  });
+
+  it('rounds to nearest, ties to even, at the edges', () => {
+    expect(f32ToF16(1 + 2 ** -11)).toBe(0x3c00); // tie, even stays
+    expect(f32ToF16(1 + 3 * 2 ** -11)).toBe(0x3c02); // tie, odd rounds up
+    expect(f32ToF16(65519)).toBe(0x7bff);
+    expect(f32ToF16(65520)).toBe(0x7c00); // tie with 65536 goes to infinity (even)
+    expect(f32ToF16(2 ** -25)).toBe(0x0000); // tie between 0 and the smallest subnormal
+    expect(f32ToF16(fromBits(toBits(2 ** -25) + 1))).toBe(0x0001);
+    expect(f32ToF16(-(2 ** -14) * (1 - 2 ** -12))).toBe(0x8400); // subnormal rounds up into the normals
+    expect(f32ToBf16(fromBits(0x3f808000))).toBe(0x3f80); // tie, even stays
+    expect(f32ToBf16(fromBits(0x3f818000))).toBe(0x3f82); // tie, odd rounds up
+    expect(f32ToBf16(fromBits(0x7f7fffff))).toBe(0x7f80); // max f32 rounds to infinity
+    expect(f32ToBf16(fromBits(0x7f800001)) & 0x7fc0).toBe(0x7fc0); // signalling NaN stays a NaN
+  });
+
+  // Independent oracles: the nearest representable value by plain float64 arithmetic, ties to the even pattern.
+  const positiveHalves = Float64Array.from({ length: 0x7c01 }, (_, h) => (h === 0x7c00 ? 65536 : f16ToF32(h)));
+  const oracleF16 = (x: number): number => {
+    const sign = toBits(x) >>> 31 ? 0x8000 : 0;
+    const a = Math.abs(x);
+    let lo = 0, hi = 0x7c00; // invariant: positiveHalves[lo] <= a < positiveHalves[hi]
+    if (a >= 65536) return sign | 0x7c00;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (positiveHalves[mid]! <= a) lo = mid;
+      else hi = mid;
+    }
+    const dLo = a - positiveHalves[lo]!, dHi = positiveHalves[hi]! - a;
+    return sign | (dLo < dHi ? lo : dHi < dLo ? hi : lo % 2 === 0 ? lo : hi);
+  };
+  const oracleBf16 = (x: number): number => {
+    const b = toBits(x);
+    const low = b & 0x7fff0000;
+    const a = Math.abs(x), lo = fromBits(low), hi = low === 0x7f7f0000 ? 2 ** 128 : fromBits(low + 0x10000);
+    const up = a - lo > hi - a || (a - lo === hi - a && ((low >>> 16) & 1) === 1);
+    return ((b >>> 16) & 0x8000) | ((low >>> 16) + (up ? 1 : 0));
+  };
+
+  it('f32 → f16 / bf16 agree with a float64 nearest-even oracle (property)', () => {
+    // Half the draws land near the f16 range (exponents 2^-26 .. 2^16), where all the rounding cases live.
+    const nearHalfRange = fc.tuple(fc.boolean(), fc.integer({ min: 0x32800000, max: 0x47ffffff })).map(([neg, b]) => (neg ? b | 0x80000000 : b) >>> 0);
+    fc.assert(
+      fc.property(fc.oneof(fc.integer({ min: 0, max: 0xffffffff }), nearHalfRange), (bits) => {
+        // Array inputs are bit patterns that never pass through a JS number, so NaN payloads are exact there.
+        const x = new Float32Array(new Uint32Array([bits]).buffer);
+        const h = f32ToF16Array(x)[0]!, b = f32ToBf16Array(x)[0]!;
+        const sign = bits >>> 31, mant = bits & 0x7fffff;
+        if ((bits & 0x7f800000) === 0x7f800000 && mant !== 0) {
+          expect(h).toBe((sign << 15) | 0x7c00 | (mant >>> 13 || 0x200));
+          expect(b).toBe((sign << 15) | 0x7f80 | ((mant >>> 16) || 0x40));
+        } else {
+          expect(h).toBe(oracleF16(x[0]!));
+          expect(b).toBe(oracleBf16(x[0]!));
+          expect([f32ToF16(x[0]!), f32ToBf16(x[0]!)]).toEqual([h, b]);
+        }
+      }),
+      { seed: 7, numRuns: 20000 },
+    );
+  });
+});
+
+describe.skipIf(!haveFixtures)('stories260K model.safetensors', () => {
+  it('has a valid header with the expected tensors', async () => {
+    const h = right(await readSafetensorsHeader(join(fixtures, 'hf', 'model.safetensors'))());
+    expect(h.metadata).toEqual({ format: 'pt' });
+    expect(h.tensors).toHaveLength(48);
+    expect(h.tensors[0]).toMatchObject({ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [512, 64], begin: 0 });
+  });
+
+  it('opens through openCheckpoint on the folder and reads tensors one at a time', async () => {
+    const ckpt = right(await openCheckpoint(join(fixtures, 'hf'))());
+    try {
+      expect(ckpt.info('model.layers.0.self_attn.k_proj.weight')).toEqual({ name: 'model.layers.0.self_attn.k_proj.weight', dtype: 'F32', shape: [32, 64] });
+      const w = right(await ckpt.read('model.norm.weight')());
+      expect(w).toBeInstanceOf(Float32Array);
+      expect(w).toHaveLength(64);
+      expect(leftMessage(await ckpt.read('nope')())).toContain('tensor "nope"');
+    } finally {
+      await ckpt.close();
+    }
+    expect(leftMessage(await ckpt.read('model.norm.weight')())).toContain('closed');
+  });
+});
+
+// ---- writing and reading back ------------------------------------------------------------------------------
+
+interface Drawn {
+  readonly name: string;
+  readonly dtype: WritableDType;
+  readonly shape: number[];
+  readonly raw: Uint32Array | Uint16Array; // bit patterns
+}
+
+const drawnTensor = (name: string): fc.Arbitrary<Drawn> =>
+  fc
+    .record({ dtype: fc.constantFrom<WritableDType>('F32', 'F16', 'BF16'), shape: fc.array(fc.integer({ min: 0, max: 6 }), { maxLength: 3 }) })
+    .chain(({ dtype, shape }) => {
+      const n = shape.reduce((a, d) => a * d, 1);
+      const raw: fc.Arbitrary<Uint32Array | Uint16Array> =
+        dtype === 'F32' ? fc.uint32Array({ minLength: n, maxLength: n }) : fc.uint16Array({ minLength: n, maxLength: n });
+      return raw.map((r) => ({ name, dtype, shape, raw: r }));
+    });
+
+const drawnCheckpoint: fc.Arbitrary<Drawn[]> = fc
+  .uniqueArray(fc.oneof(fc.string({ minLength: 1, maxLength: 12 }), fc.constantFrom('0', '7', 'model.layers.0.mlp.up_proj.weight', 'ünïcødé ✓')), { minLength: 1, maxLength: 8 })
+  .map((names) => names.filter((n) => n !== '__metadata__'))
+  .chain((names) => fc.tuple(...names.map(drawnTensor)));
+
+const toWrite = (d: Drawn): TensorToWrite => ({
+  name: d.name, dtype: d.dtype, shape: d.shape,
+  data: d.dtype === 'F32' ? new Float32Array(d.raw.buffer, d.raw.byteOffset, d.raw.length) : (d.raw as Uint16Array),
+});
+
+const expectSameTensors = async (ckpt: Checkpoint, drawn: readonly Drawn[]) => {
+  expect(ckpt.tensors.map((t) => t.name).sort()).toEqual(drawn.map((d) => d.name).sort());
+  for (const d of drawn) {
+    expect(ckpt.info(d.name)).toEqual({ name: d.name, dtype: d.dtype, shape: d.shape });
+    const raw = right(await ckpt.read(d.name, { as: 'raw' })());
+    expect(bytesOf(raw)).toEqual(bytesOf(d.raw)); // bit-exact, NaN payloads included
+    const up = right(await ckpt.read(d.name)());
+    const expected = d.dtype === 'F32' ? new Float32Array(d.raw.buffer) : d.dtype === 'F16' ? f16ToF32Array(d.raw as Uint16Array) : bf16ToF32Array(d.raw as Uint16Array);
+    expect(bytesOf(up)).toEqual(bytesOf(expected));
+  }
+};
+
+describe('write → read round trip', () => {
+  let dir = '';
+  let count = 0;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'camelid-st-rt-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is bit-exact for a single file, F32/F16/BF16 (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(drawnCheckpoint, fc.dictionary(fc.string({ maxLength: 8 }), fc.string({ maxLength: 8 }), { maxKeys: 3 }), async (drawn, metadata) => {
+        const path = join(dir, `single-${count++}.safetensors`);
+        right(await writeSafetensors(path, drawn.map(toWrite), metadata)());
+        const f = right(await openSafetensors(path)());
+        try {
+          expect(f.header.dataStart % 8).toBe(0);
+          expect({ ...f.metadata }).toEqual({ ...metadata });
+          const nonEmpty = (names: string[]) => names.filter((name) => drawn.find((d) => d.name === name)!.raw.length > 0);
+          expect(nonEmpty(f.tensors.map((t) => t.name))).toEqual(nonEmpty(drawn.map((d) => d.name))); // data in the given order
+          await expectSameTensors(f, drawn);
+        } finally {
+          await f.close();
+        }
+      }),
+      { seed: 42, numRuns: 60 },
+    );
+  });
+
+  it('is bit-exact for sharded checkpoints, every shard within its byte budget (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(drawnCheckpoint, fc.integer({ min: 1, max: 300 }), async (drawn, maxShardBytes) => {
+        const out = join(dir, `sharded-${count++}`);
+        const { files } = right(await writeShardedCheckpoint(out, drawn.map(toWrite), maxShardBytes)());
+        const ckpt = right(await openCheckpoint(out)());
+        try {
+          await expectSameTensors(ckpt, drawn);
+        } finally {
+          await ckpt.close();
+        }
+        const shards = files.filter((f) => f.endsWith('.safetensors'));
+        expect(files.some((f) => f.endsWith('model.safetensors.index.json'))).toBe(shards.length > 1);
+        for (const s of shards) {
+          const h = right(await readSafetensorsHeader(s)());
+          const bytes = h.tensors.reduce((a, t) => a + t.end - t.begin, 0);
+          expect(bytes <= maxShardBytes || h.tensors.length === 1).toBe(true);
+        }
+      }),
+      { seed: 43, numRuns: 40 },
+    );
+  });
+
+  it('pads the header with spaces to an 8-byte boundary', async () => {
+    const path = join(dir, 'pad.safetensors');
+    right(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: new Float32Array([1]) }], {})());
+    const bytes = await readFile(path);
+    const n = Number(bytes.readBigUInt64LE(0));
+    expect((8 + n) % 8).toBe(0);
+    const text = bytes.subarray(8, 8 + n).toString('utf8');
+    expect(text.trimEnd()).toBe('{"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}');
+    expect(text.slice(text.trimEnd().length)).toMatch(/^ *$/);
+  });
+
+  it('rounds Float32Array data to F16/BF16 to nearest even and takes thunks', async () => {
+    const path = join(dir, 'convert.safetensors');
+    const x = new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, fromBits(0x3f818000), -0, 65520]);
+    right(await writeSafetensors(path, [
+      { name: 'h', dtype: 'F16', shape: [5], data: x },
+      { name: 'b', dtype: 'BF16', shape: [5], data: async () => x },
+    ])());
+    const f = right(await openSafetensors(path)());
+    expect(right(await f.read('h', { as: 'raw' })())).toEqual(f32ToF16Array(x));
+    expect(right(await f.read('b', { as: 'raw' })())).toEqual(f32ToBf16Array(x));
+    expect(f.metadata).toEqual({ format: 'pt' });
+    await f.close();
+  });
+
+  it('rejects bad tensors without leaving a file behind', async () => {
+    const path = join(dir, 'bad-write.safetensors');
+    const one = new Float32Array([1]);
+    expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [2], data: one }])())).toContain('tensor "a": data has 1 elements but shape [2] needs 2');
+    expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: one }, { name: 'a', dtype: 'F32', shape: [1], data: one }])())).toContain('duplicate');
+    expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: new Uint16Array(1) }])())).toContain('Float32Array');
+    expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [-1], data: one }])())).toContain('non-negative');
+    expect((await readdir(dir)).filter((f) => f.startsWith('bad-write'))).toEqual([]);
+  });
+});
+
+// ---- malformed files -------------------------------------------------------------------------------------
+
+const stFile = (header: string, dataBytes: number, declared?: bigint): Uint8Array => {
+  const h = new TextEncoder().encode(header);
+  const out = new Uint8Array(8 + h.length + dataBytes);
+  new DataView(out.buffer).setBigUint64(0, declared ?? BigInt(h.length), true);
+  out.set(h, 8);
+  return out;
+};
+
+describe('malformed safetensors files are Lefts naming the file and tensor', () => {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'camelid-st-bad-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const cases: { name: string; bytes: () => Uint8Array; expect: string[] }[] = [
+    { name: 'tiny', bytes: () => new Uint8Array(3), expect: ['3 bytes, too short'] },
+    { name: 'long-header', bytes: () => stFile('{}', 0, 1000n), expect: ['header length 1000 is larger than the 2 bytes'] },
+    { name: 'huge-header', bytes: () => stFile('{}', 0, 2n ** 62n), expect: ['header length 4611686018427387904 is larger'] },
+    { name: 'invalid-json', bytes: () => stFile('{"a": {"dtype": ', 0), expect: ['not valid UTF-8 JSON'] },
+    { name: 'not-object', bytes: () => stFile('[1, 2]', 0), expect: ['must be a JSON object'] },
+    { name: 'bad-metadata', bytes: () => stFile('{"__metadata__": {"n": 1}}', 0), expect: ['__metadata__ must map strings to strings'] },
+    { name: 'unknown-dtype', bytes: () => stFile('{"w": {"dtype": "F12", "shape": [1], "data_offsets": [0, 4]}}', 4), expect: ['tensor "w"', 'unknown dtype "F12"'] },
+    { name: 'out-of-range', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}}', 16), expect: ['tensor "w"', 'run past the end of the data section (16 bytes)'] },
+    { name: 'size-mismatch', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}', 16), expect: ['tensor "w"', 'span 16 bytes but shape [3] of F32 needs 12'] },
+    { name: 'hostile-shape', bytes: () => stFile('{"w": {"dtype": "BF16", "shape": [1099511627776, 1099511627776], "data_offsets": [0, 4]}}', 4), expect: ['tensor "w"', 'needs 2417851639229258349412352'] },
+    { name: 'negative-shape', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}', 0), expect: ['tensor "w"', 'shape must be'] },
+    { name: 'bad-offsets', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 8]}}', 8), expect: ['tensor "w"', 'data_offsets must be [begin, end]'] },
+    { name: 'reversed-offsets', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}}', 8), expect: ['tensor "w"', 'end before they begin'] },
+    {
+      name: 'overlap',
+      bytes: () => stFile('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}', 24),
+      expect: ['tensor "b"', 'overlap tensor "a" at [0, 16]'],
+    },
+  ];
+
+  for (const c of cases)
+    it(c.name, async () => {
+      const path = join(dir, `${c.name}.safetensors`);
+      await writeFile(path, c.bytes());
+      const results: E.Either<CheckpointError, unknown>[] = [await readSafetensorsHeader(path)(), await openSafetensors(path)(), await openCheckpoint(path)()];
+      for (const result of results) {
+        const msg = leftMessage(result);
+        expect(msg).toContain(path);
+        for (const s of c.expect) expect(msg).toContain(s);
+      }
+    });
+
+  it('truncated file: the last tensor runs past the end', async () => {
+    const path = join(dir, 'truncated.safetensors');
+    right(await writeSafetensors(path, [
+      { name: 'first', dtype: 'F32', shape: [4], data: new Float32Array(4) },
+      { name: 'last', dtype: 'F32', shape: [4], data: new Float32Array(4) },
+    ])());
+    const full = (await readFile(path)).length;
+    await truncate(path, full - 5);
+    const msg = leftMessage(await openSafetensors(path)());
+    expect(msg).toContain(path);
+    expect(msg).toContain('tensor "last"');
+    expect(msg).toContain('run past the end');
+  });
+
+  it('a missing file names the file', async () => {
+    const path = join(dir, 'absent.safetensors');
+    expect(leftMessage(await openSafetensors(path)())).toContain(`${path}: cannot open (ENOENT`);
+    expect(leftMessage(await openCheckpoint(path)())).toContain(path);
+  });
+
+  it('a folder with no checkpoint says what it looked for', async () => {
+    const empty = join(dir, 'empty');
+    await mkdir(empty);
+    expect(leftMessage(await openCheckpoint(empty)())).toContain('neither model.safetensors.index.json nor model.safetensors');
+  });
+});
+
+describe('malformed sharded checkpoints are Lefts naming the index, shard and tensor', () => {
+  let dir = '';
+  let n = 0;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'camelid-st-shard-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const t = (name: string): TensorToWrite => ({ name, dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) });
+
+  // Two shards: s1 holds a, b; s2 holds c. `weightMap` is written as the index.
+  const setup = async (weightMap: unknown, s2: string[] = ['c']) => {
+    const d = join(dir, `ck${n++}`);
+    await mkdir(d);
+    right(await writeSafetensors(join(d, 's1.safetensors'), [t('a'), t('b')])());
+    right(await writeSafetensors(join(d, 's2.safetensors'), s2.map(t))());
+    const index = join(d, 'model.safetensors.index.json');
+    await writeFile(index, typeof weightMap === 'string' ? weightMap : JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    return { d, index };
+  };
+
+  it('reads a valid hand-made index', async () => {
+    const { d } = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' });
+    const ckpt = right(await openCheckpoint(d)());
+    expect(ckpt.tensors.map((x) => x.name)).toEqual(['a', 'b', 'c']);
+    expect([...right(await ckpt.read('c')())]).toEqual([1, 2]);
+    await ckpt.close();
+  });
+
+  const bad: { name: string; map: unknown; s2?: string[]; expect: string[] }[] = [
+    { name: 'missing shard', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's3.safetensors' }, expect: ['tensor "c"', 'shard "s3.safetensors" named in weight_map does not exist'] },
+    { name: 'missing tensor', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors', d: 's2.safetensors' }, expect: ['tensor "d"', 'shard "s2.safetensors", which does not contain it'] },
+    { name: 'tensor in two shards', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' }, s2: ['c', 'a'], expect: ['tensor "a"', 'present in shard "s2.safetensors" and in shard "s1.safetensors"'] },
+    { name: 'unlisted tensor', map: { a: 's1.safetensors', c: 's2.safetensors' }, expect: ['tensor "b"', 'missing from weight_map'] },
+    { name: 'escaping shard path', map: { a: '../s1.safetensors' }, expect: ['tensor "a"', 'inside the checkpoint folder'] },
+    { name: 'invalid JSON', map: '{"weight_map": {', expect: ['invalid JSON'] },
+    { name: 'no weight_map', map: '{"metadata": {}}', expect: ['"weight_map"'] },
+  ];
+  for (const c of bad)
+    it(c.name, async () => {
+      const { d, index } = await setup(c.map, c.s2);
+      for (const target of [d, index]) {
+        const msg = leftMessage(await openCheckpoint(target)());
+        expect(msg).toContain(index);
+        for (const s of c.expect) expect(msg).toContain(s);
+      }
+    });
+
+  it('a corrupt shard reports the shard file and tensor', async () => {
+    const { d } = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' });
+    await writeFile(join(d, 's2.safetensors'), stFile('{"c": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}', 8));
+    const msg = leftMessage(await openCheckpoint(d)());
+    expect(msg).toContain(join(d, 's2.safetensors'));
+    expect(msg).toContain('tensor "c"');
+  });
+});
