@@ -1,0 +1,146 @@
+// Hugging Face tokenizer.json (model.type "BPE", SentencePiece-style: Llama 2) → TokenizerSpec. Merge priority
+// is the rank in `merges`. Added tokens are not matched inside the text: camelid encodes like SentencePiece.
+import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
+import { PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
+
+const Nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null, t.undefined]);
+
+export const HfBpeModel = t.intersection([
+  t.type({
+    vocab: t.record(t.string, t.number),
+    merges: t.array(t.union([t.string, t.tuple([t.string, t.string])])),
+  }),
+  t.partial({
+    type: t.string,
+    byte_fallback: Nullable(t.boolean),
+    unk_token: Nullable(t.string),
+    dropout: Nullable(t.number),
+    continuing_subword_prefix: Nullable(t.string),
+    end_of_word_suffix: Nullable(t.string),
+  }),
+]);
+export type HfBpeModel = t.TypeOf<typeof HfBpeModel>;
+
+/** One normalizer or pre-tokenizer record; `normalizers` items are checked again with the same codec. */
+export const HfStep = t.intersection([
+  t.type({ type: t.string }),
+  t.partial({
+    normalizers: t.array(t.unknown), prepend: t.string, content: t.string, pattern: t.unknown,
+    replacement: t.string, prepend_scheme: t.string, add_prefix_space: t.boolean, split: t.boolean,
+  }),
+]);
+export type HfStep = t.TypeOf<typeof HfStep>;
+
+export const HfAddedToken = t.intersection([t.type({ id: t.number, content: t.string }), t.partial({ special: t.boolean })]);
+export type HfAddedToken = t.TypeOf<typeof HfAddedToken>;
+
+export const TokenizerJson = t.intersection([
+  t.type({ model: HfBpeModel }),
+  t.partial({ added_tokens: Nullable(t.array(HfAddedToken)), normalizer: Nullable(HfStep), pre_tokenizer: Nullable(HfStep) }),
+]);
+export type TokenizerJson = t.TypeOf<typeof TokenizerJson>;
+
+/** First io-ts error as `path: expected T, got V`, skipping the unnamed union/intersection branches in the path. */
+const describe = (errors: t.Errors): string => {
+  const e = errors[0];
+  if (!e) return 'invalid';
+  const path = e.context
+    .filter((c, i) => i > 0 && !['UnionType', 'IntersectionType'].includes((e.context[i - 1]!.type as { _tag?: string })._tag ?? ''))
+    .map((c) => c.key)
+    .join('.');
+  const got = e.value === undefined ? 'undefined' : JSON.stringify(e.value)?.slice(0, 40);
+  return `${path || '(root)'}: expected ${e.context[e.context.length - 1]!.type.name}, got ${got}`;
+};
+
+/** Walks the normalizer (Sequence of Prepend('▁') / Replace(' ', '▁')) and a Metaspace pre-tokenizer. */
+const readSteps = (j: TokenizerJson) => {
+  const flags = { addDummyPrefix: false, escapeWhitespaces: false, splitBeforeSpace: false };
+  const walk = (raw: unknown, where: string): string | null => {
+    const d = HfStep.decode(raw);
+    if (E.isLeft(d)) return `${where}: ${describe(d.left)}`;
+    const s = d.right;
+    if (s.type === 'Sequence') {
+      for (const [i, n] of (s.normalizers ?? []).entries()) {
+        const err = walk(n, `${where}.normalizers[${i}]`);
+        if (err) return err;
+      }
+    } else if (s.type === 'Prepend' && s.prepend === SPACE) flags.addDummyPrefix = true;
+    else if (s.type === 'Replace' && JSON.stringify(s.pattern) === '{"String":" "}' && s.content === SPACE) flags.escapeWhitespaces = true;
+    else if (s.type === 'Metaspace' && (s.replacement ?? SPACE) === SPACE) {
+      flags.escapeWhitespaces = true;
+      flags.addDummyPrefix = (s.prepend_scheme ?? (s.add_prefix_space === false ? 'never' : 'always')) !== 'never';
+      flags.splitBeforeSpace = s.split ?? true;
+    } else return `${where} ${JSON.stringify(raw).slice(0, 80)} is not supported (only Prepend('▁'), Replace(' ', '▁'), Metaspace('▁'))`;
+    return null;
+  };
+  const err = (j.normalizer ? walk(j.normalizer, 'normalizer') : null) ?? (j.pre_tokenizer ? walk(j.pre_tokenizer, 'pre_tokenizer') : null);
+  return err ? E.left(err) : E.right(flags);
+};
+
+/** Validates a parsed tokenizer.json and builds its spec; `source` names the file in errors. */
+export const specFromTokenizerJson = (json: unknown, source: string): E.Either<TokenizerError, TokenizerSpec> => {
+  const bad = (kind: TokenizerError['kind'], what: string) => E.left(tokenizerError(kind, source, what));
+  const d = TokenizerJson.decode(json);
+  if (E.isLeft(d)) return bad('format', describe(d.left));
+  const j = d.right, m = j.model;
+  if (m.type !== undefined && m.type !== 'BPE') return bad('unsupported', `model.type is '${m.type}'; only 'BPE' is supported`);
+  if (m.dropout) return bad('unsupported', `model.dropout is ${m.dropout}; only deterministic BPE is supported`);
+  if (m.continuing_subword_prefix || m.end_of_word_suffix) return bad('unsupported', 'model.continuing_subword_prefix / end_of_word_suffix are not supported');
+  const steps = readSteps(j);
+  if (E.isLeft(steps)) return bad('unsupported', steps.left);
+  if (steps.right.addDummyPrefix && !steps.right.escapeWhitespaces) return bad('unsupported', "Prepend('▁') without Replace(' ', '▁')");
+
+  // ids: vocab plus added tokens, dense 0..n-1
+  const byId = new Map<number, string>();
+  const vocab = new Map<string, number>();
+  const add = (piece: string, id: number, where: string): string | null => {
+    if (!Number.isInteger(id) || id < 0) return `${where}: id ${id} is not a non-negative integer`;
+    const old = byId.get(id);
+    if (old !== undefined && old !== piece) return `${where}: id ${id} is both '${old}' and '${piece}'`;
+    byId.set(id, piece);
+    if (!vocab.has(piece)) vocab.set(piece, id);
+    return null;
+  };
+  for (const [piece, id] of Object.entries(m.vocab)) { const e = add(piece, id, `model.vocab['${piece}']`); if (e) return bad('format', e); }
+  const added = j.added_tokens ?? [];
+  for (const [i, a] of added.entries()) { const e = add(a.content, a.id, `added_tokens[${i}]`); if (e) return bad('format', e); }
+  const V = byId.size;
+  for (let i = 0; i < V; i++) if (!byId.has(i)) return bad('format', `ids are not dense: no token has id ${i} (of ${V})`);
+  const pieces = Array.from({ length: V }, (_, i) => byId.get(i)!);
+
+  const byteFallback = m.byte_fallback ?? false;
+  const unkId = m.unk_token != null ? (vocab.get(m.unk_token) ?? -2) : -1;
+  if (unkId === -2) return bad('format', `model.unk_token '${m.unk_token}' is not in model.vocab`);
+  if (unkId < 0 && !byteFallback) return bad('unsupported', 'no model.unk_token and no byte_fallback: unknown characters would have no id');
+  const kinds = new Uint8Array(V).fill(PieceKind.Normal);
+  for (let b = 0; b < 256 && byteFallback; b++) {
+    const id = vocab.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks <0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    kinds[id] = PieceKind.Byte;
+  }
+  for (const a of added) if (a.special) kinds[a.id] = PieceKind.Control;
+  if (unkId >= 0) kinds[unkId] = PieceKind.Unknown;
+
+  // merges: rank r joins (left, right) into left+right; the first listing of a pair wins
+  const ranks = new Map<number, number>();
+  const results = new Int32Array(m.merges.length);
+  for (const [r, mg] of m.merges.entries()) {
+    const sp = typeof mg === 'string' ? mg.indexOf(' ') : -1;
+    const [a, b] = typeof mg === 'string' ? [mg.slice(0, sp), mg.slice(sp + 1)] : mg;
+    if (typeof mg === 'string' && sp <= 0) return bad('format', `model.merges[${r}] '${mg}' is not 'left right'`);
+    const [l, rt, res] = [vocab.get(a), vocab.get(b), vocab.get(a + b)];
+    if (l === undefined || rt === undefined || res === undefined)
+      return bad('format', `model.merges[${r}] ('${a}', '${b}'): '${[a, b, a + b].find((p) => !vocab.has(p))}' is not in model.vocab`);
+    results[r] = res;
+    if (!ranks.has(l * V + rt)) ranks.set(l * V + rt, r);
+  }
+  const special = (s: string) => added.find((a) => a.content === s)?.id ?? vocab.get(s) ?? -1;
+  return E.right({
+    pieces, kinds, merge: { by: 'rank', ranks, results },
+    bosId: special('<s>'), eosId: special('</s>'), unkId: unkId < 0 ? -1 : unkId, byteFallback,
+    addDummyPrefix: steps.right.addDummyPrefix, removeExtraWhitespaces: false,
+    escapeWhitespaces: steps.right.escapeWhitespaces, whitespaceSuffix: false,
+    splitBeforeSpace: steps.right.splitBeforeSpace, unkSurface: ' \u2047 ',
+  });
+};
