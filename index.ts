@@ -7,3 +7,4 @@ export { flatten, unflatten, leaves, mapTree, zipTrees, type Tree } from './core
 export { GradError } from './core/autodiff.js';
 export { setBackend, getBackend, realize, data, toArray, item, type BackendName, type Nested } from './core/backend.js';
 export * from './ops/index.js';
+import './core/runtime.js';

@@ -56,6 +56,8 @@ export interface Strided { readonly data: Storage; readonly view: View }
 /** Ops with a hand-written kernel (matmul, gather, scatter): CPU meaning here, WGSL template in core/wgsl. */
 export interface CustomOp<A = unknown> extends OpBase<A> {
   readonly kind: 'custom';
+  /** Which hand-written kernel template (core/wgsl) computes it on the GPU. */
+  readonly template: 'matmul' | 'gather' | 'scatterAdd';
   readonly cpu: (src: readonly Strided[], arg: A, out: Aval) => Storage;
 }
 

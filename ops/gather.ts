@@ -21,6 +21,7 @@ const rowOf = (op: string, i: number, n: number, k: number): number => {
 export const gatherOp: CustomOp<null> = {
   name: 'gather',
   kind: 'custom',
+  template: 'gather',
   infer: ([table, idx]) => {
     checkIndex('gather', idx!);
     if (table!.shape.length < 1) throw new ShapeError(`gather: table must have rank ≥ 1, got ${fmt(table!.shape)}`);
@@ -45,6 +46,7 @@ export const gatherOp: CustomOp<null> = {
 export const scatterAddOp: CustomOp<{ n: number }> = {
   name: 'scatterAdd',
   kind: 'custom',
+  template: 'scatterAdd',
   infer: ([upd, idx], { n }) => {
     checkIndex('scatterAdd', idx!);
     const r = idx!.shape.length;

@@ -4,17 +4,9 @@ import { coerce, type DType } from '../core/dtype.js';
 import { DTypeError, fmt } from '../core/shape.js';
 import { apply, isTensor, type Tensor } from '../core/tensor.js';
 import type { ElementwiseOp } from '../core/node.js';
+import { literal } from '../core/wgsl/literal.js';
 
 export type TensorLike = Tensor | number;
-
-const fmtLiteral = (v: number, d: DType): string => {
-  if (d === 'bool') return v ? 'true' : 'false';
-  if (d === 'i32') return `i32(${v | 0})`;
-  if (d === 'u32') return `${v >>> 0}u`;
-  if (Number.isNaN(v)) return `bitcast<${d}>(0x7fc00000u)`.replace('f16>(0x7fc00000u', 'f16>(0x7e00u');
-  if (!Number.isFinite(v)) return d === 'f16' ? `bitcast<f16>(${v > 0 ? '0x7c00' : '0xfc00'}u)` : `bitcast<f32>(${v > 0 ? '0x7f800000' : '0xff800000'}u)`;
-  return `${d}(${v})`;
-};
 
 /** A scalar constant (shape ()). Baked into kernels as a literal; use a tensor input for values that change. */
 export const fillOp: ElementwiseOp<{ value: number; dtype: DType }> = {
@@ -22,7 +14,7 @@ export const fillOp: ElementwiseOp<{ value: number; dtype: DType }> = {
   kind: 'elementwise',
   infer: (_s, a) => ({ shape: [], dtype: a.dtype }),
   cpu: (_x, _i, a) => a.value,
-  wgsl: (_x, _i, a) => fmtLiteral(a.value, a.dtype),
+  wgsl: (_x, _i, a) => literal(a.value, a.dtype),
 };
 
 export const scalar = <D extends DType>(value: number, dtype: D): Tensor<D> =>

@@ -6,11 +6,12 @@ import type { CustomOp } from '../core/node.js';
 import { broadcastShapes, DTypeError, fmt, numel, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { broadcastView } from '../core/interp.js';
-import { reshape, swapAxes } from './movement.js';
+import { broadcastTo, reshape, swapAxes } from './movement.js';
 
 export const matmulOp: CustomOp<null> = {
   name: 'matmul',
   kind: 'custom',
+  template: 'matmul',
   infer: ([a, b]) => {
     const sa = a!.shape, sb = b!.shape;
     if (sa.length < 2 || sb.length < 2) throw new ShapeError(`matmul: operands must have rank ≥ 2, got ${fmt(sa)} and ${fmt(sb)}`);
@@ -60,7 +61,9 @@ export const matmulOp: CustomOp<null> = {
 export const matmul = (a: Tensor, b: Tensor): Tensor => {
   const a2 = a.rank === 1 ? reshape(a, [1, a.shape[0]!]) : a;
   const b2 = b.rank === 1 ? reshape(b, [b.shape[0]!, 1]) : b;
-  const c = apply(matmulOp, [a2, b2]);
+  // Batch dimensions are broadcast explicitly (as views), so kernels see equal batch shapes.
+  const batch = broadcastShapes('matmul', a2.shape.slice(0, -2), b2.shape.slice(0, -2));
+  const c = apply(matmulOp, [broadcastTo(a2, [...batch, ...a2.shape.slice(-2)]), broadcastTo(b2, [...batch, ...b2.shape.slice(-2)])]);
   if (a.rank > 1 && b.rank > 1) return c;
   const s = c.shape.slice(0, -2);
   return reshape(c, [...s, ...(a.rank > 1 ? [c.shape[c.rank - 2]!] : []), ...(b.rank > 1 ? [c.shape[c.rank - 1]!] : [])]);

@@ -1,0 +1,157 @@
+// The WebGPU backend: schedules a graph into kernels, renders and compiles them (pipelines cached by WGSL),
+// allocates buffers from the pool with reuse by liveness inside a step, encodes every dispatch into one
+// submit, and reads back only what is asked for. Realised nodes own their buffers until disposed.
+
+import * as E from 'fp-ts/lib/Either.js';
+import type { Storage } from './dtype.js';
+import { installWebGPU, type Backend } from './backend.js';
+import { getDevice, orThrow, type Device, type Dispatch } from './device.js';
+import type { Node } from './node.js';
+import { numel } from './shape.js';
+import { schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
+import { renderElementwise, renderEpilogue, renderRow, type RenderedKernel } from './wgsl/fused.js';
+import { renderGather, renderScatterAdd } from './wgsl/indexing.js';
+import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
+import { storeType } from './wgsl/literal.js';
+
+const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
+
+/** Host data of a node in the layout its GPU buffer uses (bool → u32). */
+const hostLayout = (n: Node, data: Storage): ArrayBufferView => {
+  if (n.dtype === 'f64' || n.dtype === 'f16') throw new Error(`webgpu: ${n.dtype} tensors are not supported on WebGPU yet (${n.op.name} ${JSON.stringify(n.shape)}); cast to f32`);
+  return n.dtype === 'bool' ? Uint32Array.from(data as Uint8Array) : data;
+};
+
+export interface Step { readonly kernel: Kernel; readonly rendered: readonly RenderedKernel[]; readonly bindings: (bufs: (n: Node) => GPUBuffer) => GPUBuffer[] }
+
+/** WGSL and binding order for one kernel. */
+export const lower = (dev: Device, k: Kernel, i: number): Step => {
+  const label = `k${i}:${k.kind}:${k.out.op.name}${JSON.stringify(k.out.shape)}`;
+  const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out)] });
+  switch (k.kind) {
+    case 'elementwise': return plain([renderElementwise(k, label)]);
+    case 'row': return plain([renderRow(k, label)]);
+    case 'gather': return plain(renderGather(k, label));
+    case 'scatterAdd': return plain(renderScatterAdd(k, label));
+    case 'matmul': {
+      const epi = k.epilogue ? renderEpilogue(k) : null;
+      const mk = matmulKernel({
+        batch: k.batch, M: k.M, N: k.N, K: k.K,
+        aStrides: k.a.strides, bStrides: k.b.strides, aOffset: k.a.offset, bOffset: k.b.offset,
+        tiles: pickMatmulTiles(dev, { M: k.M, N: k.N }),
+        label,
+        ...(epi ? {
+          epilogue: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})`,
+          extraBindings: epi.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
+          prelude: epi.prelude,
+        } : {}),
+      });
+      return {
+        kernel: k,
+        rendered: [{ wgsl: mk.wgsl, workgroups: mk.workgroups, label }],
+        bindings: (b) => [b(k.inputs[k.a.slot]!), b(k.inputs[k.b.slot]!), b(k.out), ...(epi?.slots ?? []).map((s) => b(k.inputs[s]!))],
+      };
+    }
+  }
+};
+
+const leakWarned = { done: false };
+const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer }>(({ dev, buf }) => {
+  if (!dev.isOpen) return;
+  dev.free(buf);
+  if (!leakWarned.done) {
+    leakWarned.done = true;
+    console.warn('camelid: a realised tensor was garbage-collected without dispose(); its GPU buffer went back to the pool. Use dispose(), `using`, or scope() to free memory deterministically.');
+  }
+});
+
+/** Give a node a GPU buffer that it owns (freed by dispose, or by the leak detector as a last resort). */
+const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
+  let freed = false;
+  const token = {};
+  n.gpu = { buffer: buf, bytes: bytesOf(n), free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } } };
+  leaks.register(n, { dev, buf }, token);
+};
+
+const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
+  if (n.gpu) return n.gpu.buffer;
+  if (!n.cpu) throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} has no value to upload`);
+  const buf = dev.alloc(bytesOf(n));
+  dev.upload(buf, hostLayout(n, n.cpu));
+  own(dev, n, buf);
+  return buf;
+};
+
+export interface RunStats { kernels: number; dispatches: number }
+export const lastRun: RunStats = { kernels: 0, dispatches: 0 };
+
+/** Compute `roots` on the GPU: compile what is missing, then encode every dispatch into one submit. */
+export const runGraph = async (dev: Device, roots: readonly Node[], opts: ScheduleOpts = {}): Promise<void> => {
+  for (const r of roots) if (!r.gpu && r.cpu) ensureUploaded(dev, r);
+  const todo = roots.filter((n) => !n.gpu);
+  if (!todo.length) return;
+  const kernels = schedule(todo, opts);
+  const steps = kernels.map((k, i) => lower(dev, k, i));
+  const pipes = new Map<RenderedKernel, GPUComputePipeline>();
+  for (const st of steps) {
+    for (const r of st.rendered) {
+      const src = { wgsl: r.wgsl, label: r.label, ops: [st.kernel.out.op.name] };
+      pipes.set(r, dev.cachedPipeline(src) ?? orThrow(await dev.pipeline(src)()));
+    }
+  }
+  const rootSet = new Set(todo);
+  const lastUse = new Map<Node, number>();
+  kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
+  const temp = new Map<Node, GPUBuffer>();
+  const bufOf = (n: Node): GPUBuffer => n.gpu?.buffer ?? temp.get(n) ?? ensureUploaded(dev, n);
+  const dispatches: Dispatch[] = [];
+  steps.forEach((st, i) => {
+    const k = st.kernel;
+    if (rootSet.has(k.out)) own(dev, k.out, dev.alloc(bytesOf(k.out)));
+    else temp.set(k.out, dev.alloc(bytesOf(k.out)));
+    const bufs = st.bindings(bufOf);
+    for (const r of st.rendered) {
+      const pipeline = pipes.get(r)!;
+      dispatches.push({ pipeline, bindGroup: dev.bindGroup(pipeline, r.use ? r.use.map((j) => bufs[j]!) : bufs), workgroups: r.workgroups });
+    }
+    for (const n of k.inputs) if (lastUse.get(n) === i && temp.has(n)) { dev.free(temp.get(n)!); temp.delete(n); }
+  });
+  dev.encode(dispatches);
+  for (const b of temp.values()) dev.free(b);
+  lastRun.kernels = kernels.length;
+  lastRun.dispatches = dispatches.length;
+};
+
+const readNode = async (dev: Device, n: Node): Promise<Storage> => {
+  if (n.cpu) return n.cpu;
+  if (!n.gpu) throw new Error('webgpu: node is not realised');
+  const count = numel(n.shape);
+  const bytes = count * 4;
+  switch (n.dtype) {
+    case 'f32': return dev.readback(n.gpu.buffer, bytes, new Float32Array(count));
+    case 'i32': return dev.readback(n.gpu.buffer, bytes, new Int32Array(count));
+    case 'u32': return dev.readback(n.gpu.buffer, bytes, new Uint32Array(count));
+    case 'bool': return Uint8Array.from(await dev.readback(n.gpu.buffer, bytes, new Uint32Array(count)));
+    default: throw new Error(`webgpu: cannot read ${n.dtype}`);
+  }
+};
+
+let opened: Promise<Device | null> | null = null;
+export const webgpuDevice = (): Promise<Device | null> => {
+  opened ??= getDevice().then((r) => (E.isRight(r) ? r.right : null));
+  return opened;
+};
+
+const makeBackend = (dev: Device): Backend => ({
+  name: 'webgpu',
+  realize: async (nodes) => {
+    // Interpreter-only dtypes stay on the CPU; everything else runs here.
+    await runGraph(dev, nodes);
+  },
+  read: (n) => readNode(dev, n),
+});
+
+installWebGPU(
+  async () => { const d = await webgpuDevice(); return d ? makeBackend(d) : null; },
+  async (n) => { const d = await webgpuDevice(); if (!d) throw new Error('webgpu: no device to read from'); return readNode(d, n); },
+);

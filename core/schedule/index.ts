@@ -1,0 +1,271 @@
+// The scheduler: graph → kernels, as plain data. Elementwise and movement chains fuse into their consumer;
+// reductions whose results are broadcast back over the same rows share one "row kernel" with their prologue
+// and epilogue (softmax, rmsNorm, logsumexp are one kernel); matmul takes a fused epilogue and reads
+// transposed/broadcast operands in place; views become index math, never copies.
+
+import type { DType } from '../dtype.js';
+import { toposort, type Node, type ReduceArg, type ReduceOp } from '../node.js';
+import { numel, type Shape } from '../shape.js';
+import { contiguous, type View } from '../view.js';
+import { broadcastView } from '../interp.js';
+import { flatIndex, iadd, iconst, idxKey, ivar, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
+import type { Cond, Expr, Reduction } from './expr.js';
+
+export type { Expr, Reduction, Cond } from './expr.js';
+
+/** A matmul operand read in place: element (b, r, c) at offset + b·batch + r·row + c·col. */
+export interface Operand { readonly slot: number; readonly offset: number; readonly strides: { readonly batch: number; readonly row: number; readonly col: number } }
+
+interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
+export type Kernel =
+  | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
+  | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean })
+  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape })
+  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' });
+
+export interface ScheduleOpts {
+  /** false: every elementwise/reduce op is its own kernel (views still fold). For testing fusion. */
+  readonly fuse?: boolean;
+}
+
+const HEAVY = 24;
+const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
+
+/** Kernels in execution order for computing `roots` (realised nodes and buffers are inputs). */
+export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kernel[] => {
+  const fuse = opts.fuse !== false;
+  const order = toposort(roots);
+  const pos = new Map(order.map((n, i) => [n, i]));
+  const users = new Map<Node, number>();
+  for (const n of order) if (!isInput(n)) for (const s of n.src) users.set(s, (users.get(s) ?? 0) + 1);
+  const mat = new Set<Node>(roots.filter((r) => !isInput(r)));
+  // Cost of recomputing a node inline; shared expensive nodes are materialised once instead.
+  const cost = new Map<Node, number>();
+  for (const n of order) {
+    const k = n.op.kind;
+    if (isInput(n)) { cost.set(n, 0); continue; }
+    if (k === 'custom') { mat.add(n); cost.set(n, 0); continue; }
+    if (!fuse && k !== 'movement') mat.add(n);
+    const c = (k === 'reduce' ? 8 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
+    cost.set(n, c);
+    if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
+  }
+  const kernels: Kernel[] = [];
+  for (let i = order.length - 1; i >= 0; i--) {
+    const n = order[i]!;
+    if (mat.has(n) && !isInput(n)) kernels.push(buildKernel(n, mat, users, pos));
+  }
+  return kernels.reverse();
+};
+
+/** Inline nodes reachable from `root` without crossing materialised ones. */
+const inlineReach = (root: Node, mat: ReadonlySet<Node>): Node[] => {
+  const seen = new Set<Node>();
+  const out: Node[] = [];
+  const stack = [...root.src];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n) || mat.has(n) || isInput(n)) continue;
+    seen.add(n);
+    out.push(n);
+    if (n.op.kind !== 'custom') stack.push(...n.src);
+  }
+  return out;
+};
+
+const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** A root that only reshapes a node used nowhere else is written directly by that node's kernel. */
+const buildKernel = (root: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, pos: ReadonlyMap<Node, number>): Kernel => {
+  let x = root;
+  while (x.op.name === 'reshape' && !isInput(x.src[0]!) && users.get(x.src[0]!) === 1 && x.src[0]!.op.kind !== 'movement') x = x.src[0]!;
+  if (x !== root) mat.delete(x);
+  return { ...buildBody(x, mat, users, pos), out: root };
+};
+
+const buildBody = (x: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, pos: ReadonlyMap<Node, number>): Kernel => {
+  const inputs: Node[] = [];
+  const slotOf = (n: Node) => { let s = inputs.indexOf(n); if (s < 0) { s = inputs.length; inputs.push(n); } return s; };
+  const op = x.op;
+  if (op.kind === 'custom' && op.template !== 'matmul') {
+    for (const s of x.src) if (!isInput(s)) mat.add(s);
+    x.src.forEach(slotOf);
+    return { kind: op.template, out: x, inputs };
+  }
+
+  // Decide the kernel's domain: a row kernel when a reduction over the output's own shape is inside.
+  let shape: Shape = x.shape;
+  let axes: readonly number[] = [];
+  let mm: Node | null = null;
+  if (op.kind === 'reduce') {
+    shape = x.src[0]!.shape;
+    axes = (x.arg as ReduceArg).axes;
+  } else if (op.kind === 'custom') {
+    mm = x;
+  } else {
+    const reach = inlineReach(x, mat);
+    const red = reach.find((n) => n.op.kind === 'reduce' && sameShape(n.src[0]!.shape, x.shape));
+    if (red) axes = (red.arg as ReduceArg).axes;
+    else mm = reach.find((n) => n.op.kind === 'custom' && n.op.template === 'matmul' && sameShape(n.shape, x.shape) && users.get(n) === 1 && (pos.get(n) ?? 0) >= 0) ?? null;
+    if (mm) mat.delete(mm);
+  }
+  const inA = (d: number) => axes.includes(d);
+  const domainIdx: Idx[] = shape.map((n, d) => (n === 1 ? iconst(0) : ivar(inA(d) ? `a${d}` : `r${d}`, n)));
+  const rowIdx: Idx[] = shape.map((n, d) => (n === 1 || inA(d) ? iconst(0) : ivar(`r${d}`, n)));
+  const reductions: Reduction[] = [];
+  const redOf = new Map<Node, Expr>();
+  const memo = new Map<string, Expr>();
+  const elemOf = (i: Idx | null) => i !== null && usesVar(i, 'a');
+  const isIdentity = (idx: readonly Idx[], want: readonly Idx[]) => idx.length === want.length && idx.every((v, d) => idxKey(v) === idxKey(want[d]!));
+
+  const load = (n: Node, idx: readonly Idx[]): Expr => {
+    const flat = flatIndex(idx, n.shape);
+    return { e: 'load', slot: slotOf(n), idx: flat, dtype: n.dtype, elem: elemOf(flat) };
+  };
+
+  const walk = (n: Node, idx: readonly Idx[]): Expr => {
+    const key = `${n.id}|${idx.map(idxKey).join(',')}`;
+    const hit = memo.get(key);
+    if (hit) return hit;
+    const r = walkNew(n, idx);
+    memo.set(key, r);
+    return r;
+  };
+
+  const walkNew = (n: Node, idx: readonly Idx[]): Expr => {
+    if (n !== x && (isInput(n) || mat.has(n))) return load(n, idx);
+    const o = n.op;
+    switch (o.kind) {
+      case 'buffer': return load(n, idx);
+      case 'elementwise': {
+        const src = n.src.map((s) => walk(s, broadcastIdx(idx, n.shape, s.shape)));
+        const i = n.src.length === 0 && n.shape.length === 1 ? idx[0]! : null;
+        return { e: 'op', op: o, arg: n.arg, src, i, dtype: n.dtype, elem: src.some((s) => s.elem) || elemOf(i) };
+      }
+      case 'movement': {
+        const { idx: si, conds } = moveIdx(n, idx);
+        const inner = walk(n.src[0]!, si);
+        return conds.length ? { e: 'mask', conds, src: inner, dtype: n.dtype, elem: inner.elem || conds.some((c) => elemOf(c.idx)) } : inner;
+      }
+      case 'reduce': {
+        const aligned = axes.length > 0 && sameShape(n.src[0]!.shape, shape) && sameShape((n.arg as ReduceArg).axes, axes) && isIdentity(idx, rowIdx);
+        if (!aligned && n !== x) { mat.add(n); return load(n, idx); }
+        let red = redOf.get(n);
+        if (!red) {
+          const src = walk(n.src[0]!, domainIdx);
+          const id = reductions.length;
+          reductions.push({ id, op: o as ReduceOp, src, dtype: n.dtype });
+          red = { e: 'red', id, dtype: n.dtype, elem: false };
+          redOf.set(n, red);
+        }
+        return red;
+      }
+      case 'custom':
+        if (n === mm && isIdentity(idx, domainIdx)) return { e: 'acc', dtype: n.dtype, elem: true };
+        mat.add(n);
+        return load(n, idx);
+    }
+  };
+
+  if (op.kind === 'custom') {
+    // A bare matmul: no epilogue.
+    return matmulKernel(x, null, slotOf, inputs, mat);
+  }
+  if (mm) {
+    const value = walk(x, domainIdx);
+    if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape, value }; // the matmul was not read in place
+    return matmulKernel(mm, { out: x, value }, slotOf, inputs, mat);
+  }
+  const value = walk(x, op.kind === 'reduce' ? rowIdx : domainIdx);
+  if (axes.length === 0) return { kind: 'elementwise', out: x, inputs, shape, value };
+  return { kind: 'row', out: x, inputs, shape, axes, reductions, value, perRow: op.kind === 'reduce' };
+};
+
+/** Index into a broadcast operand: leading dims dropped, size-1 dims pinned to 0. */
+const broadcastIdx = (idx: readonly Idx[], out: Shape, src: Shape): Idx[] => {
+  const lead = out.length - src.length;
+  return src.map((d, i) => (d === 1 ? iconst(0) : idx[i + lead]!));
+};
+
+/** Source index of a movement node (and pad validity conditions). */
+const moveIdx = (n: Node, idx: readonly Idx[]): { idx: Idx[]; conds: Cond[] } => {
+  const src = n.src[0]!.shape;
+  const arg = n.arg as Record<string, unknown>;
+  switch (n.op.name) {
+    case 'reshape': return { idx: unflatten(flatIndex(idx, n.shape), src), conds: [] };
+    case 'permute': {
+      const perm = arg.perm as number[];
+      const out = new Array<Idx>(src.length);
+      perm.forEach((p, i) => { out[p] = idx[i]!; });
+      return { idx: out, conds: [] };
+    }
+    case 'expand': return { idx: src.map((d, i) => (d === 1 ? iconst(0) : idx[i]!)), conds: [] };
+    case 'pad': {
+      const pads = arg.pads as [number, number][];
+      const conds: Cond[] = [];
+      const out = idx.map((v, d) => {
+        const [b] = pads[d]!;
+        if (b === 0 && pads[d]![1] === 0) return v;
+        conds.push({ idx: v, lo: b, hi: b + src[d]! });
+        return iadd(v, iconst(-b));
+      });
+      return { idx: out, conds };
+    }
+    case 'shrink': return { idx: idx.map((v, d) => iadd(v, iconst((arg.bounds as [number, number][])[d]![0]))), conds: [] };
+    default: {
+      // Any other movement op: apply its view to a contiguous source and read through the strides.
+      const v = n.op.kind === 'movement' ? n.op.view(contiguous(src), n.arg, n.shape) : null;
+      if (!v || v.mask) throw new Error(`schedule: movement op '${n.op.name}' has no index rule`);
+      return { idx: unflatten(stridedIndex(idx, v.strides, v.offset), src), conds: [] };
+    }
+  }
+};
+
+/** Compose movement ops between `o` and a materialised base into one strided view, if they allow it. */
+const viewChain = (o: Node, mat: ReadonlySet<Node>): { base: Node; view: View } | null => {
+  const chain: Node[] = [];
+  let b = o;
+  while (!isInput(b) && !mat.has(b) && b.op.kind === 'movement') { chain.push(b); b = b.src[0]!; }
+  if (!isInput(b) && !mat.has(b)) return null;
+  let v: View | null = contiguous(b.shape);
+  for (let i = chain.length - 1; i >= 0 && v; i--) {
+    const m = chain[i]!;
+    v = m.op.kind === 'movement' ? m.op.view(v, m.arg, m.shape) : null;
+  }
+  return v && !v.mask ? { base: b, view: v } : null;
+};
+
+/** A single stride over the flattened batch dimensions, when one exists. */
+const batchStride = (v: View, nb: number): number | null => {
+  const dims = v.shape.slice(0, nb).map((d, i) => [d, v.strides[i]!] as const).filter(([d]) => d !== 1);
+  if (dims.length === 0) return 0;
+  for (let i = 0; i + 1 < dims.length; i++) if (dims[i]![1] !== dims[i + 1]![1] * dims[i + 1]![0]) return null;
+  return dims[dims.length - 1]![1];
+};
+
+const matmulKernel = (
+  m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], mat: Set<Node>,
+): Kernel => {
+  const r = m.shape.length;
+  const batchShape = m.shape.slice(0, -2);
+  const operand = (o: Node): Operand => {
+    let vc = viewChain(o, mat);
+    let bs = vc ? batchStride(vc.view, r - 2) : null;
+    if (!vc || bs === null) {
+      mat.add(o);
+      vc = { base: o, view: broadcastView(contiguous(o.shape), o.shape) };
+      bs = batchStride(vc.view, r - 2)!;
+    }
+    const v = vc.view;
+    return { slot: slotOf(vc.base), offset: v.offset, strides: { batch: bs, row: v.strides[r - 2]!, col: v.strides[r - 1]! } };
+  };
+  const a = operand(m.src[0]!);
+  const b = operand(m.src[1]!);
+  const K = m.src[0]!.shape[r - 1]!;
+  return {
+    kind: 'matmul', out: epi ? epi.out : m, inputs, batch: numel(batchShape), M: m.shape[r - 2]!, N: m.shape[r - 1]!, K, a, b,
+    epilogue: epi ? epi.value : null, batchShape,
+  };
+};
+
+export const kernelDtype = (k: Kernel): DType => k.out.dtype;

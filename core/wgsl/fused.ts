@@ -1,0 +1,189 @@
+// Renders scheduled kernels (core/schedule) to WGSL: elementwise kernels (one invocation per element),
+// row kernels (one workgroup per row: each reduction folds the row, then the epilogue writes it), and the
+// epilogue function a matmul template calls. Expressions become `let` bindings, each computed once.
+
+import type { DType } from '../dtype.js';
+import type { Expr, Kernel, Reduction } from '../schedule/index.js';
+import { iconst, ivar, renderIdx, flatIndex, unflatten, type Idx } from '../schedule/idx.js';
+import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
+
+export const WG = 64;
+
+class Scope {
+  readonly lines: string[] = [];
+  readonly memo = new Map<Expr, string>();
+}
+
+/** Emits expressions into the row scope (row-level values) or the current element scope. */
+class Emitter {
+  private n = 0;
+  readonly preludes = new Set<string>([LITERAL_PRELUDE]);
+  readonly top = new Scope();
+  cur: Scope = this.top;
+  constructor(private readonly reduce: (id: number) => string) {}
+
+  render(x: Expr): string {
+    const scope = x.elem ? this.cur : this.top;
+    const hit = scope.memo.get(x);
+    if (hit) return hit;
+    let v: string;
+    switch (x.e) {
+      case 'load': {
+        const raw = `in${x.slot}[${renderIdx(x.idx)}]`;
+        v = x.dtype === 'bool' ? `(${raw} != 0u)` : raw;
+        break;
+      }
+      case 'op': {
+        if (x.op.wgslPrelude) this.preludes.add(x.op.wgslPrelude);
+        const src = x.src.map((s) => this.render(s));
+        v = x.op.wgsl(src, x.i ? renderIdx(x.i) : '0u', x.arg, x.dtype, x.src.map((s) => s.dtype));
+        break;
+      }
+      case 'mask': {
+        const inner = this.render(x.src);
+        const cond = x.conds.map((c) => `(${renderIdx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
+        v = `select(${literal(0, x.dtype)}, ${inner}, ${cond})`;
+        break;
+      }
+      case 'red': return this.reduce(x.id);
+      case 'acc': return 'acc';
+    }
+    if (x.e === 'load' || (x.e === 'op' && x.src.length === 0)) { scope.memo.set(x, v); return v; }
+    const name = `t${this.n++}`;
+    scope.lines.push(`let ${name}: ${exprType(x.dtype)} = ${v};`);
+    scope.memo.set(x, name);
+    return name;
+  }
+}
+
+const bindings = (k: Kernel, from = 0): string =>
+  k.inputs.map((n, i) => `@group(0) @binding(${i + from}) var<storage, read> in${i}: array<${storeType(n.dtype)}>;`).join('\n');
+const outBinding = (k: Kernel): string =>
+  `@group(0) @binding(${k.inputs.length}) var<storage, read_write> out0: array<${storeType(k.out.dtype)}>;`;
+const store = (d: DType, v: string) => (d === 'bool' ? `u32(${v})` : v);
+
+/** `let` lines defining the named dims of `vars` from a flat row-major counter over `dims`. */
+const decompose = (counter: string, vars: readonly Idx[], dims: readonly number[], shape: readonly number[]): string[] => {
+  const sizes = dims.map((d) => shape[d]!);
+  const parts = unflatten(ivar(counter, sizes.reduce((a, b) => a * b, 1)), sizes);
+  return dims.flatMap((d, i) => {
+    const v = vars[d]!;
+    return v.k === 'var' ? [`let ${v.name} = ${renderIdx(parts[i]!)};`] : [];
+  });
+};
+
+export interface RenderedKernel {
+  readonly wgsl: string;
+  readonly workgroups: readonly [number, number, number];
+  readonly label: string;
+  /** Which of the step's buffers it binds, in binding order (default: all). */
+  readonly use?: readonly number[];
+}
+
+const grid = (n: number): [number, number, number] => {
+  const x = Math.min(n, 32768);
+  return [Math.max(1, x), Math.ceil(n / Math.max(1, x)), 1];
+};
+
+const domainVars = (shape: readonly number[], axes: readonly number[]): Idx[] =>
+  shape.map((n, d) => (n === 1 ? iconst(0) : ivar(axes.includes(d) ? `a${d}` : `r${d}`, n)));
+
+export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
+  const n = k.shape.reduce((a, b) => a * b, 1);
+  const vars = domainVars(k.shape, []);
+  const em = new Emitter(() => { throw new Error('elementwise kernel has no reductions'); });
+  const value = em.render(k.value);
+  const wgsl = `${[...em.preludes].join('\n')}
+${bindings(k)}
+${outBinding(k)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * ${WG}u;
+  if (e >= ${n}u) { return; }
+  ${decompose('e', vars, [...k.shape.keys()], k.shape).join('\n  ')}
+  ${em.top.lines.join('\n  ')}
+  out0[e] = ${store(k.out.dtype, value)};
+}`;
+  return { wgsl, workgroups: grid(Math.ceil(n / WG)), label };
+};
+
+export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): RenderedKernel => {
+  const vars = domainVars(k.shape, k.axes);
+  const rowDims = [...k.shape.keys()].filter((d) => !k.axes.includes(d));
+  const rows = rowDims.reduce((a, d) => a * k.shape[d]!, 1);
+  const L = k.axes.reduce((a, d) => a * k.shape[d]!, 1);
+  const shared = new Set<string>();
+  const done = new Map<number, string>();
+  const elemLoopHead = (e: string) => `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {\n    ${decompose(e, vars, k.axes, k.shape).join('\n    ')}`;
+  const emitReduction = (r: Reduction): string => {
+    const prev = em.cur;
+    em.cur = new Scope();
+    const x = em.render(r.src);
+    const body = em.cur.lines;
+    em.cur = prev;
+    const t = storeType(r.dtype) === 'u32' && r.dtype === 'bool' ? 'u32' : exprType(r.dtype);
+    shared.add(t);
+    const acc = `acc${r.id}`;
+    const comb = (a: string, b: string) => r.op.wgsl(a, b);
+    em.top.lines.push(
+      `var ${acc}: ${t} = ${literal(r.op.identity(r.dtype), r.dtype)};`,
+      `${elemLoopHead('e')}\n    ${body.join('\n    ')}\n    ${acc} = ${comb(acc, x)};\n  }`,
+      `sh_${t}[lid] = ${acc};`,
+      'workgroupBarrier();',
+      `for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {\n    if (lid < s) { sh_${t}[lid] = ${comb(`sh_${t}[lid]`, `sh_${t}[lid + s]`)}; }\n    workgroupBarrier();\n  }`,
+      `let red${r.id} = sh_${t}[0];`,
+      'workgroupBarrier();',
+    );
+    return `red${r.id}`;
+  };
+  const em: Emitter = new Emitter((id) => {
+    let v = done.get(id);
+    if (!v) { v = emitReduction(k.reductions[id]!); done.set(id, v); }
+    return v;
+  });
+  let tail: string;
+  if (k.perRow) {
+    const v = em.render(k.value);
+    tail = `if (lid == 0u) { out0[row] = ${store(k.out.dtype, v)}; }`;
+  } else {
+    em.cur = new Scope();
+    const v = em.render(k.value);
+    const flat = renderIdx(flatIndex(vars, k.shape));
+    tail = `${elemLoopHead('e')}\n    ${em.cur.lines.join('\n    ')}\n    out0[${flat}] = ${store(k.out.dtype, v)};\n  }`;
+  }
+  const wgsl = `${[...em.preludes].join('\n')}
+${bindings(k)}
+${outBinding(k)}
+${[...shared].map((t) => `var<workgroup> sh_${t}: array<${t}, ${WG}>;`).join('\n')}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= ${rows}u) { return; }
+  ${decompose('row', vars, rowDims, k.shape).join('\n  ')}
+  ${em.top.lines.join('\n  ')}
+  ${tail}
+}`;
+  return { wgsl, workgroups: grid(rows), label };
+};
+
+/** The WGSL function `epi(acc, row, col, batch)` for a matmul's fused epilogue, and the input slots it reads. */
+export const renderEpilogue = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
+  const r = k.batchShape.length + 2;
+  const shape = [...k.batchShape, k.M, k.N];
+  const vars = domainVars(shape, []);
+  const em = new Emitter(() => { throw new Error('matmul epilogue has no reductions'); });
+  const v = em.render(k.epilogue!);
+  const lines: string[] = [];
+  const named = (i: number) => vars[i]!.k === 'var';
+  if (named(r - 2)) lines.push(`let ${(vars[r - 2] as { name: string }).name} = row;`);
+  if (named(r - 1)) lines.push(`let ${(vars[r - 1] as { name: string }).name} = col;`);
+  lines.push(...decompose('batch', vars, [...k.batchShape.keys()], shape));
+  const slots = [...new Set([...em.top.lines.join('\n').matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)].map((m) => Number(m[1])))];
+  const prelude = `${[...em.preludes].join('\n')}
+fn epi(acc: f32, row: u32, col: u32, batch: u32) -> f32 {
+  ${lines.join('\n  ')}
+  ${em.top.lines.join('\n  ')}
+  return ${v};
+}`;
+  return { prelude, slots };
+};

@@ -1,0 +1,60 @@
+// Kernels for data-dependent indexing: gather (row lookup) and scatter-add (its adjoint, with a float
+// atomic add built from compare-exchange, since WGSL has no atomic<f32>).
+
+import { numel } from '../shape.js';
+import type { Kernel } from '../schedule/index.js';
+import type { Node } from '../node.js';
+
+type IndexKernel = Kernel & { readonly kind: 'gather' | 'scatterAdd' };
+import { storeType } from './literal.js';
+import { WG, type RenderedKernel } from './fused.js';
+
+const grid = (n: number): [number, number, number] => {
+  const g = Math.ceil(n / WG);
+  const x = Math.min(g, 32768);
+  return [Math.max(1, x), Math.ceil(g / Math.max(1, x)), 1];
+};
+const head = (n: number) => `@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * ${WG}u;
+  if (e >= ${n}u) { return; }`;
+
+export const renderGather = (k: IndexKernel, label: string): RenderedKernel[] => {
+  const [table, idx] = k.inputs as [Node, Node];
+  const row = numel(table.shape.slice(1));
+  const V = table.shape[0]!;
+  const n = numel(k.out.shape);
+  const wgsl = `@group(0) @binding(0) var<storage, read> in0: array<${storeType(table.dtype)}>;
+@group(0) @binding(1) var<storage, read> in1: array<${storeType(idx.dtype)}>;
+@group(0) @binding(2) var<storage, read_write> out0: array<${storeType(k.out.dtype)}>;
+${head(n)}
+  let r = min(u32(in1[e / ${row}u]), ${V - 1}u);
+  out0[e] = in0[r * ${row}u + e % ${row}u];
+}`;
+  return [{ wgsl, workgroups: grid(n), label }];
+};
+
+export const renderScatterAdd = (k: IndexKernel, label: string): RenderedKernel[] => {
+  const [upd, idx] = k.inputs as [Node, Node];
+  if (k.out.dtype !== 'f32') throw new Error(`scatterAdd on WebGPU supports f32, got ${k.out.dtype}`);
+  const row = numel(k.out.shape.slice(1));
+  const V = k.out.shape[0]!;
+  const total = numel(k.out.shape), n = numel(upd.shape);
+  const decl = `@group(0) @binding(0) var<storage, read> in0: array<f32>;
+@group(0) @binding(1) var<storage, read> in1: array<${storeType(idx.dtype)}>;
+@group(0) @binding(2) var<storage, read_write> out0: array<atomic<u32>>;`;
+  const zero = `@group(0) @binding(0) var<storage, read_write> out0: array<u32>;\n${head(total)}\n  out0[e] = 0u;\n}`;
+  const add = `${decl}
+${head(n)}
+  let r = u32(in1[e / ${row}u]);
+  if (r >= ${V}u) { return; }
+  let p = r * ${row}u + e % ${row}u;
+  var old = atomicLoad(&out0[p]);
+  loop {
+    let res = atomicCompareExchangeWeak(&out0[p], old, bitcast<u32>(bitcast<f32>(old) + in0[e]));
+    if (res.exchanged) { break; }
+    old = res.old_value;
+  }
+}`;
+  return [{ wgsl: zero, workgroups: grid(total), label: `${label}:zero`, use: [2] }, { wgsl: add, workgroups: grid(n), label }];
+};
