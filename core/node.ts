@@ -33,6 +33,8 @@ export interface ElementwiseOp<A = unknown> extends OpBase<A> {
   readonly wgsl: (x: readonly string[], i: string, arg: A, out: DType, src: readonly DType[]) => string;
   /** WGSL helper functions the expression calls, emitted once per kernel. */
   readonly wgslPrelude?: string;
+  /** The value is its first input (tags, stopGradient): the scheduler sees through it. */
+  readonly identity?: boolean;
 }
 
 export interface ReduceArg { readonly axes: readonly number[] }

@@ -105,6 +105,17 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   const temp = new Map<Node, GPUBuffer>();
   const bufOf = (n: Node): GPUBuffer => n.gpu?.buffer ?? temp.get(n) ?? ensureUploaded(dev, n);
   const dispatches: Dispatch[] = [];
+  const limit = dev.limits.maxStorageBufferBindingSize;
+  for (const k of kernels) {
+    for (const n of [k.out, ...k.inputs]) {
+      if (bytesOf(n) > limit) {
+        throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
+      }
+    }
+  }
+  // Uploads happen at queue time, before this submit runs: they must never land in a buffer that a kernel
+  // of this same submit uses as scratch, so every input is uploaded before any scratch is handed out.
+  for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
   steps.forEach((st, i) => {
     const k = st.kernel;
     if (rootSet.has(k.out)) own(dev, k.out, dev.alloc(bytesOf(k.out)));

@@ -29,7 +29,7 @@ export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, o
 
 /** The identity that blocks gradients. */
 export const stopGradientOp: ElementwiseOp = {
-  name: 'stopGradient', kind: 'elementwise', infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: () => [null],
+  name: 'stopGradient', kind: 'elementwise', identity: true, infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: () => [null],
 };
 
 export const castOp: ElementwiseOp<{ dtype: DType }> = {

@@ -14,7 +14,7 @@ import { sum } from './reduce.js';
 let nextTag = 1;
 /** Identity that marks a differentiation input; its VJP passes the cotangent through (for grad of grad). */
 export const tagOp: ElementwiseOp<{ id: number }> = {
-  name: 'tag', kind: 'elementwise', infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: (g) => [g],
+  name: 'tag', kind: 'elementwise', identity: true, infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: (g) => [g],
 };
 const tag = (t: Tensor): Tensor => apply(tagOp, [t], { id: nextTag++ });
 

@@ -19,6 +19,11 @@ export const iadd = (a: Idx, b: Idx): Idx => {
   if (a.k === 'const' && b.k === 'const') return iconst(a.v + b.v);
   if (b.k === 'const' && b.v === 0) return a;
   if (a.k === 'const' && a.v === 0) return b;
+  // (A / (q·c))·c + (A / q) % c = A / q: re-flattening an unflattened index gives the index back.
+  if (a.k === 'mul' && a.a.k === 'div' && b.k === 'mod' && b.c === a.c) {
+    const [A2, q] = b.a.k === 'div' ? [b.a.a, b.a.c] : [b.a, 1];
+    if (a.a.c === q * a.c && idxKey(a.a.a) === idxKey(A2)) return idiv(A2, q);
+  }
   return { k: 'add', a, b, max: bound(a) + bound(b) - 1 };
 };
 
@@ -33,6 +38,7 @@ export const idiv = (a: Idx, c: number): Idx => {
   if (c === 1) return a;
   if (a.k === 'const') return iconst(Math.floor(a.v / c));
   if (bound(a) <= c) return iconst(0);
+  if (a.k === 'div') return idiv(a.a, a.c * c);
   if (a.k === 'mul' && a.c % c === 0) return imul(a.a, a.c / c);
   if (a.k === 'add' && a.a.k === 'mul' && a.a.c === c && bound(a.b) <= c) return a.a.a;
   if (a.k === 'add' && a.a.k === 'mul' && a.a.c % c === 0 && bound(a.b) <= c) return imul(a.a.a, a.a.c / c);
@@ -52,7 +58,7 @@ export const imod = (a: Idx, c: number): Idx => {
 export const flatIndex = (idx: readonly Idx[], shape: readonly number[]): Idx =>
   idx.reduce<Idx>((acc, x, d) => iadd(imul(acc, shape[d]!), x), iconst(0));
 
-/** Multi-index of a row-major flat offset. */
+/** Multi-index of a row-major flat offset (size-1 dimensions are the constant 0). */
 export const unflatten = (flat: Idx, shape: readonly number[]): Idx[] => {
   const out = new Array<Idx>(shape.length);
   let rest = flat;

@@ -16,10 +16,14 @@ export type { Expr, Reduction, Cond } from './expr.js';
 /** A matmul operand read in place: element (b, r, c) at offset + b·batch + r·row + c·col. */
 export interface Operand { readonly slot: number; readonly offset: number; readonly strides: { readonly batch: number; readonly row: number; readonly col: number } }
 
+/** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
+ * (those cannot be fused away as a matmul epilogue's accumulator). */
+interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node> }
+
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
-  | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean })
+  | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' });
 
@@ -35,7 +39,6 @@ const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
 export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kernel[] => {
   const fuse = opts.fuse !== false;
   const order = toposort(roots);
-  const pos = new Map(order.map((n, i) => [n, i]));
   const users = new Map<Node, number>();
   for (const n of order) if (!isInput(n)) for (const s of n.src) users.set(s, (users.get(s) ?? 0) + 1);
   const mat = new Set<Node>(roots.filter((r) => !isInput(r)));
@@ -45,27 +48,38 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     const k = n.op.kind;
     if (isInput(n)) { cost.set(n, 0); continue; }
     if (k === 'custom') { mat.add(n); cost.set(n, 0); continue; }
-    if (!fuse && k !== 'movement') mat.add(n);
+    if (!fuse && k !== 'movement' && n.src.length > 0 && !(k === 'elementwise' && n.op.identity)) mat.add(n);
     const c = (k === 'reduce' ? 8 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
   }
+  // Matmul operands computed elementwise are materialised up front, so every matmul reading them (through
+  // transposes or broadcasts) reads the same buffer in place.
+  for (const n of order) {
+    if (isInput(n) || !isMatmulNode(n)) continue;
+    for (let b of n.src) {
+      while (!isInput(b) && (b.op.kind === 'movement' || isIdentityOp(b))) b = b.src[0]!;
+      if (!isInput(b)) mat.add(b);
+    }
+  }
   const kernels: Kernel[] = [];
+  const ctx: Ctx = { mat, users, demanded: new Set() };
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
-    if (mat.has(n) && !isInput(n)) kernels.push(buildKernel(n, mat, users, pos));
+    if (mat.has(n) && !isInput(n)) kernels.push(buildKernel(n, ctx));
   }
   return kernels.reverse();
 };
 
-/** Inline nodes reachable from `root` without crossing materialised ones. */
+/** Inline nodes reachable from `root` without crossing materialised ones (matmuls are listed, not entered). */
 const inlineReach = (root: Node, mat: ReadonlySet<Node>): Node[] => {
   const seen = new Set<Node>();
   const out: Node[] = [];
   const stack = [...root.src];
   while (stack.length) {
     const n = stack.pop()!;
-    if (seen.has(n) || mat.has(n) || isInput(n)) continue;
+    const isMatmul = n.op.kind === 'custom' && n.op.template === 'matmul';
+    if (seen.has(n) || (mat.has(n) && !isMatmul) || isInput(n)) continue;
     seen.add(n);
     out.push(n);
     if (n.op.kind !== 'custom') stack.push(...n.src);
@@ -74,48 +88,93 @@ const inlineReach = (root: Node, mat: ReadonlySet<Node>): Node[] => {
 };
 
 const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
+const isIdentityOp = (n: Node) => n.op.kind === 'elementwise' && n.op.identity === true;
+const isMatmulNode = (n: Node) => n.op.kind === 'custom' && n.op.template === 'matmul';
 
 /** A root that only reshapes a node used nowhere else is written directly by that node's kernel. */
-const buildKernel = (root: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, pos: ReadonlyMap<Node, number>): Kernel => {
+const buildKernel = (root: Node, ctx: Ctx): Kernel => {
+  const { mat, users } = ctx;
   let x = root;
-  while (x.op.name === 'reshape' && !isInput(x.src[0]!) && users.get(x.src[0]!) === 1 && x.src[0]!.op.kind !== 'movement') x = x.src[0]!;
+  while ((x.op.name === 'reshape' || isIdentityOp(x)) && !isInput(x.src[0]!) && users.get(x.src[0]!) === 1 && x.src[0]!.op.kind !== 'movement') x = x.src[0]!;
   if (x !== root) mat.delete(x);
-  return { ...buildBody(x, mat, users, pos), out: root };
+  return { ...buildBody(x, ctx), out: root };
 };
 
-const buildBody = (x: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, pos: ReadonlyMap<Node, number>): Kernel => {
+/** True when every path from `m` up to `x` runs through nodes used once (so nothing else inlines them). */
+const onlyFeeds = (m: Node, x: Node, users: ReadonlyMap<Node, number>): boolean => {
+  const memo = new Map<Node, boolean>();
+  const reaches = (n: Node): boolean => {
+    if (n === m) return true;
+    if (memo.has(n)) return memo.get(n)!;
+    memo.set(n, false);
+    const r = n.op.kind !== 'custom' && n.op.kind !== 'reduce' && n.src.some(reaches);
+    memo.set(n, r);
+    return r;
+  };
+  reaches(x);
+  for (const [n, r] of memo) if (r && n !== x && users.get(n) !== 1) return false;
+  return users.get(m) === 1;
+};
+
+const buildBody = (x: Node, ctx: Ctx): Kernel => {
+  const { mat, users, demanded } = ctx;
   const inputs: Node[] = [];
   const slotOf = (n: Node) => { let s = inputs.indexOf(n); if (s < 0) { s = inputs.length; inputs.push(n); } return s; };
+  const need = (n: Node) => { mat.add(n); demanded.add(n); };
   const op = x.op;
   if (op.kind === 'custom' && op.template !== 'matmul') {
-    for (const s of x.src) if (!isInput(s)) mat.add(s);
+    for (const s of x.src) if (!isInput(s)) need(s);
     x.src.forEach(slotOf);
     return { kind: op.template, out: x, inputs };
   }
 
-  // Decide the kernel's domain: a row kernel when a reduction over the output's own shape is inside.
+  // The kernel's domain: a row kernel when a reduction over the output's rows is inside; else a matmul with
+  // this node as its epilogue; else one invocation per element.
   let shape: Shape = x.shape;
   let axes: readonly number[] = [];
+  let perRow = false;
   let mm: Node | null = null;
   if (op.kind === 'reduce') {
     shape = x.src[0]!.shape;
     axes = (x.arg as ReduceArg).axes;
+    perRow = true;
   } else if (op.kind === 'custom') {
     mm = x;
   } else {
     const reach = inlineReach(x, mat);
-    const red = reach.find((n) => n.op.kind === 'reduce' && sameShape(n.src[0]!.shape, x.shape));
-    if (red) axes = (red.arg as ReduceArg).axes;
-    else mm = reach.find((n) => n.op.kind === 'custom' && n.op.template === 'matmul' && sameShape(n.shape, x.shape) && users.get(n) === 1 && (pos.get(n) ?? 0) >= 0) ?? null;
-    if (mm) mat.delete(mm);
+    const reds = reach.filter((n) => n.op.kind === 'reduce');
+    const full = reds.find((n) => sameShape(n.src[0]!.shape, x.shape));
+    const rowLevel = reds.find((n) => numel(n.shape) === numel(x.shape));
+    const red = full ?? rowLevel;
+    if (red) {
+      shape = red.src[0]!.shape;
+      axes = (red.arg as ReduceArg).axes;
+      perRow = !full;
+    } else {
+      mm = reach.find((n) => isMatmulNode(n) && sameShape(n.shape, x.shape) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
+      if (mm) mat.delete(mm);
+    }
   }
   const inA = (d: number) => axes.includes(d);
-  const domainIdx: Idx[] = shape.map((n, d) => (n === 1 ? iconst(0) : ivar(inA(d) ? `a${d}` : `r${d}`, n)));
-  const rowIdx: Idx[] = shape.map((n, d) => (n === 1 || inA(d) ? iconst(0) : ivar(`r${d}`, n)));
+  const keep = shape.map((n, d) => (inA(d) ? 1 : n));
+  const rows = numel(keep);
+  let domainIdx: Idx[];
+  let rowIdx: Idx[] = [];
+  if (axes.length) {
+    rowIdx = unflatten(ivar('row', rows), keep);
+    const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
+    const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
+    domainIdx = rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v));
+  } else if (mm) {
+    const b = shape.slice(0, -2);
+    domainIdx = [...unflatten(ivar('batch', numel(b)), b), shape[shape.length - 2] === 1 ? iconst(0) : ivar('row', shape[shape.length - 2]!), shape[shape.length - 1] === 1 ? iconst(0) : ivar('col', shape[shape.length - 1]!)];
+  } else {
+    domainIdx = unflatten(ivar('e', numel(shape)), shape);
+  }
   const reductions: Reduction[] = [];
   const redOf = new Map<Node, Expr>();
   const memo = new Map<string, Expr>();
-  const elemOf = (i: Idx | null) => i !== null && usesVar(i, 'a');
+  const elemOf = (i: Idx | null) => i !== null && usesVar(i, 'e');
   const isIdentity = (idx: readonly Idx[], want: readonly Idx[]) => idx.length === want.length && idx.every((v, d) => idxKey(v) === idxKey(want[d]!));
 
   const load = (n: Node, idx: readonly Idx[]): Expr => {
@@ -133,11 +192,12 @@ const buildBody = (x: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, po
   };
 
   const walkNew = (n: Node, idx: readonly Idx[]): Expr => {
-    if (n !== x && (isInput(n) || mat.has(n))) return load(n, idx);
+    if (n !== x && (isInput(n) || mat.has(n))) { if (!isInput(n)) demanded.add(n); return load(n, idx); }
     const o = n.op;
     switch (o.kind) {
       case 'buffer': return load(n, idx);
       case 'elementwise': {
+        if (o.identity) return walk(n.src[0]!, idx);
         const src = n.src.map((s) => walk(s, broadcastIdx(idx, n.shape, s.shape)));
         const i = n.src.length === 0 && n.shape.length === 1 ? idx[0]! : null;
         return { e: 'op', op: o, arg: n.arg, src, i, dtype: n.dtype, elem: src.some((s) => s.elem) || elemOf(i) };
@@ -149,7 +209,7 @@ const buildBody = (x: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, po
       }
       case 'reduce': {
         const aligned = axes.length > 0 && sameShape(n.src[0]!.shape, shape) && sameShape((n.arg as ReduceArg).axes, axes) && isIdentity(idx, rowIdx);
-        if (!aligned && n !== x) { mat.add(n); return load(n, idx); }
+        if (!aligned && n !== x) { need(n); return load(n, idx); }
         let red = redOf.get(n);
         if (!red) {
           const src = walk(n.src[0]!, domainIdx);
@@ -162,23 +222,26 @@ const buildBody = (x: Node, mat: Set<Node>, users: ReadonlyMap<Node, number>, po
       }
       case 'custom':
         if (n === mm && isIdentity(idx, domainIdx)) return { e: 'acc', dtype: n.dtype, elem: true };
-        mat.add(n);
+        need(n);
         return load(n, idx);
     }
   };
 
-  if (op.kind === 'custom') {
-    // A bare matmul: no epilogue.
-    return matmulKernel(x, null, slotOf, inputs, mat);
-  }
+  if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, mat);
   if (mm) {
     const value = walk(x, domainIdx);
-    if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape, value }; // the matmul was not read in place
-    return matmulKernel(mm, { out: x, value }, slotOf, inputs, mat);
+    if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walkFresh() };
+    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, mat);
   }
-  const value = walk(x, op.kind === 'reduce' ? rowIdx : domainIdx);
-  if (axes.length === 0) return { kind: 'elementwise', out: x, inputs, shape, value };
-  return { kind: 'row', out: x, inputs, shape, axes, reductions, value, perRow: op.kind === 'reduce' };
+  function walkFresh(): Expr {
+    // The matmul was read at another index, so it is materialised: redo the body as a plain kernel.
+    memo.clear(); inputs.length = 0; mm = null;
+    domainIdx = unflatten(ivar('e', numel(x.shape)), x.shape);
+    return walk(x, domainIdx);
+  }
+  if (!axes.length) return { kind: 'elementwise', out: x, inputs, shape, value: walk(x, domainIdx) };
+  const value = perRow ? walk(x, unflatten(ivar('row', rows), x.shape)) : walk(x, domainIdx);
+  return { kind: 'row', out: x, inputs, shape, axes, reductions, value, perRow, outIdx: perRow ? ivar('row', rows) : flatIndex(domainIdx, shape) };
 };
 
 /** Index into a broadcast operand: leading dims dropped, size-1 dims pinned to 0. */
@@ -225,7 +288,7 @@ const moveIdx = (n: Node, idx: readonly Idx[]): { idx: Idx[]; conds: Cond[] } =>
 const viewChain = (o: Node, mat: ReadonlySet<Node>): { base: Node; view: View } | null => {
   const chain: Node[] = [];
   let b = o;
-  while (!isInput(b) && !mat.has(b) && b.op.kind === 'movement') { chain.push(b); b = b.src[0]!; }
+  while (!isInput(b) && !mat.has(b) && (b.op.kind === 'movement' || isIdentityOp(b))) { if (b.op.kind === 'movement') chain.push(b); b = b.src[0]!; }
   if (!isInput(b) && !mat.has(b)) return null;
   let v: View | null = contiguous(b.shape);
   for (let i = chain.length - 1; i >= 0 && v; i--) {
@@ -244,7 +307,7 @@ const batchStride = (v: View, nb: number): number | null => {
 };
 
 const matmulKernel = (
-  m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], mat: Set<Node>,
+  m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], need: (n: Node) => void, mat: ReadonlySet<Node>,
 ): Kernel => {
   const r = m.shape.length;
   const batchShape = m.shape.slice(0, -2);
@@ -252,7 +315,7 @@ const matmulKernel = (
     let vc = viewChain(o, mat);
     let bs = vc ? batchStride(vc.view, r - 2) : null;
     if (!vc || bs === null) {
-      mat.add(o);
+      need(o);
       vc = { base: o, view: broadcastView(contiguous(o.shape), o.shape) };
       bs = batchStride(vc.view, r - 2)!;
     }

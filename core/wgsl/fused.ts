@@ -4,7 +4,7 @@
 
 import type { DType } from '../dtype.js';
 import type { Expr, Kernel, Reduction } from '../schedule/index.js';
-import { iconst, ivar, renderIdx, flatIndex, unflatten, type Idx } from '../schedule/idx.js';
+import { renderIdx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
 
 export const WG = 64;
@@ -62,16 +62,6 @@ const outBinding = (k: Kernel): string =>
   `@group(0) @binding(${k.inputs.length}) var<storage, read_write> out0: array<${storeType(k.out.dtype)}>;`;
 const store = (d: DType, v: string) => (d === 'bool' ? `u32(${v})` : v);
 
-/** `let` lines defining the named dims of `vars` from a flat row-major counter over `dims`. */
-const decompose = (counter: string, vars: readonly Idx[], dims: readonly number[], shape: readonly number[]): string[] => {
-  const sizes = dims.map((d) => shape[d]!);
-  const parts = unflatten(ivar(counter, sizes.reduce((a, b) => a * b, 1)), sizes);
-  return dims.flatMap((d, i) => {
-    const v = vars[d]!;
-    return v.k === 'var' ? [`let ${v.name} = ${renderIdx(parts[i]!)};`] : [];
-  });
-};
-
 export interface RenderedKernel {
   readonly wgsl: string;
   readonly workgroups: readonly [number, number, number];
@@ -85,12 +75,8 @@ const grid = (n: number): [number, number, number] => {
   return [Math.max(1, x), Math.ceil(n / Math.max(1, x)), 1];
 };
 
-const domainVars = (shape: readonly number[], axes: readonly number[]): Idx[] =>
-  shape.map((n, d) => (n === 1 ? iconst(0) : ivar(axes.includes(d) ? `a${d}` : `r${d}`, n)));
-
 export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
   const n = k.shape.reduce((a, b) => a * b, 1);
-  const vars = domainVars(k.shape, []);
   const em = new Emitter(() => { throw new Error('elementwise kernel has no reductions'); });
   const value = em.render(k.value);
   const wgsl = `${[...em.preludes].join('\n')}
@@ -100,7 +86,6 @@ ${outBinding(k)}
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = gid.x + gid.y * nwg.x * ${WG}u;
   if (e >= ${n}u) { return; }
-  ${decompose('e', vars, [...k.shape.keys()], k.shape).join('\n  ')}
   ${em.top.lines.join('\n  ')}
   out0[e] = ${store(k.out.dtype, value)};
 }`;
@@ -108,13 +93,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 };
 
 export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): RenderedKernel => {
-  const vars = domainVars(k.shape, k.axes);
-  const rowDims = [...k.shape.keys()].filter((d) => !k.axes.includes(d));
-  const rows = rowDims.reduce((a, d) => a * k.shape[d]!, 1);
+  const rows = k.shape.reduce((a, n, d) => (k.axes.includes(d) ? a : a * n), 1);
   const L = k.axes.reduce((a, d) => a * k.shape[d]!, 1);
   const shared = new Set<string>();
   const done = new Map<number, string>();
-  const elemLoopHead = (e: string) => `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {\n    ${decompose(e, vars, k.axes, k.shape).join('\n    ')}`;
+  const elemLoopHead = (e: string) => `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {`;
   const emitReduction = (r: Reduction): string => {
     const prev = em.cur;
     em.cur = new Scope();
@@ -148,7 +131,7 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
   } else {
     em.cur = new Scope();
     const v = em.render(k.value);
-    const flat = renderIdx(flatIndex(vars, k.shape));
+    const flat = renderIdx(k.outIdx);
     tail = `${elemLoopHead('e')}\n    ${em.cur.lines.join('\n    ')}\n    out0[${flat}] = ${store(k.out.dtype, v)};\n  }`;
   }
   const wgsl = `${[...em.preludes].join('\n')}
@@ -159,7 +142,6 @@ ${[...shared].map((t) => `var<workgroup> sh_${t}: array<${t}, ${WG}>;`).join('\n
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = wid.x + wid.y * nwg.x;
   if (row >= ${rows}u) { return; }
-  ${decompose('row', vars, rowDims, k.shape).join('\n  ')}
   ${em.top.lines.join('\n  ')}
   ${tail}
 }`;
@@ -168,21 +150,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 /** The WGSL function `epi(acc, row, col, batch)` for a matmul's fused epilogue, and the input slots it reads. */
 export const renderEpilogue = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
-  const r = k.batchShape.length + 2;
-  const shape = [...k.batchShape, k.M, k.N];
-  const vars = domainVars(shape, []);
   const em = new Emitter(() => { throw new Error('matmul epilogue has no reductions'); });
   const v = em.render(k.epilogue!);
-  const lines: string[] = [];
-  const named = (i: number) => vars[i]!.k === 'var';
-  if (named(r - 2)) lines.push(`let ${(vars[r - 2] as { name: string }).name} = row;`);
-  if (named(r - 1)) lines.push(`let ${(vars[r - 1] as { name: string }).name} = col;`);
-  lines.push(...decompose('batch', vars, [...k.batchShape.keys()], shape));
-  const slots = [...new Set([...em.top.lines.join('\n').matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)].map((m) => Number(m[1])))];
+  const body = em.top.lines.join('\n  ');
+  const slots = [...new Set([...body.matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)].map((m) => Number(m[1])))];
   const prelude = `${[...em.preludes].join('\n')}
 fn epi(acc: f32, row: u32, col: u32, batch: u32) -> f32 {
-  ${lines.join('\n  ')}
-  ${em.top.lines.join('\n  ')}
+  ${body}
   return ${v};
 }`;
   return { prelude, slots };

@@ -1,0 +1,127 @@
+// WebGPU against the interpreter: every op in the table (f32, per-op tolerance), random fused graphs and their
+// gradients (fused == unfused == interpreter), and kernel counts for known graphs.
+
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import type { Tensor } from '../index.js';
+import type { Node } from '../core/node.js';
+import { interpret } from '../core/interp.js';
+import { runGraph } from '../core/runtime.js';
+import { schedule } from '../core/schedule/index.js';
+import { gpuDevice } from './gpu.js';
+import { fillValues, OPS, shapeArb, type Case } from './optable.js';
+import './setup.js';
+
+const dev = gpuDevice!;
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+const f32 = (vals: number[], shape: readonly number[]) => C.tensor(Float32Array.from(vals), { shape });
+
+/** Values of `outs` on the GPU (fused or not) — fresh graph each call, so nothing is shared with the oracle. */
+const onGpu = async (outs: readonly Tensor[], fuse = true): Promise<Float32Array[]> => {
+  await runGraph(dev, outs.map((t) => t.node), { fuse });
+  const res = [];
+  for (const t of outs) res.push(Float32Array.from(await C.data(t)));
+  for (const t of outs) t.dispose();
+  return res;
+};
+const onCpu = (outs: readonly Tensor[]): Float64Array[] => interpret(outs.map((t) => t.node)).map((s) => Float64Array.from(s));
+
+const close = (got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string) => {
+  expect(got.length, what).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    const ok = Math.abs(got[i]! - want[i]!) <= tol * (1 + Math.abs(want[i]!)) || (Number.isNaN(got[i]!) && Number.isNaN(want[i]!));
+    if (!ok) throw new Error(`${what}: element ${i}: webgpu ${got[i]} vs interpreter ${want[i]} (tol ${tol})`);
+  }
+};
+
+const build = (c: Case, seed: number): Tensor => c.f(...c.shapes.map((s, i) => f32(fillValues(numel(s), c.domains[i]!, seed + 101 * i), s)));
+
+describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
+  C.setBackend('webgpu');
+  describe('every op in the table (f32)', () => {
+    for (const op of OPS) {
+      it(op.name, async () => {
+        await fc.assert(fc.asyncProperty(op.cases, fc.integer({ min: 1, max: 2 ** 30 }), async (c, seed) => {
+          const [want] = onCpu([build(c, seed)]);
+          const [got] = await onGpu([build(c, seed)]);
+          close(got!, want!, op.tol32 ?? 2e-5, c.desc);
+        }), { numRuns: 6 });
+      });
+    }
+  });
+
+  // Random expression graphs: chains of unary/binary ops, broadcasts, views, reductions and a matmul.
+  type G = (xs: Tensor[]) => Tensor;
+  const unary: [string, G][] = [['exp', ([x]) => C.exp(C.mul(x!, 0.3))], ['tanh', ([x]) => C.tanh(x!)], ['relu', ([x]) => C.relu(x!)], ['sq', ([x]) => C.square(x!)], ['neg', ([x]) => C.neg(x!)]];
+  const graphArb = fc.record({
+    s: shapeArb(2, 3),
+    ops: fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 2, maxLength: 7 }),
+    seed: fc.integer({ min: 1, max: 2 ** 30 }),
+  });
+  const program = (s: readonly number[], ops: readonly number[]) => (x: Tensor, y: Tensor): Tensor => {
+    let h = x;
+    for (const o of ops) {
+      if (o < 5) h = unary[o]![1]([h]);
+      else if (o === 5) h = C.add(h, C.sum(y, -1, { keepDims: true })); // broadcast a reduction back
+      else if (o === 6) h = C.mul(h, C.slice(C.pad(y, s.map(() => [1, 0] as const)), s.map(() => 0), s)); // views
+      else if (o === 7) h = C.softmax(h, 0);
+      else if (o === 8) { const n = s[s.length - 1]!; h = C.add(h, C.matmul(h, f32(fillValues(n * n, 'unit', 99).map((v) => 0.3 * v), [n, n]))); }
+      else h = C.sub(h, C.mean(h, [0], { keepDims: true }));
+    }
+    return C.sum(C.mul(h, h));
+  };
+
+  it('random graphs: fused == unfused == interpreter, values and gradients', async () => {
+    await fc.assert(fc.asyncProperty(graphArb, async ({ s, ops, seed }) => {
+      const f = program(s, ops);
+      const mk = () => [f32(fillValues(numel(s), 'unit', seed), s), f32(fillValues(numel(s), 'unit', seed + 1), s)];
+      const outs = () => { const [x, y] = mk(); const [v, g] = C.valueAndGrad((p: Tensor[]) => f(p[0]!, p[1]!))([x!, y!]); return [v, g[0]!, g[1]!]; };
+      const want = onCpu(outs());
+      const fused = await onGpu(outs(), true);
+      const unfused = await onGpu(outs(), false);
+      want.forEach((w, i) => {
+        close(fused[i]!, w, 2e-3, `fused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
+        close(unfused[i]!, w, 2e-3, `unfused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
+      });
+    }), { numRuns: 12 });
+  });
+
+  describe('kernel counts', () => {
+    const count = (...ts: Tensor[]) => schedule(ts.map((t) => t.node as Node)).length;
+    const a = f32(fillValues(64, 'any', 1), [8, 8]), b = f32(fillValues(64, 'any', 2), [8, 8]), c = f32(fillValues(8, 'any', 3), [8]);
+    it('sum(exp(a*b+c)) is 1 kernel', () => expect(count(C.sum(C.exp(C.add(C.mul(a, b), c))))).toBe(1));
+    it('softmax over the last axis is ≤ 2 kernels (here 1)', () => expect(count(C.softmax(a))).toBeLessThanOrEqual(2));
+    it('a chain of 10 elementwise ops over broadcast views is 1 kernel', () => {
+      let h = C.transpose(a);
+      for (let i = 0; i < 10; i++) h = C.tanh(C.add(h, C.mul(c, i)));
+      expect(count(h)).toBe(1);
+    });
+    it('no kernel only copies data for a permute/expand/slice', () => {
+      const ks = schedule([C.add(C.matmul(C.transpose(a), C.broadcastTo(c, [8, 8])), C.slice(C.pad(b, [[1, 1], [0, 0]]), [1, 0], [9, 8])).node]);
+      expect(ks.map((k) => k.kind)).toEqual(['matmul']);
+    });
+    it('matmul + bias + relu is one kernel (fused epilogue)', () => expect(count(C.relu(C.add(C.matmul(a, b), c)))).toBe(1));
+    it('a 2-layer MLP loss and its full gradient is ≤ 10 kernels', () => {
+      const x = f32(fillValues(64 * 12, 'any', 4), [64, 12]);
+      const y = C.tensor(Array.from({ length: 64 }, (_, i) => i % 10), { dtype: 'i32' });
+      const loss = (p: Record<string, Tensor>) => {
+        const h = C.relu(C.add(C.matmul(x, p.w1!), p.b1!));
+        const logits = C.add(C.matmul(h, p.w2!), p.b2!);
+        return C.neg(C.mean(C.sum(C.mul(C.logSoftmax(logits), C.oneHot(y, 10)), -1)));
+      };
+      const p = { w1: f32(fillValues(12 * 16, 'unit', 5), [12, 16]), b1: f32(fillValues(16, 'unit', 6), [16]), w2: f32(fillValues(160, 'unit', 7), [16, 10]), b2: f32(fillValues(10, 'unit', 8), [10]) };
+      const [v, g] = C.valueAndGrad(loss)(p);
+      const n = count(v, g.w1!, g.b1!, g.w2!, g.b2!);
+      console.log(`MLP loss + gradient: ${n} kernels`);
+      expect(n).toBeLessThanOrEqual(12);
+    });
+  });
+
+  it('a buffer larger than the adapter binding limit is a clear error, not a crash', async () => {
+    const lim = dev.limits.maxStorageBufferBindingSize;
+    const n = Math.floor(lim / 4) + 1024;
+    const big = C.mul(C.full([n], 1), C.tensor([2]));
+    await expect(C.realize(big)).rejects.toThrow(/mul \[\d+\] needs a \d+-byte buffer, over this adapter's storage binding limit/);
+  });
+});
