@@ -4,6 +4,7 @@
 import fc from 'fast-check';
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
+import * as NN from '../ops/nn.js';
 
 export type Shape = readonly number[];
 /** any: (-2, 2) away from 0; pos: (0.2, 2.5); unit: (-0.9, 0.9) */
@@ -139,6 +140,52 @@ export const OPS: readonly OpEntry[] = [
   {
     name: 'scatterAdd', cases: fc.tuple(dim, fc.array(fc.nat(3), { minLength: 1, maxLength: 6 })).map(([d, ids]) => ({
       shapes: [[ids.length, d]], domains: ['any'] as Domain[], f: (u: Tensor) => C.scatterAdd(u, C.tensor(ids, { dtype: 'i32' }), 4), desc: `scatterAdd ${ids} x ${d}`,
+    })),
+  },
+  // Neural-network compositions (ops/nn.ts).
+  {
+    name: 'linear', tol32: 1e-4, cases: fc.tuple(shapeArb(0, 2), dim, dim).map(([lead, k, n]) => ({
+      shapes: [[...lead, k], [n, k]], domains: ['any', 'any'] as Domain[], f: NN.linear, desc: `linear ${JSON.stringify([lead, k, n])}`,
+    })),
+  },
+  {
+    name: 'rmsNorm', tol32: 1e-4, cases: shapeArb(1, 3).map((s) => ({
+      shapes: [s, [s[s.length - 1]!]], domains: ['any', 'any'] as Domain[], f: (x: Tensor, w: Tensor) => NN.rmsNorm(x, w, 1e-5), desc: `rmsNorm ${JSON.stringify(s)}`,
+    })),
+  },
+  {
+    name: 'rope', tol32: 1e-4, cases: fc.tuple(dim, dim, dim, fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.nat(40)).map(([b, t, h, d2, perRow, p0]) => {
+      const pos = perRow ? C.tensor(Array.from({ length: b }, (_, i) => Array.from({ length: t }, (_, j) => p0 + 3 * i + j)), { dtype: 'i32' }) : C.add(C.iota(t), p0);
+      return { shapes: [[b, t, h, 2 * d2]], domains: ['any'] as Domain[], f: (x: Tensor) => NN.rope(x, pos, 10000), desc: `rope ${JSON.stringify([b, t, h, 2 * d2])} from ${p0}${perRow ? ' per row' : ''}` };
+    }),
+  },
+  {
+    name: 'causalAttention', tol32: 1e-4, cases: fc.tuple(fc.integer({ min: 1, max: 2 }), dim, fc.nat(2), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.boolean())
+      .map(([b, t, extra, hkv, g, d, padded]) => {
+        const s = t + extra;
+        const start = padded ? { start: C.tensor(Array.from({ length: b }, (_, i) => Math.min(i, extra)), { dtype: 'i32' }) } : {};
+        return {
+          shapes: [[b, t, hkv * g, d], [b, s, hkv, d], [b, s, hkv, d]], domains: ['any', 'any', 'any'] as Domain[],
+          f: (q: Tensor, k: Tensor, v: Tensor) => NN.causalAttention(q, k, v, { offset: extra, ...start }), desc: `causalAttention B${b} T${t} S${s} Hkv${hkv} g${g} D${d}${padded ? ' start' : ''}`,
+        };
+      }),
+  },
+  {
+    name: 'swiglu', tol32: 1e-4, cases: fc.tuple(shapeArb(0, 2), dim, dim).map(([lead, d, h]) => ({
+      shapes: [[...lead, d], [h, d], [h, d], [d, h]], domains: ['any', 'any', 'any', 'any'] as Domain[], f: NN.swiglu, desc: `swiglu ${JSON.stringify([lead, d, h])}`,
+    })),
+  },
+  {
+    name: 'crossEntropy', tol32: 1e-4, cases: fc.tuple(shapeArb(1, 2), fc.integer({ min: 2, max: 5 }), fc.integer({ min: 1, max: 1000 })).map(([lead, v, seed]) => {
+      const n = lead.reduce((a, b) => a * b, 1);
+      const ids = fillValues(n, 'unit', seed).map((u, i) => (i % 3 === 2 ? -100 : Math.floor(((u + 0.9) / 1.8) * v)));
+      const targets = C.tensor(ids, { dtype: 'i32', shape: lead });
+      return { shapes: [[...lead, v]], domains: ['any'] as Domain[], f: (l: Tensor) => NN.crossEntropy(l, targets), desc: `crossEntropy ${JSON.stringify(lead)} V${v} targets ${ids}` };
+    }),
+  },
+  {
+    name: 'embedding', cases: fc.tuple(dim, dim, fc.array(fc.nat(3), { minLength: 1, maxLength: 6 })).map(([v, d, ids]) => ({
+      shapes: [[v + 3, d]], domains: ['any'] as Domain[], f: (t: Tensor) => NN.embedding(t, C.tensor(ids, { dtype: 'i32' })), desc: `embedding ${v + 3}x${d} ${ids}`,
     })),
   },
 ];

@@ -1,0 +1,126 @@
+// Neural-network compositions used by Llama: linear, rmsNorm, rope, causal attention, SwiGLU, cross-entropy,
+// embedding. Pure functions of other ops: no kernel and no gradient rule of their own (the scheduler fuses them).
+
+import { DTypeError, fmt, ShapeError } from '../core/shape.js';
+import type { Tensor } from '../core/tensor.js';
+import { add, cast, equal, iota, less, lessEqual, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
+import { gather } from './gather.js';
+import { matmul } from './matmul.js';
+import { div, rsqrt, silu, square } from './math.js';
+import { concat, expandDims, permute, reshape, slice, swapAxes } from './movement.js';
+import { logsumexp, mean, softmax, sum } from './reduce.js';
+
+const isInt = (t: Tensor) => t.dtype === 'i32' || t.dtype === 'u32';
+
+/**
+ * x·Wᵀ with W stored as in PyTorch/Hugging Face, (out_features, in_features). The transpose is a view.
+ * @example linear(x, wq) // (B, T, dim), (nHeads·headDim, dim) → (B, T, nHeads·headDim)
+ */
+export const linear = (x: Tensor, w: Tensor): Tensor => {
+  if (w.rank !== 2) throw new ShapeError(`linear: weight must be (out, in), got ${fmt(w.shape)}`);
+  return matmul(x, swapAxes(w));
+};
+
+/**
+ * Root-mean-square normalisation over the last axis (Zhang & Sennrich 2019): x / √(mean(x²) + eps) · weight.
+ * @example rmsNorm(x, attnNorm, 1e-5) // (B, T, dim), (dim,) → (B, T, dim)
+ */
+export const rmsNorm = (x: Tensor, weight: Tensor, eps: number): Tensor => {
+  const d = x.shape[x.rank - 1];
+  if (weight.rank !== 1 || weight.shape[0] !== d) throw new ShapeError(`rmsNorm: weight ${fmt(weight.shape)} does not match the last axis of ${fmt(x.shape)}`);
+  const r = rsqrt(add(mean(square(x), -1, { keepDims: true }), eps)); // (…, 1)
+  return mul(mul(x, r), weight); // (…, d)
+};
+
+/** cos from sin without the rounding of x + π/2 at large angles: cos x = 1 − 2 sin²(x/2). */
+const cosAccurate = (x: Tensor): Tensor => sub(1, mul(square(sin(mul(x, 0.5))), 2));
+
+/**
+ * Rotary position embedding (Su et al. 2021) in the Hugging Face `rotate_half` layout: the first and second halves
+ * of each head are the two members of each rotated pair. Angles are position · θ^(−2i/headDim), built in the graph
+ * from integer `positions` of shape (T,) or (B, T), so generation can offset them.
+ * @example rope(q, iota(T), 10000) // (B, T, H, headDim) → (B, T, H, headDim)
+ */
+export const rope = (x: Tensor, positions: Tensor, theta: number): Tensor => {
+  if (x.rank < 3) throw new ShapeError(`rope: x must be (…, T, H, headDim), got ${fmt(x.shape)}`);
+  const [T, D] = [x.shape[x.rank - 3]!, x.shape[x.rank - 1]!];
+  if (D % 2 !== 0) throw new ShapeError(`rope: head dimension must be even, got ${fmt(x.shape)}`);
+  if (!isInt(positions)) throw new DTypeError(`rope: positions must be i32 or u32, got ${positions.dtype}${fmt(positions.shape)}`);
+  if (positions.rank < 1 || positions.shape[positions.rank - 1] !== T) throw new ShapeError(`rope: positions ${fmt(positions.shape)} do not match T = ${T} of ${fmt(x.shape)}`);
+  const half = D / 2;
+  const invFreq = exp2(mul(cast(iota(half), x.dtype), (-2 / D) * Math.log2(theta))); // (half,)
+  const angle = expandDims(mul(expandDims(cast(positions, x.dtype), -1), invFreq), -2); // (…, T, 1, half)
+  const [c, s] = [cosAccurate(angle), sin(angle)]; // (…, T, 1, half)
+  const lo = slice(x, [...Array<number>(x.rank - 1).fill(0), 0], [...x.shape.slice(0, -1), half]); // (…, T, H, half)
+  const hi = slice(x, [...Array<number>(x.rank - 1).fill(0), half]); // (…, T, H, half)
+  return concat([sub(mul(lo, c), mul(hi, s)), add(mul(hi, c), mul(lo, s))], -1); // (…, T, H, D)
+};
+
+export interface AttentionOpts {
+  /** Cache slot of the first query (queries occupy slots offset … offset+T−1). Default 0. */
+  readonly offset?: number;
+  /** (B,) i32: first valid key slot of each row (left padding in batched generation). Default 0. */
+  readonly start?: Tensor;
+}
+
+/**
+ * Scaled dot-product attention with a causal mask (Vaswani et al. 2017) and grouped-query heads (Ainslie et al.
+ * 2023): query head h reads kv head ⌊h / (H/Hkv)⌋, by a broadcast view, not a copy. Query slot p attends key slots
+ * s with start ≤ s ≤ p; key slot s is simply index s of k and v.
+ * @example causalAttention(q, k, v) // (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) → (B, T, H, D)
+ */
+export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: AttentionOpts = {}): Tensor => {
+  const bad = () => new ShapeError(`causalAttention: q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)} must be (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) with Hkv dividing H`);
+  if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw bad();
+  const [B, T, H, D] = q.shape as [number, number, number, number];
+  const [, S, Hkv] = k.shape as [number, number, number, number];
+  if (k.shape[0] !== B || k.shape[3] !== D || H % Hkv !== 0 || v.shape.some((d, i) => d !== k.shape[i])) throw bad();
+  const g = H / Hkv;
+  const offset = opts.offset ?? 0;
+  const qh = permute(reshape(q, [B, T, Hkv, g, D]), [0, 2, 3, 1, 4]); // (B, Hkv, g, T, D)
+  const kh = expandDims(permute(k, [0, 2, 1, 3]), 2); // (B, Hkv, 1, S, D)
+  const vh = expandDims(permute(v, [0, 2, 1, 3]), 2); // (B, Hkv, 1, S, D)
+  const scores = mul(matmul(qh, swapAxes(kh)), 1 / Math.sqrt(D)); // (B, Hkv, g, T, S)
+  const kSlot = reshape(iota(S), [1, S]); // (1, S)
+  let masked = where(lessEqual(kSlot, reshape(add(iota(T), offset), [T, 1])), scores, -Infinity); // (B, Hkv, g, T, S)
+  if (opts.start) {
+    if (opts.start.rank !== 1 || opts.start.shape[0] !== B || !isInt(opts.start)) throw new ShapeError(`causalAttention: start must be (B,) = (${B},) integers, got ${opts.start.dtype}${fmt(opts.start.shape)}`);
+    masked = where(less(kSlot, reshape(opts.start, [B, 1, 1, 1, 1])), -Infinity, masked); // (B, Hkv, g, T, S)
+  }
+  const out = matmul(softmax(masked, -1), vh); // (B, Hkv, g, T, D)
+  return reshape(permute(out, [0, 3, 1, 2, 4]), [B, T, H, D]); // (B, T, H, D)
+};
+
+/**
+ * The SwiGLU feed-forward block (Shazeer 2020): W2 · (silu(W1·x) ⊙ W3·x), weights as (out, in).
+ * @example swiglu(x, w1, w3, w2) // (B, T, dim), (hidden, dim), (hidden, dim), (dim, hidden) → (B, T, dim)
+ */
+export const swiglu = (x: Tensor, w1: Tensor, w3: Tensor, w2: Tensor): Tensor =>
+  linear(mul(silu(linear(x, w1)), linear(x, w3)), w2); // (…, hidden) → (…, dim)
+
+export interface CrossEntropyOpts { readonly ignoreIndex?: number }
+
+/**
+ * Mean token cross-entropy −log softmax(logits)[target] over targets ≠ ignoreIndex (default −100); 0 when no target
+ * counts. The target logit is picked by comparing against iota (a one-hot select), so ignored (or out-of-range) targets never index
+ * memory: an out-of-range target other than ignoreIndex picks nothing and costs the full logsumexp.
+ * @example crossEntropy(logits, labels) // (B, T, V), (B, T) i32 → ()
+ */
+export const crossEntropy = (logits: Tensor, targets: Tensor, opts: CrossEntropyOpts = {}): Tensor => {
+  const V = logits.shape[logits.rank - 1]!;
+  if (!isInt(targets)) throw new DTypeError(`crossEntropy: targets must be i32 or u32, got ${targets.dtype}${fmt(targets.shape)}`);
+  if (logits.rank !== targets.rank + 1 || targets.shape.some((d, i) => d !== logits.shape[i])) {
+    throw new ShapeError(`crossEntropy: logits ${fmt(logits.shape)} must be targets ${fmt(targets.shape)} plus a class axis`);
+  }
+  const hit = equal(expandDims(targets, -1), iota(V, targets.dtype)); // (…, V)
+  const picked = sum(where(hit, logits, 0), -1); // (…)
+  const counted = cast(logicalNot(equal(targets, opts.ignoreIndex ?? -100)), logits.dtype); // (…)
+  const nll = mul(sub(logsumexp(logits, -1), picked), counted); // (…)
+  return div(sum(nll), maximum(sum(counted), 1)); // ()
+};
+
+/**
+ * Rows of an embedding table picked by token ids (a gather).
+ * @example embedding(tokEmb, tokens) // (V, dim), (B, T) i32 → (B, T, dim)
+ */
+export const embedding = (table: Tensor, ids: Tensor): Tensor => gather(table, ids);
