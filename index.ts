@@ -8,3 +8,5 @@ export { GradError } from './core/autodiff.js';
 export { setBackend, getBackend, realize, data, toArray, item, type BackendName, type Nested } from './core/backend.js';
 export * from './ops/index.js';
 import './core/runtime.js';
+export { jit, type Jitted, type JitOpts } from './core/jit.js';
+export { deviceCounters } from './core/memory.js';

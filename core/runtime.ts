@@ -14,7 +14,7 @@ import { renderGather, renderScatterAdd } from './wgsl/indexing.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
 
-const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
+export const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
 
 /** Host data of a node in the layout its GPU buffer uses (bool → u32). */
 const hostLayout = (n: Node, data: Storage): ArrayBufferView => {
@@ -66,14 +66,14 @@ const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer }>(({ dev, 
 });
 
 /** Give a node a GPU buffer that it owns (freed by dispose, or by the leak detector as a last resort). */
-const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
+export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
   let freed = false;
   const token = {};
   n.gpu = { buffer: buf, bytes: bytesOf(n), free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } } };
   leaks.register(n, { dev, buf }, token);
 };
 
-const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
+export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
   if (n.gpu) return n.gpu.buffer;
   if (!n.cpu) throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} has no value to upload`);
   const buf = dev.alloc(bytesOf(n));
@@ -85,52 +85,79 @@ const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
 export interface RunStats { kernels: number; dispatches: number }
 export const lastRun: RunStats = { kernels: 0, dispatches: 0 };
 
+/** A lowered kernel with its pipelines compiled. */
+export interface Compiled { readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
+
+/** Lower and compile kernels (pipelines come from the device's cache when the WGSL was seen before). */
+export const compileKernels = async (dev: Device, kernels: readonly Kernel[]): Promise<Compiled[]> => {
+  const limit = dev.limits.maxStorageBufferBindingSize;
+  const out: Compiled[] = [];
+  for (const [i, k] of kernels.entries()) {
+    for (const n of [k.out, ...k.inputs]) {
+      if (bytesOf(n) > limit) {
+        throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
+      }
+    }
+    const step = lower(dev, k, i);
+    const pipelines: GPUComputePipeline[] = [];
+    for (const r of step.rendered) {
+      const src = { wgsl: r.wgsl, label: r.label, ops: [k.out.op.name] };
+      pipelines.push(dev.cachedPipeline(src) ?? orThrow(await dev.pipeline(src)()));
+    }
+    out.push({ step, pipelines });
+  }
+  return out;
+};
+
+/** Dispatches for compiled kernels, given each node's buffer. */
+export const dispatchesOf = (dev: Device, compiled: readonly Compiled[], bufOf: (n: Node) => GPUBuffer): Dispatch[] =>
+  compiled.flatMap(({ step, pipelines }) => {
+    const bufs = step.bindings(bufOf);
+    return step.rendered.map((r, j) => ({
+      pipeline: pipelines[j]!, bindGroup: dev.bindGroup(pipelines[j]!, r.use ? r.use.map((x) => bufs[x]!) : bufs), workgroups: r.workgroups,
+    }));
+  });
+
+/**
+ * Scratch buffers for every kernel output that is not kept: assigned by liveness, so a buffer is reused once
+ * its last reader has run. `keep` outputs are left to the caller.
+ */
+export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: ReadonlySet<Node>): Map<Node, GPUBuffer> => {
+  const lastUse = new Map<Node, number>();
+  kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
+  const free: GPUBuffer[] = [];
+  const sizes = new Map<GPUBuffer, number>();
+  const scratch = new Map<Node, GPUBuffer>();
+  kernels.forEach((k, i) => {
+    if (!keep.has(k.out)) {
+      const need = bytesOf(k.out);
+      const j = free.findIndex((b) => sizes.get(b)! >= need);
+      const buf = j >= 0 ? free.splice(j, 1)[0]! : dev.alloc(need);
+      sizes.set(buf, buf.size);
+      scratch.set(k.out, buf);
+    }
+    for (const n of k.inputs) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
+  });
+  return scratch;
+};
+
 /** Compute `roots` on the GPU: compile what is missing, then encode every dispatch into one submit. */
 export const runGraph = async (dev: Device, roots: readonly Node[], opts: ScheduleOpts = {}): Promise<void> => {
   for (const r of roots) if (!r.gpu && r.cpu) ensureUploaded(dev, r);
   const todo = roots.filter((n) => !n.gpu);
   if (!todo.length) return;
   const kernels = schedule(todo, opts);
-  const steps = kernels.map((k, i) => lower(dev, k, i));
-  const pipes = new Map<RenderedKernel, GPUComputePipeline>();
-  for (const st of steps) {
-    for (const r of st.rendered) {
-      const src = { wgsl: r.wgsl, label: r.label, ops: [st.kernel.out.op.name] };
-      pipes.set(r, dev.cachedPipeline(src) ?? orThrow(await dev.pipeline(src)()));
-    }
-  }
-  const rootSet = new Set(todo);
-  const lastUse = new Map<Node, number>();
-  kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
-  const temp = new Map<Node, GPUBuffer>();
-  const bufOf = (n: Node): GPUBuffer => n.gpu?.buffer ?? temp.get(n) ?? ensureUploaded(dev, n);
-  const dispatches: Dispatch[] = [];
-  const limit = dev.limits.maxStorageBufferBindingSize;
-  for (const k of kernels) {
-    for (const n of [k.out, ...k.inputs]) {
-      if (bytesOf(n) > limit) {
-        throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
-      }
-    }
-  }
+  const compiled = await compileKernels(dev, kernels);
   // Uploads happen at queue time, before this submit runs: they must never land in a buffer that a kernel
   // of this same submit uses as scratch, so every input is uploaded before any scratch is handed out.
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
-  steps.forEach((st, i) => {
-    const k = st.kernel;
-    if (rootSet.has(k.out)) own(dev, k.out, dev.alloc(bytesOf(k.out)));
-    else temp.set(k.out, dev.alloc(bytesOf(k.out)));
-    const bufs = st.bindings(bufOf);
-    for (const r of st.rendered) {
-      const pipeline = pipes.get(r)!;
-      dispatches.push({ pipeline, bindGroup: dev.bindGroup(pipeline, r.use ? r.use.map((j) => bufs[j]!) : bufs), workgroups: r.workgroups });
-    }
-    for (const n of k.inputs) if (lastUse.get(n) === i && temp.has(n)) { dev.free(temp.get(n)!); temp.delete(n); }
-  });
-  dev.encode(dispatches);
-  for (const b of temp.values()) dev.free(b);
+  const keep = new Set(todo);
+  for (const n of todo) own(dev, n, dev.alloc(bytesOf(n)));
+  const scratch = planScratch(dev, kernels, keep);
+  dev.encode(dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!));
+  for (const b of new Set(scratch.values())) dev.free(b);
   lastRun.kernels = kernels.length;
-  lastRun.dispatches = dispatches.length;
+  lastRun.dispatches = compiled.reduce((a, c) => a + c.step.rendered.length, 0);
 };
 
 const readNode = async (dev: Device, n: Node): Promise<Storage> => {

@@ -1,0 +1,153 @@
+// Compiled-step replay. jit(f) traces f once per input signature (tree structure, shapes, dtypes) into a
+// plan: kernels scheduled and compiled once, scratch buffers assigned once by liveness, bind groups cached.
+// Each later call uploads only its scalar arguments, encodes one command buffer and submits it once.
+// Number arguments are traced as f32 scalars whose value is written per call (never baked into WGSL).
+
+import type { DType } from './dtype.js';
+import { makeNode, type BufferOp, type Node } from './node.js';
+import type { Shape } from './shape.js';
+import { Tensor, isTensor } from './tensor.js';
+import { flatten, unflatten } from './tree.js';
+import { schedule } from './schedule/index.js';
+import { bytesOf, compileKernels, dispatchesOf, ensureUploaded, own, planScratch, webgpuDevice, type Compiled } from './runtime.js';
+import type { Device } from './device.js';
+import { getBackend } from './backend.js';
+
+type Arg = { readonly shape: Shape; readonly dtype: DType };
+let nextId = 1;
+/** A traced argument: bound to a buffer at each call. */
+export const placeholderOp: BufferOp = { name: 'placeholder', kind: 'buffer', infer: (_s, a) => ({ shape: a.shape, dtype: a.dtype }) };
+/** A value produced by a compiled step (its buffer is set when the step runs). */
+export const resultOp: BufferOp = { name: 'result', kind: 'buffer', infer: (_s, a) => ({ shape: a.shape, dtype: a.dtype }) };
+
+const leafOf = (a: Arg, op: BufferOp): Node => makeNode(op, [], { id: nextId++, shape: a.shape, dtype: a.dtype });
+
+interface Plan {
+  readonly inputs: readonly Node[];
+  readonly numbers: readonly { node: Node; buf: GPUBuffer }[];
+  readonly outputs: readonly Node[];
+  readonly outDef: ReturnType<typeof flatten>['def'];
+  readonly compiled: readonly Compiled[];
+  readonly scratch: ReadonlyMap<Node, GPUBuffer>;
+  readonly kernels: number;
+}
+
+export interface JitOpts {
+  /** Argument positions whose tensors are consumed: their GPU buffers return to the pool after the call. */
+  readonly donate?: readonly number[];
+}
+
+export interface Jitted<A extends unknown[], R> {
+  (...args: A): Promise<R>;
+  /** Kernels in the plan for the last signature called (0 before the first call). */
+  readonly kernels: number;
+}
+
+/**
+ * Trace-once, replay-many compilation of a function of pytrees of tensors and numbers (WebGPU backend; on the
+ * CPU interpreter it simply evaluates f).
+ * @example
+ * const step = jit((p, x, y, lr: number) => sgd(p, grad(loss)(p, x, y), lr), { donate: [0] });
+ * params = await step(params, x, y, 0.1);
+ */
+export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts = {}): Jitted<A, R> => {
+  const plans = new Map<string, Plan>();
+  let last: Plan | null = null;
+  const call = async (...args: A): Promise<R> => {
+    const backend = await getBackend();
+    const dev = backend.name === 'webgpu' ? await webgpuDevice() : null;
+    if (!dev) {
+      const out = f(...args);
+      await backend.realize(flatten(out).leaves.map((t) => t.node));
+      return out;
+    }
+    const flat = args.map((a) => (typeof a === 'number' ? { leaves: [] as Tensor[], def: null } : flatten(a)));
+    const key = JSON.stringify(args.map((a, i) => (typeof a === 'number' ? 'n' : flat[i]!.leaves.map((t) => [t.shape, t.dtype]))))
+      + JSON.stringify(args.map((a) => (typeof a === 'number' ? 0 : structureKey(a))));
+    let plan = plans.get(key);
+    if (!plan) { plan = await trace(dev, f, args, flat); plans.set(key, plan); }
+    last = plan;
+    return runPlan(dev, plan, args, flat, opts);
+  };
+  Object.defineProperty(call, 'kernels', { get: () => last?.kernels ?? 0 });
+  return call as Jitted<A, R>;
+};
+
+const structureKey = (a: unknown): string => JSON.stringify(a, (_k, v: unknown) => (isTensor(v) ? 'T' : v));
+
+const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, args: A, flat: { leaves: Tensor[]; def: unknown }[]): Promise<Plan> => {
+  const inputs: Node[] = [];
+  const numbers: { node: Node; buf: GPUBuffer }[] = [];
+  const traced = args.map((a, i) => {
+    if (typeof a === 'number') {
+      const node = leafOf({ shape: [], dtype: 'f32' }, placeholderOp);
+      numbers.push({ node, buf: dev.alloc(4) });
+      return new Tensor(node);
+    }
+    const { leaves, def } = flat[i] as ReturnType<typeof flatten>;
+    const ph = leaves.map((t) => { const n = leafOf(t, placeholderOp); inputs.push(n); return new Tensor(n); });
+    return unflatten(def, ph);
+  }) as A;
+  const out = flatten(f(...traced));
+  const roots = out.leaves.map((t) => t.node);
+  const computed = roots.filter((n) => n.op !== placeholderOp && !n.realized);
+  const kernels = schedule([...new Set(computed)]);
+  const compiled = await compileKernels(dev, kernels);
+  for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
+  const scratch = planScratch(dev, kernels, new Set(computed));
+  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, kernels: kernels.length };
+};
+
+const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat: { leaves: Tensor[] }[], opts: JitOpts): R => {
+  const bound = new Map<Node, GPUBuffer>();
+  let li = 0, ni = 0;
+  args.forEach((a, i) => {
+    if (typeof a === 'number') {
+      const { node, buf } = plan.numbers[ni++]!;
+      dev.upload(buf, new Float32Array([a]));
+      bound.set(node, buf);
+      return;
+    }
+    for (const t of flat[i]!.leaves) {
+      const ph = plan.inputs[li++]!;
+      bound.set(ph, t.node.gpu?.buffer ?? ensureUploaded(dev, t.node));
+    }
+  });
+  // Fresh output buffers from the pool (reused once earlier results are disposed or donated).
+  const results = new Map<Node, Node>();
+  for (const r of plan.outputs) {
+    if (results.has(r)) continue;
+    if (bound.has(r) || r.realized) { results.set(r, r); continue; }
+    const res = leafOf(r, resultOp);
+    own(dev, res, dev.alloc(bytesOf(r)));
+    bound.set(r, res.gpu!.buffer);
+    results.set(r, res);
+  }
+  const bufOf = (n: Node): GPUBuffer => bound.get(n) ?? plan.scratch.get(n) ?? n.gpu?.buffer ?? ensureUploaded(dev, n);
+  dev.encode(dispatchesOf(dev, plan.compiled, bufOf));
+  for (const i of opts.donate ?? []) {
+    const a = args[i];
+    if (typeof a !== 'number') for (const t of flatten(a).leaves) if (!plan.outputs.includes(t.node)) t.dispose();
+  }
+  const leaves = plan.outputs.map((r) => {
+    const res = results.get(r)!;
+    if (res.op === placeholderOp) {
+      // An argument returned unchanged: hand back the caller's tensor.
+      const idx = plan.inputs.indexOf(res);
+      return idx >= 0 ? argLeaf(flat, args, idx) : new Tensor(res);
+    }
+    return new Tensor(res);
+  });
+  return unflatten<R>(plan.outDef, leaves);
+};
+
+const argLeaf = (flat: { leaves: Tensor[] }[], args: readonly unknown[], idx: number): Tensor => {
+  let k = idx;
+  for (let i = 0; i < args.length; i++) {
+    if (typeof args[i] === 'number') continue;
+    const ls = flat[i]!.leaves;
+    if (k < ls.length) return ls[k]!;
+    k -= ls.length;
+  }
+  throw new Error('jit: output refers to a missing argument');
+};

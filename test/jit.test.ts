@@ -1,0 +1,81 @@
+// Compiled-step replay: a jitted MLP training step called 20 times compiles and allocates nothing after the
+// first call, submits once per call, and matches the interpreter step for step.
+
+import { describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import type { Tensor } from '../index.js';
+import { gpuDevice } from './gpu.js';
+import { fillValues } from './optable.js';
+import { mlpLoss, type Mlp } from '../examples/spirals.js';
+import { sgdStep } from '../recipes/sgd.js';
+
+const f32 = (shape: number[], seed: number, scale = 1) => C.tensor(Float32Array.from(fillValues(shape.reduce((a, b) => a * b, 1), 'unit', seed).map((v) => v * scale)), { shape });
+const init = (): Mlp => ({ w1: f32([2, 16], 1, 2), b1: f32([16], 2, 0.1), w2: f32([16, 2], 3, 0.5), b2: f32([2], 4, 0.1) });
+const x = f32([32, 2], 5), y = C.tensor(Array.from({ length: 32 }, (_, i) => i % 2), { dtype: 'i32' });
+
+const stepFn = (p: Mlp, lr: number): [Mlp, Tensor] => {
+  const [loss, g] = C.valueAndGrad(mlpLoss)(p, x, y);
+  return [sgdStep(p, g, lr), loss];
+};
+
+describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
+  it('20 jitted steps: 0 compiles and 0 allocations after the first, one submit each, same losses as the interpreter', async () => {
+    C.setBackend('cpu');
+    let pc = init();
+    const cpuLosses: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const [np, loss] = stepFn(pc, 0.3);
+      await C.realize(loss, ...Object.values(np));
+      cpuLosses.push(await C.item(loss));
+      pc = np;
+    }
+    C.setBackend('webgpu');
+    const step = C.jit(stepFn, { donate: [0] });
+    let p = init();
+    const gpuLosses: number[] = [];
+    let after1 = null as null | { compiles: number; allocations: number; submits: number };
+    for (let i = 0; i < 20; i++) {
+      const [np, loss] = await step(p, 0.3);
+      gpuLosses.push(await C.item(loss));
+      loss.dispose();
+      p = np;
+      const c = gpuDevice!.counters;
+      if (i === 1) after1 = { compiles: c.compiles, allocations: c.allocations, submits: c.submits };
+      if (i === 19) {
+        expect(c.compiles - after1!.compiles).toBe(0);
+        expect(c.allocations - after1!.allocations).toBe(0);
+        // One submit per step, plus one per readback of the loss.
+        expect(c.submits - after1!.submits).toBeLessThanOrEqual(2 * 18);
+      }
+    }
+    console.log(`jitted MLP step: ${step.kernels} kernels; losses ${gpuLosses[0]!.toFixed(4)} → ${gpuLosses[19]!.toFixed(4)}`);
+    gpuLosses.forEach((l, i) => expect(Math.abs(l - cpuLosses[i]!)).toBeLessThan(1e-4 * (1 + Math.abs(l))));
+    expect(gpuLosses[19]!).toBeLessThan(gpuLosses[0]!);
+    for (const t of Object.values(p)) t.dispose();
+  });
+
+  it('number arguments are uniforms: a new value needs no recompile', async () => {
+    C.setBackend('webgpu');
+    const f = C.jit((a: Tensor, s: number) => C.mul(a, s));
+    const a = C.tensor([1, 2, 3]);
+    const r1 = await f(a, 2);
+    const before = gpuDevice!.counters.compiles;
+    const r2 = await f(a, -0.5);
+    expect(gpuDevice!.counters.compiles).toBe(before);
+    expect(await C.toArray(r1)).toEqual([2, 4, 6]);
+    expect(await C.toArray(r2)).toEqual([-0.5, -1, -1.5]);
+    r1.dispose(); r2.dispose();
+  });
+
+  it('disposing results returns memory: bytes in use come back to where they were', async () => {
+    C.setBackend('webgpu');
+    const before = gpuDevice!.counters.bytesInUse;
+    const c = C.tensor(new Float32Array(1024));
+    const t = C.exp(c);
+    await C.realize(t);
+    expect(gpuDevice!.counters.bytesInUse).toBeGreaterThanOrEqual(before + 2 * 4096);
+    t.dispose();
+    c.dispose();
+    expect(gpuDevice!.counters.bytesInUse).toBe(before);
+  });
+});
