@@ -6,7 +6,7 @@ import type { Tensor } from '../core/tensor.js';
 import { add, cast, equal, iota, less, lessEqual, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
 import { matmul } from './matmul.js';
-import { div, rsqrt, silu, square } from './math.js';
+import { div, minimum, rsqrt, silu, square } from './math.js';
 import { concat, expandDims, permute, reshape, slice, swapAxes } from './movement.js';
 import { logsumexp, mean, softmax, sum } from './reduce.js';
 
@@ -66,7 +66,7 @@ export interface AttentionOpts {
 /**
  * Scaled dot-product attention with a causal mask (Vaswani et al. 2017) and grouped-query heads (Ainslie et al.
  * 2023): query head h reads kv head ⌊h / (H/Hkv)⌋, by a broadcast view, not a copy. Query slot p attends key slots
- * s with start ≤ s ≤ p; key slot s is simply index s of k and v.
+ * s with start ≤ s ≤ p (a padding query, p < start, attends only itself); key slot s is index s of k and v.
  * @example causalAttention(q, k, v) // (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) → (B, T, H, D)
  */
 export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: AttentionOpts = {}): Tensor => {
@@ -82,10 +82,14 @@ export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: Attention
   const vh = expandDims(permute(v, [0, 2, 1, 3]), 2); // (B, Hkv, 1, S, D)
   const scores = mul(matmul(qh, swapAxes(kh)), 1 / Math.sqrt(D)); // (B, Hkv, g, T, S)
   const kSlot = reshape(iota(S), [1, S]); // (1, S)
-  let masked = where(lessEqual(kSlot, reshape(add(iota(T), offset), [T, 1])), scores, -Infinity); // (B, Hkv, g, T, S)
+  const qSlot = reshape(add(iota(T), offset), [T, 1]); // (T, 1)
+  let masked = where(lessEqual(kSlot, qSlot), scores, -Infinity); // (B, Hkv, g, T, S)
   if (opts.start) {
-    if (opts.start.rank !== 1 || opts.start.shape[0] !== B || !isInt(opts.start)) throw new ShapeError(`causalAttention: start must be (B,) = (${B},) integers, got ${opts.start.dtype}${fmt(opts.start.shape)}`);
-    masked = where(less(kSlot, reshape(opts.start, [B, 1, 1, 1, 1])), -Infinity, masked); // (B, Hkv, g, T, S)
+    const { start } = opts;
+    if (start.rank !== 1 || start.shape[0] !== B || start.dtype !== 'i32') throw new ShapeError(`causalAttention: start must be (B,) = (${B},) i32, got ${start.dtype}${fmt(start.shape)}`);
+    // A padding query (slot < start) still sees itself, so no row is all −∞ (which would make NaN, and 0·NaN leaks).
+    const first = minimum(reshape(start, [B, 1, 1, 1, 1]), qSlot); // (B, 1, 1, T, 1)
+    masked = where(less(kSlot, first), -Infinity, masked); // (B, Hkv, g, T, S)
   }
   const out = matmul(softmax(masked, -1), vh); // (B, Hkv, g, T, D)
   return reshape(permute(out, [0, 3, 1, 2, 4]), [B, T, H, D]); // (B, T, H, D)

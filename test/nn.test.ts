@@ -40,7 +40,7 @@ describe('rmsNorm', () => {
 
 describe('rope', () => {
   // Hugging Face: out = x·cos + rotate_half(x)·sin, rotate_half(x) = [−x₂, x₁], angle_i = pos·θ^(−2i/D).
-  const naive = (x: number[], [B, T, H, D]: number[], pos: (b: number, t: number) => number, theta: number) => x.map((_, idx) => {
+  const naive = (x: number[], [B, T, H, D]: [number, number, number, number], pos: (b: number, t: number) => number, theta: number) => x.map((_, idx) => {
     const d = idx % D, h = Math.floor(idx / D) % H, t = Math.floor(idx / (D * H)) % T, b = Math.floor(idx / (D * H * T));
     const half = D / 2, i = d % half;
     const a = pos(b, t) * theta ** (-2 * i / D);
@@ -49,14 +49,14 @@ describe('rope', () => {
   });
 
   it('matches rotate_half with (T,) positions', async () => {
-    const s = [2, 5, 3, 8];
+    const s: [number, number, number, number] = [2, 5, 3, 8];
     const x = f64(s, 3);
     const got = await vals(rope(x, C.add(C.iota(5), 7), 10000));
     expect(maxDiff(got, naive(await vals(x), s, (_b, t) => t + 7, 10000))).toBeLessThan(1e-13);
   });
 
   it('matches rotate_half with (B, T) positions and another theta', async () => {
-    const s = [2, 3, 2, 4];
+    const s: [number, number, number, number] = [2, 3, 2, 4];
     const x = f64(s, 4);
     const pos = [[0, 1, 2], [10, 11, 30]];
     const got = await vals(rope(x, i32(pos), 1e6));
@@ -85,7 +85,7 @@ describe('rope', () => {
 
 describe('causalAttention', () => {
   // Direct loops: query t (slot offset + t) attends slots s ≤ offset + t with s ≥ start[b]; head h reads kv head h / g.
-  const naive = (q: number[], k: number[], v: number[], [B, T, H, D]: number[], S: number, Hkv: number, offset: number, start: number[]) => {
+  const naive = (q: number[], k: number[], v: number[], [B, T, H, D]: [number, number, number, number], S: number, Hkv: number, offset: number, start: number[]) => {
     const out = new Array<number>(B * T * H * D).fill(0);
     const g = H / Hkv;
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
@@ -123,6 +123,13 @@ describe('causalAttention', () => {
     const [q, k, v] = [f64([1, 3, 1, 2], 7), f64([1, 3, 1, 2], 8), f64([1, 3, 1, 2], 9)];
     const out = await vals(causalAttention(q, k, v));
     expect(out.slice(0, 2)).toEqual((await vals(v)).slice(0, 2));
+  });
+
+  it('a padding query (slot before its row\'s start) attends only itself, so nothing becomes NaN', async () => {
+    const [q, k, v] = [f64([1, 3, 1, 2], 7), f64([1, 3, 1, 2], 8), f64([1, 3, 1, 2], 9)];
+    const out = await vals(causalAttention(q, k, v, { start: i32([2]) }));
+    expect(out.every(Number.isFinite)).toBe(true);
+    expect(out).toEqual(await vals(v)); // slots 0, 1 see themselves; slot 2 sees only slot 2
   });
 
   it('rejects heads that do not group and mismatched shapes', () => {
