@@ -1,0 +1,219 @@
+// Llama forward: golden logits on stories260K (Hugging Face folder and llama2.c .bin) against llama2.c run.c, the KV
+// cache path against the plain one, the whole model's gradient against finite differences (f64), loading errors,
+// and a bit-exact save/load round trip.
+
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { data, setBackend, type Tensor } from '../index.js';
+import { toHfConfig, type LlamaConfig } from '../models/config.js';
+import { checkParams, emptyCache, forward, initParams, type LlamaParams } from '../models/llama.js';
+import { loadLlama, saveLlama, toHfTensors, type LoadError } from '../models/load.js';
+import { writeSafetensors } from '../models/safetensors.js';
+import { crossEntropy } from '../ops/nn.js';
+import { fillValues } from './optable.js';
+import './setup.js';
+
+setBackend('cpu');
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+const haveFixtures = existsSync(fixtures);
+if (!haveFixtures) console.warn(`llama tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
+
+// TODO(core): drop this guard once cpuBackend.realize memoises its walk over the graph (it visits every path, so a
+// deep model never finishes and blocks the worker). Probe: a chain of 24 x+x nodes has 2^24 paths but 24 nodes.
+const realizeWalksPaths = await (async () => {
+  let x = C.tensor([1]);
+  for (let i = 0; i < 24; i++) x = C.add(x, x);
+  const t0 = performance.now();
+  await C.realize(x);
+  return performance.now() - t0 > 100;
+})();
+if (realizeWalksPaths) console.warn('camelid: realize walks every path of the graph (core/backend.ts); skipping the whole-model tests');
+
+const right = <A>(e: E.Either<LoadError, A>): A => {
+  if (E.isLeft(e)) throw new Error(e.left.message);
+  return e.right;
+};
+const leftMessage = <A>(e: E.Either<LoadError, A>): string => {
+  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
+  return e.left.message;
+};
+const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
+
+interface Case { prompt_ids: number[]; generated_ids: number[]; all_ids: number[]; logits_file: string; logits_shape: [number, number] }
+
+describe.skipIf(!haveFixtures || realizeWalksPaths)('stories260K golden logits (llama2.c run.c reference)', () => {
+  let ref: Float32Array, ids: number[], rows: number;
+  // Row t of the reference holds the logits after feeding all_ids[0..t] at positions 0..t: rows 0…63 come from
+  // one forward of the first 64 ids (the 65th id is the last greedy token, never fed).
+  beforeAll(async () => {
+    const c = (JSON.parse(await readFile(join(fixtures, 'expected.json'), 'utf8')) as { cases: Case[] }).cases[0]!;
+    const bytes = await readFile(join(fixtures, c.logits_file));
+    ref = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    rows = c.logits_shape[0];
+    ids = c.all_ids.slice(0, rows);
+    expect(ref.length).toBe(rows * c.logits_shape[1]);
+  });
+
+  for (const [form, path] of [['Hugging Face folder', 'hf'], ['llama2.c .bin', 'stories260K.bin']] as const) {
+    it(`${form}: logits at all 64 positions within 1e-4`, async () => {
+      const { config, params } = right(await loadLlama(join(fixtures, path))());
+      const logits = forward(config, params, i32([ids])); // (1, 64, 512)
+      expect(logits.shape).toEqual([1, rows, config.vocabSize]);
+      const err = maxAbsDiff(await data(logits), ref);
+      console.log(`stories260K ${form}: max |logit − run.c| = ${err.toExponential(2)}`);
+      expect(err).toBeLessThan(1e-4);
+    });
+  }
+
+  it('the KV-cache path (prefill, a 4-token chunk, then single tokens) gives the same logits', async () => {
+    const { config, params } = right(await loadLlama(join(fixtures, 'hf'))());
+    const plain = await data(forward(config, params, i32([ids])));
+    const chunks = [ids.slice(0, 5), ids.slice(5, 9), ...ids.slice(9).map((t) => [t])];
+    let cache = emptyCache(config, 1, rows);
+    const got: number[] = [];
+    for (const chunk of chunks) {
+      const r = forward(config, params, i32([chunk]), { cache });
+      await C.realize(r.logits, ...r.cache.layers.flatMap((l) => [l.k, l.v]));
+      got.push(...(await data(r.logits)));
+      cache = r.cache;
+    }
+    expect(cache.length).toBe(rows);
+    expect(maxAbsDiff(got, plain)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(got, ref)).toBeLessThan(1e-4);
+  });
+});
+
+// dim 8, 2 layers, 2 heads sharing 1 kv head, vocab 11, T 5.
+const tiny: LlamaConfig = {
+  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
+  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
+};
+
+describe.skipIf(realizeWalksPaths)('whole-model gradient (f64, finite differences along a random direction)', () => {
+  const tokens = i32([[1, 5, 3, 9, 2], [4, 4, 10, 0, 7]]);
+  const targets = i32([[5, 3, 9, 2, -100], [4, 10, 0, 7, 6]]);
+  const perturb = (p: LlamaParams, v: LlamaParams, t: number): LlamaParams => C.zipTrees([p, v], ([a, b]) => C.add(a!, C.mul(b!, t)));
+
+  for (const tie of [false, true]) {
+    it(`cross-entropy of the full model, ${tie ? 'tied' : 'untied'} embeddings`, async () => {
+      const cfg = { ...tiny, tieEmbeddings: tie };
+      // Norm weights away from 1 so their gradients are exercised too.
+      const base = initParams(cfg, C.key(3), { dtype: 'f64', std: 0.4 });
+      const params = C.mapTree(base, (t, i) => (t.rank === 1 ? C.add(t, C.tensor(Float64Array.from(fillValues(t.size, 'unit', 50 + i)), { dtype: 'f64' })) : t));
+      const dir = C.mapTree(params, (t, i) => C.tensor(Float64Array.from(fillValues(t.size, 'unit', 100 + i)), { shape: t.shape, dtype: 'f64' }));
+      const loss = (p: LlamaParams) => crossEntropy(forward(cfg, p, tokens), targets);
+      const [value, g] = C.valueAndGrad(loss)(params);
+      const eps = 1e-5;
+      const fd = ((await C.item(loss(perturb(params, dir, eps)))) - (await C.item(loss(perturb(params, dir, -eps))))) / (2 * eps);
+      let ad = 0;
+      const gl = C.leaves(g), dl = C.leaves(dir);
+      for (let i = 0; i < gl.length; i++) {
+        const [a, b] = [await data(gl[i]!), await data(dl[i]!)];
+        for (let j = 0; j < a.length; j++) ad += a[j]! * b[j]!;
+      }
+      expect(await C.item(value)).toBeGreaterThan(0);
+      expect(Math.abs(fd - ad)).toBeLessThan(1e-7 * (1 + Math.abs(fd)));
+      expect(Math.abs(ad)).toBeGreaterThan(1e-3); // a real signal, not two zeros agreeing
+    });
+  }
+});
+
+describe.skipIf(realizeWalksPaths)('forward', () => {
+  it('checks parameters against the config, naming the parameter', () => {
+    const p = initParams(tiny, C.key(0));
+    const bad = { ...p, layers: [p.layers[0]!, { ...p.layers[1]!, w3: C.transpose(p.layers[1]!.w3) }] };
+    expect(() => forward(tiny, bad, i32([[1, 2]]))).toThrow(/llama: parameter layers\[1\]\.w3: expected \(12,8\) from config, got \(8,12\)/);
+    expect(() => checkParams({ ...tiny, tieEmbeddings: false }, { ...p, out: undefined } as LlamaParams)).toThrow(/parameter out is missing/);
+    expect(() => forward(tiny, p, C.tensor([[1, 2]]))).toThrow(/llama: tokens must be \(B, T\) i32/);
+  });
+
+  it('a batch row does not depend on the other rows', async () => {
+    const p = initParams(tiny, C.key(1), { std: 0.3 });
+    const both = await data(forward(tiny, p, i32([[1, 5, 3], [4, 4, 10]])));
+    const one = await data(forward(tiny, p, i32([[4, 4, 10]])));
+    expect(maxAbsDiff(both.subarray(3 * 11), one)).toBeLessThan(1e-6);
+  });
+});
+
+describe('loading and saving', () => {
+  let dir = '';
+  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'camelid-llama-')); });
+  afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  const bits = async (t: Tensor) => { const d = await data(t); return new Uint8Array(d.buffer, d.byteOffset, d.byteLength); };
+
+  for (const tie of [false, true]) {
+    it(`save → load round-trips config and f32 parameters bit for bit (${tie ? 'tied' : 'untied'})`, async () => {
+      const cfg = { ...tiny, tieEmbeddings: tie };
+      const params = initParams(cfg, C.key(7));
+      const out = join(dir, `rt-${tie}`);
+      right(await saveLlama(out, cfg, params)());
+      const back = right(await loadLlama(out)());
+      expect(back.config).toEqual(cfg);
+      expect(back.params.out === undefined).toBe(tie);
+      const [a, b] = [C.leaves(params), C.leaves(back.params)];
+      expect(b.length).toBe(a.length);
+      for (let i = 0; i < a.length; i++) {
+        expect(b[i]!.shape).toEqual(a[i]!.shape);
+        expect(Buffer.from(await bits(b[i]!)).equals(Buffer.from(await bits(a[i]!)))).toBe(true);
+      }
+    });
+  }
+
+  // A folder whose tensors are the tiny model's, edited by `edit`.
+  const folder = async (name: string, edit: (ts: { name: string; shape: readonly number[]; data: Float32Array }[]) => typeof ts, config: object = toHfConfig(tiny)) => {
+    const d = join(dir, name);
+    const params = initParams(tiny, C.key(8));
+    const ts = await Promise.all(toHfTensors(tiny, params).map(async ({ name: n, tensor }) => ({ name: n, shape: tensor.shape, data: Float32Array.from(await data(tensor)) })));
+    await rm(d, { recursive: true, force: true });
+    right(await saveLlama(d, tiny, params)());
+    await writeFile(join(d, 'config.json'), JSON.stringify(config));
+    right(await writeSafetensors(join(d, 'model.safetensors'), edit(ts).map((t) => ({ ...t, dtype: 'F32' as const })))());
+    return d;
+  };
+
+  it('a missing tensor is a Left naming the file and the tensor', async () => {
+    const d = await folder('missing', (ts) => ts.filter((t) => t.name !== 'model.layers.1.mlp.up_proj.weight'));
+    const msg = leftMessage(await loadLlama(d)());
+    expect(msg).toContain(join(d, 'model.safetensors'));
+    expect(msg).toMatch(/tensor "model\.layers\.1\.mlp\.up_proj\.weight": missing \(expected \(12,8\) from config\)/);
+  });
+
+  it('a tensor of the wrong shape is a Left giving both shapes', async () => {
+    const d = await folder('shape', (ts) => ts.map((t) => (t.name === 'model.layers.1.mlp.up_proj.weight' ? { ...t, shape: [8, 12] } : t)));
+    expect(leftMessage(await loadLlama(d)())).toMatch(/"model\.layers\.1\.mlp\.up_proj\.weight": expected \(12,8\) from config, file has \(8,12\)/);
+  });
+
+  it('an unexpected tensor is a Left (a bias we would silently drop)', async () => {
+    const d = await folder('extra', (ts) => [...ts, { name: 'model.layers.0.self_attn.q_proj.bias', shape: [8], data: new Float32Array(8) }]);
+    expect(leftMessage(await loadLlama(d)())).toMatch(/"model\.layers\.0\.self_attn\.q_proj\.bias": unexpected tensor/);
+  });
+
+  it('a config missing a field is a Left naming config.json and the field', async () => {
+    const { hidden_size: _, ...cfg } = toHfConfig(tiny);
+    const d = await folder('config', (ts) => ts, cfg);
+    const msg = leftMessage(await loadLlama(d)());
+    expect(msg).toContain(join(d, 'config.json'));
+    expect(msg).toMatch(/field "hidden_size": expected .*, got nothing \(field missing\)/);
+  });
+
+  it('a path that does not exist, an unknown file type, and a truncated .bin are Lefts', async () => {
+    expect(leftMessage(await loadLlama(join(dir, 'nope'))())).toMatch(/nope: cannot open model/);
+    await writeFile(join(dir, 'weights.pt'), 'x');
+    expect(leftMessage(await loadLlama(join(dir, 'weights.pt'))())).toMatch(/cannot tell the format of 'weights\.pt'/);
+    await writeFile(join(dir, 'short.bin'), new Uint8Array(12));
+    expect(leftMessage(await loadLlama(join(dir, 'short.bin'))())).toMatch(/short\.bin: file is 12 bytes/);
+  });
+});
