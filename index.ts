@@ -10,3 +10,4 @@ export * from './ops/index.js';
 import './core/runtime.js';
 export { jit, type Jitted, type JitOpts } from './core/jit.js';
 export { deviceCounters } from './core/memory.js';
+export * from './models/index.js';

@@ -205,6 +205,10 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   setBackend: 'runtime', getBackend: 'runtime', realize: 'runtime', data: 'runtime', toArray: 'runtime', item: 'runtime',
   flatten: 'pytree', unflatten: 'pytree', leaves: 'pytree', mapTree: 'pytree', zipTrees: 'pytree',
   shrink: 'tested as slice and shrink∘pad', clamp: 'in table', pow: 'in table',
+  forward: 'a model, not an op (whole-model gradient checked in llama.test)', cacheWrite: 'KV-cache update (compared with the uncached path in llama.test)',
+  initParams: 'random', emptyCache: 'constructor', checkParams: 'validation', layerShapes: 'config arithmetic', topShapes: 'config arithmetic',
+  parseLlamaConfig: 'config', loadLlamaConfig: 'I/O', toHfConfig: 'config', loadLlama: 'I/O', saveLlama: 'I/O', toHfTensors: 'naming',
+  generate: 'sampling', generateIds: 'sampling', sampleRow: 'sampling (host)',
 };
 
 /** Deterministic values in a domain from a seed (fast-check draws the seed). */

@@ -1,0 +1,129 @@
+// Batched autoregressive generation with a KV cache: prefill the (left-padded) prompts, then decode one token per
+// step, streaming tokens as they are produced. Sampling (greedy, temperature, top-p) runs on the host over one row
+// of logits per sequence, drawing its uniforms from a camelid key so every run is reproducible.
+
+import type { FloatDType } from '../core/dtype.js';
+import { data, getBackend, realize } from '../core/backend.js';
+import type { Tensor } from '../core/tensor.js';
+import { fromStorage, tensor } from '../ops/create.js';
+import { slice } from '../ops/movement.js';
+import { key as makeKey, uniform, type Key } from '../ops/random.js';
+import type { LlamaConfig } from './config.js';
+import { emptyCache, forward, type KvCache, type LlamaParams } from './llama.js';
+
+export interface SampleOptions {
+  /** 0 (the default) is greedy: the most likely token, the lowest id on ties. */
+  readonly temperature?: number;
+  /** Nucleus sampling (Holtzman et al. 2019): sample among the most likely tokens holding this much mass. Default 1. */
+  readonly topP?: number;
+}
+
+/**
+ * Picks a token from one row of logits, given a uniform draw u ∈ [0, 1).
+ * @example sampleRow([0.1, 2, -1], 0.5, {}) // 1 (greedy)
+ */
+export const sampleRow = (logits: ArrayLike<number>, u: number, opts: SampleOptions = {}): number => {
+  const { temperature = 0, topP = 1 } = opts;
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  if (temperature <= 0) return best;
+  const m = logits[best]!;
+  const p = Float64Array.from(logits, (l) => Math.exp((l - m) / temperature));
+  const order = [...p.keys()].sort((a, b) => p[b]! - p[a]! || a - b); // most likely first, then by id
+  const total = p.reduce((a, b) => a + b, 0);
+  let kept = 0, n = 0;
+  while (n < order.length && (n === 0 || kept < topP * total)) kept += p[order[n++]!]!;
+  let r = u * kept;
+  for (let i = 0; i < n - 1; i++) {
+    r -= p[order[i]!]!;
+    if (r < 0) return order[i]!;
+  }
+  return order[n - 1]!;
+};
+
+export interface GenerateOptions extends SampleOptions {
+  /** Tokens to produce per sequence at most (fewer when a stop token comes or the context, cfg.seqLen, is full). */
+  readonly maxTokens: number;
+  /** Source of the sampling uniforms. Default key(0). */
+  readonly key?: Key;
+  /** Token ids that end a sequence (they are reported, then the row stops). Default [cfg.eosId]. */
+  readonly stop?: readonly number[];
+  /** Id fed where a prompt is left-padded or a row has stopped (masked out of attention). Default 0. */
+  readonly padId?: number;
+}
+
+export interface GenerateStep {
+  readonly step: number;
+  /** One entry per prompt: the token produced at this step, or null once that row has stopped. */
+  readonly tokens: readonly (number | null)[];
+}
+
+/** Realises tensors, then rebases them on fresh leaves so the graph (and earlier caches) can be collected. */
+const settle = async (ts: readonly Tensor[]): Promise<Tensor[]> => {
+  await realize(...ts);
+  // A realised node still holds its inputs; on the CPU its storage can start a new graph without a copy.
+  // TODO(core): a detach for device-resident values, so the WebGPU path drops history too.
+  if ((await getBackend()).name !== 'cpu') return [...ts];
+  return Promise.all(ts.map(async (t) => fromStorage(await data(t), t.shape, t.dtype)));
+};
+
+const settleCache = async (last: Tensor, cache: KvCache): Promise<[Tensor, KvCache]> => {
+  const [l, ...kv] = await settle([last, ...cache.layers.flatMap((c) => [c.k, c.v])]);
+  const layers = cache.layers.map((_, i) => ({ k: kv[2 * i]!, v: kv[2 * i + 1]! }));
+  return [l!, { ...cache, layers }];
+};
+
+/**
+ * Generates continuations of a batch of prompts (token ids, BOS included if wanted), yielding each step's tokens
+ * as soon as they are known. Prompts of different lengths are left-padded; padding is masked out of attention and
+ * RoPE positions start at 0 for every row, so a row's tokens do not depend on the other rows.
+ * @example
+ * for await (const { tokens } of generate(cfg, params, [tok.encode('Once upon a time')], { maxTokens: 32 }))
+ *   process.stdout.write(tok.decode([tokens[0] ?? 0]));
+ */
+export async function* generate(c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): AsyncGenerator<GenerateStep, void, undefined> {
+  const B = prompts.length;
+  const L = Math.max(0, ...prompts.map((p) => p.length));
+  if (B === 0 || prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+  for (const [b, p] of prompts.entries()) {
+    const bad = p.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= c.vocabSize);
+    if (bad >= 0) throw new RangeError(`generate: prompt ${b} token ${bad} is ${p[bad]}, outside [0, ${c.vocabSize})`);
+  }
+  if (L > c.seqLen) throw new RangeError(`generate: prompt of ${L} tokens is longer than the context (${c.seqLen})`);
+  const steps = Math.min(opts.maxTokens, c.seqLen - L + 1);
+  if (steps <= 0) return;
+  const { padId = 0, temperature = 0 } = opts;
+  const stop = new Set(opts.stop ?? [c.eosId]);
+  const pads = prompts.map((p) => L - p.length);
+  const ids = tensor(prompts.map((p, b) => [...Array<number>(pads[b]!).fill(padId), ...p]), { dtype: 'i32' }); // (B, L)
+  const start = pads.some((n) => n > 0) ? { start: tensor(pads, { dtype: 'i32' }) } : {}; // (B,)
+  const dtype = params.tokEmb.dtype as FloatDType;
+  const u = temperature > 0 ? await data(uniform(opts.key ?? makeKey(0), [steps, B], 'f32')) : null; // (steps, B)
+
+  const first = forward(c, params, ids, { cache: emptyCache(c, B, L + steps - 1, { dtype, ...start }) }); // (B, L, V)
+  let [last, cache] = await settleCache(slice(first.logits, [0, L - 1, 0], [B, L, c.vocabSize]), first.cache); // (B, 1, V)
+  const done = Array<boolean>(B).fill(false);
+  for (let step = 0; step < steps; step++) {
+    const rows = await data(last);
+    const V = c.vocabSize;
+    const tokens = done.map((d, b) => (d ? null : sampleRow(rows.subarray(b * V, (b + 1) * V), u ? u[step * B + b]! : 0, opts)));
+    yield { step, tokens };
+    tokens.forEach((t, b) => { if (t !== null && stop.has(t)) done[b] = true; });
+    if (step === steps - 1 || done.every(Boolean)) return;
+    const next = forward(c, params, tensor(tokens.map((t) => [t ?? padId]), { dtype: 'i32' }), { cache }); // (B, 1, V)
+    [last, cache] = await settleCache(next.logits, next.cache);
+  }
+}
+
+/**
+ * Runs `generate` to the end: each row's generated ids, without the stop token.
+ * @example const [ids] = await generateIds(cfg, params, [[1, 403, 407]], { maxTokens: 8 });
+ */
+export const generateIds = async (c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): Promise<number[][]> => {
+  const out = prompts.map((): number[] => []);
+  const stop = new Set(opts.stop ?? [c.eosId]);
+  for await (const { tokens } of generate(c, params, prompts, opts)) {
+    tokens.forEach((t, b) => { if (t !== null && !stop.has(t)) out[b]!.push(t); });
+  }
+  return out;
+};
