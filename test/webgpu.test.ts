@@ -87,6 +87,15 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }), { numRuns: 12 });
   });
 
+  it('row kernels in both modes (many short rows: one invocation per row; long rows: a workgroup each)', async () => {
+    for (const shape of [[4096, 7], [3, 1000]]) {
+      const mk = () => { const x = f32(fillValues(numel(shape), 'any', 11), shape); return [C.softmax(x), C.logsumexp(x, -1), C.sub(x, C.mean(x, -1, { keepDims: true }))]; };
+      const want = onCpu(mk());
+      const got = await onGpu(mk());
+      want.forEach((w, i) => close(got[i]!, w, 1e-5, `row kernel output ${i} on ${JSON.stringify(shape)}`));
+    }
+  });
+
   describe('kernel counts', () => {
     const count = (...ts: Tensor[]) => schedule(ts.map((t) => t.node as Node)).length;
     const a = f32(fillValues(64, 'any', 1), [8, 8]), b = f32(fillValues(64, 'any', 2), [8, 8]), c = f32(fillValues(8, 'any', 3), [8]);

@@ -4,7 +4,7 @@
 
 import type { DType } from '../dtype.js';
 import type { Expr, Kernel, Reduction } from '../schedule/index.js';
-import { renderIdx } from '../schedule/idx.js';
+import { idxKey, renderIdx, type Idx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
 
 export const WG = 64;
@@ -20,7 +20,13 @@ class Emitter {
   readonly preludes = new Set<string>([LITERAL_PRELUDE]);
   readonly top = new Scope();
   cur: Scope = this.top;
-  constructor(private readonly reduce: (id: number) => string) {}
+  /** In a vec4 kernel: which lane this emitter renders, and the slots read as whole vec4s. */
+  constructor(private readonly reduce: (id: number) => string, private readonly lane?: { readonly k: number; readonly vec: ReadonlySet<number> }) {}
+
+  private idx(i: Idx): string {
+    const r = renderIdx(i);
+    return this.lane ? r.replace(/\be\b/g, `(e4 * 4u + ${this.lane.k}u)`) : r;
+  }
 
   render(x: Expr): string {
     const scope = x.elem ? this.cur : this.top;
@@ -29,19 +35,20 @@ class Emitter {
     let v: string;
     switch (x.e) {
       case 'load': {
-        const raw = `in${x.slot}[${renderIdx(x.idx)}]`;
+        const whole = this.lane && this.lane.vec.has(x.slot) && idxKey(x.idx) === 'e';
+        const raw = whole ? `vin${x.slot}.${'xyzw'[this.lane!.k]}` : `in${x.slot}[${this.idx(x.idx)}]`;
         v = x.dtype === 'bool' ? `(${raw} != 0u)` : raw;
         break;
       }
       case 'op': {
         if (x.op.wgslPrelude) this.preludes.add(x.op.wgslPrelude);
         const src = x.src.map((s) => this.render(s));
-        v = x.op.wgsl(src, x.i ? renderIdx(x.i) : '0u', x.arg, x.dtype, x.src.map((s) => s.dtype));
+        v = x.op.wgsl(src, x.i ? this.idx(x.i) : '0u', x.arg, x.dtype, x.src.map((s) => s.dtype));
         break;
       }
       case 'mask': {
         const inner = this.render(x.src);
-        const cond = x.conds.map((c) => `(${renderIdx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
+        const cond = x.conds.map((c) => `(${this.idx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
         v = `select(${literal(0, x.dtype)}, ${inner}, ${cond})`;
         break;
       }
@@ -49,7 +56,7 @@ class Emitter {
       case 'acc': return 'acc';
     }
     if (x.e === 'load' || (x.e === 'op' && x.src.length === 0)) { scope.memo.set(x, v); return v; }
-    const name = `t${this.n++}`;
+    const name = this.lane ? `t${this.lane.k}_${this.n++}` : `t${this.n++}`;
     scope.lines.push(`let ${name}: ${exprType(x.dtype)} = ${v};`);
     scope.memo.set(x, name);
     return name;
@@ -75,8 +82,48 @@ const grid = (n: number): [number, number, number] => {
   return [Math.max(1, x), Math.ceil(n / Math.max(1, x)), 1];
 };
 
+/** Slots every load of which reads element `e` itself (so a whole vec4 can be loaded for 4 lanes). */
+const vecSlots = (root: Expr): Set<number> => {
+  const ok = new Map<number, boolean>();
+  const seen = new Set<Expr>();
+  const visit = (x: Expr): void => {
+    if (seen.has(x)) return;
+    seen.add(x);
+    if (x.e === 'load') ok.set(x.slot, (ok.get(x.slot) ?? true) && idxKey(x.idx) === 'e');
+    else if (x.e === 'op') x.src.forEach(visit);
+    else if (x.e === 'mask') visit(x.src);
+  };
+  visit(root);
+  return new Set([...ok].filter(([, v]) => v).map(([s]) => s));
+};
+
+/**
+ * Four elements per invocation with vec4 loads and stores where the data is read in place: llvmpipe turns each
+ * per-lane load into a scalar loop, so a vec4 moves 4 values for the price of one.
+ */
+const renderElementwise4 = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string, n: number): RenderedKernel => {
+  const vec = vecSlots(k.value);
+  const lanes = [0, 1, 2, 3].map((i) => new Emitter(() => { throw new Error('elementwise kernel has no reductions'); }, { k: i, vec }));
+  const values = lanes.map((em) => em.render(k.value));
+  const t = storeType(k.out.dtype);
+  const decl = k.inputs.map((m, i) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${vec.has(i) ? `vec4<${storeType(m.dtype)}>` : storeType(m.dtype)}>;`).join('\n');
+  const wgsl = `${[...new Set(lanes.flatMap((em) => [...em.preludes]))].join('\n')}
+${decl}
+@group(0) @binding(${k.inputs.length}) var<storage, read_write> out0: array<vec4<${t}>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e4 = gid.x + gid.y * nwg.x * ${WG}u;
+  if (e4 >= ${n / 4}u) { return; }
+  ${[...vec].map((sl) => `let vin${sl} = in${sl}[e4];`).join('\n  ')}
+  ${lanes.map((em) => em.top.lines.join('\n  ')).join('\n  ')}
+  out0[e4] = vec4<${t}>(${values.map((v) => store(k.out.dtype, v)).join(', ')});
+}`;
+  return { wgsl, workgroups: grid(Math.ceil(n / 4 / WG)), label };
+};
+
 export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
   const n = k.shape.reduce((a, b) => a * b, 1);
+  if (n % 4 === 0 && n >= 64) return renderElementwise4(k, label, n);
   const em = new Emitter(() => { throw new Error('elementwise kernel has no reductions'); });
   const value = em.render(k.value);
   const wgsl = `${[...em.preludes].join('\n')}
@@ -95,9 +142,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): RenderedKernel => {
   const rows = k.shape.reduce((a, n, d) => (k.axes.includes(d) ? a : a * n), 1);
   const L = k.axes.reduce((a, d) => a * k.shape[d]!, 1);
+  // Short rows (or many of them): one invocation folds a whole row serially, with no barriers; long rows: a
+  // workgroup per row with a tree reduction in workgroup memory.
+  const serial = L <= 256 && rows >= 2048;
   const shared = new Set<string>();
   const done = new Map<number, string>();
-  const elemLoopHead = (e: string) => `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {`;
+  const elemLoopHead = (e: string) => (serial ? `for (var ${e} = 0u; ${e} < ${L}u; ${e}++) {` : `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {`);
   const emitReduction = (r: Reduction): string => {
     const prev = em.cur;
     em.cur = new Scope();
@@ -105,12 +155,15 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
     const body = em.cur.lines;
     em.cur = prev;
     const t = storeType(r.dtype) === 'u32' && r.dtype === 'bool' ? 'u32' : exprType(r.dtype);
-    shared.add(t);
     const acc = `acc${r.id}`;
     const comb = (a: string, b: string) => r.op.wgsl(a, b);
     em.top.lines.push(
       `var ${acc}: ${t} = ${literal(r.op.identity(r.dtype), r.dtype)};`,
       `${elemLoopHead('e')}\n    ${body.join('\n    ')}\n    ${acc} = ${comb(acc, x)};\n  }`,
+    );
+    if (serial) { em.top.lines.push(`let red${r.id} = ${acc};`); return `red${r.id}`; }
+    shared.add(t);
+    em.top.lines.push(
       `sh_${t}[lid] = ${acc};`,
       'workgroupBarrier();',
       `for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {\n    if (lid < s) { sh_${t}[lid] = ${comb(`sh_${t}[lid]`, `sh_${t}[lid + s]`)}; }\n    workgroupBarrier();\n  }`,
@@ -127,7 +180,7 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
   let tail: string;
   if (k.perRow) {
     const v = em.render(k.value);
-    tail = `if (lid == 0u) { out0[row] = ${store(k.out.dtype, v)}; }`;
+    tail = serial ? `out0[row] = ${store(k.out.dtype, v)};` : `if (lid == 0u) { out0[row] = ${store(k.out.dtype, v)}; }`;
   } else {
     em.cur = new Scope();
     const v = em.render(k.value);
@@ -140,12 +193,12 @@ ${outBinding(k)}
 ${[...shared].map((t) => `var<workgroup> sh_${t}: array<${t}, ${WG}>;`).join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = ${serial ? `lid + (wid.x + wid.y * nwg.x) * ${WG}u` : 'wid.x + wid.y * nwg.x'};
   if (row >= ${rows}u) { return; }
   ${em.top.lines.join('\n  ')}
   ${tail}
 }`;
-  return { wgsl, workgroups: grid(rows), label };
+  return { wgsl, workgroups: grid(serial ? Math.ceil(rows / WG) : rows), label };
 };
 
 /** The WGSL function `epi(acc, row, col, batch)` for a matmul's fused epilogue, and the input slots it reads. */
