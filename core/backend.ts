@@ -24,12 +24,15 @@ export const cpuBackend: Backend = {
     // Values that live only on the GPU are read back first, so a graph may mix both worlds.
     const bound = new Map<Node, Storage>();
     const gpuOnly = new Set<Node>();
-    const visit = (n: Node) => {
-      if (n.cpu || gpuOnly.has(n)) return;
-      if (n.gpu) { gpuOnly.add(n); return; }
-      n.src.forEach(visit);
-    };
-    todo.forEach(visit);
+    const seen = new Set<Node>();
+    const stack = [...todo];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (seen.has(n) || n.cpu) continue;
+      seen.add(n);
+      if (n.gpu) gpuOnly.add(n);
+      else stack.push(...n.src);
+    }
     for (const n of gpuOnly) bound.set(n, await gpuReader!(n));
     const out = interpret(todo, bound);
     todo.forEach((n, i) => { n.cpu = out[i]!; });
