@@ -38,6 +38,7 @@ export const lower = (dev: Device, k: Kernel, i: number): Step => {
       const mk = matmulKernel({
         batch: k.batch, M: k.M, N: k.N, K: k.K,
         aStrides: k.a.strides, bStrides: k.b.strides, aOffset: k.a.offset, bOffset: k.b.offset,
+        ...(k.c ? { cStrides: k.c.strides, cOffset: k.c.offset } : {}),
         tiles: pickMatmulTiles(dev, { M: k.M, N: k.N }),
         label,
         ...(epi ? {

@@ -6,7 +6,7 @@
 import type { DType } from '../dtype.js';
 import { toposort, type Node, type ReduceArg, type ReduceOp } from '../node.js';
 import { numel, type Shape } from '../shape.js';
-import { contiguous, type View } from '../view.js';
+import { contiguous, permuteView, reshapeView, type View } from '../view.js';
 import { broadcastView } from '../interp.js';
 import { flatIndex, iadd, iconst, idxKey, ivar, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
 import type { Cond, Expr, Reduction } from './expr.js';
@@ -24,7 +24,7 @@ interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
-  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape })
+  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' });
 
 export interface ScheduleOpts {
@@ -32,7 +32,7 @@ export interface ScheduleOpts {
   readonly fuse?: boolean;
 }
 
-const HEAVY = 24;
+const HEAVY = 64;
 const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
 
 /** Kernels in execution order for computing `roots` (realised nodes and buffers are inputs). */
@@ -94,10 +94,39 @@ const isMatmulNode = (n: Node) => n.op.kind === 'custom' && n.op.template === 'm
 /** A root that only reshapes a node used nowhere else is written directly by that node's kernel. */
 const buildKernel = (root: Node, ctx: Ctx): Kernel => {
   const { mat, users } = ctx;
+  const st = storeView(root, ctx);
+  if (st) {
+    mat.delete(st.m);
+    const k = buildBody(st.m, ctx);
+    if (k.kind === 'matmul') {
+      const bs = batchStride(st.view, k.batchShape.length);
+      const r = st.m.shape.length;
+      if (bs !== null) return { ...k, out: root, c: { slot: -1, offset: st.view.offset, strides: { batch: bs, row: st.view.strides[r - 2]!, col: st.view.strides[r - 1]! } } };
+    }
+    mat.add(st.m);
+  }
   let x = root;
   while ((x.op.name === 'reshape' || isIdentityOp(x)) && !isInput(x.src[0]!) && users.get(x.src[0]!) === 1 && x.src[0]!.op.kind !== 'movement') x = x.src[0]!;
   if (x !== root) mat.delete(x);
   return { ...buildBody(x, ctx), out: root };
+};
+
+/**
+ * A root that only permutes/reshapes a matmul's result (e.g. attention heads back to (B, T, dim)) lets the
+ * matmul store straight into the root's layout: the view, over the matmul's shape, of offsets in the root.
+ */
+const storeView = (root: Node, ctx: Ctx): { m: Node; view: View } | null => {
+  let v: View | null = contiguous(root.shape);
+  let n = root;
+  while (v && n.op.kind === 'movement' && (n.op.name === 'permute' || n.op.name === 'reshape') && !isInput(n.src[0]!) && ctx.users.get(n.src[0]!) === 1) {
+    const src = n.src[0]!;
+    if (n.op.name === 'permute') {
+      const perm = (n.arg as { perm: readonly number[] }).perm;
+      v = permuteView(v, perm.map((_, i) => perm.indexOf(i)));
+    } else v = reshapeView(v, src.shape);
+    n = src;
+  }
+  return v && n !== root && isMatmulNode(n) && !ctx.demanded.has(n) ? { m: n, view: v } : null;
 };
 
 /** True when every path from `m` up to `x` runs through nodes used once (so nothing else inlines them). */
@@ -327,7 +356,7 @@ const matmulKernel = (
   const K = m.src[0]!.shape[r - 1]!;
   return {
     kind: 'matmul', out: epi ? epi.out : m, inputs, batch: numel(batchShape), M: m.shape[r - 2]!, N: m.shape[r - 1]!, K, a, b,
-    epilogue: epi ? epi.value : null, batchShape,
+    epilogue: epi ? epi.value : null, batchShape, c: null,
   };
 };
 
