@@ -27,6 +27,10 @@ export const sinOp = unary('sin', Math.sin, (x) => `sin(${x})`, (g, _o, [x]) => 
 export const sqrtOp = unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`, (g, out) => [mul(g, recip(mul(out, 2)))]);
 export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, out) => [mul(g, mul(mul(out, out), -1))]);
 
+/** max(x, 0). A primitive so that its derivative reads the output (out > 0): the backward pass then needs
+ * only the activation it already keeps, and the pre-activation can stay fused inside its matmul. */
+export const reluOp = unary('relu', (x) => (x > 0 ? x : 0), (x) => `max(${x}, 0.0)`, (g, out) => [mul(g, cast(less(0, out), out.dtype))]);
+
 /** The identity that blocks gradients. */
 export const stopGradientOp: ElementwiseOp = {
   name: 'stopGradient', kind: 'elementwise', identity: true, infer: (s) => s[0]!, cpu: (x) => x[0]!, wgsl: (x) => x[0]!, vjp: () => [null],

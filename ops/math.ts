@@ -1,7 +1,7 @@
 // Pointwise compositions: no kernel and no gradient rule of their own; the scheduler fuses them.
 
-import type { Tensor } from '../core/tensor.js';
-import { add, exp2, log2, mul, maximum, neg, recip, sqrt, sub, where, less, sin } from './elementwise.js';
+import { apply, type Tensor } from '../core/tensor.js';
+import { add, exp2, log2, mul, maximum, neg, recip, reluOp, sqrt, sub, where, less, sin } from './elementwise.js';
 import { lift, scalar, type TensorLike } from './lift.js';
 
 const LOG2E = Math.LOG2E;
@@ -18,7 +18,7 @@ export const pow = (x: TensorLike, p: TensorLike): Tensor => { const [a, b] = li
 export const abs = (x: Tensor): Tensor => maximum(x, neg(x));
 export const minimum = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('minimum', [a, b]); return neg(maximum(neg(x!), neg(y!))); };
 export const clamp = (x: Tensor, lo: TensorLike, hi: TensorLike): Tensor => minimum(maximum(x, lo), hi);
-export const relu = (x: Tensor): Tensor => maximum(x, 0);
+export const relu = (x: Tensor): Tensor => apply(reluOp, [x]);
 export const sigmoid = (x: Tensor): Tensor => recip(add(exp(neg(x)), 1));
 export const tanh = (x: Tensor): Tensor => sub(mul(sigmoid(mul(x, 2)), 2), 1);
 export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));

@@ -202,7 +202,7 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   stopGradient: 'zero gradient by definition (tested in composite.test)', cast: 'crosses dtypes (tested in composite.test)',
   key: 'random', split: 'random', uniform: 'random', normal: 'random', bernoulli: 'random',
   vjp: 'autodiff API', grad: 'autodiff API', valueAndGrad: 'autodiff API',
-  setBackend: 'runtime', getBackend: 'runtime', realize: 'runtime', data: 'runtime', toArray: 'runtime', item: 'runtime',
+  setBackend: 'runtime', getBackend: 'runtime', jit: 'runtime (tested in jit.test)', deviceCounters: 'runtime', realize: 'runtime', data: 'runtime', toArray: 'runtime', item: 'runtime',
   flatten: 'pytree', unflatten: 'pytree', leaves: 'pytree', mapTree: 'pytree', zipTrees: 'pytree',
   shrink: 'tested as slice and shrink∘pad', clamp: 'in table', pow: 'in table',
   forward: 'a model, not an op (whole-model gradient checked in llama.test)', cacheWrite: 'KV-cache update (compared with the uncached path in llama.test)',

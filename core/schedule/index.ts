@@ -8,7 +8,7 @@ import { toposort, type Node, type ReduceArg, type ReduceOp } from '../node.js';
 import { numel, type Shape } from '../shape.js';
 import { contiguous, permuteView, reshapeView, type View } from '../view.js';
 import { broadcastView } from '../interp.js';
-import { flatIndex, iadd, iconst, idxKey, ivar, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
+import { bound, flatIndex, iadd, iconst, idxKey, ivar, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
 import type { Cond, Expr, Reduction } from './expr.js';
 
 export type { Expr, Reduction, Cond } from './expr.js';
@@ -18,7 +18,7 @@ export interface Operand { readonly slot: number; readonly offset: number; reado
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
-interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node> }
+interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]> }
 
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 export type Kernel =
@@ -63,7 +63,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
   }
   const kernels: Kernel[] = [];
-  const ctx: Ctx = { mat, users, demanded: new Set() };
+  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map() };
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
     if (mat.has(n) && !isInput(n)) kernels.push(buildKernel(n, ctx));
@@ -129,6 +129,29 @@ const storeView = (root: Node, ctx: Ctx): { m: Node; view: View } | null => {
   return v && n !== root && isMatmulNode(n) && !ctx.demanded.has(n) ? { m: n, view: v } : null;
 };
 
+/**
+ * What a reduction really folds: sum(reshape(sum(x, A2)), A) — a mean of row sums, say — is one sum of x over
+ * A2 ∪ A when the inner result is used only there and the reshape only drops the reduced dimensions.
+ */
+const effective = (r: Node, users: ReadonlyMap<Node, number>): { src: Node; axes: readonly number[] } => {
+  const own = { src: r.src[0]!, axes: (r.arg as ReduceArg).axes };
+  let n = r.src[0]!;
+  while (!isInput(n) && users.get(n) === 1 && (n.op.name === 'reshape' || isIdentityOp(n))) n = n.src[0]!;
+  if (n === r.src[0] || n.op !== r.op || isInput(n) || users.get(n) !== 1) return own;
+  const inner = effective(n, users);
+  const kept = inner.src.shape.flatMap((d, i) => (inner.axes.includes(i) ? [] : [i]));
+  if (!sameShape(kept.map((i) => inner.src.shape[i]!), r.src[0]!.shape)) return own;
+  const axes = [...inner.axes, ...own.axes.map((a) => kept[a]!)].sort((a, b) => a - b);
+  return { src: inner.src, axes };
+};
+
+/** Reductions an elementwise node depends on without crossing materialised nodes (memoised per schedule). */
+const reducesUnder = (n: Node, ctx: Ctx): Node[] => {
+  let r = ctx.reduces.get(n);
+  if (!r) { r = inlineReach(n, ctx.mat).filter((m) => m.op.kind === 'reduce'); ctx.reduces.set(n, r); }
+  return r;
+};
+
 /** True when every path from `m` up to `x` runs through nodes used once (so nothing else inlines them). */
 const onlyFeeds = (m: Node, x: Node, users: ReadonlyMap<Node, number>): boolean => {
   const memo = new Map<Node, boolean>();
@@ -164,20 +187,18 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   let perRow = false;
   let mm: Node | null = null;
   if (op.kind === 'reduce') {
-    shape = x.src[0]!.shape;
-    axes = (x.arg as ReduceArg).axes;
+    ({ src: { shape }, axes } = effective(x, users));
     perRow = true;
   } else if (op.kind === 'custom') {
     mm = x;
   } else {
     const reach = inlineReach(x, mat);
     const reds = reach.filter((n) => n.op.kind === 'reduce');
-    const full = reds.find((n) => sameShape(n.src[0]!.shape, x.shape));
+    const full = reds.find((n) => sameShape(effective(n, users).src.shape, x.shape));
     const rowLevel = reds.find((n) => numel(n.shape) === numel(x.shape));
     const red = full ?? rowLevel;
     if (red) {
-      shape = red.src[0]!.shape;
-      axes = (red.arg as ReduceArg).axes;
+      ({ src: { shape }, axes } = effective(red, users));
       perRow = !full;
     } else {
       mm = reach.find((n) => isMatmulNode(n) && sameShape(n.shape, x.shape) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
@@ -206,6 +227,16 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   const elemOf = (i: Idx | null) => i !== null && usesVar(i, 'e');
   const isIdentity = (idx: readonly Idx[], want: readonly Idx[]) => idx.length === want.length && idx.every((v, d) => idxKey(v) === idxKey(want[d]!));
 
+  // A per-row value (logsumexp = log Σ exp(x − max) + max, say) of reductions this kernel cannot compute is
+  // materialised whole — one kernel computing all of its reductions — rather than reduction by reduction.
+  const rowValueElsewhere = (n: Node): boolean => {
+    const rs = reducesUnder(n, ctx);
+    return rs.length > 0 && rs.some((r) => numel(r.shape) === numel(n.shape)) && rs.every((r) => {
+      const eff = effective(r, users);
+      return !(sameShape(eff.src.shape, shape) && sameShape(eff.axes, axes));
+    });
+  };
+
   const load = (n: Node, idx: readonly Idx[]): Expr => {
     const flat = flatIndex(idx, n.shape);
     return { e: 'load', slot: slotOf(n), idx: flat, dtype: n.dtype, elem: elemOf(flat) };
@@ -227,6 +258,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
       case 'buffer': return load(n, idx);
       case 'elementwise': {
         if (o.identity) return walk(n.src[0]!, idx);
+        if (n !== x && rowValueElsewhere(n)) { need(n); return load(n, idx); }
         const src = n.src.map((s) => walk(s, broadcastIdx(idx, n.shape, s.shape)));
         const i = n.src.length === 0 && n.shape.length === 1 ? idx[0]! : null;
         return { e: 'op', op: o, arg: n.arg, src, i, dtype: n.dtype, elem: src.some((s) => s.elem) || elemOf(i) };
@@ -237,11 +269,13 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
         return conds.length ? { e: 'mask', conds, src: inner, dtype: n.dtype, elem: inner.elem || conds.some((c) => elemOf(c.idx)) } : inner;
       }
       case 'reduce': {
-        const aligned = axes.length > 0 && sameShape(n.src[0]!.shape, shape) && sameShape((n.arg as ReduceArg).axes, axes) && isIdentity(idx, rowIdx);
+        const eff = effective(n, users);
+        const aligned = axes.length > 0 && sameShape(eff.src.shape, shape) && sameShape(eff.axes, axes)
+          && idxKey(flatIndex(idx, n.shape)) === idxKey(flatIndex(rowIdx, rowIdx.map(bound)));
         if (!aligned && n !== x) { need(n); return load(n, idx); }
         let red = redOf.get(n);
         if (!red) {
-          const src = walk(n.src[0]!, domainIdx);
+          const src = walk(eff.src, domainIdx);
           const id = reductions.length;
           reductions.push({ id, op: o as ReduceOp, src, dtype: n.dtype });
           red = { e: 'red', id, dtype: n.dtype, elem: false };
