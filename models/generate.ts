@@ -102,16 +102,26 @@ export async function* generate(c: LlamaConfig, params: LlamaParams, prompts: re
 
   const first = forward(c, params, ids, { cache: emptyCache(c, B, L + steps - 1, { dtype, ...start }) }); // (B, L, V)
   let [last, cache] = await settleCache(slice(first.logits, [0, L - 1, 0], [B, L, c.vocabSize]), first.cache); // (B, 1, V)
+  // The loop owns the cache and logits it realises: each step frees the previous ones (device memory), and the
+  // last ones are freed when the caller finishes or stops iterating.
+  const owned = () => [last, ...cache.layers.flatMap((l) => [l.k, l.v]), ids, ...(start.start ? [start.start] : [])];
   const done = Array<boolean>(B).fill(false);
-  for (let step = 0; step < steps; step++) {
-    const rows = await data(last);
-    const V = c.vocabSize;
-    const tokens = done.map((d, b) => (d ? null : sampleRow(rows.subarray(b * V, (b + 1) * V), u ? u[step * B + b]! : 0, opts)));
-    yield { step, tokens };
-    tokens.forEach((t, b) => { if (t !== null && stop.has(t)) done[b] = true; });
-    if (step === steps - 1 || done.every(Boolean)) return;
-    const next = forward(c, params, tensor(tokens.map((t) => [t ?? padId]), { dtype: 'i32' }), { cache }); // (B, 1, V)
-    [last, cache] = await settleCache(next.logits, next.cache);
+  try {
+    for (let step = 0; step < steps; step++) {
+      const rows = await data(last);
+      const V = c.vocabSize;
+      const tokens = done.map((d, b) => (d ? null : sampleRow(rows.subarray(b * V, (b + 1) * V), u ? u[step * B + b]! : 0, opts)));
+      yield { step, tokens };
+      tokens.forEach((t, b) => { if (t !== null && stop.has(t)) done[b] = true; });
+      if (step === steps - 1 || done.every(Boolean)) return;
+      const fed = tensor(tokens.map((t) => [t ?? padId]), { dtype: 'i32' }); // (B, 1)
+      const next = forward(c, params, fed, { cache }); // (B, 1, V)
+      const previous = [last, ...cache.layers.flatMap((l) => [l.k, l.v]), fed];
+      [last, cache] = await settleCache(next.logits, next.cache);
+      previous.forEach((t) => t.dispose());
+    }
+  } finally {
+    owned().forEach((t) => t.dispose());
   }
 }
 
