@@ -24,17 +24,6 @@ const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`llama tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
 
-// TODO(core): drop this guard once cpuBackend.realize memoises its walk over the graph (it visits every path, so a
-// deep model never finishes and blocks the worker). Probe: a chain of 24 x+x nodes has 2^24 paths but 24 nodes.
-const realizeWalksPaths = await (async () => {
-  let x = C.tensor([1]);
-  for (let i = 0; i < 24; i++) x = C.add(x, x);
-  const t0 = performance.now();
-  await C.realize(x);
-  return performance.now() - t0 > 100;
-})();
-if (realizeWalksPaths) console.warn('camelid: realize walks every path of the graph (core/backend.ts); skipping the whole-model tests');
-
 const right = <A>(e: E.Either<LoadError, A>): A => {
   if (E.isLeft(e)) throw new Error(e.left.message);
   return e.right;
@@ -53,7 +42,7 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 interface Case { prompt_ids: number[]; generated_ids: number[]; all_ids: number[]; logits_file: string; logits_shape: [number, number] }
 
-describe.skipIf(!haveFixtures || realizeWalksPaths)('stories260K golden logits (llama2.c run.c reference)', () => {
+describe.skipIf(!haveFixtures)('stories260K golden logits (llama2.c run.c reference)', () => {
   let ref: Float32Array, ids: number[], rows: number;
   // Row t of the reference holds the logits after feeding all_ids[0..t] at positions 0..t: rows 0…63 come from
   // one forward of the first 64 ids (the 65th id is the last greedy token, never fed).
@@ -101,7 +90,7 @@ const tiny: LlamaConfig = {
   normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
 };
 
-describe.skipIf(realizeWalksPaths)('whole-model gradient (f64, finite differences along a random direction)', () => {
+describe('whole-model gradient (f64, finite differences along a random direction)', () => {
   const tokens = i32([[1, 5, 3, 9, 2], [4, 4, 10, 0, 7]]);
   const targets = i32([[5, 3, 9, 2, -100], [4, 10, 0, 7, 6]]);
   const perturb = (p: LlamaParams, v: LlamaParams, t: number): LlamaParams => C.zipTrees([p, v], ([a, b]) => C.add(a!, C.mul(b!, t)));
@@ -130,7 +119,7 @@ describe.skipIf(realizeWalksPaths)('whole-model gradient (f64, finite difference
   }
 });
 
-describe.skipIf(realizeWalksPaths)('forward', () => {
+describe('forward', () => {
   it('checks parameters against the config, naming the parameter', () => {
     const p = initParams(tiny, C.key(0));
     const bad = { ...p, layers: [p.layers[0]!, { ...p.layers[1]!, w3: C.transpose(p.layers[1]!.w3) }] };
