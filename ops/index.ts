@@ -13,3 +13,4 @@ export { gather, scatterAdd, oneHot } from './gather.js';
 export { key, split, uniform, normal, bernoulli, type Key } from './random.js';
 export { vjp, grad, valueAndGrad, type GradOpts } from './grad.js';
 export { scalar, type TensorLike } from './lift.js';
+export { linear, rmsNorm, rope, causalAttention, swiglu, crossEntropy, embedding, type AttentionOpts, type CrossEntropyOpts } from './nn.js';

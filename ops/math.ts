@@ -12,7 +12,8 @@ export const exp = (x: Tensor): Tensor => exp2(mul(x, LOG2E));
 export const log = (x: Tensor): Tensor => mul(log2(x), LN2);
 export const rsqrt = (x: Tensor): Tensor => recip(sqrt(x));
 export const square = (x: Tensor): Tensor => mul(x, x);
-export const cos = (x: Tensor): Tensor => sin(add(x, Math.PI / 2));
+/** cos x = 1 − 2 sin²(x/2): exact in f32 where sin(x + π/2) would round the shifted angle. */
+export const cos = (x: Tensor): Tensor => { const s = sin(mul(x, 0.5)); return sub(1, mul(mul(s, s), 2)); };
 /** x^p for x > 0 (as exp2(p·log2 x)). */
 export const pow = (x: TensorLike, p: TensorLike): Tensor => { const [a, b] = lift('pow', [x, p]); return exp2(mul(b!, log2(a!))); };
 export const abs = (x: Tensor): Tensor => maximum(x, neg(x));
