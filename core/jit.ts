@@ -29,16 +29,26 @@ interface Plan {
   readonly outDef: ReturnType<typeof flatten>['def'];
   readonly compiled: readonly Compiled[];
   readonly scratch: ReadonlyMap<Node, GPUBuffer>;
+  /** Results written in place over a donated argument's buffer (writeAt): result node → that placeholder. */
+  readonly alias: ReadonlyMap<Node, Node>;
   readonly kernels: number;
 }
 
 export interface JitOpts {
-  /** Argument positions whose tensors are consumed: their GPU buffers return to the pool after the call. */
+  /**
+   * Argument positions whose tensors are consumed: their GPU buffers return to the pool after the call, or become
+   * the result's when an update (writeAt) can run in place — a KV cache is then never copied.
+   */
   readonly donate?: readonly number[];
+  /** Number arguments traced as i32 scalars (positions, steps) instead of f32. */
+  readonly intArgs?: readonly number[];
 }
 
+/** Scalar tensor parameters may be passed as numbers: they become per-call uniforms. */
+export type JitArgs<A extends unknown[]> = { [K in keyof A]: A[K] extends Tensor ? A[K] | number : A[K] };
+
 export interface Jitted<A extends unknown[], R> {
-  (...args: A): Promise<R>;
+  (...args: JitArgs<A>): Promise<R>;
   /** Kernels in the plan for the last signature called (0 before the first call). */
   readonly kernels: number;
 }
@@ -53,7 +63,7 @@ export interface Jitted<A extends unknown[], R> {
 export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts = {}): Jitted<A, R> => {
   const plans = new Map<string, Plan>();
   let last: Plan | null = null;
-  const call = async (...args: A): Promise<R> => {
+  const call = async (...args: A): Promise<R> => {  // (numbers arrive where the signature says Tensor)
     const backend = await getBackend();
     const dev = backend.name === 'webgpu' ? await webgpuDevice() : null;
     if (!dev) {
@@ -65,7 +75,7 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
     const key = JSON.stringify(args.map((a, i) => (typeof a === 'number' ? 'n' : flat[i]!.leaves.map((t) => [t.shape, t.dtype]))))
       + JSON.stringify(args.map((a) => (typeof a === 'number' ? 0 : structureKey(a))));
     let plan = plans.get(key);
-    if (!plan) { plan = await trace(dev, f, args, flat); plans.set(key, plan); }
+    if (!plan) { plan = await trace(dev, f, args, flat, opts); plans.set(key, plan); }
     last = plan;
     return runPlan(dev, plan, args, flat, opts);
   };
@@ -75,27 +85,35 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
 
 const structureKey = (a: unknown): string => JSON.stringify(a, (_k, v: unknown) => (isTensor(v) ? 'T' : v));
 
-const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, args: A, flat: { leaves: Tensor[]; def: unknown }[]): Promise<Plan> => {
+const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, args: A, flat: { leaves: Tensor[]; def: unknown }[], opts: JitOpts): Promise<Plan> => {
   const inputs: Node[] = [];
+  const donated = new Set<Node>();
   const numbers: { node: Node; buf: GPUBuffer }[] = [];
   const traced = args.map((a, i) => {
     if (typeof a === 'number') {
-      const node = leafOf({ shape: [], dtype: 'f32' }, placeholderOp);
+      const node = leafOf({ shape: [], dtype: opts.intArgs?.includes(i) ? 'i32' : 'f32' }, placeholderOp);
       numbers.push({ node, buf: dev.alloc(4) });
       return new Tensor(node);
     }
     const { leaves, def } = flat[i] as ReturnType<typeof flatten>;
-    const ph = leaves.map((t) => { const n = leafOf(t, placeholderOp); inputs.push(n); return new Tensor(n); });
+    const ph = leaves.map((t) => {
+      const n = leafOf(t, placeholderOp);
+      inputs.push(n);
+      if (opts.donate?.includes(i)) donated.add(n);
+      return new Tensor(n);
+    });
     return unflatten(def, ph);
   }) as A;
   const out = flatten(f(...traced));
   const roots = out.leaves.map((t) => t.node);
   const computed = roots.filter((n) => n.op !== placeholderOp && !n.realized);
   const kernels = schedule([...new Set(computed)]);
-  const compiled = await compileKernels(dev, kernels);
+  const inPlace = new Set(kernels.filter((k) => k.kind === 'update' && k.lastUse && donated.has(k.inputs[0]!)));
+  const alias = new Map([...inPlace].map((k) => [k.out, k.inputs[0]!] as const));
+  const compiled = await compileKernels(dev, kernels, inPlace);
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
-  const scratch = planScratch(dev, kernels, new Set(computed));
-  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, kernels: kernels.length };
+  const scratch = planScratch(dev, kernels, new Set(computed), new Set(alias.keys()));
+  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length };
 };
 
 const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat: { leaves: Tensor[] }[], opts: JitOpts): R => {
@@ -104,7 +122,7 @@ const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat:
   args.forEach((a, i) => {
     if (typeof a === 'number') {
       const { node, buf } = plan.numbers[ni++]!;
-      dev.upload(buf, new Float32Array([a]));
+      dev.upload(buf, node.dtype === 'i32' ? new Int32Array([a]) : new Float32Array([a]));
       bound.set(node, buf);
       return;
     }
@@ -115,19 +133,28 @@ const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat:
   });
   // Fresh output buffers from the pool (reused once earlier results are disposed or donated).
   const results = new Map<Node, Node>();
+  const transferred = new Set<GPUBuffer>();
   for (const r of plan.outputs) {
     if (results.has(r)) continue;
     if (bound.has(r) || r.realized) { results.set(r, r); continue; }
     const res = leafOf(r, resultOp);
-    own(dev, res, dev.alloc(bytesOf(r)));
-    bound.set(r, res.gpu!.buffer);
+    const over = plan.alias.get(r);
+    const buf = over ? bound.get(over)! : dev.alloc(bytesOf(r));
+    if (over) transferred.add(buf);
+    own(dev, res, buf);
+    bound.set(r, buf);
     results.set(r, res);
   }
+  for (const [r, p] of plan.alias) if (!bound.has(r)) bound.set(r, bound.get(p)!);
   const bufOf = (n: Node): GPUBuffer => bound.get(n) ?? plan.scratch.get(n) ?? n.gpu?.buffer ?? ensureUploaded(dev, n);
   dev.encode(dispatchesOf(dev, plan.compiled, bufOf));
   for (const i of opts.donate ?? []) {
     const a = args[i];
-    if (typeof a !== 'number') for (const t of flatten(a).leaves) if (!plan.outputs.includes(t.node)) t.dispose();
+    if (typeof a === 'number') continue;
+    for (const t of flatten(a).leaves) {
+      if (plan.outputs.includes(t.node)) continue;
+      if (t.node.gpu && transferred.has(t.node.gpu.buffer)) { t.node.gpu.release(); t.node.gpu = null; } else t.dispose();
+    }
   }
   const leaves = plan.outputs.map((r) => {
     const res = results.get(r)!;

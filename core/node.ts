@@ -59,14 +59,21 @@ export interface Strided { readonly data: Storage; readonly view: View }
 export interface CustomOp<A = unknown> extends OpBase<A> {
   readonly kind: 'custom';
   /** Which hand-written kernel template (core/wgsl) computes it on the GPU. */
-  readonly template: 'matmul' | 'gather' | 'scatterAdd';
+  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update';
   readonly cpu: (src: readonly Strided[], arg: A, out: Aval) => Storage;
 }
 
 export type OpDef = BufferOp | ElementwiseOp<any> | ReduceOp | MovementOp<any> | CustomOp<any>;
 
 /** A realised buffer on the GPU, owned by a node. */
-export interface DeviceBuffer { readonly buffer: GPUBuffer; readonly bytes: number; free(): void }
+export interface DeviceBuffer {
+  readonly buffer: GPUBuffer;
+  readonly bytes: number;
+  /** Return the buffer to the pool. */
+  free(): void;
+  /** Give up ownership without freeing (the buffer now belongs to another node). */
+  release(): void;
+}
 
 let nextId = 1;
 

@@ -10,7 +10,7 @@ import type { Node } from './node.js';
 import { numel } from './shape.js';
 import { schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
 import { renderElementwise, renderEpilogue, renderRow, type RenderedKernel } from './wgsl/fused.js';
-import { renderGather, renderScatterAdd } from './wgsl/indexing.js';
+import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
 
@@ -25,7 +25,7 @@ const hostLayout = (n: Node, data: Storage): ArrayBufferView => {
 export interface Step { readonly kernel: Kernel; readonly rendered: readonly RenderedKernel[]; readonly bindings: (bufs: (n: Node) => GPUBuffer) => GPUBuffer[] }
 
 /** WGSL and binding order for one kernel. */
-export const lower = (dev: Device, k: Kernel, i: number): Step => {
+export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step => {
   const label = `k${i}:${k.kind}:${k.out.op.name}${JSON.stringify(k.out.shape)}`;
   const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out)] });
   switch (k.kind) {
@@ -33,6 +33,7 @@ export const lower = (dev: Device, k: Kernel, i: number): Step => {
     case 'row': return plain([renderRow(k, label)]);
     case 'gather': return plain(renderGather(k, label));
     case 'scatterAdd': return plain(renderScatterAdd(k, label));
+    case 'update': return plain(renderUpdate(k, label, inPlace));
     case 'matmul': {
       const epi = k.epilogue ? renderEpilogue(k) : null;
       const mk = matmulKernel({
@@ -70,7 +71,11 @@ const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer }>(({ dev, 
 export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
   let freed = false;
   const token = {};
-  n.gpu = { buffer: buf, bytes: bytesOf(n), free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } } };
+  n.gpu = {
+    buffer: buf, bytes: bytesOf(n),
+    free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } },
+    release: () => { freed = true; leaks.unregister(token); },
+  };
   leaks.register(n, { dev, buf }, token);
 };
 
@@ -90,7 +95,7 @@ export const lastRun: RunStats = { kernels: 0, dispatches: 0 };
 export interface Compiled { readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
 
 /** Lower and compile kernels (pipelines come from the device's cache when the WGSL was seen before). */
-export const compileKernels = async (dev: Device, kernels: readonly Kernel[]): Promise<Compiled[]> => {
+export const compileKernels = async (dev: Device, kernels: readonly Kernel[], inPlace: ReadonlySet<Kernel> = new Set()): Promise<Compiled[]> => {
   const limit = dev.limits.maxStorageBufferBindingSize;
   const out: Compiled[] = [];
   for (const [i, k] of kernels.entries()) {
@@ -99,7 +104,7 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[]): P
         throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
       }
     }
-    const step = lower(dev, k, i);
+    const step = lower(dev, k, i, inPlace.has(k));
     const pipelines: GPUComputePipeline[] = [];
     for (const r of step.rendered) {
       const src = { wgsl: r.wgsl, label: r.label, ops: [k.out.op.name] };
@@ -123,14 +128,14 @@ export const dispatchesOf = (dev: Device, compiled: readonly Compiled[], bufOf: 
  * Scratch buffers for every kernel output that is not kept: assigned by liveness, so a buffer is reused once
  * its last reader has run. `keep` outputs are left to the caller.
  */
-export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: ReadonlySet<Node>): Map<Node, GPUBuffer> => {
+export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: ReadonlySet<Node>, aliased: ReadonlySet<Node> = new Set()): Map<Node, GPUBuffer> => {
   const lastUse = new Map<Node, number>();
   kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
   const free: GPUBuffer[] = [];
   const sizes = new Map<GPUBuffer, number>();
   const scratch = new Map<Node, GPUBuffer>();
   kernels.forEach((k, i) => {
-    if (!keep.has(k.out)) {
+    if (!keep.has(k.out) && !aliased.has(k.out)) {
       const need = bytesOf(k.out);
       const j = free.findIndex((b) => sizes.get(b)! >= need);
       const buf = j >= 0 ? free.splice(j, 1)[0]! : dev.alloc(need);

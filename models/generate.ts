@@ -9,7 +9,8 @@ import { fromStorage, tensor } from '../ops/create.js';
 import { slice } from '../ops/movement.js';
 import { key as makeKey, uniform, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
-import { emptyCache, forward, type KvCache, type LlamaParams } from './llama.js';
+import { emptyCache, forward, type KvCache, type KvLayer, type LlamaParams } from './llama.js';
+import { jit } from '../core/jit.js';
 
 export interface SampleOptions {
   /** 0 (the default) is greedy: the most likely token, the lowest id on ties. */
@@ -73,6 +74,13 @@ const settleCache = async (last: Tensor, cache: KvCache): Promise<[Tensor, KvCac
   return [l!, { ...cache, layers }];
 };
 
+/** One decode step as a compiled plan: (params, cache layers, ids (B, 1), position, start) → (logits, layers). */
+const decodeStep = (c: LlamaConfig) =>
+  jit((p: LlamaParams, layers: readonly KvLayer[], ids: Tensor, pos: Tensor, start: Tensor | null) => {
+    const r = forward(c, p, ids, { cache: { layers, length: pos, ...(start ? { start } : {}) } }); // (B, 1, V)
+    return [r.logits, r.cache.layers] as const;
+  }, { donate: [1], intArgs: [3] });
+
 /**
  * Generates continuations of a batch of prompts (token ids, BOS included if wanted), yielding each step's tokens
  * as soon as they are known. Prompts of different lengths are left-padded; padding is masked out of attention and
@@ -106,6 +114,9 @@ export async function* generate(c: LlamaConfig, params: LlamaParams, prompts: re
   // last ones are freed when the caller finishes or stops iterating.
   const owned = () => [last, ...cache.layers.flatMap((l) => [l.k, l.v]), ids, ...(start.start ? [start.start] : [])];
   const done = Array<boolean>(B).fill(false);
+  // On WebGPU every decode step replays one compiled plan: the position is a run-time scalar and the donated
+  // cache is written in place (writeAt), so a token costs one submit and no compile, copy or allocation.
+  const compiled = (await getBackend()).name === 'webgpu' ? decodeStep(c) : null;
   try {
     for (let step = 0; step < steps; step++) {
       const rows = await data(last);

@@ -8,6 +8,7 @@ import type { Tensor } from '../core/tensor.js';
 import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
 import { pad, permute, reshape, slice } from '../ops/movement.js';
+import { writeAt } from '../ops/update.js';
 import { causalAttention, embedding, linear, rmsNorm, rope, swiglu } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
@@ -101,8 +102,9 @@ export interface KvLayer {
 
 export interface KvCache {
   readonly layers: readonly KvLayer[];
-  /** Slots written so far: the next forward writes slots length … length+T−1. */
-  readonly length: number;
+  /** Slots written so far: the next forward writes slots length … length+T−1. A number is baked into the graph; an
+   * i32 scalar tensor is read at run time, so one compiled decode step serves every position. */
+  readonly length: number | Tensor;
   /** (B,) i32 first real slot of each row (rows left-padded to a common prompt length); absent = 0. */
   readonly start?: Tensor;
 }
@@ -121,7 +123,8 @@ export const emptyCache = (c: LlamaConfig, batch: number, maxT: number, opts: { 
  * `cache` take `x`, everything else is kept (a functional select of a padded copy).
  * @example cacheWrite(layer.k, kNew, 7) // (B, nKv, maxT, hd), (B, nKv, 1, hd) → (B, nKv, maxT, hd)
  */
-export const cacheWrite = (cache: Tensor, x: Tensor, offset: number): Tensor => {
+export const cacheWrite = (cache: Tensor, x: Tensor, offset: number | Tensor): Tensor => {
+  if (typeof offset !== 'number') return writeAt(cache, x, offset, 2); // in place when the cache is donated
   const [maxT, T] = [cache.shape[2]!, x.shape[2]!];
   if (offset < 0 || offset + T > maxT) throw new ShapeError(`cacheWrite: slots ${offset}…${offset + T - 1} do not fit a cache of ${maxT} slots ${fmt(cache.shape)}`);
   const slots: [number, number][] = [[0, 0], [0, 0], [offset, maxT - offset - T], [0, 0]];
@@ -132,7 +135,7 @@ export const cacheWrite = (cache: Tensor, x: Tensor, offset: number): Tensor => 
 interface LayerIn {
   readonly x: Tensor; // (B, T, dim)
   readonly positions: Tensor; // (T,) or (B, T) i32
-  readonly kv?: { readonly layer: KvLayer; readonly offset: number; readonly start?: Tensor };
+  readonly kv?: { readonly layer: KvLayer; readonly offset: number | Tensor; readonly start?: Tensor };
 }
 
 const block = (c: LlamaConfig, p: LlamaLayer, { x, positions, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
@@ -147,7 +150,8 @@ const block = (c: LlamaConfig, p: LlamaLayer, { x, positions, kv }: LayerIn): { 
       k: cacheWrite(kv.layer.k, permute(k, [0, 2, 1, 3]), kv.offset), // (B, nKvHeads, maxT, headDim)
       v: cacheWrite(kv.layer.v, permute(v, [0, 2, 1, 3]), kv.offset), // (B, nKvHeads, maxT, headDim)
     };
-    const S = kv.offset + T;
+    // A run-time offset attends over every slot (later ones are masked as the future); a static one slices.
+    const S = typeof kv.offset === 'number' ? kv.offset + T : written.k.shape[2]!;
     k = permute(slice(written.k, [0, 0, 0, 0], [B, c.nKvHeads, S, c.headDim]), [0, 2, 1, 3]); // (B, S, nKvHeads, headDim)
     v = permute(slice(written.v, [0, 0, 0, 0], [B, c.nKvHeads, S, c.headDim]), [0, 2, 1, 3]); // (B, S, nKvHeads, headDim)
   }
@@ -194,5 +198,5 @@ export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opt
     if (r.kv) layers.push(r.kv);
   });
   const logits = linear(rmsNorm(x, params.norm, c.normEps), c.tieEmbeddings ? params.tokEmb : params.out!); // (B, T, vocabSize)
-  return cache ? { logits, cache: { ...cache, layers, length: offset + T } } : logits;
+  return cache ? { logits, cache: { ...cache, layers, length: typeof offset === 'number' ? offset + T : add(offset, T) } } : logits;
 }

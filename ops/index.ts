@@ -10,6 +10,7 @@ export { sum, max, min, mean, variance, logsumexp, softmax, logSoftmax, argmax, 
 export { reshape, permute, pad, shrink, slice, broadcastTo, transpose, swapAxes, squeeze, expandDims, concat, stack } from './movement.js';
 export { matmul } from './matmul.js';
 export { gather, scatterAdd, oneHot } from './gather.js';
+export { writeAt } from './update.js';
 export { key, split, uniform, normal, bernoulli, type Key } from './random.js';
 export { vjp, grad, valueAndGrad, type GradOpts } from './grad.js';
 export { scalar, type TensorLike } from './lift.js';

@@ -58,7 +58,7 @@ export const rope = (x: Tensor, positions: Tensor, theta: number): Tensor => {
 
 export interface AttentionOpts {
   /** Cache slot of the first query (queries occupy slots offset … offset+T−1). Default 0. */
-  readonly offset?: number;
+  readonly offset?: number | Tensor;
   /** (B,) i32: first valid key slot of each row (left padding in batched generation). Default 0. */
   readonly start?: Tensor;
 }

@@ -54,6 +54,30 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     for (const t of Object.values(p)) t.dispose();
   });
 
+  it('a donated cache is updated in place by writeAt: no copies, no allocations, no compiles per step', async () => {
+    C.setBackend('webgpu');
+    const step = C.jit((cache: Tensor, x: Tensor, pos: Tensor) => {
+      const next = C.writeAt(cache, x, pos, 1);
+      return [next, C.sum(next)] as const;
+    }, { donate: [0], intArgs: [2] });
+    let cache = C.zeros([2, 8, 3]);
+    await C.realize(cache);
+    const x = C.tensor(new Float32Array(6).fill(1), { shape: [2, 1, 3] });
+    let before = null as null | { allocations: number; compiles: number };
+    for (let p = 0; p < 8; p++) {
+      const [next, total] = await step(cache, x, p);
+      expect(await C.item(total)).toBe(6 * (p + 1));
+      total.dispose();
+      if (p === 1) before = { allocations: gpuDevice!.counters.allocations, compiles: gpuDevice!.counters.compiles };
+      cache = next;
+    }
+    expect(gpuDevice!.counters.allocations).toBe(before!.allocations);
+    expect(gpuDevice!.counters.compiles).toBe(before!.compiles);
+    expect(step.kernels).toBe(2); // the in-place write and the sum: no copy of the cache
+    expect(await C.toArray(C.sum(cache, [0, 2]))).toEqual(Array(8).fill(6));
+    cache.dispose();
+  });
+
   it('number arguments are uniforms: a new value needs no recompile', async () => {
     C.setBackend('webgpu');
     const f = C.jit((a: Tensor, s: number) => C.mul(a, s));

@@ -188,6 +188,12 @@ export const OPS: readonly OpEntry[] = [
       shapes: [[v + 3, d]], domains: ['any'] as Domain[], f: (t: Tensor) => NN.embedding(t, C.tensor(ids, { dtype: 'i32' })), desc: `embedding ${v + 3}x${d} ${ids}`,
     })),
   },
+  {
+    name: 'writeAt', cases: fc.tuple(dim, dim, dim, fc.nat(3)).map(([a, T, c, p]) => {
+      const L = 1 + (p % 2), TT = T + L + 1, pos = p % (TT - L + 1);
+      return { shapes: [[a, TT, c], [a, L, c]], domains: ['any', 'any'] as Domain[], f: (d: Tensor, x: Tensor) => C.writeAt(d, x, C.tensor(pos, { dtype: 'i32' }), 1), desc: `writeAt ${a}x${TT}x${c} ← ${L} at ${pos}` };
+    }),
+  },
 ];
 
 /**

@@ -25,7 +25,9 @@ export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null })
-  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' });
+  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
+  /** writeAt: inputs [dst, src, pos]; `lastUse` when this kernel is the only reader of dst (it may write in place). */
+  | (KernelBase & { readonly kind: 'update'; readonly axis: number; readonly lastUse: boolean });
 
 export interface ScheduleOpts {
   /** false: every elementwise/reduce op is its own kernel (views still fold). For testing fusion. */
@@ -177,6 +179,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   if (op.kind === 'custom' && op.template !== 'matmul') {
     for (const s of x.src) if (!isInput(s)) need(s);
     x.src.forEach(slotOf);
+    if (op.template === 'update') return { kind: 'update', out: x, inputs, axis: (x.arg as { axis: number }).axis, lastUse: users.get(x.src[0]!) === 1 };
     return { kind: op.template, out: x, inputs };
   }
 

@@ -58,3 +58,31 @@ ${head(n)}
 }`;
   return [{ wgsl: zero, workgroups: grid(total), label: `${label}:zero`, use: [2] }, { wgsl: add, workgroups: grid(n), label }];
 };
+
+/**
+ * writeAt: [copy dst → out] then write src's block at pos along the axis. With `inPlace` the out buffer is dst's
+ * own and only the write runs. Step buffers: [dst, src, pos, out].
+ */
+export const renderUpdate = (k: Kernel & { readonly kind: 'update' }, label: string, inPlace: boolean): RenderedKernel[] => {
+  const [dst, src] = k.inputs as [Node, Node];
+  const t = storeType(k.out.dtype);
+  const shape = k.out.shape, T = shape[k.axis]!, L = src.shape[k.axis]!;
+  const inner = numel(shape.slice(k.axis + 1));
+  const n = numel(src.shape), total = numel(shape);
+  const copy = `@group(0) @binding(0) var<storage, read> in0: array<${t}>;
+@group(0) @binding(1) var<storage, read_write> out0: array<${t}>;
+${head(total)}
+  out0[e] = in0[e];
+}`;
+  const write = `@group(0) @binding(0) var<storage, read> in1: array<${t}>;
+@group(0) @binding(1) var<storage, read> in2: array<i32>;
+@group(0) @binding(2) var<storage, read_write> out0: array<${t}>;
+${head(n)}
+  let p = u32(clamp(in2[0], 0, ${T - L}));
+  let o = e / ${L * inner}u;
+  let r = e % ${L * inner}u;
+  out0[(o * ${T}u + p) * ${inner}u + r] = in1[e];
+}`;
+  const w: RenderedKernel = { wgsl: write, workgroups: grid(n), label, use: [1, 2, 3] };
+  return inPlace ? [w] : [{ wgsl: copy, workgroups: grid(total), label: `${label}:copy`, use: [0, 3] }, w];
+};
