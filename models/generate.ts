@@ -126,10 +126,19 @@ export async function* generate(c: LlamaConfig, params: LlamaParams, prompts: re
       tokens.forEach((t, b) => { if (t !== null && stop.has(t)) done[b] = true; });
       if (step === steps - 1 || done.every(Boolean)) return;
       const fed = tensor(tokens.map((t) => [t ?? padId]), { dtype: 'i32' }); // (B, 1)
-      const next = forward(c, params, fed, { cache }); // (B, 1, V)
-      const previous = [last, ...cache.layers.flatMap((l) => [l.k, l.v]), fed];
-      [last, cache] = await settleCache(next.logits, next.cache);
-      previous.forEach((t) => t.dispose());
+      if (compiled) {
+        // The cache layers are donated: the step writes them in place and returns them as its own.
+        const previous = last;
+        const [logits, layers] = await compiled(params, cache.layers, fed, L + step, cache.start ?? null); // (B, 1, V)
+        [last, cache] = [logits, { ...cache, layers, length: L + step + 1 }];
+        previous.dispose();
+      } else {
+        const next = forward(c, params, fed, { cache }); // (B, 1, V)
+        const previous = [last, ...cache.layers.flatMap((l) => [l.k, l.v])];
+        [last, cache] = await settleCache(next.logits, next.cache);
+        previous.forEach((t) => t.dispose());
+      }
+      fed.dispose();
     }
   } finally {
     owned().forEach((t) => t.dispose());

@@ -46,7 +46,7 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
           const [want] = onCpu([build(c, seed)]);
           const [got] = await onGpu([build(c, seed)]);
           close(got!, want!, op.tol32 ?? 2e-5, c.desc);
-        }), { numRuns: 6 });
+        }), { numRuns: 4 });
       });
     }
   });
@@ -84,7 +84,7 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
         close(fused[i]!, w, 2e-3, `fused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
         close(unfused[i]!, w, 2e-3, `unfused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
       });
-    }), { numRuns: 12 });
+    }), { numRuns: 8 });
   });
 
   it('row kernels in both modes (many short rows: one invocation per row; long rows: a workgroup each)', async () => {
