@@ -107,7 +107,7 @@ const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, 
   const out = flatten(f(...traced));
   const roots = out.leaves.map((t) => t.node);
   const computed = roots.filter((n) => n.op !== placeholderOp && !n.realized);
-  const kernels = schedule([...new Set(computed)]);
+  const kernels = schedule([...new Set(computed)], { maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1 });
   const inPlace = new Set(kernels.filter((k) => k.kind === 'update' && k.lastUse && donated.has(k.inputs[0]!)));
   const alias = new Map([...inPlace].map((k) => [k.out, k.inputs[0]!] as const));
   const compiled = await compileKernels(dev, kernels, inPlace);

@@ -152,7 +152,7 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   for (const r of roots) if (!r.gpu && r.cpu) ensureUploaded(dev, r);
   const todo = roots.filter((n) => !n.gpu);
   if (!todo.length) return;
-  const kernels = schedule(todo, opts);
+  const kernels = schedule(todo, { maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1, ...opts });
   const compiled = await compileKernels(dev, kernels);
   // Uploads happen at queue time, before this submit runs: they must never land in a buffer that a kernel
   // of this same submit uses as scratch, so every input is uploaded before any scratch is handed out.

@@ -10,3 +10,4 @@ export {
 } from './llama.js';
 export { loadLlama, saveLlama, toHfTensors, HF_NAMES, type LoadError } from './load.js';
 export { generate, generateIds, sampleRow, type GenerateOptions, type GenerateStep, type SampleOptions } from './generate.js';
+export { loadTokenizer, tokenizerFromModelProto, tokenizerFromJson, type Tokenizer, type TokenizerError } from './tokenizer/index.js';

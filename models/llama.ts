@@ -164,6 +164,8 @@ const block = (c: LlamaConfig, p: LlamaLayer, { x, positions, kv }: LayerIn): { 
 export interface ForwardOpts {
   /** (T,) or (B, T) i32 RoPE positions. Default: offset … offset+T−1 (less each row's cache `start`). */
   readonly positions?: Tensor;
+  /** Return the final normed hidden states (B, T, dim) instead of logits (to apply the LM head in chunks). */
+  readonly hidden?: boolean;
 }
 export interface CachedForwardOpts extends ForwardOpts {
   readonly cache: KvCache;
@@ -197,6 +199,7 @@ export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opt
     x = r.x; // (B, T, dim)
     if (r.kv) layers.push(r.kv);
   });
-  const logits = linear(rmsNorm(x, params.norm, c.normEps), c.tieEmbeddings ? params.tokEmb : params.out!); // (B, T, vocabSize)
+  const normed = rmsNorm(x, params.norm, c.normEps); // (B, T, dim)
+  const logits = opts.hidden ? normed : linear(normed, c.tieEmbeddings ? params.tokEmb : params.out!); // (B, T, vocabSize)
   return cache ? { logits, cache: { ...cache, layers, length: typeof offset === 'number' ? offset + T : add(offset, T) } } : logits;
 }

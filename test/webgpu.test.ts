@@ -134,3 +134,16 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     await expect(C.realize(big)).rejects.toThrow(/mul \[\d+\] needs a \d+-byte buffer, over this adapter's storage binding limit/);
   });
 });
+
+describe.skipIf(!gpuDevice)('kernels that would read too many buffers', () => {
+  it('a sum of 40 separately stored tensors is split to fit the storage-buffer limit, and is right', async () => {
+    C.setBackend('webgpu');
+    const mk = () => Array.from({ length: 40 }, (_, i) => C.tensor([i, 2 * i, 3 * i]));
+    const total = (ts: Tensor[]) => ts.reduce((a, t) => C.add(a, C.mul(t, t)));
+    const ks = schedule([total(mk()).node], { maxInputs: 7 });
+    expect(ks.every((k) => k.inputs.length <= 7)).toBe(true);
+    const [got] = await onGpu([total(mk())]);
+    const want = [1, 4, 9].map((c) => c * Array.from({ length: 40 }, (_, i) => i * i).reduce((a, b) => a + b));
+    expect(Array.from(got!)).toEqual(want);
+  });
+});

@@ -32,6 +32,8 @@ export type Kernel =
 export interface ScheduleOpts {
   /** false: every elementwise/reduce op is its own kernel (views still fold). For testing fusion. */
   readonly fuse?: boolean;
+  /** Most buffers a kernel may read (the adapter's storage-buffer limit less the output). Default 7. */
+  readonly maxInputs?: number;
 }
 
 const HEAVY = 64;
@@ -66,9 +68,19 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   }
   const kernels: Kernel[] = [];
   const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map() };
+  const maxInputs = opts.maxInputs ?? 7;
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
-    if (mat.has(n) && !isInput(n)) kernels.push(buildKernel(n, ctx));
+    if (!mat.has(n) || isInput(n)) continue;
+    let k = buildKernel(n, ctx);
+    // Too many buffers for one kernel: materialise the largest inline subexpression that fits, and retry.
+    while (k.inputs.length + (k.kind === 'matmul' ? 1 : 0) > maxInputs) {
+      const split = largestFitting(k.out, ctx, maxInputs);
+      if (!split) break;
+      mat.add(split);
+      k = buildKernel(n, ctx);
+    }
+    kernels.push(k);
   }
   return kernels.reverse();
 };
@@ -145,6 +157,27 @@ const effective = (r: Node, users: ReadonlyMap<Node, number>): { src: Node; axes
   if (!sameShape(kept.map((i) => inner.src.shape[i]!), r.src[0]!.shape)) return own;
   const axes = [...inner.axes, ...own.axes.map((a) => kept[a]!)].sort((a, b) => a - b);
   return { src: inner.src, axes };
+};
+
+/** The inline node under `root` reading the most buffers while still reading at most `max`. */
+const largestFitting = (root: Node, ctx: Ctx, max: number): Node | null => {
+  let best: Node | null = null;
+  let bestCount = 1;
+  for (const n of inlineReach(root, ctx.mat)) {
+    if (n.op.kind === 'movement' || n.op.kind === 'custom') continue;
+    const reads = new Set<Node>();
+    const stack = [...n.src];
+    const seen = new Set<Node>();
+    while (stack.length) {
+      const m = stack.pop()!;
+      if (seen.has(m)) continue;
+      seen.add(m);
+      if (isInput(m) || ctx.mat.has(m)) reads.add(m);
+      else stack.push(...m.src);
+    }
+    if (reads.size <= max && reads.size > bestCount) { best = n; bestCount = reads.size; }
+  }
+  return best;
 };
 
 /** Reductions an elementwise node depends on without crossing materialised nodes (memoised per schedule). */

@@ -1,0 +1,109 @@
+// Llama benchmarks on the active backend: a jitted forward+backward+SGD step (tokens/s, kernels and submits per
+// step), prefill tokens/s and decode tokens/s (batch 1 and 8), for the stories260K shape and a stories15M-shaped
+// model with random weights. When `python3 -c 'import torch'` works, bench/torch_llama.py runs the same shapes on
+// the CPU in the same run and the ratios camelid/PyTorch are printed.
+
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import * as C from '../index.js';
+import type { Tensor } from '../index.js';
+import type { LlamaConfig } from '../models/config.js';
+import { forward, initParams, type LlamaParams } from '../models/llama.js';
+import { generate } from '../models/generate.js';
+import { crossEntropy, linear, rmsNorm } from '../ops/nn.js';
+import { webgpuDevice } from '../core/runtime.js';
+
+const base = { headDim: 0, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2 };
+export const SHAPES: Record<string, { cfg: LlamaConfig; batch: number; T: number; chunks: number }> = {
+  stories260K: { cfg: { ...base, dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512 }, batch: 8, T: 256, chunks: 1 },
+  stories15M: { cfg: { ...base, dim: 288, hiddenDim: 768, nLayers: 6, nHeads: 6, nKvHeads: 6, headDim: 48, vocabSize: 32000 }, batch: 4, T: 256, chunks: 4 },
+};
+
+/** Mean cross-entropy, with the LM head applied in `chunks` slices of tokens so no logits buffer exceeds 128 MiB. */
+const lmLoss = (cfg: LlamaConfig, p: LlamaParams, tokens: Tensor, targets: Tensor, chunks: number): Tensor => {
+  const [B, T] = tokens.shape as [number, number];
+  const h = forward(cfg, p, tokens, { hidden: true }); // (B, T, dim)
+  const head = cfg.tieEmbeddings ? p.tokEmb : p.out!;
+  const rows = C.reshape(h, [B * T, cfg.dim]);
+  const tg = C.reshape(targets, [B * T]);
+  const n = (B * T) / chunks;
+  let total: Tensor | null = null;
+  for (let i = 0; i < chunks; i++) {
+    const part = C.mul(crossEntropy(linear(C.slice(rows, [i * n, 0], [(i + 1) * n, cfg.dim]), head), C.slice(tg, [i * n], [(i + 1) * n])), 1 / chunks);
+    total = total ? C.add(total, part) : part;
+  }
+  return total!;
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+const sync = async () => { const d = await webgpuDevice(); if (d && (await C.getBackend()).name === 'webgpu') await d.sync(); };
+
+export const benchShape = async (name: string, reps = 3) => {
+  const { cfg, batch, T, chunks } = SHAPES[name]!;
+  const tokens = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 7919) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
+  const targets = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 104729 + 3) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
+  let params = initParams(cfg, C.key(0));
+  await C.realize(...C.leaves(params));
+  const step = C.jit((p: LlamaParams, lr: Tensor) => {
+    const [loss, g] = C.valueAndGrad((q: LlamaParams) => lmLoss(cfg, q, tokens, targets, chunks))(p);
+    return [C.mapTree(p, (w, i) => C.sub(w, C.mul(C.leaves(g)[i]!, lr))), loss] as const;
+  }, { donate: [0] });
+  const dev = await webgpuDevice();
+  const submits = () => dev?.counters.submits ?? 0;
+  const times: number[] = [];
+  let s0 = 0, kernels = 0;
+  for (let i = 0; i <= reps; i++) {
+    const t0 = performance.now();
+    const [np, loss] = await step(params, 1e-3);
+    await C.item(loss);
+    if (i === 0) s0 = submits();
+    if (i > 0) times.push(performance.now() - t0);
+    loss.dispose();
+    params = np;
+    kernels = step.kernels;
+  }
+  const stepMs = median(times);
+  const submitsPerStep = (submits() - s0) / reps;
+  // Prefill: one forward of the whole batch.
+  const pre: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    const lg = forward(cfg, params, C.slice(tokens, [0, 0], [1, T]));
+    await C.realize(lg); await sync();
+    if (i > 0) pre.push(performance.now() - t0);
+    lg.dispose();
+  }
+  const decode = async (b: number) => {
+    const prompts = Array.from({ length: b }, (_, r) => [1, 5 + r, 9]);
+    let t0 = 0, n = 0;
+    for await (const { step: s } of generate(cfg, params, prompts, { maxTokens: 17, stop: [] })) {
+      if (s === 1) t0 = performance.now();
+      if (s >= 1) n++;
+    }
+    return ((n - 1) * b) / ((performance.now() - t0) / 1000);
+  };
+  const res = { name, stepMs, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
+  C.leaves(params).forEach((t) => t.dispose());
+  return res;
+};
+
+const torchReference = (): Record<string, { stepMs: number; prefillTokS: number; decode1: number; decode8: number }> | null => {
+  if (spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status !== 0) return null;
+  const r = spawnSync('python3', [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) { console.log(`torch reference failed: ${r.stderr.trim().split('\n').pop()}`); return null; }
+  return JSON.parse(r.stdout) as never;
+};
+
+export const llamaMain = async () => {
+  const backend = (await C.getBackend()).name;
+  const only = process.env.LLAMA_SHAPES?.split(',') ?? Object.keys(SHAPES);
+  const torch = torchReference();
+  if (!torch) console.log('PyTorch not importable (python3 -c "import torch"): printing camelid alone');
+  for (const name of only) {
+    const r = await benchShape(name, name === 'stories15M' ? 1 : 3);
+    const t = torch?.[name];
+    const vs = (ours: number, theirs: number | undefined) => (theirs ? ` (${(ours / theirs).toFixed(2)}× PyTorch)` : '');
+    console.log(`${name} on ${backend}: train step ${r.stepMs.toFixed(0)} ms = ${r.trainTokS.toFixed(0)} tok/s${t ? vs(t.stepMs, r.stepMs) : ''}, ${r.kernels} kernels (${(r.kernels / SHAPES[name]!.cfg.nLayers).toFixed(1)}/layer incl. head+loss), ${r.submitsPerStep.toFixed(1)} submits/step; prefill ${r.prefillTokS.toFixed(0)} tok/s${vs(r.prefillTokS, t?.prefillTokS)}; decode ${r.decode1.toFixed(1)} tok/s (batch 1)${vs(r.decode1, t?.decode1)}, ${r.decode8.toFixed(1)} tok/s (batch 8)${vs(r.decode8, t?.decode8)}`);
+  }
+};
