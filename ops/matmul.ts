@@ -59,6 +59,12 @@ export const matmulOp: CustomOp<null> = {
  * @example matmul(x, w) // (B, T, dim) · (dim, hidden) → (B, T, hidden)
  */
 export const matmul = (a: Tensor, b: Tensor): Tensor => {
+  // A batch of rows times one matrix is one (rows, K)·(K, N) product: its weight gradient is then a single
+  // matmul, not a batched one summed over the batch.
+  if (a.rank > 2 && b.rank === 2) {
+    const lead = a.shape.slice(0, -1);
+    return reshape(matmul(reshape(a, [-1, a.shape[a.rank - 1]!]), b), [...lead, b.shape[1]!]);
+  }
   const a2 = a.rank === 1 ? reshape(a, [1, a.shape[0]!]) : a;
   const b2 = b.rank === 1 ? reshape(b, [b.shape[0]!, 1]) : b;
   // Batch dimensions are broadcast explicitly (as views), so kernels see equal batch shapes.

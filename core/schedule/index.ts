@@ -14,7 +14,7 @@ import type { Cond, Expr, Reduction } from './expr.js';
 export type { Expr, Reduction, Cond } from './expr.js';
 
 /** A matmul operand read in place: element (b, r, c) at offset + b·batch + r·row + c·col. */
-export interface Operand { readonly slot: number; readonly offset: number; readonly strides: { readonly batch: number; readonly row: number; readonly col: number } }
+export interface Operand { readonly slot: number; readonly offset: number; readonly strides: { readonly batch: number; readonly row: number; readonly col: number; readonly batchDims?: readonly (readonly [number, number])[] } }
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
@@ -113,9 +113,8 @@ const buildKernel = (root: Node, ctx: Ctx): Kernel => {
     mat.delete(st.m);
     const k = buildBody(st.m, ctx);
     if (k.kind === 'matmul') {
-      const bs = batchStride(st.view, k.batchShape.length);
       const r = st.m.shape.length;
-      if (bs !== null) return { ...k, out: root, c: { slot: -1, offset: st.view.offset, strides: { batch: bs, row: st.view.strides[r - 2]!, col: st.view.strides[r - 1]! } } };
+      return { ...k, out: root, c: { slot: -1, offset: st.view.offset, strides: { ...batchLayout(st.view, k.batchShape.length), row: st.view.strides[r - 2]!, col: st.view.strides[r - 1]! } } };
     }
     mat.add(st.m);
   }
@@ -397,12 +396,18 @@ const viewChain = (o: Node, mat: ReadonlySet<Node>): { base: Node; view: View } 
   return v && !v.mask ? { base: b, view: v } : null;
 };
 
-/** A single stride over the flattened batch dimensions, when one exists. */
-const batchStride = (v: View, nb: number): number | null => {
-  const dims = v.shape.slice(0, nb).map((d, i) => [d, v.strides[i]!] as const).filter(([d]) => d !== 1);
-  if (dims.length === 0) return 0;
-  for (let i = 0; i + 1 < dims.length; i++) if (dims[i]![1] !== dims[i + 1]![1] * dims[i + 1]![0]) return null;
-  return dims[dims.length - 1]![1];
+/** Batch addressing of a view: one stride when the batch dimensions flatten, else [size, stride] per merged group. */
+const batchLayout = (v: View, nb: number): { batch: number; batchDims?: [number, number][] } => {
+  const dims: [number, number][] = [];
+  for (let i = 0; i < nb; i++) {
+    const d = v.shape[i]!, st = v.strides[i]!;
+    if (d === 1) continue;
+    const last = dims[dims.length - 1];
+    if (last && last[1] === st * d) { last[0] *= d; last[1] = st; } else dims.push([d, st]);
+  }
+  if (dims.length === 0) return { batch: 0 };
+  if (dims.length === 1) return { batch: dims[0]![1] };
+  return { batch: 0, batchDims: dims };
 };
 
 const matmulKernel = (
@@ -412,14 +417,12 @@ const matmulKernel = (
   const batchShape = m.shape.slice(0, -2);
   const operand = (o: Node): Operand => {
     let vc = viewChain(o, mat);
-    let bs = vc ? batchStride(vc.view, r - 2) : null;
-    if (!vc || bs === null) {
+    if (!vc) {
       need(o);
       vc = { base: o, view: broadcastView(contiguous(o.shape), o.shape) };
-      bs = batchStride(vc.view, r - 2)!;
     }
     const v = vc.view;
-    return { slot: slotOf(vc.base), offset: v.offset, strides: { batch: bs, row: v.strides[r - 2]!, col: v.strides[r - 1]! } };
+    return { slot: slotOf(vc.base), offset: v.offset, strides: { ...batchLayout(v, r - 2), row: v.strides[r - 2]!, col: v.strides[r - 1]! } };
   };
   const a = operand(m.src[0]!);
   const b = operand(m.src[1]!);

@@ -7,7 +7,26 @@ export interface Strides {
   readonly batch: number;
   readonly row: number;
   readonly col: number;
+  /**
+   * Batch dimensions that do not flatten to one stride (heads inside a batch, a broadcast group of heads):
+   * [size, stride] pairs, outermost first, replacing `batch` in the offset Σ ((b / inner) % size) · stride.
+   */
+  readonly batchDims?: readonly (readonly [number, number])[];
 }
+
+/** The WGSL offset of batch `b` for an operand. */
+const batchTerm = (st: Strides, b = 'batch'): string => {
+  if (!st.batchDims) return `${b} * ${st.batch >>> 0}u`;
+  let inner = 1;
+  const terms: string[] = [];
+  for (let i = st.batchDims.length - 1; i >= 0; i--) {
+    const [size, stride] = st.batchDims[i]!;
+    if (stride !== 0 && size !== 1) terms.push(`((${b} / ${inner}u) % ${size}u) * ${stride}u`);
+    inner *= size;
+  }
+  return terms.length ? `(${terms.join(' + ')})` : '0u';
+};
+const batchStrides = (st: Strides): number[] => (st.batchDims ? st.batchDims.map(([, s]) => s) : [st.batch]);
 
 /** Tiling of the workgroup-shared kernel. perThreadM/N must be multiples of 4 (vec4 reads of shared memory). */
 export interface MatmulTiles {
@@ -175,7 +194,7 @@ const storeLine = (spec: MatmulSpec, acc: string, row: string, col: string, inde
   const c = spec.cStrides ?? { batch: spec.M * spec.N, row: spec.N, col: 1 };
   const value = spec.epilogue?.('acc', 'row', 'col', 'batch') ?? 'acc';
   return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col};
-${indent}  C[${u(spec.cOffset ?? 0)} + batch * ${u(c.batch)} + row * ${u(c.row)} + col * ${u(c.col)}] = ${value}; }`;
+${indent}  C[${u(spec.cOffset ?? 0)} + ${batchTerm(c)} + row * ${u(c.row)} + col * ${u(c.col)}] = ${value}; }`;
 };
 
 function tiledKernel(spec: MatmulSpec): MatmulKernel {
@@ -187,8 +206,8 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
   const a = spec.aStrides, b = spec.bStrides;
   const aOff = spec.aOffset ?? 0, bOff = spec.bOffset ?? 0;
   // vec4 global loads when 4 consecutive rows of A (columns of B) are contiguous and aligned.
-  const aVec = vec4Along(M, a.row, [a.col, a.batch], aOff);
-  const bVec = vec4Along(N, b.col, [b.row, b.batch], bOff);
+  const aVec = vec4Along(M, a.row, [a.col, ...batchStrides(a)], aOff);
+  const bVec = vec4Along(N, b.col, [b.row, ...batchStrides(b)], bOff);
   const needM = M % BM !== 0, needN = N % BN !== 0, needK = K % BK !== 0;
 
   // One shared-memory fill: each invocation loads vec4 groups (4 consecutive rows of A / cols of B at one k).
@@ -260,8 +279,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let col0 = wg.x * ${u(BN)};
   let lx = lid.x;
   let ly = lid.y;
-  let aBase = ${u(aOff)} + batch * ${u(a.batch)};
-  let bBase = ${u(bOff)} + batch * ${u(b.batch)};
+  let aBase = ${u(aOff)} + ${batchTerm(a)};
+  let bBase = ${u(bOff)} + ${batchTerm(b)};
   var accv: array<vec4<f32>, ${TM * TN4}>;
   for (var k0 = 0u; k0 < ${u(K)}; k0 += ${u(BK)}) {
 ${fill('A')}
@@ -295,14 +314,14 @@ function gemvKernel(spec: MatmulSpec): MatmulKernel {
   const rowVector = spec.M === 1; // v = A's only row, W = B; otherwise v = B's only column, W = Aᵀ
   const nLen = rowVector ? spec.N : spec.M;
   const v = rowVector
-    ? { name: 'A', batch: a.batch, k: a.col, off: spec.aOffset ?? 0 }
-    : { name: 'B', batch: b.batch, k: b.row, off: spec.bOffset ?? 0 };
+    ? { name: 'A', st: a, k: a.col, off: spec.aOffset ?? 0 }
+    : { name: 'B', st: b, k: b.row, off: spec.bOffset ?? 0 };
   const w = rowVector
-    ? { name: 'B', batch: b.batch, k: b.row, n: b.col, off: spec.bOffset ?? 0 }
-    : { name: 'A', batch: a.batch, k: a.col, n: a.row, off: spec.aOffset ?? 0 };
-  const vVec = vec4Along(K, v.k, [v.batch], v.off);
-  const nContig = vec4Along(nLen, w.n, [w.k, w.batch], w.off);
-  const kContig = !nContig && vec4Along(K, w.k, [w.n, w.batch], w.off);
+    ? { name: 'B', st: b, k: b.row, n: b.col, off: spec.bOffset ?? 0 }
+    : { name: 'A', st: a, k: a.col, n: a.row, off: spec.aOffset ?? 0 };
+  const vVec = vec4Along(K, v.k, batchStrides(v.st), v.off);
+  const nContig = vec4Along(nLen, w.n, [w.k, ...batchStrides(w.st)], w.off);
+  const kContig = !nContig && vec4Along(K, w.k, [w.n, ...batchStrides(w.st)], w.off);
   const K4 = Math.floor(K / 4) * 4;
   const nOk = (c: number): string => (nLen % 4 === 0 ? 'true' : `n0 + ${u(c)} < ${u(nLen)}`);
   const vAt = (k: string): string => `${v.name}[vBase + (${k}) * ${u(v.k)}]`;
@@ -340,8 +359,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let batch = wg.z;
   let n0 = (wg.x * 64u + lid.x) * 4u;
   if (n0 >= ${u(nLen)}) { return; }
-  let vBase = ${u(v.off)} + batch * ${u(v.batch)};
-  let wBase = ${u(w.off)} + batch * ${u(w.batch)};
+  let vBase = ${u(v.off)} + ${batchTerm(v.st)};
+  let wBase = ${u(w.off)} + ${batchTerm(w.st)};
   var acc = vec4<f32>();
   for (var k = 0u; k < ${u(K4)}; k += 4u) {
     let x = ${x};
