@@ -59,11 +59,17 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   }
   // Matmul operands computed elementwise are materialised up front, so every matmul reading them (through
   // transposes or broadcasts) reads the same buffer in place.
+  // An operand whose view cannot be expressed as strides (a reshape of transposed heads, say) is materialised
+  // once below its outer transposes, so a matmul reading it transposed (a weight gradient) shares that buffer.
   for (const n of order) {
     if (isInput(n) || !isMatmulNode(n)) continue;
-    for (let b of n.src) {
+    for (const o of n.src) {
+      let top = o;
+      while (!isInput(top) && (top.op.name === 'permute' || isIdentityOp(top))) top = top.src[0]!;
+      let b = top;
       while (!isInput(b) && (b.op.kind === 'movement' || isIdentityOp(b))) b = b.src[0]!;
       if (!isInput(b)) mat.add(b);
+      if (top !== b && !viewChain(top, mat)) mat.add(top);
     }
   }
   const kernels: Kernel[] = [];
@@ -209,8 +215,9 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   const need = (n: Node) => { mat.add(n); demanded.add(n); };
   const op = x.op;
   if (op.kind === 'custom' && op.template !== 'matmul') {
-    for (const s of x.src) if (!isInput(s)) need(s);
-    x.src.forEach(slotOf);
+    const src = x.src.map((s) => { while (isIdentityOp(s) && !mat.has(s)) s = s.src[0]!; return s; });
+    for (const s of src) if (!isInput(s)) need(s);
+    src.forEach(slotOf);
     if (op.template === 'update') return { kind: 'update', out: x, inputs, axis: (x.arg as { axis: number }).axis, lastUse: users.get(x.src[0]!) === 1 };
     return { kind: op.template, out: x, inputs };
   }
