@@ -5,6 +5,7 @@ export { ShapeError, DTypeError, type Shape } from './core/shape.js';
 export { Tensor } from './core/tensor.js';
 export { flatten, unflatten, leaves, mapTree, zipTrees, type Tree } from './core/tree.js';
 export { GradError } from './core/autodiff.js';
+export { orThrow } from './core/edge.js';
 export { setBackend, getBackend, realize, data, toArray, item, type BackendName, type Nested } from './core/backend.js';
 export * from './ops/index.js';
 import './core/runtime.js';

@@ -1,4 +1,4 @@
-// npm run bench: every benchmark, each printed as a ratio against a baseline measured in the same run.
+// npm run bench [matmul|steps|llama]: each benchmark printed as a ratio against a baseline measured in the same run.
 
 import { stepsMain } from './steps.js';
 
@@ -9,6 +9,10 @@ const main = async () => {
     await matmulMain();
   }
   if (which === 'all' || which === 'steps') await stepsMain();
+  if (which === 'all' || which === 'llama') {
+    const { llamaMain } = await import('./llama.js');
+    await llamaMain();
+  }
 };
 
 main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });

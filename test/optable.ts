@@ -208,7 +208,7 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   stopGradient: 'zero gradient by definition (tested in composite.test)', cast: 'crosses dtypes (tested in composite.test)',
   key: 'random', split: 'random', uniform: 'random', normal: 'random', bernoulli: 'random',
   vjp: 'autodiff API', grad: 'autodiff API', valueAndGrad: 'autodiff API',
-  loadTokenizer: 'I/O', tokenizerFromModelProto: 'I/O', tokenizerFromJson: 'I/O',
+  orThrow: 'I/O edge', loadTokenizer: 'I/O', tokenizerFromModelProto: 'I/O', tokenizerFromJson: 'I/O',
   setBackend: 'runtime', getBackend: 'runtime', jit: 'runtime (tested in jit.test)', deviceCounters: 'runtime', realize: 'runtime', data: 'runtime', toArray: 'runtime', item: 'runtime',
   flatten: 'pytree', unflatten: 'pytree', leaves: 'pytree', mapTree: 'pytree', zipTrees: 'pytree',
   shrink: 'tested as slice and shrink∘pad', clamp: 'in table', pow: 'in table',

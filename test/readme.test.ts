@@ -1,6 +1,6 @@
 // The README's API example must run as written (with 'camelid' pointing at this checkout).
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { expect, it } from 'vitest';
 
@@ -27,4 +27,26 @@ it('README example runs and prints a loss and a gradient', async () => {
   const expected = -((-0.3 - lse(-0.25, -0.3)) + (0.275 - lse(0.275, 0.5))) / 2;
   expect(loss).toBeCloseTo(expected, 5);
   expect(gw).toHaveLength(2);
+});
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+it.skipIf(!existsSync(fixtures))('README Llama example runs and streams the reference story', async () => {
+  const root = resolve(import.meta.dirname, '..');
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /## Llama-2\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(block).toBeDefined();
+  const dir = mkdtempSync(join(root, 'test', '.readme-'));
+  const file = join(dir, 'llama.mts');
+  let out = '';
+  const orig = process.stdout.write.bind(process.stdout);
+  try {
+    writeFileSync(file, `import { setBackend } from '${join(root, 'index.ts')}';\nsetBackend('cpu');\n${block!.replaceAll("'camelid'", `'${join(root, 'index.ts')}'`)}`);
+    process.stdout.write = ((s: string | Uint8Array) => { out += String(s); return true; }) as typeof process.stdout.write;
+    process.chdir(root);
+    await import(file);
+  } finally {
+    process.stdout.write = orig;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(out).toMatch(/^, there was a little girl named Lily/);
 });
