@@ -3,21 +3,10 @@
 
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, test } from 'vitest';
-import { type Device, DeviceFailure, openDevice, sizeClass } from '../core/device.js';
+import { type Device, DeviceFailure, sizeClass } from '../core/device.js';
+import { openTestDevice } from './gpu.js';
 
-const opened = await openDevice()();
-const dev: Device | null = E.isRight(opened) ? opened.right : null;
-const noAdapter = E.isLeft(opened) ? opened.left.message : '';
-
-if (dev === null) {
-  if (process.env.CI === 'true') {
-    test('a WebGPU adapter opens (required in CI)', () => {
-      throw new Error(`no WebGPU adapter in CI: ${noAdapter}`);
-    });
-  } else {
-    console.warn(`[device.test] SKIPPED: no WebGPU adapter (${noAdapter})`);
-  }
-}
+const dev: Device | null = await openTestDevice('device.test');
 
 afterAll(() => dev?.destroy());
 

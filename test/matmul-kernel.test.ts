@@ -4,23 +4,13 @@
 import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
-import { type Device, openDevice } from '../core/device.js';
+import type { Device } from '../core/device.js';
+import { openTestDevice } from './gpu.js';
 import {
   CPU_TILES, GPU_TILES, type MatmulSpec, type MatmulTiles, type Strides, matmulKernel, pickMatmulTiles,
 } from '../core/wgsl/matmul.js';
 
-const opened = await openDevice()();
-const dev: Device | null = E.isRight(opened) ? opened.right : null;
-const noAdapter = E.isLeft(opened) ? opened.left.message : '';
-if (dev === null) {
-  if (process.env.CI === 'true') {
-    test('a WebGPU adapter opens (required in CI)', () => {
-      throw new Error(`no WebGPU adapter in CI: ${noAdapter}`);
-    });
-  } else {
-    console.warn(`[matmul-kernel.test] SKIPPED: no WebGPU adapter (${noAdapter})`);
-  }
-}
+const dev: Device | null = await openTestDevice('matmul-kernel.test');
 afterAll(() => dev?.destroy());
 
 /** Deterministic inputs in [-1, 1) (mulberry32), so a failure replays. */
