@@ -10,5 +10,5 @@ export { setBackend, getBackend, realize, data, toArray, item, type BackendName,
 export * from './ops/index.js';
 import './core/runtime.js';
 export { jit, type Jitted, type JitOpts } from './core/jit.js';
-export { deviceCounters } from './core/memory.js';
+export { deviceCounters, scope } from './core/memory.js';
 export * from './models/index.js';

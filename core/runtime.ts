@@ -67,8 +67,12 @@ const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer }>(({ dev, 
   }
 });
 
+/** Nodes given buffers inside each open scope() (innermost last). */
+export const scopes: Set<Node>[] = [];
+
 /** Give a node a GPU buffer that it owns (freed by dispose, or by the leak detector as a last resort). */
 export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
+  scopes[scopes.length - 1]?.add(n);
   let freed = false;
   const token = {};
   n.gpu = {

@@ -91,6 +91,23 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     r1.dispose(); r2.dispose();
   });
 
+  it('scope() frees everything realised inside it except what it returns', async () => {
+    C.setBackend('webgpu');
+    const x = C.tensor(new Float32Array(4096).fill(1));
+    await C.realize(x);
+    const before = gpuDevice!.counters.bytesInUse;
+    const kept = await C.scope(async () => {
+      const a = C.exp(x), b = C.mul(a, 2);
+      await C.realize(a, b);
+      expect(gpuDevice!.counters.bytesInUse).toBeGreaterThanOrEqual(before + 2 * 4 * 4096);
+      return b;
+    });
+    expect(gpuDevice!.counters.bytesInUse).toBe(before + 4 * 4096);
+    expect((await C.data(kept))[0]).toBeCloseTo(2 * Math.E, 5);
+    kept.dispose();
+    x.dispose();
+  });
+
   it('disposing results returns memory: bytes in use come back to where they were', async () => {
     C.setBackend('webgpu');
     const before = gpuDevice!.counters.bytesInUse;
