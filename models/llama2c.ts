@@ -1,10 +1,10 @@
 // Reader for llama2.c (karpathy) legacy `.bin` checkpoints: a 7-int32 header, then float32 arrays. Yields the Hugging
 // Face tensor names and layout (q/k rows permuted to rotate_half RoPE), so one loader serves both formats.
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import type { LlamaConfig } from './config.js';
-import { checkpointError, hostIsLittleEndian, ioProblem, readExactly, type CheckpointError } from './safetensors/header.js';
+import { checkpointError, hostIsLittleEndian, readExactly, withFile, type CheckpointError } from './safetensors/header.js';
 
 export interface NamedTensor {
   readonly shape: readonly number[];
@@ -156,17 +156,5 @@ export const readLlama2c =
   (path: string): TaskEither<CheckpointError, Llama2cCheckpoint> =>
   async () => {
     if (!hostIsLittleEndian) return E.left(checkpointError(path, 'big-endian hosts are not supported (llama2.c files are little-endian)'));
-    let fh: FileHandle;
-    try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      return E.left(checkpointError(path, `cannot open (${ioProblem(e)})`));
-    }
-    try {
-      return await readAll(fh, path);
-    } catch (e) {
-      return E.left(checkpointError(path, `cannot read (${ioProblem(e)})`));
-    } finally {
-      await fh.close();
-    }
+    return withFile(path, (fh) => readAll(fh, path));
   };

@@ -163,18 +163,21 @@ export const readHeaderFrom = async (fh: FileHandle, file: string): Promise<E.Ei
  * @example
  * const h = await readSafetensorsHeader('model.safetensors')(); // Right({ tensors: [{ name, dtype, shape, ... }] })
  */
-export const readSafetensorsHeader =
-  (path: string): TaskEither<CheckpointError, SafetensorsHeader> =>
-  async () => {
-    let fh: FileHandle;
-    try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      return E.left(checkpointError(path, `cannot open (${ioProblem(e)})`));
-    }
-    try {
-      return await readHeaderFrom(fh, path);
-    } finally {
-      await fh.close();
-    }
-  };
+export const readSafetensorsHeader = (path: string): TaskEither<CheckpointError, SafetensorsHeader> => () => withFile(path, (fh) => readHeaderFrom(fh, path));
+
+/** Open `path`, run `f` on it, close it; failing to open or to read is a Left naming the file. */
+export const withFile = async <A>(path: string, f: (fh: FileHandle) => Promise<E.Either<CheckpointError, A>>): Promise<E.Either<CheckpointError, A>> => {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    return E.left(checkpointError(path, `cannot open (${ioProblem(e)})`));
+  }
+  try {
+    return await f(fh);
+  } catch (e) {
+    return E.left(checkpointError(path, `cannot read (${ioProblem(e)})`));
+  } finally {
+    await fh.close();
+  }
+};
