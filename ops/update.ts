@@ -7,16 +7,15 @@ import type { CustomOp } from '../core/node.js';
 import { DTypeError, fmt, numel, ShapeError, normAxis } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { materialize } from '../core/interp.js';
-import { add, cast, equal, iota, less, lessEqual, logicalNot, where } from './elementwise.js';
+import { add, cast, equal, iota, less, where } from './elementwise.js';
+import { scalar } from './lift.js';
 import { matmul } from './matmul.js';
 import { reshape, swapAxes } from './movement.js';
 
-/** Window mask (…, T, …) of the slots pos … pos+L−1 along `axis` (broadcastable to dst). */
+/** (…, T, …) bool: slot ∈ [pos, pos+L) along `axis`, broadcastable to dst. */
 const windowMask = (dst: Tensor, L: number, pos: Tensor, axis: number): Tensor => {
-  const T = dst.shape[axis]!;
-  const slot = reshape(iota(T), dst.shape.map((d, i) => (i === axis ? d : 1))); // (1…, T, 1…)
-  const lo = cast(pos, 'i32');
-  return logicalNot(cast(add(cast(less(slot, lo), 'i32'), cast(lessEqual(add(lo, L), slot), 'i32')), 'bool') as Tensor<'bool'>);
+  const slot = reshape(iota(dst.shape[axis]!), dst.shape.map((d, i) => (i === axis ? d : 1))); // (1…, T, 1…)
+  return where(less(slot, pos), scalar(0, 'bool'), less(slot, add(pos, L)));
 };
 
 export const writeAtOp: CustomOp<{ axis: number }> = {

@@ -3,7 +3,6 @@
 // and epilogue (softmax, rmsNorm, logsumexp are one kernel); matmul takes a fused epilogue and reads
 // transposed/broadcast operands in place; views become index math, never copies.
 
-import type { DType } from '../dtype.js';
 import { toposort, type Node, type ReduceArg, type ReduceOp } from '../node.js';
 import { numel, type Shape } from '../shape.js';
 import { contiguous, permuteView, reshapeView, type View } from '../view.js';
@@ -440,4 +439,3 @@ const matmulKernel = (
   };
 };
 
-export const kernelDtype = (k: Kernel): DType => k.out.dtype;
