@@ -5,7 +5,7 @@ import { allocStorage, f16round, type Storage } from './dtype.js';
 import type { Node, Strided } from './node.js';
 import { toposort } from './node.js';
 import { fmt, numel, type Shape } from './shape.js';
-import { contiguous, expandView, isContiguous, reshapeView, type View } from './view.js';
+import { contiguous, expandView, isContiguous, type View } from './view.js';
 
 /** Visit every element of a view in row-major order: cb(flat position, base offset or -1 if masked). */
 export const forEachOffset = (v: View, cb: (k: number, off: number) => void): void => {
@@ -64,8 +64,8 @@ const evalNode = (n: Node, get: (m: Node) => Strided): Strided => {
       const s = get(n.src[0]!);
       const v = op.view(s.view, n.arg, n.shape);
       if (v) return { data: s.data, view: v };
-      const flat = materialize(s, n.src[0]!.dtype);
-      return { data: flat, view: op.view(contiguous(s.view.shape), n.arg, n.shape) ?? reshapeView(contiguous(s.view.shape), n.shape)! };
+      // Only a reshape of a non-contiguous view can refuse; on contiguous data every view applies.
+      return { data: materialize(s, n.src[0]!.dtype), view: op.view(contiguous(s.view.shape), n.arg, n.shape)! };
     }
     case 'elementwise': {
       const out = allocStorage(n.dtype, size);

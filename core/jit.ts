@@ -63,7 +63,7 @@ export interface Jitted<A extends unknown[], R> {
 export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts = {}): Jitted<A, R> => {
   const plans = new Map<string, Plan>();
   let last: Plan | null = null;
-  const call = async (...args: A): Promise<R> => {  // (numbers arrive where the signature says Tensor)
+  const call = async (...args: A): Promise<R> => {
     const backend = await getBackend();
     const dev = backend.name === 'webgpu' ? await webgpuDevice() : null;
     if (!dev) {

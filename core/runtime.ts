@@ -92,8 +92,6 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
   return buf;
 };
 
-export interface RunStats { kernels: number; dispatches: number }
-export const lastRun: RunStats = { kernels: 0, dispatches: 0 };
 
 /** A lowered kernel with its pipelines compiled. */
 export interface Compiled { readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
@@ -166,8 +164,6 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   const scratch = planScratch(dev, kernels, keep);
   dev.encode(dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!));
   for (const b of new Set(scratch.values())) dev.free(b);
-  lastRun.kernels = kernels.length;
-  lastRun.dispatches = compiled.reduce((a, c) => a + c.step.rendered.length, 0);
 };
 
 const readNode = async (dev: Device, n: Node): Promise<Storage> => {
@@ -192,10 +188,7 @@ export const webgpuDevice = (): Promise<Device | null> => {
 
 const makeBackend = (dev: Device): Backend => ({
   name: 'webgpu',
-  realize: async (nodes) => {
-    // Interpreter-only dtypes stay on the CPU; everything else runs here.
-    await runGraph(dev, nodes);
-  },
+  realize: (nodes) => runGraph(dev, nodes),
   read: (n) => readNode(dev, n),
 });
 

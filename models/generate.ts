@@ -62,8 +62,8 @@ export interface GenerateStep {
 /** Realises tensors, then rebases them on fresh leaves so the graph (and earlier caches) can be collected. */
 const settle = async (ts: readonly Tensor[]): Promise<Tensor[]> => {
   await realize(...ts);
-  // A realised node still holds its inputs; on the CPU its storage can start a new graph without a copy.
-  // TODO(core): a detach for device-resident values, so the WebGPU path drops history too.
+  // A realised node still holds its inputs; on the CPU its storage can start a new graph without a copy. On
+  // WebGPU only the prefill passes here: decode steps return jit results, which are leaves already.
   if ((await getBackend()).name !== 'cpu') return [...ts];
   return Promise.all(ts.map(async (t) => fromStorage(await data(t), t.shape, t.dtype)));
 };

@@ -154,7 +154,7 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
     const x = em.render(r.src);
     const body = em.cur.lines;
     em.cur = prev;
-    const t = storeType(r.dtype) === 'u32' && r.dtype === 'bool' ? 'u32' : exprType(r.dtype);
+    const t = exprType(r.dtype); // reductions never produce bool
     const acc = `acc${r.id}`;
     const comb = (a: string, b: string) => r.op.wgsl(a, b);
     em.top.lines.push(
