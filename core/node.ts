@@ -55,11 +55,11 @@ export interface MovementOp<A = unknown> extends OpBase<A> {
 /** Input to a custom op's CPU meaning: base storage read through a view. */
 export interface Strided { readonly data: Storage; readonly view: View }
 
-/** Ops with a hand-written kernel (matmul, gather, scatter): CPU meaning here, WGSL template in core/wgsl. */
+/** Ops with a hand-written kernel (matmul, gather, scatter, attention): CPU meaning here, WGSL template in core/wgsl. */
 export interface CustomOp<A = unknown> extends OpBase<A> {
   readonly kind: 'custom';
   /** Which hand-written kernel template (core/wgsl) computes it on the GPU. */
-  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update';
+  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update' | 'attention';
   readonly cpu: (src: readonly Strided[], arg: A, out: Aval) => Storage;
 }
 

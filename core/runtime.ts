@@ -11,6 +11,7 @@ import { numel } from './shape.js';
 import { schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
 import { renderElementwise, renderEpilogue, renderRow, type RenderedKernel } from './wgsl/fused.js';
 import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
+import { renderAttention } from './wgsl/attention.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
 
@@ -34,6 +35,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
     case 'gather': return plain(renderGather(k, label));
     case 'scatterAdd': return plain(renderScatterAdd(k, label));
     case 'update': return plain(renderUpdate(k, label, inPlace));
+    case 'attention': return plain([renderAttention(k, label)]);
     case 'matmul': {
       const epi = k.epilogue ? renderEpilogue(k) : null;
       const mk = matmulKernel({

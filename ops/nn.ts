@@ -1,8 +1,10 @@
 // Neural-network compositions used by Llama: linear, rmsNorm, rope, causal attention, SwiGLU, cross-entropy,
-// embedding. Pure functions of other ops: no kernel and no gradient rule of their own (the scheduler fuses them).
+// embedding. Pure functions of other ops (the scheduler fuses them), except attention: the fused primitive of
+// ops/attention.ts, so the (T, S) scores are never stored.
 
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
-import type { Tensor } from '../core/tensor.js';
+import { apply, Tensor } from '../core/tensor.js';
+import { attentionOp } from './attention.js';
 import { add, cast, equal, iota, less, lessEqual, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
 import { matmul } from './matmul.js';
@@ -75,24 +77,20 @@ export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: Attention
   const [B, T, H, D] = q.shape as [number, number, number, number];
   const [, S, Hkv] = k.shape as [number, number, number, number];
   if (k.shape[0] !== B || k.shape[3] !== D || H % Hkv !== 0 || v.shape.some((d, i) => d !== k.shape[i])) throw bad();
-  const g = H / Hkv;
-  const offset = opts.offset ?? 0;
-  const qh = permute(reshape(q, [B, T, Hkv, g, D]), [0, 2, 3, 1, 4]); // (B, Hkv, g, T, D)
-  const kh = expandDims(permute(k, [0, 2, 1, 3]), 2); // (B, Hkv, 1, S, D)
-  const vh = expandDims(permute(v, [0, 2, 1, 3]), 2); // (B, Hkv, 1, S, D)
-  const scores = mul(matmul(qh, swapAxes(kh)), 1 / Math.sqrt(D)); // (B, Hkv, g, T, S)
-  const kSlot = reshape(iota(S), [1, S]); // (1, S)
-  const qSlot = reshape(add(iota(T), offset), [T, 1]); // (T, 1)
-  let masked = where(lessEqual(kSlot, qSlot), scores, -Infinity); // (B, Hkv, g, T, S)
-  if (opts.start) {
-    const { start } = opts;
-    if (start.rank !== 1 || start.shape[0] !== B || start.dtype !== 'i32') throw new ShapeError(`causalAttention: start must be (B,) = (${B},) i32, got ${start.dtype}${fmt(start.shape)}`);
-    // A padding query (slot < start) still sees itself, so no row is all −∞ (which would make NaN, and 0·NaN leaks).
-    const first = minimum(reshape(start, [B, 1, 1, 1, 1]), qSlot); // (B, 1, 1, T, 1)
-    masked = where(less(kSlot, first), -Infinity, masked); // (B, Hkv, g, T, S)
-  }
-  const out = matmul(softmax(masked, -1), vh); // (B, Hkv, g, T, D)
-  return reshape(permute(out, [0, 3, 1, 2, 4]), [B, T, H, D]); // (B, T, H, D)
+  const { offset = 0, start } = opts;
+  if (typeof offset !== 'number' && (offset.dtype !== 'i32' || offset.rank !== 0)) throw new DTypeError(`causalAttention: a tensor offset must be an i32 scalar, got ${offset.dtype}${fmt(offset.shape)}`);
+  if (start && (start.rank !== 1 || start.shape[0] !== B || start.dtype !== 'i32')) throw new ShapeError(`causalAttention: start must be (B,) = (${B},) i32, got ${start.dtype}${fmt(start.shape)}`);
+  // Keys and values that are head-major underneath (a KV cache) are read in that layout, not copied.
+  const [kh, vh] = [headMajor(k), headMajor(v)];
+  const kv = kh && vh ? { kv: 'bhsd' as const, k: kh, v: vh } : { kv: 'bshd' as const, k, v };
+  const extra = [...(typeof offset === 'number' ? [] : [offset]), ...(start ? [start] : [])];
+  return apply(attentionOp, [q, kv.k, kv.v, ...extra], { part: 'out', kv: kv.kv, offset: typeof offset === 'number' ? offset : null, start: !!start });
+};
+
+/** x's source when x is exactly its (B, Hkv, S, D) source seen as (B, S, Hkv, D). */
+const headMajor = (x: Tensor): Tensor | null => {
+  const { op, arg, src } = x.node;
+  return op.name === 'permute' && (arg as { perm: readonly number[] }).perm.join() === '0,2,1,3' ? new Tensor(src[0]!) : null;
 };
 
 /**

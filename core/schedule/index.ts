@@ -25,6 +25,8 @@ export type Kernel =
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
+  /** Fused attention (ops/attention.ts): inputs as the op's sources. */
+  | (KernelBase & { readonly kind: 'attention' })
   /** writeAt: inputs [dst, src, pos]; `lastUse` when this kernel is the only reader of dst (it may write in place). */
   | (KernelBase & { readonly kind: 'update'; readonly axis: number; readonly lastUse: boolean });
 
@@ -216,6 +218,8 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   if (op.kind === 'custom' && op.template !== 'matmul') {
     const src = x.src.map((s) => { while (isIdentityOp(s) && !mat.has(s)) s = s.src[0]!; return s; });
     for (const s of src) if (!isInput(s)) need(s);
+    // Attention binds its sources positionally, repeats included.
+    if (op.template === 'attention') return { kind: 'attention', out: x, inputs: src };
     src.forEach(slotOf);
     if (op.template === 'update') return { kind: 'update', out: x, inputs, axis: (x.arg as { axis: number }).axis, lastUse: users.get(x.src[0]!) === 1 };
     return { kind: op.template, out: x, inputs };

@@ -9,12 +9,14 @@ type IndexKernel = Kernel & { readonly kind: 'gather' | 'scatterAdd' };
 import { storeType } from './literal.js';
 import { WG, type RenderedKernel } from './fused.js';
 
-const grid = (n: number): [number, number, number] => {
+/** Workgroups covering n invocations of WG threads, spread over y past the 32768 x limit. */
+export const grid = (n: number): [number, number, number] => {
   const g = Math.ceil(n / WG);
   const x = Math.min(g, 32768);
   return [Math.max(1, x), Math.ceil(g / Math.max(1, x)), 1];
 };
-const head = (n: number) => `@compute @workgroup_size(${WG})
+/** Kernel entry: `e` is the invocation's flat index; invocations past n return at once. */
+export const head = (n: number) => `@compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = gid.x + gid.y * nwg.x * ${WG}u;
   if (e >= ${n}u) { return; }`;

@@ -1,0 +1,102 @@
+// Fused causal attention (Dao et al. 2022, "FlashAttention"): the (T, S) score matrix is never stored. One
+// primitive with four parts, each a single kernel on WebGPU:
+//   out    O = softmax(QKᵀ·scale + mask)·V, by an online softmax over the keys of each query row;
+//   stats  per query row: logsumexp of its scores (lse) and D = dO·O, packed as (…, 2);
+//   dq     dQ = scale · Σⱼ P(dP − D)·K, per query row;
+//   dkv    dK, dV per key row (packed as (…, 2, headDim)), summing over the query heads of its group.
+// The VJP of `out` is built from the other three; those have no VJP (no second derivatives through attention).
+// Query slot p = t + offset attends key slots s with min(start, p) ≤ s ≤ p: causal, and a padding query (p < start)
+// attends only itself. A query row with no key at all gives 0.
+
+import { allocStorage } from '../core/dtype.js';
+import type { CustomOp, Node, Strided } from '../core/node.js';
+import { DTypeError, fmt, ShapeError } from '../core/shape.js';
+import { apply, type Tensor } from '../core/tensor.js';
+import { materialize } from '../core/interp.js';
+import { broadcastTo, reshape, slice } from './movement.js';
+import { ATTENTION_ARITY, attnGeom, type AttentionArg } from '../core/wgsl/attention.js';
+
+export type { AttentionArg, AttentionPart } from '../core/wgsl/attention.js';
+
+const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
+  const n = ATTENTION_ARITY[arg.part];
+  const [q, k] = src as [Node, Node];
+  const bad = (why: string) => new ShapeError(`attention(${arg.part}): ${why}; inputs ${src.map((s) => fmt(s.shape)).join(', ')}`);
+  if (src.length !== n + (arg.offset === null ? 1 : 0) + (arg.start ? 1 : 0)) throw bad(`expected ${n} tensors plus offset/start`);
+  if (q.shape.length !== 4 || k.shape.length !== 4) throw bad('q and k must be rank 4');
+  const g = attnGeom(q.shape, k.shape, arg.kv);
+  if (k.shape[0] !== g.B || k.shape[3] !== g.D || g.H % g.Hkv !== 0) throw bad('k does not match q (batch, head size, or heads not a multiple of kv heads)');
+  for (const s of src.slice(0, n)) {
+    if (s.dtype !== q.dtype) throw new DTypeError(`attention(${arg.part}): inputs must share a float dtype, got ${src.map((x) => x.dtype).join(', ')}`);
+  }
+  const extra = src.slice(n);
+  if (arg.offset === null && (extra[0]!.dtype !== 'i32' || extra[0]!.shape.length !== 0)) throw new DTypeError(`attention: the offset must be an i32 scalar, got ${extra[0]!.dtype}${fmt(extra[0]!.shape)}`);
+  const st = arg.start ? extra[extra.length - 1]! : null;
+  if (st && (st.dtype !== 'i32' || st.shape.length !== 1 || st.shape[0] !== g.B)) throw new DTypeError(`attention: start must be (B,) = (${g.B},) i32, got ${st.dtype}${fmt(st.shape)}`);
+  const { B, T, H, D, S, Hkv } = g;
+  const shape = arg.part === 'stats' ? [B, T, H, 2] : arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : [B, T, H, D];
+  return { shape, dtype: q.dtype };
+};
+
+/** The CPU meaning, in f64: direct loops over (query row, key) pairs within each row's key range. */
+const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
+  const n = ATTENTION_ARITY[arg.part];
+  const { B, T, H, D, S, Hkv } = attnGeom(src[0]!.view.shape, src[1]!.view.shape, arg.kv);
+  const t64 = src.slice(0, n).map((s: Strided) => materialize(s, 'f64'));
+  const extra = src.slice(n).map((s) => materialize(s, 'i32'));
+  const offset = arg.offset ?? extra[0]![0]!;
+  const start = arg.start ? extra[extra.length - 1]! : null;
+  const [q, k, third, dO, stats] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?];
+  const g = H / Hkv, scale = 1 / Math.sqrt(D);
+  const qRow = (b: number, t: number, h: number) => ((b * T + t) * H + h) * D;
+  const kRow = (b: number, s: number, kh: number) => (arg.kv === 'bshd' ? (b * S + s) * Hkv + kh : (b * Hkv + kh) * S + s) * D;
+  const keys = (b: number, t: number): [number, number] => { const p = t + offset; return [Math.max(0, Math.min(start ? start[b]! : 0, p)), Math.min(p, S - 1)]; };
+  const dot = (x: Float64Array, i: number, y: Float64Array, j: number) => { let a = 0; for (let d = 0; d < D; d++) a += x[i + d]! * y[j + d]!; return a; };
+  const res = new Float64Array(out.shape.reduce((a, b) => a * b, 1));
+  // Softmax statistics of one query row: max and normaliser of scale·q·k over its keys.
+  const rowStats = (b: number, t: number, h: number) => {
+    const [lo, hi] = keys(b, t), qi = qRow(b, t, h), kh = Math.floor(h / g);
+    let m = -Infinity;
+    for (let s = lo; s <= hi; s++) m = Math.max(m, scale * dot(q, qi, k, kRow(b, s, kh)));
+    let z = 0;
+    for (let s = lo; s <= hi; s++) z += Math.exp(scale * dot(q, qi, k, kRow(b, s, kh)) - m);
+    return { lo, hi, qi, kh, lse: z > 0 ? m + Math.log(z) : 0 };
+  };
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+    const { lo, hi, qi, kh, lse } = rowStats(b, t, h);
+    const row = (b * T + t) * H + h;
+    if (arg.part === 'stats') { res[2 * row] = lse; res[2 * row + 1] = dot(dO!, qi, third, qi); continue; }
+    for (let s = lo; s <= hi; s++) {
+      const kj = kRow(b, s, kh);
+      const p = Math.exp(scale * dot(q, qi, k, kj) - (arg.part === 'out' ? lse : stats![2 * row]!));
+      if (arg.part === 'out') { for (let d = 0; d < D; d++) res[qi + d] = res[qi + d]! + p * third[kj + d]!; continue; }
+      const ds = p * (dot(dO!, qi, third, kj) - stats![2 * row + 1]!);
+      if (arg.part === 'dq') { for (let d = 0; d < D; d++) res[qi + d] = res[qi + d]! + scale * ds * k[kj + d]!; continue; }
+      // dkv: key row kj's slot in the packed (…, 2, D) output.
+      const o = (kj / D) * 2 * D;
+      for (let d = 0; d < D; d++) { res[o + d] = res[o + d]! + scale * ds * q[qi + d]!; res[o + D + d] = res[o + D + d]! + p * dO![qi + d]!; }
+    }
+  }
+  const r = allocStorage(out.dtype, res.length);
+  r.set(res);
+  return r;
+};
+
+export const attentionOp: CustomOp<AttentionArg> = {
+  name: 'attention',
+  kind: 'custom',
+  template: 'attention',
+  infer,
+  cpu,
+  vjp: (g0, o, src, arg) => {
+    if (arg.part !== 'out') throw new Error(`attention(${arg.part}): second derivatives through fused attention are not supported`);
+    const [q, k, v] = src as [Tensor, Tensor, Tensor];
+    const extra = src.slice(3);
+    const g = broadcastTo(g0, o.shape);
+    const stats = apply(attentionOp, [q, k, o, g, ...extra], { ...arg, part: 'stats' });
+    const dq = apply(attentionOp, [q, k, v, g, stats, ...extra], { ...arg, part: 'dq' });
+    const dkv = apply(attentionOp, [q, k, v, g, stats, ...extra], { ...arg, part: 'dkv' }); // (…, 2, D)
+    const half = (i: number) => reshape(slice(dkv, [0, 0, 0, i, 0], [...dkv.shape.slice(0, 3), i + 1, dkv.shape[4]!]), k.shape);
+    return [dq, half(0), half(1), ...extra.map(() => null)];
+  },
+};

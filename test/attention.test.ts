@@ -1,0 +1,110 @@
+// Fused attention (ops/attention.ts): values and gradients against attention composed of matmul, mask and softmax
+// (autodiff through ordinary ops, f64 on the interpreter), then its four WebGPU kernels against the interpreter, in
+// both key/value layouts, with and without vec4 heads, a cache offset (number or tensor) and per-row start slots.
+
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import type { Tensor } from '../index.js';
+import { interpret } from '../core/interp.js';
+import { runGraph } from '../core/runtime.js';
+import { schedule } from '../core/schedule/index.js';
+import { causalAttention } from '../ops/nn.js';
+import { gpuDevice } from './gpu.js';
+import { fillValues } from './optable.js';
+import './setup.js';
+
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/** The unfused meaning: scores (B, Hkv, g, T, S), masked, softmax, times V. */
+const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor | null): Tensor => {
+  const [B, T, H, D] = q.shape as [number, number, number, number];
+  const [, S, Hkv] = k.shape as [number, number, number];
+  const g = H / Hkv;
+  const qh = C.permute(C.reshape(q, [B, T, Hkv, g, D]), [0, 2, 3, 1, 4]);
+  const kh = C.expandDims(C.permute(k, [0, 2, 1, 3]), 2);
+  const vh = C.expandDims(C.permute(v, [0, 2, 1, 3]), 2);
+  const scores = C.mul(C.matmul(qh, C.swapAxes(kh, -1, -2)), 1 / Math.sqrt(D));
+  const kSlot = C.reshape(C.iota(S), [1, S]);
+  const qSlot = C.reshape(C.add(C.iota(T), offset), [T, 1]);
+  let masked = C.where(C.lessEqual(kSlot, qSlot), scores, -Infinity);
+  if (start) masked = C.where(C.less(kSlot, C.minimum(C.reshape(start, [B, 1, 1, 1, 1]), qSlot)), -Infinity, masked);
+  const out = C.matmul(C.softmax(masked, -1), vh);
+  return C.reshape(C.permute(out, [0, 3, 1, 2, 4]), [B, T, H, D]);
+};
+
+const caseArb = fc.record({
+  B: fc.integer({ min: 1, max: 2 }), T: fc.integer({ min: 1, max: 5 }), extra: fc.nat(3), Hkv: fc.integer({ min: 1, max: 2 }),
+  g: fc.integer({ min: 1, max: 3 }), D: fc.constantFrom(2, 3, 4, 8), padded: fc.boolean(), headMajor: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 30 }),
+});
+type Case = typeof caseArb extends fc.Arbitrary<infer X> ? X : never;
+
+/** Inputs of a case in `dtype`: q, k, v (k, v optionally stored head-major), a cotangent, start slots. */
+const inputs = (c: Case, dtype: 'f32' | 'f64') => {
+  const S = c.T + c.extra, H = c.Hkv * c.g;
+  const t = (shape: number[], i: number) => C.tensor(Float64Array.from(fillValues(numel(shape), 'any', c.seed + 101 * i)), { shape, dtype });
+  const kvShape = c.headMajor ? [c.B, c.Hkv, S, c.D] : [c.B, S, c.Hkv, c.D];
+  const asBshd = (x: Tensor) => (c.headMajor ? C.permute(x, [0, 2, 1, 3]) : x);
+  const start = c.padded ? C.tensor(Array.from({ length: c.B }, (_, i) => Math.min(i + 1, S - 1)), { dtype: 'i32' }) : null;
+  return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w: t([c.B, c.T, H, c.D], 3), asBshd, start };
+};
+
+/** Output and the gradients of sum(out · w) with respect to q, k, v. */
+const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed', offsetTensor = false): Tensor[] => {
+  const { q, k, v, w, asBshd, start } = inputs(c, dtype);
+  const f = (qq: Tensor, kk: Tensor, vv: Tensor) => attend === 'fused'
+    ? causalAttention(qq, asBshd(kk), asBshd(vv), { offset: offsetTensor ? C.tensor(c.extra, { dtype: 'i32' }) : c.extra, ...(start ? { start } : {}) })
+    : composed(qq, asBshd(kk), asBshd(vv), c.extra, start);
+  const [[, out], grads] = C.valueAndGrad(([qq, kk, vv]: Tensor[]) => {
+    const o = f(qq!, kk!, vv!);
+    return [C.sum(C.mul(o, w)), o] as const;
+  }, { hasAux: true })([q, k, v]);
+  return [out, ...grads];
+};
+
+const maxRelDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / (1 + Math.abs(b[i]!)));
+  return m;
+};
+
+describe('fused attention', () => {
+  it('equals attention composed of matmul, mask and softmax, values and gradients (f64, interpreter)', () => {
+    fc.assert(fc.property(caseArb, (c) => {
+      const want = interpret(outAndGrads(c, 'f64', 'composed').map((t) => t.node));
+      const got = interpret(outAndGrads(c, 'f64', 'fused').map((t) => t.node));
+      got.forEach((g, i) => expect(maxRelDiff(g, want[i]!), `${JSON.stringify(c)} output ${i}`).toBeLessThan(1e-12));
+    }), { numRuns: 40 });
+  });
+
+  it('forward and backward are 4 kernels: out, stats, dq, dkv — no (T, S) scores in memory', () => {
+    const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, seed: 1 };
+    const ks = schedule(outAndGrads(c, 'f32', 'fused').map((t) => t.node));
+    const att = ks.filter((k) => k.kind === 'attention');
+    expect(att.map((k) => (k.out.arg as { part: string }).part).sort()).toEqual(['dkv', 'dq', 'out', 'stats']);
+    expect(ks.every((k) => numel(k.out.shape) < 16 * 16 * 2 * 4)).toBe(true);
+  });
+
+  it('second derivatives are refused with a clear error', () => {
+    const c: Case = { B: 1, T: 2, extra: 0, Hkv: 1, g: 1, D: 2, padded: false, headMajor: false, seed: 1 };
+    const { q, k, v } = inputs(c, 'f64');
+    const g = C.grad((qq: Tensor) => C.sum(C.grad((x: Tensor) => C.sum(causalAttention(x, k, v)))(qq)));
+    expect(() => g(q)).toThrow(/attention\(dq\): second derivatives through fused attention are not supported/);
+  });
+});
+
+describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
+  it('all four kernels equal the interpreter (both layouts, vec4 and scalar heads, offset as number or tensor, start slots)', async () => {
+    C.setBackend('webgpu');
+    await fc.assert(fc.asyncProperty(caseArb, fc.boolean(), async (c, offsetTensor) => {
+      const want = interpret(outAndGrads(c, 'f32', 'fused', offsetTensor).map((t) => t.node));
+      const outs = outAndGrads(c, 'f32', 'fused', offsetTensor);
+      await runGraph(gpuDevice!, outs.map((t) => t.node));
+      for (const [i, t] of outs.entries()) {
+        expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);
+        t.dispose();
+      }
+    }), { numRuns: 25 });
+  });
+});
