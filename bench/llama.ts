@@ -89,8 +89,10 @@ export const benchShape = async (name: string, reps = 3) => {
 };
 
 const torchReference = (): Record<string, { stepMs: number; prefillTokS: number; decode1: number; decode8: number }> | null => {
-  if (spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status !== 0) return null;
-  const r = spawnSync('python3', [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000 });
+  // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv `python3` may shadow.
+  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0);
+  if (!python) return null;
+  const r = spawnSync(python, [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000 });
   if (r.status !== 0) { console.log(`torch reference failed: ${r.stderr.trim().split('\n').pop()}`); return null; }
   return JSON.parse(r.stdout) as never;
 };

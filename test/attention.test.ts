@@ -35,7 +35,7 @@ const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor
 
 const caseArb = fc.record({
   B: fc.integer({ min: 1, max: 2 }), T: fc.integer({ min: 1, max: 5 }), extra: fc.nat(3), Hkv: fc.integer({ min: 1, max: 2 }),
-  g: fc.integer({ min: 1, max: 3 }), D: fc.constantFrom(2, 3, 4, 8), padded: fc.boolean(), headMajor: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 30 }),
+  g: fc.integer({ min: 1, max: 3 }), D: fc.constantFrom(2, 3, 8, 20), padded: fc.boolean(), headMajor: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 30 }),
 });
 type Case = typeof caseArb extends fc.Arbitrary<infer X> ? X : never;
 
@@ -105,6 +105,6 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
         expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);
         t.dispose();
       }
-    }), { numRuns: 25 });
+    }), { numRuns: 12 });
   });
 });

@@ -51,73 +51,100 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const decls = [...src.map((_, i) => decl(i)), `@group(0) @binding(${src.length}) var<storage, read_write> out0: array<${outType}>;`].join('\n');
   const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }`;
   const loop = (body: string) => `for (var w = 0u; w < ${W}u; w++) { ${body} }`;
-  // A query row e = (b, t, h): its key range and prescaled query.
-  const queryRow = `
-  let h = e % ${H}u; let t = (e / ${H}u) % ${T}u; let b = e / ${H * T}u; let kh = h / ${G}u;
-  let p = i32(t) + ${OFF};
-  let lo = max(0, min(${START}, p)); let hi = min(p, ${S - 1});
-  var qv: array<${VT}, ${W}>;
-  ${loop(`qv[w] = in0[e * ${W}u + w] * ${f(scale * LOG2E)};`)}
-  var m = -3.0e38; var l = 0.0;`;
-  const score = `let kb = ${kRow('j')};
-    var s = 0.0;
-    ${loop('s += dt(qv[w], in1[kb + w]);')}`;
+  // Each invocation takes R consecutive rows (queries, or keys for dkv), so every key (query) row it loads from
+  // memory serves R rows from registers. Rows are unrolled here: r → variables q0, q1, ….
+  const R = Math.min(D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
+  const rs = Array.from({ length: R }, (_, r) => r);
+  const each = (f: (r: number) => string, sep = '\n  ') => rs.map(f).join(sep);
+  const C2 = f(scale * LOG2E);
+  // Query-side kernels: invocation e = (b, tile of R queries, h), h fastest; row r is query t0 + r.
+  const TB = Math.ceil(T / R);
+  const queryRows = `
+  let h = e % ${H}u; let t0 = ((e / ${H}u) % ${TB}u) * ${R}u; let b = e / ${H * TB}u; let kh = h / ${G}u;
+  let first = ${START};
+  ${each((r) => `let ok${r} = t0 + ${r}u < ${T}u; let p${r} = i32(t0) + ${r} + ${OFF}; let row${r} = ((b * ${T}u + min(t0 + ${r}u, ${T - 1}u)) * ${H}u + h) * ${W}u;
+  let lo${r} = max(0, min(first, p${r})); let hi${r} = select(-1, min(p${r}, ${S - 1}), ok${r});
+  var q${r}: array<${VT}, ${W}>; var m${r} = -3.0e38; var l${r} = 0.0;
+  ${loop(`q${r}[w] = in0[row${r} + w] * ${C2};`)}`)}
+  let jlo = lo0; var jhi = hi0;
+  ${each((r) => (r ? `jhi = max(jhi, hi${r});` : ''))}`;
+  const keyLoop = (body: string) => `
+  for (var j = jlo; j <= jhi; j++) {
+    let kb = ${kRow('j')};
+    var kr: array<${VT}, ${W}>;
+    ${loop('kr[w] = in1[kb + w];')}
+    ${body}
+  }`;
+  const inRange = (r: number) => `j >= lo${r} && j <= hi${r}`;
+  const score = (r: number) => `var s${r} = 0.0; ${loop(`s${r} += dt(q${r}[w], kr[w]);`)}`;
   let body: string;
   switch (arg.part) {
-    case 'out': body = `${queryRow}
-  var acc: array<${VT}, ${W}>;
-  for (var j = lo; j <= hi; j++) {
-    ${score}
-    let mn = max(m, s); let c = exp2(m - mn); let pj = exp2(s - mn);
-    l = l * c + pj; m = mn;
-    ${loop('acc[w] = acc[w] * c + pj * in2[kb + w];')}
-  }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  ${loop(`out0[e * ${W}u + w] = acc[w] * inv;`)}`; break;
-    case 'stats': body = `${queryRow}
-  for (var j = lo; j <= hi; j++) {
-    ${score}
-    let mn = max(m, s); l = l * exp2(m - mn) + exp2(s - mn); m = mn;
-  }
-  var dd = 0.0;
-  ${loop(`dd += dt(in2[e * ${W}u + w], in3[e * ${W}u + w]);`)}
-  out0[e] = vec2<f32>(select(0.0, (m + log2(l)) * ${f(LN2)}, l > 0.0), dd);`; break;
-    case 'dq': body = `${queryRow}
-  var dov: array<${VT}, ${W}>;
-  var acc: array<${VT}, ${W}>;
-  ${loop(`dov[w] = in3[e * ${W}u + w];`)}
-  let st = in4[e]; let lse2 = st.x * ${f(LOG2E)};
-  for (var j = lo; j <= hi; j++) {
-    ${score}
-    let pj = exp2(s - lse2);
-    var dp = 0.0;
-    ${loop('dp += dt(dov[w], in2[kb + w]);')}
-    let ds = pj * (dp - st.y);
-    ${loop('acc[w] += ds * in1[kb + w];')}
-  }
-  ${loop(`out0[e * ${W}u + w] = acc[w] * ${f(scale)};`)}`; break;
-    case 'dkv': body = `
-  ${arg.kv === 'bshd' ? `let kh = e % ${Hkv}u; let j = (e / ${Hkv}u) % ${S}u; let b = e / ${Hkv * S}u;` : `let j = e % ${S}u; let kh = (e / ${S}u) % ${Hkv}u; let b = e / ${Hkv * S}u;`}
-  var kc: array<${VT}, ${W}>; var vv: array<${VT}, ${W}>;
-  var dk: array<${VT}, ${W}>; var dv: array<${VT}, ${W}>;
-  ${loop(`kc[w] = in1[e * ${W}u + w] * ${f(scale * LOG2E)}; vv[w] = in2[e * ${W}u + w];`)}
+    case 'out': body = `${queryRows}
+  ${each((r) => `var a${r}: array<${VT}, ${W}>;`)}
+  ${keyLoop(`var vr: array<${VT}, ${W}>;
+    ${loop('vr[w] = in2[kb + w];')}
+    ${each((r) => `if (${inRange(r)}) {
+      ${score(r)}
+      let mn = max(m${r}, s${r}); let c = exp2(m${r} - mn); let pj = exp2(s${r} - mn);
+      l${r} = l${r} * c + pj; m${r} = mn;
+      ${loop(`a${r}[w] = a${r}[w] * c + pj * vr[w];`)}
+    }`, '\n    ')}`)}
+  ${each((r) => `if (ok${r}) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); ${loop(`out0[row${r} + w] = a${r}[w] * inv;`)} }`)}`; break;
+    case 'stats': body = `${queryRows}
+  ${keyLoop(each((r) => `if (${inRange(r)}) {
+      ${score(r)}
+      let mn = max(m${r}, s${r}); l${r} = l${r} * exp2(m${r} - mn) + exp2(s${r} - mn); m${r} = mn;
+    }`, '\n    '))}
+  ${each((r) => `if (ok${r}) {
+    var dd = 0.0;
+    ${loop(`dd += dt(in2[row${r} + w], in3[row${r} + w]);`)}
+    out0[row${r} / ${W}u] = vec2<f32>(select(0.0, (m${r} + log2(l${r})) * ${f(LN2)}, l${r} > 0.0), dd);
+  }`)}`; break;
+    case 'dq': body = `${queryRows}
+  ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>;
+  ${loop(`o${r}[w] = in3[row${r} + w];`)}
+  let st${r} = in4[row${r} / ${W}u]; let lse${r} = st${r}.x * ${f(LOG2E)};`)}
+  ${keyLoop(`var vr: array<${VT}, ${W}>;
+    ${loop('vr[w] = in2[kb + w];')}
+    ${each((r) => `if (${inRange(r)}) {
+      ${score(r)}
+      let pj = exp2(s${r} - lse${r});
+      var dp = 0.0; ${loop(`dp += dt(o${r}[w], vr[w]);`)}
+      let ds = pj * (dp - st${r}.y);
+      ${loop(`a${r}[w] += ds * kr[w];`)}
+    }`, '\n    ')}`)}
+  ${each((r) => `if (ok${r}) { ${loop(`out0[row${r} + w] = a${r}[w] * ${f(scale)};`)} }`)}`; break;
+    case 'dkv': {
+      // Invocation e = (b, kv head, tile of R key slots), kv head fastest; row r is key slot jb + r.
+      const SB = Math.ceil(S / R);
+      const keyRowAt = (j: string) => (arg.kv === 'bshd' ? `((b * ${S}u + ${j}) * ${Hkv}u + kh)` : `((b * ${Hkv}u + kh) * ${S}u + ${j})`);
+      body = `
+  let kh = e % ${Hkv}u; let jb = ((e / ${Hkv}u) % ${SB}u) * ${R}u; let b = e / ${Hkv * SB}u;
   let first = ${START};
+  ${each((r) => `let ok${r} = jb + ${r}u < ${S}u; let j${r} = i32(jb) + ${r}; let row${r} = ${keyRowAt(`min(jb + ${r}u, ${S - 1}u)`)} * ${W}u;
+  var k${r}: array<${VT}, ${W}>; var v${r}: array<${VT}, ${W}>; var dk${r}: array<${VT}, ${W}>; var dv${r}: array<${VT}, ${W}>;
+  ${loop(`k${r}[w] = in1[row${r} + w] * ${C2}; v${r}[w] = in2[row${r} + w];`)}`)}
   for (var hh = 0u; hh < ${G}u; hh++) {
     let h = kh * ${G}u + hh;
-    for (var t = u32(max(0, i32(j) - ${OFF})); t < ${T}u; t++) {
+    for (var t = u32(max(0, i32(jb) - ${OFF})); t < ${T}u; t++) {
       let p = i32(t) + ${OFF};
-      if (i32(j) < min(first, p)) { continue; }
-      let r = (b * ${T}u + t) * ${H}u + h;
-      var s = 0.0; var dp = 0.0;
-      ${loop(`s += dt(in0[r * ${W}u + w], kc[w]); dp += dt(in3[r * ${W}u + w], vv[w]);`)}
-      let st = in4[r];
-      let pj = exp2(s - st.x * ${f(LOG2E)});
-      let ds = pj * (dp - st.y);
-      ${loop(`dv[w] += pj * in3[r * ${W}u + w]; dk[w] += ds * in0[r * ${W}u + w];`)}
+      let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u;
+      var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>;
+      ${loop('qr[w] = in0[qi + w]; gr[w] = in3[qi + w];')}
+      let st = in4[qi / ${W}u]; let lse = st.x * ${f(LOG2E)};
+      ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
+        var s = 0.0; var dp = 0.0;
+        ${loop(`s += dt(qr[w], k${r}[w]); dp += dt(gr[w], v${r}[w]);`)}
+        let pj = exp2(s - lse);
+        let ds = pj * (dp - st.y);
+        ${loop(`dv${r}[w] += pj * gr[w]; dk${r}[w] += ds * qr[w];`)}
+      }`, '\n      ')}
     }
   }
-  ${loop(`out0[2u * e * ${W}u + w] = dk[w] * ${f(scale)}; out0[(2u * e + 1u) * ${W}u + w] = dv[w];`)}`; break;
+  ${each((r) => `if (ok${r}) { let o = 2u * row${r}; ${loop(`out0[o + w] = dk${r}[w] * ${f(scale)}; out0[o + ${W}u + w] = dv${r}[w];`)} }`)}`;
+      break;
+    }
   }
-  const rows = arg.part === 'dkv' ? B * S * Hkv : B * T * H;
+  const rows = arg.part === 'dkv' ? B * Hkv * Math.ceil(S / R) : B * H * TB;
   return { wgsl: `${prelude}\n${head(rows)}${body}\n}`, workgroups: grid(rows), label };
 };
