@@ -32,6 +32,8 @@ interface Plan {
   /** Results written in place over a donated argument's buffer (writeAt): result node → that placeholder. */
   readonly alias: ReadonlyMap<Node, Node>;
   readonly kernels: number;
+  /** The device's pacing key for this plan's submits (see Device.encode). */
+  readonly pace: string;
 }
 
 export interface JitOpts {
@@ -113,7 +115,7 @@ const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, 
   const compiled = await compileKernels(dev, kernels, inPlace);
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
   const scratch = planScratch(dev, kernels, new Set(computed), new Set(alias.keys()));
-  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length };
+  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length, pace: `jit#${nextId++}` };
 };
 
 const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat: { leaves: Tensor[] }[], opts: JitOpts): R => {
@@ -147,7 +149,7 @@ const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat:
   }
   for (const [r, p] of plan.alias) if (!bound.has(r)) bound.set(r, bound.get(p)!);
   const bufOf = (n: Node): GPUBuffer => bound.get(n) ?? plan.scratch.get(n) ?? n.gpu?.buffer ?? ensureUploaded(dev, n);
-  dev.encode(dispatchesOf(dev, plan.compiled, bufOf));
+  dev.encode(dispatchesOf(dev, plan.compiled, bufOf), 'jit', plan.pace);
   for (const i of opts.donate ?? []) {
     const a = args[i];
     if (typeof a === 'number') continue;

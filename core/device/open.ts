@@ -57,6 +57,7 @@ export interface Dispatch {
 type TypedArray = Float32Array | Int32Array | Uint32Array | Uint8Array | Uint16Array | Float64Array;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const PACE_MIN_MS = 15;
 
 /**
  * An open WebGPU device. Create with `openDevice()` or the process-wide `getDevice()`.
@@ -80,6 +81,10 @@ export class Device {
   private lostError: DeviceError | null = null;
   private destroyed = false;
   private submits = 0;
+  // Pacing (dawn.node spins a core while a GPU promise is pending, which a CPU adapter needs for its kernels):
+  // the latest paced submit, and the learned GPU time of each pacing key, slept through before the next wait.
+  private paced: { key: string; at: number } | null = null;
+  private readonly gpuMs = new Map<string, number>();
 
   constructor(gpu: GPU, device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: DeviceFeatures) {
     this.gpu = gpu;
@@ -155,8 +160,11 @@ export class Device {
     return this.groups.get(pipeline, bindings);
   }
 
-  /** Encode all dispatches into one command encoder and one compute pass, and submit once. */
-  encode(list: readonly Dispatch[], label = 'step'): void {
+  /**
+   * Encode all dispatches into one command encoder and one compute pass, and submit once. With `pace`, a key for
+   * work that repeats (a compiled step), the next wait first sleeps through most of that key's learned GPU time.
+   */
+  encode(list: readonly Dispatch[], label = 'step', pace?: string): void {
     const device = this.live();
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     const enc = device.createCommandEncoder({ label });
@@ -178,6 +186,24 @@ export class Device {
     pass.end();
     device.queue.submit([enc.finish()]);
     this.submits++;
+    this.paced = pace === undefined ? null : { key: pace, at: performance.now() };
+  }
+
+  /** Sleep through most of the paced work still expected to run; returns what to learn from once the wait ends. */
+  private async pace(): Promise<(() => void) | null> {
+    const p = this.paced;
+    if (p === null) return null;
+    this.paced = null;
+    const est = this.gpuMs.get(p.key);
+    // Short work is waited for at once: a timer's overshoot would cost more than the spin.
+    const left = est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.9 * est - performance.now();
+    if (left > 1) await sleep(left);
+    const woke = performance.now();
+    return () => {
+      const done = performance.now();
+      // Woke after the work had finished (the wait was instant): sleep less next time; else learn its duration.
+      this.gpuMs.set(p.key, est !== undefined && left > 1 && done - woke < 0.3 ? 0.9 * est : done - p.at);
+    };
   }
 
   /** Write host data into a buffer (queue.writeBuffer; byte length and offset must be multiples of 4). */
@@ -196,6 +222,7 @@ export class Device {
     const out = into ?? new Float32Array(bytes / 4);
     if (out.byteLength < bytes) throw new RangeError(`readback: destination holds ${out.byteLength} bytes, ${bytes} requested`);
     if (bytes === 0) return out;
+    const learn = await this.pace();
     const stage = this.pool.alloc(bytes, 'staging');
     try {
       const enc = device.createCommandEncoder({ label: 'readback' });
@@ -203,6 +230,7 @@ export class Device {
       device.queue.submit([enc.finish()]);
       this.submits++;
       await stage.mapAsync(1 /* GPUMapMode.READ */, 0, bytes);
+      learn?.();
       new Uint8Array(out.buffer, out.byteOffset, bytes).set(new Uint8Array(stage.getMappedRange(0, bytes)));
     } catch (err) {
       this.check();
@@ -217,12 +245,14 @@ export class Device {
 
   /**
    * Wait until all submitted work has finished. dawn.node spins a core while a GPU promise is pending, which on
-   * a CPU adapter slows the kernels themselves; `sleepMs` (about the expected GPU time) is slept first.
+   * a CPU adapter slows the kernels themselves: paced work's learned time, and `sleepMs`, are slept first.
    */
   async sync(sleepMs = 0): Promise<void> {
     const device = this.live();
+    const learn = await this.pace();
     if (sleepMs > 0) await sleep(sleepMs);
     await device.queue.onSubmittedWorkDone();
+    learn?.();
     this.check();
   }
 
