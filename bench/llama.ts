@@ -53,17 +53,20 @@ export const benchShape = async (name: string, reps = 3) => {
   const submits = () => dev?.counters.submits ?? 0;
   const times: number[] = [];
   let s0 = 0, kernels = 0;
-  for (let i = 0; i <= reps; i++) {
+  // Warm-up steps compile, and let the device learn the step's GPU time (it sleeps through it instead of spinning).
+  const warm = 4;
+  for (let i = 0; i < warm + reps; i++) {
     const t0 = performance.now();
     const [np, loss] = await step(params, 1e-3);
     await C.item(loss);
-    if (i === 0) s0 = submits();
-    if (i > 0) times.push(performance.now() - t0);
+    if (i === warm - 1) s0 = submits();
+    if (i >= warm) times.push(performance.now() - t0);
     loss.dispose();
     params = np;
     kernels = step.kernels;
   }
   const stepMs = median(times);
+  if (process.env.BENCH_VERBOSE) console.log(`step times: ${times.map((t) => t.toFixed(0)).join(" ")} ms`);
   const submitsPerStep = (submits() - s0) / reps;
   // Prefill: one forward of the whole batch.
   const pre: number[] = [];
@@ -92,7 +95,10 @@ const torchReference = (): Record<string, { stepMs: number; prefillTokS: number;
   // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv `python3` may shadow.
   const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0);
   if (!python) return null;
-  const r = spawnSync(python, [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000 });
+  // One BLAS thread under torch's two intra-op threads: the fastest setting measured here (OpenBLAS's own
+  // threads oversubscribe the two cores: 735 ms vs 350 ms per stories260K step).
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
+  const r = spawnSync(python, [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000, env });
   if (r.status !== 0) { console.log(`torch reference failed: ${r.stderr.trim().split('\n').pop()}`); return null; }
   return JSON.parse(r.stdout) as never;
 };

@@ -9,7 +9,7 @@ import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
 import { pad, permute, reshape, slice } from '../ops/movement.js';
 import { writeAt } from '../ops/update.js';
-import { causalAttention, embedding, linear, rmsNorm, rope, swiglu } from '../ops/nn.js';
+import { causalAttention, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
 
@@ -141,9 +141,10 @@ interface LayerIn {
 const block = (c: LlamaConfig, p: LlamaLayer, { x, positions, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
   const [B, T] = x.shape as [number, number];
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
-  const q = rope(reshape(linear(h, p.wq), [B, T, c.nHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nHeads, headDim)
-  let k = rope(reshape(linear(h, p.wk), [B, T, c.nKvHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nKvHeads, headDim)
-  let v = reshape(linear(h, p.wv), [B, T, c.nKvHeads, c.headDim]); // (B, T, nKvHeads, headDim)
+  const [qp, kp, vp] = linears(h, [p.wq, p.wk, p.wv]) as [Tensor, Tensor, Tensor]; // one matmul: (B, T, ·) each
+  const q = rope(reshape(qp, [B, T, c.nHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nHeads, headDim)
+  let k = rope(reshape(kp, [B, T, c.nKvHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nKvHeads, headDim)
+  let v = reshape(vp, [B, T, c.nKvHeads, c.headDim]); // (B, T, nKvHeads, headDim)
   let written: KvLayer | undefined;
   if (kv) {
     written = {

@@ -24,6 +24,22 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
 };
 
 /**
+ * x·Wᵢᵀ for several weights that share the input, as one matmul against their row-wise concatenation, split after
+ * (views): one wider matmul, and in the backward pass one weight gradient and one input gradient instead of n.
+ * @example const [q, k, v] = linears(h, [wq, wk, wv]) // (B, T, dim) → (B, T, out_i) each
+ */
+export const linears = (x: Tensor, ws: readonly Tensor[]): Tensor[] => {
+  if (ws.length === 1) return [linear(x, ws[0]!)];
+  const y = linear(x, concat(ws, 0)); // (…, Σ out_i)
+  let at = 0;
+  return ws.map((w) => {
+    const lo = at;
+    at += w.shape[0]!;
+    return slice(y, [...Array<number>(y.rank - 1).fill(0), lo], [...y.shape.slice(0, -1), at]);
+  });
+};
+
+/**
  * Root-mean-square normalisation over the last axis (Zhang & Sennrich 2019): x / √(mean(x²) + eps) · weight.
  * @example rmsNorm(x, attnNorm, 1e-5) // (B, T, dim), (dim,) → (B, T, dim)
  */
@@ -97,8 +113,10 @@ const headMajor = (x: Tensor): Tensor | null => {
  * The SwiGLU feed-forward block (Shazeer 2020): W2 · (silu(W1·x) ⊙ W3·x), weights as (out, in).
  * @example swiglu(x, w1, w3, w2) // (B, T, dim), (hidden, dim), (hidden, dim), (dim, hidden) → (B, T, dim)
  */
-export const swiglu = (x: Tensor, w1: Tensor, w3: Tensor, w2: Tensor): Tensor =>
-  linear(mul(silu(linear(x, w1)), linear(x, w3)), w2); // (…, hidden) → (…, dim)
+export const swiglu = (x: Tensor, w1: Tensor, w3: Tensor, w2: Tensor): Tensor => {
+  const [gate, up] = linears(x, [w1, w3]) as [Tensor, Tensor]; // (…, hidden) each
+  return linear(mul(silu(gate), up), w2); // (…, dim)
+};
 
 export interface CrossEntropyOpts { readonly ignoreIndex?: number }
 

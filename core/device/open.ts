@@ -196,13 +196,14 @@ export class Device {
     this.paced = null;
     const est = this.gpuMs.get(p.key);
     // Short work is waited for at once: a timer's overshoot would cost more than the spin.
-    const left = est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.9 * est - performance.now();
+    const left = est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.95 * est - performance.now();
     if (left > 1) await sleep(left);
     const woke = performance.now();
     return () => {
+      // The work ended during the sleep (the wait took no longer than a readback): the estimate is too long, so
+      // shorten it; else the wait's end is the work's end (slightly late after a spin), so learn that.
       const done = performance.now();
-      // Woke after the work had finished (the wait was instant): sleep less next time; else learn its duration.
-      this.gpuMs.set(p.key, est !== undefined && left > 1 && done - woke < 0.3 ? 0.9 * est : done - p.at);
+      this.gpuMs.set(p.key, est !== undefined && left > 1 && done - woke < 2 ? 0.8 * est : done - p.at);
     };
   }
 
