@@ -171,6 +171,12 @@ export const OPS: readonly OpEntry[] = [
       }),
   },
   {
+    name: 'linears', tol32: 1e-4, cases: fc.tuple(shapeArb(0, 2), dim, dim, dim).map(([lead, d, o1, o2]) => ({
+      shapes: [[...lead, d], [o1, d], [o2, d]], domains: ['any', 'any', 'any'] as Domain[],
+      f: (x: Tensor, w1: Tensor, w2: Tensor) => C.concat(NN.linears(x, [w1, w2]), -1), desc: `linears ${JSON.stringify([lead, d, o1, o2])}`,
+    })),
+  },
+  {
     name: 'swiglu', tol32: 1e-4, cases: fc.tuple(shapeArb(0, 2), dim, dim).map(([lead, d, h]) => ({
       shapes: [[...lead, d], [h, d], [h, d], [d, h]], domains: ['any', 'any', 'any', 'any'] as Domain[], f: NN.swiglu, desc: `swiglu ${JSON.stringify([lead, d, h])}`,
     })),
