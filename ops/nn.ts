@@ -12,6 +12,9 @@ import { div, minimum, rsqrt, silu, square } from './math.js';
 import { concat, expandDims, permute, reshape, slice, swapAxes } from './movement.js';
 import { logsumexp, mean, softmax, sum } from './reduce.js';
 
+/** Rows of input from which linears concatenates its weights (a decode step of a small batch does not). */
+const CONCAT_MIN_ROWS = 64;
+
 const isInt = (t: Tensor) => t.dtype === 'i32' || t.dtype === 'u32';
 
 /**
@@ -26,10 +29,11 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
 /**
  * x·Wᵢᵀ for several weights that share the input, as one matmul against their row-wise concatenation, split after
  * (views): one wider matmul, and in the backward pass one weight gradient and one input gradient instead of n.
+ * The concatenation copies the weights each call, so inputs of few rows (decoding) keep separate matmuls.
  * @example const [q, k, v] = linears(h, [wq, wk, wv]) // (B, T, dim) → (B, T, out_i) each
  */
 export const linears = (x: Tensor, ws: readonly Tensor[]): Tensor[] => {
-  if (ws.length === 1) return [linear(x, ws[0]!)];
+  if (ws.length === 1 || x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) return ws.map((w) => linear(x, w));
   const y = linear(x, concat(ws, 0)); // (…, Σ out_i)
   let at = 0;
   return ws.map((w) => {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
-import { causalAttention, crossEntropy, embedding, linear, rmsNorm, rope, swiglu } from '../ops/nn.js';
+import { causalAttention, crossEntropy, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
 import { fillValues } from './optable.js';
 import './setup.js';
 
@@ -150,6 +150,17 @@ describe('linear, swiglu, embedding', () => {
     const [x, w1, w3, w2] = [f64([2, 3], 1), f64([5, 3], 2), f64([5, 3], 3), f64([3, 5], 4)];
     const want = C.matmul(C.mul(C.silu(C.matmul(x, C.transpose(w1))), C.matmul(x, C.transpose(w3))), C.transpose(w2));
     expect(maxDiff(await vals(swiglu(x, w1, w3, w2)), await vals(want))).toBeLessThan(1e-14);
+  });
+
+  it('linears equals separate linears, values and gradients, with (≥ 64 rows) and without its weight concatenation', async () => {
+    for (const rows of [5, 70]) {
+      const [x, w1, w2, r] = [f64([rows, 3], 1), f64([4, 3], 2), f64([2, 3], 3), f64([rows, 6], 4)];
+      const loss = (ys: Tensor[]) => C.sum(C.mul(C.concat(ys, -1), r));
+      const [a, ga] = C.valueAndGrad(([xx, u, v]: Tensor[]) => loss(linears(xx!, [u!, v!])))([x, w1, w2]);
+      const [b, gb] = C.valueAndGrad(([xx, u, v]: Tensor[]) => loss([linear(xx!, u!), linear(xx!, v!)]))([x, w1, w2]);
+      expect(Math.abs((await C.item(a)) - (await C.item(b)))).toBeLessThan(1e-12);
+      for (let i = 0; i < 3; i++) expect(maxDiff(await vals(ga[i]!), await vals(gb[i]!)), `rows ${rows} grad ${i}`).toBeLessThan(1e-12);
+    }
   });
 
   it('embedding picks rows', async () => {

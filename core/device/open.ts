@@ -85,6 +85,7 @@ export class Device {
   // the latest paced submit, and the learned GPU time of each pacing key, slept through before the next wait.
   private paced: { key: string; at: number } | null = null;
   private readonly gpuMs = new Map<string, number>();
+  private readonly seen = new Set<string>();
 
   constructor(gpu: GPU, device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: DeviceFeatures) {
     this.gpu = gpu;
@@ -200,10 +201,12 @@ export class Device {
     if (left > 1) await sleep(left);
     const woke = performance.now();
     return () => {
-      // The work ended during the sleep (the wait took no longer than a readback): the estimate is too long, so
+      // The first run of a key may include Dawn's lazy pipeline compiles: only later runs are learned. When the
+      // work ended during the sleep (the wait took no longer than a readback), the estimate is too long, so
       // shorten it; else the wait's end is the work's end (slightly late after a spin), so learn that.
+      if (!this.seen.has(p.key)) { this.seen.add(p.key); return; }
       const done = performance.now();
-      this.gpuMs.set(p.key, est !== undefined && left > 1 && done - woke < 2 ? 0.8 * est : done - p.at);
+      this.gpuMs.set(p.key, est !== undefined && left > 1 && done - woke < 2 ? 0.7 * est : done - p.at);
     };
   }
 
