@@ -191,13 +191,16 @@ export class Device {
   }
 
   /** Sleep through most of the paced work still expected to run; returns what to learn from once the wait ends. */
-  private async pace(): Promise<(() => void) | null> {
+  private async pace(atLeastMs = 0): Promise<(() => void) | null> {
     const p = this.paced;
-    if (p === null) return null;
+    if (p === null) {
+      if (atLeastMs > 0) await sleep(atLeastMs);
+      return null;
+    }
     this.paced = null;
     const est = this.gpuMs.get(p.key);
     // Short work is waited for at once: a timer's overshoot would cost more than the spin.
-    const left = est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.95 * est - performance.now();
+    const left = Math.max(atLeastMs, est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.95 * est - performance.now());
     if (left > 1) await sleep(left);
     const woke = performance.now();
     return () => {
@@ -249,12 +252,11 @@ export class Device {
 
   /**
    * Wait until all submitted work has finished. dawn.node spins a core while a GPU promise is pending, which on
-   * a CPU adapter slows the kernels themselves: paced work's learned time, and `sleepMs`, are slept first.
+   * a CPU adapter slows the kernels themselves: the longer of paced work's learned time and `sleepMs` is slept first.
    */
   async sync(sleepMs = 0): Promise<void> {
     const device = this.live();
-    const learn = await this.pace();
-    if (sleepMs > 0) await sleep(sleepMs);
+    const learn = await this.pace(sleepMs);
     await device.queue.onSubmittedWorkDone();
     learn?.();
     this.check();
