@@ -1,10 +1,11 @@
 // Fused causal attention (Dao et al. 2022, "FlashAttention"): the (T, S) score matrix is never stored. One
-// primitive with four parts, each a single kernel on WebGPU:
-//   out    O = softmax(QKᵀ·scale + mask)·V, by an online softmax over the keys of each query row;
-//   stats  per query row: logsumexp of its scores (lse) and D = dO·O, packed as (…, 2);
-//   dq     dQ = scale · Σⱼ P(dP − D)·K, per query row;
+// primitive with three parts, each a single kernel on WebGPU:
+//   out    O = softmax(QKᵀ·scale + mask)·V by an online softmax over the keys of each query row, packed with each
+//          row's logsumexp (lse) as one flat buffer [O (B·T·H·D) | lse (B·T·H)]; causalAttention returns the O view;
+//   dq     dQ = scale · Σⱼ P(dP − D)·K per query row, with D = dO·O;
 //   dkv    dK, dV per key row (packed as (…, 2, headDim)), summing over the query heads of its group.
-// The VJP of `out` is built from the other three; those have no VJP (no second derivatives through attention).
+// The backward parts read P from the saved lse, so no pass recomputes the softmax statistics. The VJP of `out` is
+// built from the other two; those have no VJP (no second derivatives through attention).
 // Query slot p = t + offset attends key slots s with min(start, p) ≤ s ≤ p: causal, and a padding query (p < start)
 // attends only itself. A query row with no key at all gives 0.
 
@@ -34,7 +35,7 @@ const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
   const st = arg.start ? extra[extra.length - 1]! : null;
   if (st && (st.dtype !== 'i32' || st.shape.length !== 1 || st.shape[0] !== g.B)) throw new DTypeError(`attention: start must be (B,) = (${g.B},) i32, got ${st.dtype}${fmt(st.shape)}`);
   const { B, T, H, D, S, Hkv } = g;
-  const shape = arg.part === 'stats' ? [B, T, H, 2] : arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : [B, T, H, D];
+  const shape = arg.part === 'out' ? [B * T * H * (D + 1)] : arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : [B, T, H, D];
   return { shape, dtype: q.dtype };
 };
 
@@ -46,31 +47,31 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
   const extra = src.slice(n).map((s) => materialize(s, 'i32'));
   const offset = arg.offset ?? extra[0]![0]!;
   const start = arg.start ? extra[extra.length - 1]! : null;
-  const [q, k, third, dO, stats] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?];
-  const g = H / Hkv, scale = 1 / Math.sqrt(D);
+  const [q, k, v, dO, packed] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?];
+  const g = H / Hkv, scale = 1 / Math.sqrt(D), lseAt = B * T * H * D;
   const qRow = (b: number, t: number, h: number) => ((b * T + t) * H + h) * D;
   const kRow = (b: number, s: number, kh: number) => (arg.kv === 'bshd' ? (b * S + s) * Hkv + kh : (b * Hkv + kh) * S + s) * D;
   const keys = (b: number, t: number): [number, number] => { const p = t + offset; return [Math.max(0, Math.min(start ? start[b]! : 0, p)), Math.min(p, S - 1)]; };
   const dot = (x: Float64Array, i: number, y: Float64Array, j: number) => { let a = 0; for (let d = 0; d < D; d++) a += x[i + d]! * y[j + d]!; return a; };
   const res = new Float64Array(out.shape.reduce((a, b) => a * b, 1));
-  // Softmax statistics of one query row: max and normaliser of scale·q·k over its keys.
-  const rowStats = (b: number, t: number, h: number) => {
-    const [lo, hi] = keys(b, t), qi = qRow(b, t, h), kh = Math.floor(h / g);
+  // logsumexp of scale·q·k over a query row's keys (0 when it has none).
+  const lseOf = (qi: number, b: number, kh: number, lo: number, hi: number) => {
     let m = -Infinity;
     for (let s = lo; s <= hi; s++) m = Math.max(m, scale * dot(q, qi, k, kRow(b, s, kh)));
     let z = 0;
     for (let s = lo; s <= hi; s++) z += Math.exp(scale * dot(q, qi, k, kRow(b, s, kh)) - m);
-    return { lo, hi, qi, kh, lse: z > 0 ? m + Math.log(z) : 0 };
+    return z > 0 ? m + Math.log(z) : 0;
   };
   for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
-    const { lo, hi, qi, kh, lse } = rowStats(b, t, h);
-    const row = (b * T + t) * H + h;
-    if (arg.part === 'stats') { res[2 * row] = lse; res[2 * row + 1] = dot(dO!, qi, third, qi); continue; }
+    const [lo, hi] = keys(b, t), qi = qRow(b, t, h), kh = Math.floor(h / g), row = qi / D;
+    const lse = arg.part === 'out' ? lseOf(qi, b, kh, lo, hi) : packed![lseAt + row]!;
+    if (arg.part === 'out') res[lseAt + row] = lse;
+    const Drow = arg.part === 'out' ? 0 : dot(dO!, qi, packed!, qi);
     for (let s = lo; s <= hi; s++) {
       const kj = kRow(b, s, kh);
-      const p = Math.exp(scale * dot(q, qi, k, kj) - (arg.part === 'out' ? lse : stats![2 * row]!));
-      if (arg.part === 'out') { for (let d = 0; d < D; d++) res[qi + d] = res[qi + d]! + p * third[kj + d]!; continue; }
-      const ds = p * (dot(dO!, qi, third, kj) - stats![2 * row + 1]!);
+      const p = Math.exp(scale * dot(q, qi, k, kj) - lse);
+      if (arg.part === 'out') { for (let d = 0; d < D; d++) res[qi + d] = res[qi + d]! + p * v[kj + d]!; continue; }
+      const ds = p * (dot(dO!, qi, v, kj) - Drow);
       if (arg.part === 'dq') { for (let d = 0; d < D; d++) res[qi + d] = res[qi + d]! + scale * ds * k[kj + d]!; continue; }
       // dkv: key row kj's slot in the packed (…, 2, D) output.
       const o = (kj / D) * 2 * D;
@@ -92,10 +93,11 @@ export const attentionOp: CustomOp<AttentionArg> = {
     if (arg.part !== 'out') throw new Error(`attention(${arg.part}): second derivatives through fused attention are not supported`);
     const [q, k, v] = src as [Tensor, Tensor, Tensor];
     const extra = src.slice(3);
-    const g = broadcastTo(g0, o.shape);
-    const stats = apply(attentionOp, [q, k, o, g, ...extra], { ...arg, part: 'stats' });
-    const dq = apply(attentionOp, [q, k, v, g, stats, ...extra], { ...arg, part: 'dq' });
-    const dkv = apply(attentionOp, [q, k, v, g, stats, ...extra], { ...arg, part: 'dkv' }); // (…, 2, D)
+    const { B, T, H, D } = attnGeom(q.shape, k.shape, arg.kv);
+    // Only O has consumers (the lse is internal), so the cotangent's O part is dO.
+    const dO = reshape(slice(broadcastTo(g0, o.shape), [0], [B * T * H * D]), q.shape);
+    const dq = apply(attentionOp, [q, k, v, dO, o, ...extra], { ...arg, part: 'dq' });
+    const dkv = apply(attentionOp, [q, k, v, dO, o, ...extra], { ...arg, part: 'dkv' }); // (…, 2, D)
     const half = (i: number) => reshape(slice(dkv, [0, 0, 0, i, 0], [...dkv.shape.slice(0, 3), i + 1, dkv.shape[4]!]), k.shape);
     return [dq, half(0), half(1), ...extra.map(() => null)];
   },

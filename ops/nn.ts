@@ -104,7 +104,8 @@ export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: Attention
   const [kh, vh] = [headMajor(k), headMajor(v)];
   const kv = kh && vh ? { kv: 'bhsd' as const, k: kh, v: vh } : { kv: 'bshd' as const, k, v };
   const extra = [...(typeof offset === 'number' ? [] : [offset]), ...(start ? [start] : [])];
-  return apply(attentionOp, [q, kv.k, kv.v, ...extra], { part: 'out', kv: kv.kv, offset: typeof offset === 'number' ? offset : null, start: !!start });
+  const packed = apply(attentionOp, [q, kv.k, kv.v, ...extra], { part: 'out', kv: kv.kv, offset: typeof offset === 'number' ? offset : null, start: !!start });
+  return reshape(slice(packed, [0], [B * T * H * D]), [B, T, H, D]); // O, without the saved logsumexps
 };
 
 /** x's source when x is exactly its (B, Hkv, S, D) source seen as (B, S, Hkv, D). */

@@ -1,4 +1,4 @@
-// WGSL for fused attention (ops/attention.ts): one invocation per query row (out, stats, dq) or per key row (dkv),
+// WGSL for fused attention (ops/attention.ts): one invocation per query row (out, dq) or per key row (dkv),
 // looping over its keys (queries) with the head held in registers as vec4s. Scores are kept in the log2 domain
 // (q prescaled by scale·log2 e) so every exponential is an exp2; the stored lse is in natural units. The op's
 // argument and geometry are defined here, with the template that reads them.
@@ -7,7 +7,7 @@ import type { Kernel } from '../schedule/index.js';
 import { grid, head } from './indexing.js';
 import type { RenderedKernel } from './fused.js';
 
-export type AttentionPart = 'out' | 'stats' | 'dq' | 'dkv';
+export type AttentionPart = 'out' | 'dq' | 'dkv';
 
 export interface AttentionArg {
   readonly part: AttentionPart;
@@ -20,7 +20,7 @@ export interface AttentionArg {
 }
 
 /** Number of tensor inputs before the offset/start inputs, per part. */
-export const ATTENTION_ARITY: Record<AttentionPart, number> = { out: 3, stats: 4, dq: 5, dkv: 5 };
+export const ATTENTION_ARITY: Record<AttentionPart, number> = { out: 3, dq: 5, dkv: 5 };
 
 /** Sizes of an attention call, read from q (B, T, H, D) and k in its layout. */
 export interface AttnGeom { readonly B: number; readonly T: number; readonly H: number; readonly D: number; readonly S: number; readonly Hkv: number }
@@ -45,9 +45,11 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const OFF = arg.offset === null ? `in${n}[0]` : `${arg.offset}`;
   const START = arg.start ? `in${src.length - 1}[b]` : '0';
   const kRow = (j: string) => (arg.kv === 'bshd' ? `((b * ${S}u + u32(${j})) * ${Hkv}u + kh) * ${W}u` : `((b * ${Hkv}u + kh) * ${S}u + u32(${j})) * ${W}u`);
-  const decl = (i: number) =>
-    `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i < n ? (arg.part !== 'out' && arg.part !== 'stats' && i === 4 ? 'vec2<f32>' : VT) : 'i32'}>;`;
-  const outType = arg.part === 'stats' ? 'vec2<f32>' : VT;
+  // The packed [O | lse] buffer (the out part's output, input 4 of dq and dkv) is read and written as scalars.
+  const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i >= n ? 'i32' : i === 4 ? 'f32' : VT}>;`;
+  const outType = arg.part === 'out' ? 'f32' : VT;
+  const LSE = B * T * H * D; // where the lse of query row i sits in the packed buffer: LSE + i
+  const packedO = (at: string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map((c) => `in4[(${at}) * 4u + ${c}u]`).join(', ')})` : `in4[${at}]`);
   const decls = [...src.map((_, i) => decl(i)), `@group(0) @binding(${src.length}) var<storage, read_write> out0: array<${outType}>;`].join('\n');
   const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }`;
   const loop = (body: string) => `for (var w = 0u; w < ${W}u; w++) { ${body} }`;
@@ -89,28 +91,22 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
       l${r} = l${r} * c + pj; m${r} = mn;
       ${loop(`a${r}[w] = a${r}[w] * c + pj * vr[w];`)}
     }`, '\n    ')}`)}
-  ${each((r) => `if (ok${r}) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); ${loop(`out0[row${r} + w] = a${r}[w] * inv;`)} }`)}`; break;
-    case 'stats': body = `${queryRows}
-  ${keyLoop(each((r) => `if (${inRange(r)}) {
-      ${score(r)}
-      let mn = max(m${r}, s${r}); l${r} = l${r} * exp2(m${r} - mn) + exp2(s${r} - mn); m${r} = mn;
-    }`, '\n    '))}
   ${each((r) => `if (ok${r}) {
-    var dd = 0.0;
-    ${loop(`dd += dt(in2[row${r} + w], in3[row${r} + w]);`)}
-    out0[row${r} / ${W}u] = vec2<f32>(select(0.0, (m${r} + log2(l${r})) * ${f(LN2)}, l${r} > 0.0), dd);
+    let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
+    ${loop(vec ? `let o = a${r}[w] * inv; let at = (row${r} + w) * 4u; out0[at] = o.x; out0[at + 1u] = o.y; out0[at + 2u] = o.z; out0[at + 3u] = o.w;` : `out0[row${r} + w] = a${r}[w] * inv;`)}
+    out0[${LSE}u + row${r} / ${W}u] = select(0.0, (m${r} + log2(l${r})) * ${f(LN2)}, l${r} > 0.0);
   }`)}`; break;
     case 'dq': body = `${queryRows}
-  ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>;
-  ${loop(`o${r}[w] = in3[row${r} + w];`)}
-  let st${r} = in4[row${r} / ${W}u]; let lse${r} = st${r}.x * ${f(LOG2E)};`)}
+  ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>; var d${r} = 0.0;
+  ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], ${packedO(`row${r} + w`)});`)}
+  let lse${r} = in4[${LSE}u + row${r} / ${W}u] * ${f(LOG2E)};`)}
   ${keyLoop(`var vr: array<${VT}, ${W}>;
     ${loop('vr[w] = in2[kb + w];')}
     ${each((r) => `if (${inRange(r)}) {
       ${score(r)}
       let pj = exp2(s${r} - lse${r});
       var dp = 0.0; ${loop(`dp += dt(o${r}[w], vr[w]);`)}
-      let ds = pj * (dp - st${r}.y);
+      let ds = pj * (dp - d${r});
       ${loop(`a${r}[w] += ds * kr[w];`)}
     }`, '\n    ')}`)}
   ${each((r) => `if (ok${r}) { ${loop(`out0[row${r} + w] = a${r}[w] * ${f(scale)};`)} }`)}`; break;
@@ -131,12 +127,14 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
       let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u;
       var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>;
       ${loop('qr[w] = in0[qi + w]; gr[w] = in3[qi + w];')}
-      let st = in4[qi / ${W}u]; let lse = st.x * ${f(LOG2E)};
+      var dd = 0.0;
+      ${loop(`dd += dt(gr[w], ${packedO('qi + w')});`)}
+      let lse = in4[${LSE}u + qi / ${W}u] * ${f(LOG2E)};
       ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
         var s = 0.0; var dp = 0.0;
         ${loop(`s += dt(qr[w], k${r}[w]); dp += dt(gr[w], v${r}[w]);`)}
         let pj = exp2(s - lse);
-        let ds = pj * (dp - st.y);
+        let ds = pj * (dp - dd);
         ${loop(`dv${r}[w] += pj * gr[w]; dk${r}[w] += ds * qr[w];`)}
       }`, '\n      ')}
     }
