@@ -3,7 +3,7 @@
 
 import type { MovementOp } from '../core/node.js';
 import { broadcastShapes, checkShape, fmt, normAxes, normAxis, numel, sameShape, ShapeError, type Shape } from '../core/shape.js';
-import { apply, type Tensor } from '../core/tensor.js';
+import { apply, Tensor } from '../core/tensor.js';
 import { expandView, padView, permuteView, reshapeView, shrinkView } from '../core/view.js';
 import { add } from './elementwise.js';
 
@@ -89,8 +89,13 @@ export const reshape = (x: Tensor, shape: Shape): Tensor => {
 export const permute = (x: Tensor, perm: readonly number[]): Tensor =>
   perm.every((p, i) => p === i) && perm.length === x.rank ? x : apply(permuteOp, [x], { perm: perm.map((p) => normAxis('permute', p, x.rank)) });
 export const pad = (x: Tensor, pads: Pads): Tensor => (pads.every(([a, b]) => a === 0 && b === 0) ? x : apply(padOp, [x], { pads }));
-export const shrink = (x: Tensor, bounds: Pads): Tensor =>
-  bounds.every(([b, e], i) => b === 0 && e === x.shape[i]) ? x : apply(shrinkOp, [x], { bounds });
+export const shrink = (x: Tensor, bounds: Pads): Tensor => {
+  if (bounds.every(([b, e], i) => b === 0 && e === x.shape[i])) return x;
+  // The window of a pad that is exactly its source (a slice's cotangent sliced again) is the source itself.
+  const { op, arg, src } = x.node;
+  if (op === padOp && (arg as { pads: Pads }).pads.every(([a], i) => bounds[i]![0] === a && bounds[i]![1] === a + src[0]!.shape[i]!)) return new Tensor(src[0]!);
+  return apply(shrinkOp, [x], { bounds });
+};
 
 /** Numpy-style broadcast to `shape` (leading dimensions may be added). */
 export const broadcastTo = (x: Tensor, shape: Shape): Tensor => {
