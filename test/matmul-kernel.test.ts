@@ -108,6 +108,13 @@ describe('pickMatmulTiles', () => {
     expect(small.threadsM * small.perThreadM).toBeLessThan(40);
     expect(small.perThreadM % 4 + small.perThreadN % 4).toBe(0);
   });
+  test('on a CPU adapter a small output keeps the 16×16 register tile on fewer invocations, for ≥ 8 workgroups', () => {
+    const t = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 64, N: 344 }); // a weight gradient
+    expect([t.perThreadM, t.perThreadN]).toEqual([CPU_TILES.perThreadM, CPU_TILES.perThreadN]);
+    expect(Math.ceil(64 / (t.threadsM * t.perThreadM)) * Math.ceil(344 / (t.threadsN * t.perThreadN))).toBeGreaterThanOrEqual(8);
+    const big = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 2048, N: 512 });
+    expect(big).toEqual(CPU_TILES);
+  });
   test('matmulKernel rejects bad shapes', () => {
     const s = { batch: 1, M: 4, N: 4, K: 4, aStrides: { batch: 0, row: 4, col: 1 }, bStrides: { batch: 0, row: 4, col: 1 } };
     expect(() => matmulKernel({ ...s, M: 0 })).toThrow(RangeError);

@@ -101,6 +101,9 @@ export const GPU_TILES: MatmulTiles = { tileK: 16, threadsM: 16, threadsN: 16, p
  */
 export const CPU_TILES: MatmulTiles = { tileK: 16, threadsM: 8, threadsN: 8, perThreadM: 16, perThreadN: 16 };
 
+/** Workgroups below which a CPU adapter's invocation grid shrinks (a few per core, for balance). */
+const MIN_BLOCKS = 8;
+
 const sharedBytes = (t: MatmulTiles): number => 4 * t.tileK * (t.threadsM * t.perThreadM + t.threadsN * t.perThreadN);
 
 /**
@@ -124,7 +127,17 @@ export const pickMatmulTiles = (target: TileTarget, shape?: { readonly M: number
     else return false;
     return true;
   };
-  if (shape !== undefined) {
+  if (shape !== undefined && target.adapter.isSoftware) {
+    // llvmpipe: keep the large register tile and shrink the invocation grid, to fit small shapes and to give the
+    // cores several workgroups each (a weight gradient, 64×344 over K = 2048, ran 18% faster on 4×4 invocations).
+    const blocks = () => Math.ceil(shape.M / (t.threadsM * t.perThreadM)) * Math.ceil(shape.N / (t.threadsN * t.perThreadN));
+    while (t.threadsM * t.perThreadM >= 2 * shape.M && shrinkM());
+    while (t.threadsN * t.perThreadN >= 2 * shape.N && shrinkN());
+    while (blocks() < MIN_BLOCKS && (t.threadsM > 4 || t.threadsN > 4)) {
+      if (t.threadsM > 4 && (t.threadsM * t.perThreadM >= t.threadsN * t.perThreadN || t.threadsN <= 4)) t = { ...t, threadsM: t.threadsM / 2 };
+      else t = { ...t, threadsN: t.threadsN / 2 };
+    }
+  } else if (shape !== undefined) {
     // Small shapes: first a smaller register tile (less code, faster cold compile), then fewer invocations.
     while (t.threadsM * t.perThreadM >= 2 * shape.M && t.perThreadM > 8) t = { ...t, perThreadM: t.perThreadM / 2 };
     while (t.threadsN * t.perThreadN >= 2 * shape.N && t.perThreadN > 8) t = { ...t, perThreadN: t.perThreadN / 2 };
