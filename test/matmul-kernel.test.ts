@@ -108,10 +108,13 @@ describe('pickMatmulTiles', () => {
     expect(small.threadsM * small.perThreadM).toBeLessThan(40);
     expect(small.perThreadM % 4 + small.perThreadN % 4).toBe(0);
   });
-  test('on a CPU adapter a small output keeps the 16×16 register tile on fewer invocations, for ≥ 8 workgroups', () => {
+  test('on a CPU adapter a small output keeps the 16×16 register tile on fewer invocations (≥ 8 workgroups, or 4×4)', () => {
+    const blocks = (t: MatmulTiles, M: number, N: number) => Math.ceil(M / (t.threadsM * t.perThreadM)) * Math.ceil(N / (t.threadsN * t.perThreadN));
     const t = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 64, N: 344 }); // a weight gradient
-    expect([t.perThreadM, t.perThreadN]).toEqual([CPU_TILES.perThreadM, CPU_TILES.perThreadN]);
-    expect(Math.ceil(64 / (t.threadsM * t.perThreadM)) * Math.ceil(344 / (t.threadsN * t.perThreadN))).toBeGreaterThanOrEqual(8);
+    expect([t.perThreadM, t.perThreadN, t.threadsM, t.threadsN]).toEqual([CPU_TILES.perThreadM, CPU_TILES.perThreadN, 4, 4]);
+    expect(blocks(CPU_TILES, 64, 344)).toBe(3);
+    const u = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 256, N: 512 });
+    expect(blocks(u, 256, 512)).toBeGreaterThanOrEqual(8);
     const big = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 2048, N: 512 });
     expect(big).toEqual(CPU_TILES);
   });
