@@ -100,7 +100,14 @@ export const prepareMatmul = async (dev: Device, n: number) => {
  * jax-js on its own WebGPU device (same adapter): jit(matmul) called `reps` times, then one blockUntilReady on
  * all results. jax-js is lazy: awaiting only the last result would let the others be dropped unevaluated.
  */
-export const prepareJax = async () => {
+/**
+ * jax-js on its own WebGPU instance, set up once per process: jax-js keeps its device, and the instance must stay
+ * alive as long as that device does (a second setup let the first instance be collected: the process aborted).
+ */
+export const prepareJax = (): ReturnType<typeof setupJax> => (jaxOnce ??= setupJax());
+let jaxOnce: ReturnType<typeof setupJax> | undefined;
+
+const setupJax = async () => {
   const { create } = await import('webgpu');
   const gpu = create([]);
   // jax-js looks for navigator.gpu and the GPUBufferUsage/GPUMapMode globals, which dawn.node does not install.
