@@ -44,6 +44,8 @@ export interface ReduceOp extends OpBase<ReduceArg> {
   readonly identity: (d: DType) => number;
   readonly cpu: (acc: number, x: number) => number;
   readonly wgsl: (acc: string, x: string) => string;
+  /** The WGSL subgroup builtin folding one value per invocation of a subgroup (used when the adapter has them). */
+  readonly wgslSubgroup?: string;
 }
 
 /** A view change: its whole meaning, on every backend, is how it transforms a strided view. */

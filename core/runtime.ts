@@ -31,7 +31,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
   const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out)] });
   switch (k.kind) {
     case 'elementwise': return plain([renderElementwise(k, label)]);
-    case 'row': return plain([renderRow(k, label)]);
+    case 'row': return plain([renderRow(k, label, dev.features.subgroups)]);
     case 'gather': return plain(renderGather(k, label));
     case 'scatterAdd': return plain(renderScatterAdd(k, label));
     case 'update': return plain(renderUpdate(k, label, inPlace));

@@ -23,6 +23,7 @@ export const sumOp: ReduceOp = {
   identity: () => 0,
   cpu: (acc, x) => acc + x,
   wgsl: (acc, x) => `${acc} + ${x}`,
+  wgslSubgroup: 'subgroupAdd',
   vjp: (g, _o, [x]) => [broadcastTo(g, x!.shape)],
 };
 
@@ -34,6 +35,7 @@ export const maxReduceOp: ReduceOp = {
   identity: lowest,
   cpu: (acc, x) => (x > acc ? x : acc),
   wgsl: (acc, x) => `max(${acc}, ${x})`,
+  wgslSubgroup: 'subgroupMax',
   vjp: (g, out, [x], { axes }) => {
     const hit = cast(equal(x!, out), x!.dtype);
     return [mul(hit, div(g, apply(sumOp, [hit], { axes })))];

@@ -87,12 +87,21 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }), { numRuns: 8 });
   });
 
-  it('row kernels in both modes (many short rows: one invocation per row; long rows: a workgroup each)', async () => {
-    for (const shape of [[4096, 7], [3, 1000]]) {
-      const mk = () => { const x = f32(fillValues(numel(shape), 'any', 11), shape); return [C.softmax(x), C.logsumexp(x, -1), C.sub(x, C.mean(x, -1, { keepDims: true }))]; };
-      const want = onCpu(mk());
-      const got = await onGpu(mk());
-      want.forEach((w, i) => close(got[i]!, w, 1e-5, `row kernel output ${i} on ${JSON.stringify(shape)}`));
+  it('row kernels in both modes (many short rows: one invocation per row; long rows: a workgroup each, folded by subgroups when the adapter has them, else by a tree)', async () => {
+    const features = dev.features as { subgroups: boolean };
+    const had = features.subgroups;
+    try {
+      for (const subgroups of had ? [true, false] : [false]) {
+        features.subgroups = subgroups;
+        for (const shape of [[4096, 7], [3, 1000]]) {
+          const mk = () => { const x = f32(fillValues(numel(shape), 'any', 11), shape); return [C.softmax(x), C.logsumexp(x, -1), C.sub(x, C.mean(x, -1, { keepDims: true }))]; };
+          const want = onCpu(mk());
+          const got = await onGpu(mk());
+          want.forEach((w, i) => close(got[i]!, w, 1e-5, `row kernel output ${i} on ${JSON.stringify(shape)}, subgroups ${subgroups}`));
+        }
+      }
+    } finally {
+      features.subgroups = had;
     }
   });
 

@@ -139,7 +139,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   return { wgsl, workgroups: grid(Math.ceil(n / WG)), label };
 };
 
-export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): RenderedKernel => {
+/**
+ * A row kernel. With `subgroups` (the adapter has them), a workgroup folds its values with one subgroup builtin
+ * and one barrier instead of a log₂(WG)-step tree: each subgroup's result goes to workgroup memory, and every
+ * invocation then folds those few partials itself.
+ */
+export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string, subgroups = false): RenderedKernel => {
   const rows = k.shape.reduce((a, n, d) => (k.axes.includes(d) ? a : a * n), 1);
   const L = k.axes.reduce((a, d) => a * k.shape[d]!, 1);
   // Short rows (or many of them): one invocation folds a whole row serially, with no barriers; long rows: a
@@ -147,6 +152,7 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
   // (Measured on lavapipe: 2048 rows of 512 fold in 2.2 ms serially against 7.7–9.1 ms as 2048 workgroups.)
   const serial = L <= 1024 && rows >= 1024;
   const shared = new Set<string>();
+  let useSubgroups = false;
   const done = new Map<number, string>();
   const elemLoopHead = (e: string) => (serial ? `for (var ${e} = 0u; ${e} < ${L}u; ${e}++) {` : `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {`);
   const emitReduction = (r: Reduction): string => {
@@ -164,6 +170,18 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
     );
     if (serial) { em.top.lines.push(`let red${r.id} = ${acc};`); return `red${r.id}`; }
     shared.add(t);
+    if (subgroups && r.op.wgslSubgroup && t !== 'bool') {
+      useSubgroups = true;
+      em.top.lines.push(
+        `let sg${r.id} = ${r.op.wgslSubgroup}(${acc});`,
+        `if (sgid == 0u) { sh_${t}[lid / sgsize] = sg${r.id}; }`,
+        'workgroupBarrier();',
+        `var red${r.id}: ${t} = sh_${t}[0];`,
+        `for (var i = 1u; i < ${WG}u / sgsize; i++) { red${r.id} = ${comb(`red${r.id}`, `sh_${t}[i]`)}; }`,
+        'workgroupBarrier();',
+      );
+      return `red${r.id}`;
+    }
     em.top.lines.push(
       `sh_${t}[lid] = ${acc};`,
       'workgroupBarrier();',
@@ -188,12 +206,13 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string): R
     const flat = renderIdx(k.outIdx);
     tail = `${elemLoopHead('e')}\n    ${em.cur.lines.join('\n    ')}\n    out0[${flat}] = ${store(k.out.dtype, v)};\n  }`;
   }
-  const wgsl = `${[...em.preludes].join('\n')}
+  const sgArgs = useSubgroups ? ', @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sgsize: u32' : '';
+  const wgsl = `${useSubgroups ? 'enable subgroups;\n' : ''}${[...em.preludes].join('\n')}
 ${bindings(k)}
 ${outBinding(k)}
 ${[...shared].map((t) => `var<workgroup> sh_${t}: array<${t}, ${WG}>;`).join('\n')}
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>${sgArgs}) {
   let row = ${serial ? `lid + (wid.x + wid.y * nwg.x) * ${WG}u` : 'wid.x + wid.y * nwg.x'};
   if (row >= ${rows}u) { return; }
   ${em.top.lines.join('\n  ')}
