@@ -4,8 +4,8 @@
 import { isFloat, coerce, type DType } from '../core/dtype.js';
 import type { ElementwiseOp } from '../core/node.js';
 import { broadcastShapes, DTypeError, fmt } from '../core/shape.js';
-import { apply, type Tensor } from '../core/tensor.js';
-import { lift, scalar, type TensorLike } from './lift.js';
+import { apply, Tensor } from '../core/tensor.js';
+import { fillOp, lift, scalar, type TensorLike } from './lift.js';
 
 type Rule = ElementwiseOp['infer'];
 const sameDtype = (name: string, float = false, out?: DType): Rule => (src) => {
@@ -89,7 +89,23 @@ export const stopGradient = <T extends Tensor>(x: T): T => apply(stopGradientOp,
 export const cast = (x: Tensor, dtype: DType): Tensor => (x.dtype === dtype ? x : apply(castOp, [x], { dtype }));
 
 export const add = (a: TensorLike, b: TensorLike): Tensor => apply(addOp, lift('add', [a, b]));
-export const mul = (a: TensorLike, b: TensorLike): Tensor => apply(mulOp, lift('mul', [a, b]));
+/** The value of a scalar constant (a fill), or null. */
+const constant = (t: Tensor): number | null => (t.node.op === fillOp ? (t.node.arg as { value: number }).value : null);
+
+export const mul = (a: TensorLike, b: TensorLike): Tensor => {
+  const [x, y] = lift('mul', [a, b]) as [Tensor, Tensor];
+  // (u·c₁)·c₂ → u·(c₁c₂) for float constants: one multiply in the kernel where a chain of scalings had several
+  // (x·1.5·2·(−1)·log₂e inside tanh, say), rounded once instead of at every step.
+  const [cx, cy] = [constant(x), constant(y)];
+  if (cx !== null && cy !== null && isFloat(x.dtype)) return scalar(cx * cy, x.dtype);
+  const [t, c] = cy !== null ? [x, cy] : cx !== null ? [y, cx] : [null, null];
+  if (t && c !== null && isFloat(t.dtype) && t.node.op === mulOp) {
+    const [u, v] = t.node.src.map((n) => new Tensor(n)) as [Tensor, Tensor];
+    const inner = constant(v) ?? constant(u);
+    if (inner !== null && u.dtype === t.dtype) return apply(mulOp, [constant(v) !== null ? u : v, scalar(inner * c, t.dtype)]);
+  }
+  return apply(mulOp, [x, y]);
+};
 export const maximum = (a: TensorLike, b: TensorLike): Tensor => apply(maxOp, lift('maximum', [a, b]));
 export const less = (a: TensorLike, b: TensorLike): Tensor<'bool'> => apply(cmpltOp, lift('less', [a, b]));
 export const equal = (a: TensorLike, b: TensorLike): Tensor<'bool'> => apply(cmpeqOp, lift('equal', [a, b]));
