@@ -10,7 +10,7 @@ import type { Tensor } from '../index.js';
 import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams, type LlamaParams } from '../models/llama.js';
 import { generate } from '../models/generate.js';
-import { crossEntropy, linear, rmsNorm } from '../ops/nn.js';
+import { crossEntropy, linear } from '../ops/nn.js';
 import { webgpuDevice } from '../core/runtime.js';
 
 const base = { headDim: 0, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2 };

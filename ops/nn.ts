@@ -5,12 +5,12 @@
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
 import { apply, Tensor } from '../core/tensor.js';
 import { attentionOp } from './attention.js';
-import { add, cast, equal, iota, less, lessEqual, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
+import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
 import { matmul } from './matmul.js';
-import { div, minimum, rsqrt, silu, square } from './math.js';
-import { concat, expandDims, permute, reshape, slice, swapAxes } from './movement.js';
-import { logsumexp, mean, softmax, sum } from './reduce.js';
+import { div, rsqrt, silu, square } from './math.js';
+import { concat, expandDims, reshape, slice, swapAxes } from './movement.js';
+import { logsumexp, mean, sum } from './reduce.js';
 
 /** Rows of input from which linears concatenates its weights (a decode step of a small batch does not). */
 const CONCAT_MIN_ROWS = 64;
@@ -87,15 +87,16 @@ export interface AttentionOpts {
 
 /**
  * Scaled dot-product attention with a causal mask (Vaswani et al. 2017) and grouped-query heads (Ainslie et al.
- * 2023): query head h reads kv head ⌊h / (H/Hkv)⌋, by a broadcast view, not a copy. Query slot p attends key slots
- * s with start ≤ s ≤ p (a padding query, p < start, attends only itself); key slot s is index s of k and v.
+ * 2023): query head h reads kv head ⌊h / (H/Hkv)⌋. Query slot p attends key slots s with start ≤ s ≤ p (a padding
+ * query, p < start, attends only itself); key slot s is index s of k and v. One fused primitive (ops/attention.ts):
+ * the (T, S) scores are never stored, forward or backward.
  * @example causalAttention(q, k, v) // (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) → (B, T, H, D)
  */
 export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: AttentionOpts = {}): Tensor => {
   const bad = () => new ShapeError(`causalAttention: q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)} must be (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) with Hkv dividing H`);
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw bad();
   const [B, T, H, D] = q.shape as [number, number, number, number];
-  const [, S, Hkv] = k.shape as [number, number, number, number];
+  const Hkv = k.shape[2]!;
   if (k.shape[0] !== B || k.shape[3] !== D || H % Hkv !== 0 || v.shape.some((d, i) => d !== k.shape[i])) throw bad();
   const { offset = 0, start } = opts;
   if (typeof offset !== 'number' && (offset.dtype !== 'i32' || offset.rank !== 0)) throw new DTypeError(`causalAttention: a tensor offset must be an i32 scalar, got ${offset.dtype}${fmt(offset.shape)}`);

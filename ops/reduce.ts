@@ -5,7 +5,7 @@ import type { ReduceArg, ReduceOp } from '../core/node.js';
 import { fmt, normAxes, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { isFloat, type DType } from '../core/dtype.js';
-import { add, cast, equal, iota, mul, maximum, neg, stopGradient, sub, where } from './elementwise.js';
+import { add, cast, equal, iota, mul, neg, stopGradient, sub, where } from './elementwise.js';
 import { div, exp, log } from './math.js';
 import { broadcastTo, reshape } from './movement.js';
 

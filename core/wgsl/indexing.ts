@@ -66,7 +66,7 @@ ${head(n)}
  * own and only the write runs. Step buffers: [dst, src, pos, out].
  */
 export const renderUpdate = (k: Kernel & { readonly kind: 'update' }, label: string, inPlace: boolean): RenderedKernel[] => {
-  const [dst, src] = k.inputs as [Node, Node];
+  const src = k.inputs[1]!;
   const t = storeType(k.out.dtype);
   const shape = k.out.shape, T = shape[k.axis]!, L = src.shape[k.axis]!;
   const inner = numel(shape.slice(k.axis + 1));
