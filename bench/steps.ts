@@ -72,7 +72,7 @@ export const mlpStep = async (dev: Device): Promise<{ ms: number; kernels: numbe
   const s0 = dev.counters.submits;
   const ms = await timeCalls(dev, run, 10, 5);
   const submits = (dev.counters.submits - s0) / (10 * 6);
-  for (const t of Object.values(p)) t.dispose();
+  for (const t of [...Object.values(p), x, y]) t.dispose();
   return { ms, kernels: step.kernels, submits };
 };
 
