@@ -5,6 +5,7 @@ import * as C from '../index.js';
 import type { Tensor } from '../index.js';
 import { compileKernels, dispatchesOf, ensureUploaded, planScratch, webgpuDevice } from '../core/runtime.js';
 import { schedule } from '../core/schedule/index.js';
+import { numel } from '../core/shape.js';
 import type { Device } from '../core/device.js';
 
 export const median = (xs: readonly number[]): number => {
@@ -49,7 +50,7 @@ export const fusedChain = async (dev: Device, n = 16 * 1024 * 1024): Promise<{ g
 };
 
 interface Mlp { readonly w1: Tensor; readonly b1: Tensor; readonly w2: Tensor; readonly b2: Tensor }
-const rand = (shape: number[], scale: number) => C.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (Math.random() - 0.5) * scale), { shape });
+const rand = (shape: number[], scale: number) => C.tensor(Float32Array.from({ length: numel(shape) }, () => (Math.random() - 0.5) * scale), { shape });
 
 /** ms per jitted SGD step of a 784→256→10 MLP with softmax cross-entropy, batch 64; kernels and submits per step. */
 export const mlpStep = async (dev: Device): Promise<{ ms: number; kernels: number; submits: number }> => {
@@ -81,7 +82,7 @@ export const jaxMlpStep = async (): Promise<number> => {
   const jax = await import('@jax-js/jax');
   const np = jax.numpy;
   type A = ReturnType<typeof np.array>;
-  const arr = (shape: number[], scale: number) => np.array(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (Math.random() - 0.5) * scale)).reshape(shape);
+  const arr = (shape: number[], scale: number) => np.array(Float32Array.from({ length: numel(shape) }, () => (Math.random() - 0.5) * scale)).reshape(shape);
   const x = arr([64, 784], 2);
   const yOne = jax.nn.oneHot(np.array(Int32Array.from({ length: 64 }, (_, i) => i % 10), { dtype: np.int32 }), 10);
   const lossFn = (w1: A, b1: A, w2: A, b2: A, xx: A, yy: A) => {

@@ -3,6 +3,7 @@
 
 import type { Storage } from './dtype.js';
 import type { Node } from './node.js';
+import { numel } from './shape.js';
 import { interpret } from './interp.js';
 import { Tensor } from './tensor.js';
 
@@ -104,7 +105,7 @@ export const toArray = async (t: Tensor): Promise<Nested> => {
   const build = (dim: number, off: number): Nested => {
     if (dim === t.rank) return conv(flat[off]!);
     const n = t.shape[dim]!;
-    const stride = t.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+    const stride = numel(t.shape.slice(dim + 1));
     return Array.from({ length: n }, (_, i) => build(dim + 1, off + i * stride));
   };
   return build(0, 0);

@@ -3,14 +3,14 @@
 
 import type { DType } from './dtype.js';
 import { makeNode, type Node, type OpDef } from './node.js';
-import type { Shape } from './shape.js';
+import { numel, type Shape } from './shape.js';
 
 export class Tensor<D extends DType = DType> {
   constructor(readonly node: Node) {}
   get shape(): Shape { return this.node.shape; }
   get dtype(): D { return this.node.dtype as D; }
   get rank(): number { return this.node.shape.length; }
-  get size(): number { return this.node.shape.reduce((a, b) => a * b, 1); }
+  get size(): number { return numel(this.node.shape); }
   /** Free realised buffers (GPU memory returns to the pool). The tensor may be recomputed later if its graph is alive. */
   dispose(): void {
     this.node.gpu?.free();

@@ -11,7 +11,7 @@
 
 import { allocStorage } from '../core/dtype.js';
 import type { CustomOp, Node, Strided } from '../core/node.js';
-import { DTypeError, fmt, ShapeError } from '../core/shape.js';
+import { DTypeError, fmt, numel, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { materialize } from '../core/interp.js';
 import { broadcastTo, reshape, slice } from './movement.js';
@@ -53,7 +53,7 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
   const kRow = (b: number, s: number, kh: number) => (arg.kv === 'bshd' ? (b * S + s) * Hkv + kh : (b * Hkv + kh) * S + s) * D;
   const keys = (b: number, t: number): [number, number] => { const p = t + offset; return [Math.max(0, Math.min(start ? start[b]! : 0, p)), Math.min(p, S - 1)]; };
   const dot = (x: Float64Array, i: number, y: Float64Array, j: number) => { let a = 0; for (let d = 0; d < D; d++) a += x[i + d]! * y[j + d]!; return a; };
-  const res = new Float64Array(out.shape.reduce((a, b) => a * b, 1));
+  const res = new Float64Array(numel(out.shape));
   // logsumexp of scale·q·k over a query row's keys (0 when it has none).
   const lseOf = (qi: number, b: number, kh: number, lo: number, hi: number) => {
     let m = -Infinity;

@@ -4,6 +4,7 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
 import { interpret } from '../core/interp.js';
@@ -14,7 +15,6 @@ import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
 
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /** The unfused meaning: scores (B, Hkv, g, T, S), masked, softmax, times V. */
 const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor | null): Tensor => {

@@ -3,6 +3,7 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { fillValues, NOT_DIFFERENTIABLE, OPS, type Case } from './optable.js';
@@ -11,7 +12,6 @@ import './setup.js';
 setBackend('cpu');
 
 const f64 = (vals: number[], shape: readonly number[]) => C.tensor(Float64Array.from(vals), { shape, dtype: 'f64' });
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!; return s; };
 
 /** Returns the two sides of the inner-product identity. */

@@ -2,6 +2,7 @@
 // Gradients are covered by the op table (test/optable.ts).
 
 import { describe, expect, it } from 'vitest';
+import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { causalAttention, crossEntropy, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
@@ -10,7 +11,6 @@ import './setup.js';
 
 setBackend('cpu');
 
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const f64 = (shape: number[], seed: number) => C.tensor(Float64Array.from(fillValues(numel(shape), 'any', seed)), { shape, dtype: 'f64' });
 const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {

@@ -3,6 +3,7 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
 import type { Node } from '../core/node.js';
@@ -14,7 +15,6 @@ import { fillValues, OPS, shapeArb, type Case } from './optable.js';
 import './setup.js';
 
 const dev = gpuDevice!;
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const f32 = (vals: number[], shape: readonly number[]) => C.tensor(Float32Array.from(vals), { shape });
 
 /** Values of `outs` on the GPU (fused or not) — fresh graph each call, so nothing is shared with the oracle. */

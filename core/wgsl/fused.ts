@@ -3,6 +3,7 @@
 // epilogue function a matmul template calls. Expressions become `let` bindings, each computed once.
 
 import type { DType } from '../dtype.js';
+import { numel } from '../shape.js';
 import type { Expr, Kernel, Reduction } from '../schedule/index.js';
 import { idxKey, renderIdx, type Idx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
@@ -122,7 +123,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 };
 
 export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
-  const n = k.shape.reduce((a, b) => a * b, 1);
+  const n = numel(k.shape);
   if (n % 4 === 0 && n >= 64) return renderElementwise4(k, label, n);
   const em = new Emitter(() => { throw new Error('elementwise kernel has no reductions'); });
   const value = em.render(k.value);
