@@ -14,6 +14,7 @@ import { causalAttention } from '../ops/nn.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
+import { maxRelDiff } from './helpers.js';
 
 
 /** The unfused meaning: scores (B, Hkv, g, T, S), masked, softmax, times V. */
@@ -62,12 +63,6 @@ const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed'
   return [out, ...grads];
 };
 
-const maxRelDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / (1 + Math.abs(b[i]!)));
-  return m;
-};
 
 describe('fused attention', () => {
   it('equals attention composed of matmul, mask and softmax, values and gradients (f64, interpreter)', () => {

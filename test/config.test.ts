@@ -6,8 +6,9 @@ import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type ConfigError, type LlamaConfig,
+  codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig,
 } from '../models/config.js';
+import { leftMessage, right } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
@@ -15,14 +16,6 @@ if (!haveFixtures) console.warn(`config tests: fixtures not found at ${fixtures}
 
 const minimal = { hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5, num_attention_heads: 8, vocab_size: 512, rms_norm_eps: 1e-5 };
 
-const right = <A>(e: E.Either<ConfigError, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
-const leftMessage = <A>(e: E.Either<ConfigError, A>): string => {
-  if (E.isRight(e)) throw new Error(`expected a Left, got ${JSON.stringify(e.right)}`);
-  return e.left.message;
-};
 
 describe.skipIf(!haveFixtures)('stories260K config.json', () => {
   it('parses to the llama2.c header numbers', async () => {

@@ -4,7 +4,6 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import * as E from 'fp-ts/lib/Either.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { setBackend } from '../index.js';
@@ -13,6 +12,7 @@ import { initParams, type LlamaConfig, type LlamaParams } from '../models/llama.
 import { loadLlama } from '../models/load.js';
 import { loadTokenizer } from '../models/tokenizer/index.js';
 import './setup.js';
+import { right } from './helpers.js';
 
 setBackend('cpu');
 
@@ -20,10 +20,6 @@ const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`generate tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
 
-const right = <L extends { message: string }, A>(e: E.Either<L, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
 
 interface Case { prompt: string; prompt_ids: number[]; generated_ids: number[]; runc_stdout: string }
 

@@ -6,17 +6,17 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { toHfConfig, type LlamaConfig } from '../models/config.js';
 import { checkParams, emptyCache, forward, initParams, type LlamaParams } from '../models/llama.js';
-import { loadLlama, saveLlama, toHfTensors, type LoadError } from '../models/load.js';
+import { loadLlama, saveLlama, toHfTensors } from '../models/load.js';
 import { writeSafetensors } from '../models/safetensors.js';
 import { crossEntropy } from '../ops/nn.js';
 import { fillValues } from './optable.js';
 import './setup.js';
+import { leftMessage, maxAbsDiff, right } from './helpers.js';
 
 setBackend('cpu');
 
@@ -24,21 +24,7 @@ const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`llama tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
 
-const right = <A>(e: E.Either<LoadError, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
-const leftMessage = <A>(e: E.Either<LoadError, A>): string => {
-  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
-  return e.left.message;
-};
 const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
 
 interface Case { prompt_ids: number[]; generated_ids: number[]; all_ids: number[]; logits_file: string; logits_shape: [number, number] }
 

@@ -3,24 +3,16 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
-import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadLlamaConfig } from '../models/config.js';
 import { halvesToInterleaved, interleavedToHalves, readLlama2c } from '../models/llama2c.js';
-import { openCheckpoint, type CheckpointError } from '../models/safetensors.js';
+import { openCheckpoint } from '../models/safetensors.js';
+import { leftMessage, right } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`llama2c tests: fixtures not found at ${fixtures}; skipping the stories260K comparison`);
 
-const right = <A>(e: E.Either<CheckpointError | { message: string }, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
-const leftMessage = <A>(e: E.Either<CheckpointError, A>): string => {
-  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
-  return e.left.message;
-};
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const sameBits = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(bytesOf(a)).equals(bytesOf(b));
 

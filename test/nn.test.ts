@@ -8,17 +8,12 @@ import { data, setBackend, type Tensor } from '../index.js';
 import { causalAttention, crossEntropy, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
 import { fillValues } from './optable.js';
 import './setup.js';
+import { maxAbsDiff } from './helpers.js';
 
 setBackend('cpu');
 
 const f64 = (shape: number[], seed: number) => C.tensor(Float64Array.from(fillValues(numel(shape), 'any', seed)), { shape, dtype: 'f64' });
 const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
-const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
 const vals = async (t: Tensor) => Array.from(await data(t));
 
 describe('rmsNorm', () => {
@@ -30,7 +25,7 @@ describe('rmsNorm', () => {
       const ms = xv.slice(row, row + 5).reduce((a, b) => a + b * b, 0) / 5;
       return (xv[i]! / Math.sqrt(ms + 1e-5)) * wv[i % 5]!;
     });
-    expect(maxDiff(await vals(rmsNorm(x, w, 1e-5)), want)).toBeLessThan(1e-14);
+    expect(maxAbsDiff(await vals(rmsNorm(x, w, 1e-5)), want)).toBeLessThan(1e-14);
   });
 
   it('rejects a weight that does not match the last axis', () => {
@@ -52,7 +47,7 @@ describe('rope', () => {
     const s: [number, number, number, number] = [2, 5, 3, 8];
     const x = f64(s, 3);
     const got = await vals(rope(x, C.add(C.iota(5), 7), 10000));
-    expect(maxDiff(got, naive(await vals(x), s, (_b, t) => t + 7, 10000))).toBeLessThan(1e-13);
+    expect(maxAbsDiff(got, naive(await vals(x), s, (_b, t) => t + 7, 10000))).toBeLessThan(1e-13);
   });
 
   it('matches rotate_half with (B, T) positions and another theta', async () => {
@@ -60,7 +55,7 @@ describe('rope', () => {
     const x = f64(s, 4);
     const pos = [[0, 1, 2], [10, 11, 30]];
     const got = await vals(rope(x, i32(pos), 1e6));
-    expect(maxDiff(got, naive(await vals(x), s, (b, t) => pos[b]![t]!, 1e6))).toBeLessThan(1e-12);
+    expect(maxAbsDiff(got, naive(await vals(x), s, (b, t) => pos[b]![t]!, 1e6))).toBeLessThan(1e-12);
   });
 
   it('makes q·k depend only on the distance between positions', async () => {
@@ -109,14 +104,14 @@ describe('causalAttention', () => {
   it('plain causal self-attention (T = S, one kv head per head)', async () => {
     const [q, k, v] = [f64([2, 4, 2, 3], 1), f64([2, 4, 2, 3], 2), f64([2, 4, 2, 3], 3)];
     const got = await vals(causalAttention(q, k, v));
-    expect(maxDiff(got, naive(await vals(q), await vals(k), await vals(v), [2, 4, 2, 3], 4, 2, 0, [0, 0]))).toBeLessThan(1e-14);
+    expect(maxAbsDiff(got, naive(await vals(q), await vals(k), await vals(v), [2, 4, 2, 3], 4, 2, 0, [0, 0]))).toBeLessThan(1e-14);
   });
 
   it('grouped-query heads, a cache offset and per-row start slots', async () => {
     const [B, T, H, D, S, Hkv, offset] = [2, 2, 6, 4, 7, 2, 5];
     const [q, k, v] = [f64([B, T, H, D], 4), f64([B, S, Hkv, D], 5), f64([B, S, Hkv, D], 6)];
     const got = await vals(causalAttention(q, k, v, { offset, start: i32([0, 3]) }));
-    expect(maxDiff(got, naive(await vals(q), await vals(k), await vals(v), [B, T, H, D], S, Hkv, offset, [0, 3]))).toBeLessThan(1e-14);
+    expect(maxAbsDiff(got, naive(await vals(q), await vals(k), await vals(v), [B, T, H, D], S, Hkv, offset, [0, 3]))).toBeLessThan(1e-14);
   });
 
   it('the first query attends only the first key: its output is v[0]', async () => {
@@ -143,13 +138,13 @@ describe('linear, swiglu, embedding', () => {
     const [x, w] = [f64([3, 4], 1), f64([2, 4], 2)];
     const [xv, wv] = [await vals(x), await vals(w)];
     const want = [...Array(6).keys()].map((i) => { const [r, o] = [Math.floor(i / 2), i % 2]; let s = 0; for (let j = 0; j < 4; j++) s += xv[r * 4 + j]! * wv[o * 4 + j]!; return s; });
-    expect(maxDiff(await vals(linear(x, w)), want)).toBeLessThan(1e-14);
+    expect(maxAbsDiff(await vals(linear(x, w)), want)).toBeLessThan(1e-14);
   });
 
   it('swiglu is W2(silu(W1 x) ⊙ W3 x)', async () => {
     const [x, w1, w3, w2] = [f64([2, 3], 1), f64([5, 3], 2), f64([5, 3], 3), f64([3, 5], 4)];
     const want = C.matmul(C.mul(C.silu(C.matmul(x, C.transpose(w1))), C.matmul(x, C.transpose(w3))), C.transpose(w2));
-    expect(maxDiff(await vals(swiglu(x, w1, w3, w2)), await vals(want))).toBeLessThan(1e-14);
+    expect(maxAbsDiff(await vals(swiglu(x, w1, w3, w2)), await vals(want))).toBeLessThan(1e-14);
   });
 
   it('linears equals separate linears, values and gradients, with (≥ 64 rows) and without its weight concatenation', async () => {
@@ -159,7 +154,7 @@ describe('linear, swiglu, embedding', () => {
       const [a, ga] = C.valueAndGrad(([xx, u, v]: Tensor[]) => loss(linears(xx!, [u!, v!])))([x, w1, w2]);
       const [b, gb] = C.valueAndGrad(([xx, u, v]: Tensor[]) => loss([linear(xx!, u!), linear(xx!, v!)]))([x, w1, w2]);
       expect(Math.abs((await C.item(a)) - (await C.item(b)))).toBeLessThan(1e-12);
-      for (let i = 0; i < 3; i++) expect(maxDiff(await vals(ga[i]!), await vals(gb[i]!)), `rows ${rows} grad ${i}`).toBeLessThan(1e-12);
+      for (let i = 0; i < 3; i++) expect(maxAbsDiff(await vals(ga[i]!), await vals(gb[i]!)), `rows ${rows} grad ${i}`).toBeLessThan(1e-12);
     }
   });
 

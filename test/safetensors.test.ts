@@ -10,19 +10,12 @@ import {
   openCheckpoint, openSafetensors, readSafetensorsHeader, writeSafetensors, writeShardedCheckpoint,
   type Checkpoint, type CheckpointError, type TensorToWrite, type WritableDType,
 } from '../models/safetensors.js';
+import { leftMessage, right } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`safetensors tests: fixtures not found at ${fixtures}; skipping the stories260K file tests`);
 
-const right = <A>(e: E.Either<CheckpointError, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
-const leftMessage = <A>(e: E.Either<CheckpointError, A>): string => {
-  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
-  return e.left.message;
-};
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

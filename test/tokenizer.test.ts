@@ -4,25 +4,17 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, tokenizerFromJson, tokenizerFromModelProto, type Tokenizer } from '../models/tokenizer/index.js';
 import { parseModelProto } from '../models/tokenizer/proto.js';
+import { leftMessage, right } from './helpers.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/fixtures');
 const haveFixtures = existsSync(FIXTURES);
 if (!haveFixtures) console.warn(`[tokenizer.test] SKIPPING fixture tests: ${FIXTURES} not found`);
 const FC = { seed: 20240601, numRuns: 200 };
 
-const orThrow = <A>(e: E.Either<{ message: string }, A>): A => {
-  if (E.isLeft(e)) throw new Error(e.left.message);
-  return e.right;
-};
-const leftMessage = (e: E.Either<{ message: string }, unknown>): string => {
-  if (E.isRight(e)) throw new Error('expected a Left');
-  return e.left.message;
-};
 
 // ---- a protobuf writer, just for building small ModelProtos by hand -------------------------------------------
 const varint = (n: number): number[] => {
@@ -43,7 +35,7 @@ const modelProto = (pieces: readonly Piece[], opts: { byteFallback?: boolean; re
     ...len(3, [...str(1, 'identity'), ...int(3, 1), ...int(4, opts.removeExtra ? 1 : 0)]),
   ]);
 const SPECIAL: Piece[] = [['<unk>', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3]];
-const tiny = (pieces: readonly Piece[], opts = {}) => orThrow(tokenizerFromModelProto(modelProto([...SPECIAL, ...pieces], opts), 'tiny.model'));
+const tiny = (pieces: readonly Piece[], opts = {}) => right(tokenizerFromModelProto(modelProto([...SPECIAL, ...pieces], opts), 'tiny.model'));
 const pieceStrings = (tok: Tokenizer, ids: readonly number[]) => ids.map((id) => tok.pieces[id]);
 
 describe('BPE merge order (hand-built model)', () => {
@@ -143,7 +135,7 @@ describe.skipIf(!haveFixtures)('SentencePiece fixtures', () => {
     describe(f.name, () => {
       let tok: Tokenizer, cases: Case[];
       beforeAll(() => { // not at collection time: the suite may be skipped
-        tok = orThrow(tokenizerFromModelProto(load(f.model), f.model));
+        tok = right(tokenizerFromModelProto(load(f.model), f.model));
         cases = (JSON.parse(load(f.cases).toString('utf8')) as { cases: Case[] }).cases;
       });
 
@@ -177,7 +169,7 @@ describe.skipIf(!haveFixtures)('SentencePiece fixtures', () => {
         expect(chunks.slice(-4)).toEqual(['', '', '', '🙂']); // <0xF0> <0x9F> <0x99> <0x82>
       });
       it('tokenizer.json built from the same pieces (merges ranked by score) encodes identically', () => {
-        const m = orThrow(parseModelProto(load(f.model), f.model));
+        const m = right(parseModelProto(load(f.model), f.model));
         const vocab = Object.fromEntries(m.pieces.map((p, i) => [p.piece, i]));
         const merges: { a: string; b: string; score: number; id: number }[] = [];
         m.pieces.forEach((p, id) => {
@@ -197,7 +189,7 @@ describe.skipIf(!haveFixtures)('SentencePiece fixtures', () => {
           model: { type: 'BPE', dropout: null, unk_token: '<unk>', fuse_unk: true, byte_fallback: true, vocab,
             merges: merges.map((x, i) => (i % 2 ? `${x.a} ${x.b}` : [x.a, x.b])) },
         };
-        const hf = orThrow(tokenizerFromJson(json, 'built.json'));
+        const hf = right(tokenizerFromJson(json, 'built.json'));
         expect([hf.vocabSize, hf.bosId, hf.eosId, hf.unkId]).toEqual([tok.vocabSize, tok.bosId, tok.eosId, tok.unkId]);
         const texts = cases.map((c) => c.text).filter((x) => !f.removeExtra || roundTripOf(x, true) === x);
         for (const x of texts) expect(hf.encode(x), x).toEqual(tok.encode(x));
@@ -208,14 +200,14 @@ describe.skipIf(!haveFixtures)('SentencePiece fixtures', () => {
   }
 
   it('loadTokenizer reads a .model, a directory, and a tokenizer.json file', async () => {
-    const byFile = orThrow(await loadTokenizer(path.join(FIXTURES, 'stories260K/tok512.model'))());
-    const byDir = orThrow(await loadTokenizer(path.join(FIXTURES, 'llama2-tokenizer-32k'))());
+    const byFile = right(await loadTokenizer(path.join(FIXTURES, 'stories260K/tok512.model'))());
+    const byDir = right(await loadTokenizer(path.join(FIXTURES, 'llama2-tokenizer-32k'))());
     expect(byFile.vocabSize).toBe(512);
     expect(byDir.encode('Hello world')).toEqual([1, 15043, 3186]);
     const vocab = Object.fromEntries(byFile.pieces.map((p, i) => [p, i]));
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'camelid-tok-')), 'tokenizer.json');
     writeFileSync(file, JSON.stringify({ model: { type: 'BPE', vocab, merges: [], byte_fallback: true, unk_token: '<unk>' } }));
-    const hf = orThrow(await loadTokenizer(file)());
+    const hf = right(await loadTokenizer(file)());
     expect(hf.encode('ab', { bos: false })).toEqual([vocab['a'], vocab['b']]); // no normalizer, no merges
   });
 });

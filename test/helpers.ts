@@ -1,0 +1,32 @@
+// Helpers shared by the test files: unwrapping Eithers at the edge of a test, and element-wise differences.
+
+import * as E from 'fp-ts/lib/Either.js';
+import { expect } from 'vitest';
+
+/** The Right value, or the Left's message thrown. */
+export const right = <L extends { message: string }, A>(e: E.Either<L, A>): A => {
+  if (E.isLeft(e)) throw new Error(e.left.message);
+  return e.right;
+};
+
+/** The Left's message; a Right fails the test. */
+export const leftMessage = <L extends { message: string }, A>(e: E.Either<L, A>): string => {
+  if (E.isRight(e)) throw new Error('expected a Left, got a Right');
+  return e.left.message;
+};
+
+/** max |a − b| over equally long arrays. */
+export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
+
+/** max |a − b| / (1 + |b|) over equally long arrays. */
+export const maxRelDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / (1 + Math.abs(b[i]!)));
+  return m;
+};
