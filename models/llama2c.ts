@@ -21,33 +21,29 @@ const versionedMagic = 0x616b3432; // "ak42": llama2.c's newer export formats, w
 
 /**
  * llama2.c keeps each head's rotary pairs interleaved (rows 2i, 2i+1); Hugging Face's rotate_half wants the first
- * members of all pairs, then the second members. Row r = h·hd + 2i + p moves to h·hd + p·hd/2 + i.
- * @example interleavedToHalves(w, 8, 8, 64) // (8·8, 64) q_proj rows in HF order
+ * members of all pairs, then the second members. Row h·hd + 2i + p (interleaved) is row h·hd + p·hd/2 + i (halves);
+ * `toHalves` says which way the rows move.
  */
-export const interleavedToHalves = (w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array => {
+const moveRotaryRows = (w: Float32Array, nHeads: number, headDim: number, cols: number, toHalves: boolean): Float32Array => {
   const out = new Float32Array(w.length);
   const half = headDim / 2;
   for (let h = 0; h < nHeads; h++)
     for (let i = 0; i < half; i++)
       for (let p = 0; p < 2; p++) {
-        const src = (h * headDim + 2 * i + p) * cols;
-        out.set(w.subarray(src, src + cols), (h * headDim + p * half + i) * cols);
+        const [inter, halves] = [(h * headDim + 2 * i + p) * cols, (h * headDim + p * half + i) * cols];
+        const [src, dst] = toHalves ? [inter, halves] : [halves, inter];
+        out.set(w.subarray(src, src + cols), dst);
       }
   return out;
 };
 
+/** q/k rows from llama2.c order to Hugging Face's. @example interleavedToHalves(w, 8, 8, 64) // (8·8, 64) q_proj rows */
+export const interleavedToHalves = (w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array =>
+  moveRotaryRows(w, nHeads, headDim, cols, true);
+
 /** Inverse of `interleavedToHalves`: Hugging Face q/k rows back to llama2.c order. */
-export const halvesToInterleaved = (w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array => {
-  const out = new Float32Array(w.length);
-  const half = headDim / 2;
-  for (let h = 0; h < nHeads; h++)
-    for (let i = 0; i < half; i++)
-      for (let p = 0; p < 2; p++) {
-        const src = (h * headDim + p * half + i) * cols;
-        out.set(w.subarray(src, src + cols), (h * headDim + 2 * i + p) * cols);
-      }
-  return out;
-};
+export const halvesToInterleaved = (w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array =>
+  moveRotaryRows(w, nHeads, headDim, cols, false);
 
 /** Header → config, checking what the layout arithmetic relies on. */
 export const llama2cConfig = (file: string, h: Int32Array): E.Either<CheckpointError, LlamaConfig> => {
