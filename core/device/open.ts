@@ -7,6 +7,7 @@ import { create } from 'webgpu';
 import { BindGroupCache, type Binding } from './bindings.js';
 import { type DeviceError, DeviceFailure, fromGpuError } from './errors.js';
 import { type KernelSource, PipelineCache } from './pipelines.js';
+import { Pacer } from './pace.js';
 import { BufferPool, type BufferKind, type PoolCounters } from './pool.js';
 
 /** The adapter limits a kernel generator needs; requested at their real (adapter) values, not the defaults. */
@@ -57,7 +58,6 @@ export interface Dispatch {
 type TypedArray = Float32Array | Int32Array | Uint32Array | Uint8Array | Uint16Array | Float64Array;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const PACE_MIN_MS = 15;
 
 /**
  * An open WebGPU device. Create with `openDevice()` or the process-wide `getDevice()`.
@@ -81,11 +81,8 @@ export class Device {
   private lostError: DeviceError | null = null;
   private destroyed = false;
   private submits = 0;
-  // Pacing (dawn.node spins a core while a GPU promise is pending, which a CPU adapter needs for its kernels):
-  // the latest paced submit, and the learned GPU time of each pacing key, slept through before the next wait.
-  private paced: { key: string; at: number } | null = null;
-  private readonly gpuMs = new Map<string, number>();
-  private readonly seen = new Set<string>();
+  // Waits sleep through most of a paced submit's learned GPU time first (see ./pace.ts).
+  private readonly pacer = new Pacer();
 
   constructor(gpu: GPU, device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: DeviceFeatures) {
     this.gpu = gpu;
@@ -187,32 +184,15 @@ export class Device {
     pass.end();
     device.queue.submit([enc.finish()]);
     this.submits++;
-    this.paced = pace === undefined ? null : { key: pace, at: performance.now() };
+    this.pacer.submitted(pace, performance.now());
   }
 
-  /** Sleep through most of the paced work still expected to run; returns what to learn from once the wait ends. */
-  private async pace(atLeastMs = 0): Promise<(() => void) | null> {
-    const p = this.paced;
-    if (p === null) {
-      if (atLeastMs > 0) await sleep(atLeastMs);
-      return null;
-    }
-    this.paced = null;
-    const est = this.gpuMs.get(p.key);
-    // Short work is waited for at once: a timer's overshoot would cost more than the spin.
-    const left = Math.max(atLeastMs, est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.95 * est - performance.now());
-    if (left > 1) await sleep(left);
+  /** Sleep through most of the paced work still expected to run; returns what to call once the wait has ended. */
+  private async pace(atLeastMs = 0): Promise<() => void> {
+    const wait = this.pacer.begin(performance.now(), atLeastMs);
+    if (wait.sleepMs > 0) await sleep(wait.sleepMs);
     const woke = performance.now();
-    return () => {
-      // The first run of a key may include Dawn's lazy pipeline compiles: only later runs are learned. When the
-      // work ended during the sleep (the wait took no longer than a readback), the estimate is too long, so
-      // shorten it; else the wait's end is the work's end (slightly late after a spin), so learn that.
-      if (!this.seen.has(p.key)) { this.seen.add(p.key); return; }
-      const done = performance.now();
-      // A wait spun from the submit ran the work ~1.6× slower than it runs beside a sleep: start from 0.6 of it.
-      const took = done - p.at;
-      this.gpuMs.set(p.key, est === undefined ? 0.6 * took : left > 1 && done - woke < 2 ? 0.85 * est : took);
-    };
+    return () => wait.done(woke, performance.now());
   }
 
   /** Write host data into a buffer (queue.writeBuffer; byte length and offset must be multiples of 4). */
@@ -239,7 +219,7 @@ export class Device {
       device.queue.submit([enc.finish()]);
       this.submits++;
       await stage.mapAsync(1 /* GPUMapMode.READ */, 0, bytes);
-      learn?.();
+      learn();
       new Uint8Array(out.buffer, out.byteOffset, bytes).set(new Uint8Array(stage.getMappedRange(0, bytes)));
     } catch (err) {
       this.check();
@@ -260,7 +240,7 @@ export class Device {
     const device = this.live();
     const learn = await this.pace(sleepMs);
     await device.queue.onSubmittedWorkDone();
-    learn?.();
+    learn();
     this.check();
   }
 
