@@ -1,14 +1,13 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig,
 } from '../models/config.js';
-import { leftMessage, right } from './helpers.js';
+import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
@@ -123,26 +122,20 @@ describe('toHfConfig', () => {
 });
 
 describe('loadLlamaConfig errors', () => {
-  let dir = '';
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'camelid-config-'));
-  });
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDir('camelid-config-');
 
   it('names a missing file', async () => {
-    const msg = leftMessage(await loadLlamaConfig(join(dir, 'nope'))());
-    expect(msg).toContain(join(dir, 'nope'));
+    const msg = leftMessage(await loadLlamaConfig(join(tmp.path, 'nope'))());
+    expect(msg).toContain(join(tmp.path, 'nope'));
     expect(msg).toContain('ENOENT');
   });
 
   it('names a folder without config.json by its config.json path', async () => {
-    expect(leftMessage(await loadLlamaConfig(dir)())).toContain(join(dir, 'config.json'));
+    expect(leftMessage(await loadLlamaConfig(tmp.path)())).toContain(join(tmp.path, 'config.json'));
   });
 
   it('reports invalid JSON with the file', async () => {
-    const f = join(dir, 'bad.json');
+    const f = join(tmp.path, 'bad.json');
     await writeFile(f, '{"hidden_size": 64,');
     const msg = leftMessage(await loadLlamaConfig(f)());
     expect(msg).toContain(f);
@@ -150,7 +143,7 @@ describe('loadLlamaConfig errors', () => {
   });
 
   it('reports a missing hidden_size with the file', async () => {
-    const f = join(dir, 'missing.json');
+    const f = join(tmp.path, 'missing.json');
     const { hidden_size: _, ...rest } = minimal;
     await writeFile(f, JSON.stringify(rest));
     const msg = leftMessage(await loadLlamaConfig(f)());

@@ -3,10 +3,9 @@
 // and a bit-exact save/load round trip.
 
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { toHfConfig, type LlamaConfig } from '../models/config.js';
@@ -16,7 +15,7 @@ import { writeSafetensors } from '../models/safetensors.js';
 import { crossEntropy } from '../ops/nn.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { leftMessage, maxAbsDiff, right } from './helpers.js';
+import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 
 setBackend('cpu');
 
@@ -123,9 +122,7 @@ describe('forward', () => {
 });
 
 describe('loading and saving', () => {
-  let dir = '';
-  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'camelid-llama-')); });
-  afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
+  const tmp = tempDir('camelid-llama-');
 
   const bits = async (t: Tensor) => { const d = await data(t); return new Uint8Array(d.buffer, d.byteOffset, d.byteLength); };
 
@@ -133,7 +130,7 @@ describe('loading and saving', () => {
     it(`save → load round-trips config and f32 parameters bit for bit (${tie ? 'tied' : 'untied'})`, async () => {
       const cfg = { ...tiny, tieEmbeddings: tie };
       const params = initParams(cfg, C.key(7));
-      const out = join(dir, `rt-${tie}`);
+      const out = join(tmp.path, `rt-${tie}`);
       right(await saveLlama(out, cfg, params)());
       const back = right(await loadLlama(out)());
       expect(back.config).toEqual(cfg);
@@ -149,7 +146,7 @@ describe('loading and saving', () => {
 
   // A folder whose tensors are the tiny model's, edited by `edit`.
   const folder = async (name: string, edit: (ts: { name: string; shape: readonly number[]; data: Float32Array }[]) => typeof ts, config: object = toHfConfig(tiny)) => {
-    const d = join(dir, name);
+    const d = join(tmp.path, name);
     const params = initParams(tiny, C.key(8));
     const ts = await Promise.all(toHfTensors(tiny, params).map(async ({ name: n, tensor }) => ({ name: n, shape: tensor.shape, data: Float32Array.from(await data(tensor)) })));
     await rm(d, { recursive: true, force: true });
@@ -185,10 +182,10 @@ describe('loading and saving', () => {
   });
 
   it('a path that does not exist, an unknown file type, and a truncated .bin are Lefts', async () => {
-    expect(leftMessage(await loadLlama(join(dir, 'nope'))())).toMatch(/nope: cannot open model/);
-    await writeFile(join(dir, 'weights.pt'), 'x');
-    expect(leftMessage(await loadLlama(join(dir, 'weights.pt'))())).toMatch(/cannot tell the format of 'weights\.pt'/);
-    await writeFile(join(dir, 'short.bin'), new Uint8Array(12));
-    expect(leftMessage(await loadLlama(join(dir, 'short.bin'))())).toMatch(/short\.bin: file is 12 bytes/);
+    expect(leftMessage(await loadLlama(join(tmp.path, 'nope'))())).toMatch(/nope: cannot open model/);
+    await writeFile(join(tmp.path, 'weights.pt'), 'x');
+    expect(leftMessage(await loadLlama(join(tmp.path, 'weights.pt'))())).toMatch(/cannot tell the format of 'weights\.pt'/);
+    await writeFile(join(tmp.path, 'short.bin'), new Uint8Array(12));
+    expect(leftMessage(await loadLlama(join(tmp.path, 'short.bin'))())).toMatch(/short\.bin: file is 12 bytes/);
   });
 });

@@ -1,13 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadLlamaConfig } from '../models/config.js';
 import { halvesToInterleaved, interleavedToHalves, readLlama2c } from '../models/llama2c.js';
 import { openCheckpoint } from '../models/safetensors.js';
-import { leftMessage, right } from './helpers.js';
+import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
@@ -16,13 +15,7 @@ if (!haveFixtures) console.warn(`llama2c tests: fixtures not found at ${fixtures
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const sameBits = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(bytesOf(a)).equals(bytesOf(b));
 
-let dir = '';
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'camelid-llama2c-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tmp = tempDir('camelid-llama2c-');
 
 describe.skipIf(!haveFixtures)('stories260K.bin against the Hugging Face export', () => {
   it('gives the same config as config.json', async () => {
@@ -57,7 +50,7 @@ describe.skipIf(!haveFixtures)('stories260K.bin against the Hugging Face export'
   });
 
   it('a truncated copy is a Left naming the file, expected and actual bytes', async () => {
-    const cut = join(dir, 'stories-truncated.bin');
+    const cut = join(tmp.path, 'stories-truncated.bin');
     await writeFile(cut, (await readFile(join(fixtures, 'stories260K.bin'))).subarray(0, 100_000));
     const msg = leftMessage(await readLlama2c(cut)());
     expect(msg).toContain(cut);
@@ -78,7 +71,7 @@ const small = { dim: 8, hidden: 6, layers: 2, heads: 2, kv: 1, vocab: -5, seq: 3
 
 describe('llama2.c layout', () => {
   it('reads an unshared classifier and permutes q/k rows within each head', async () => {
-    const path = join(dir, 'small.bin');
+    const path = join(tmp.path, 'small.bin');
     await writeFile(path, synthetic(small));
     const { config, tensors } = right(await readLlama2c(path)());
     expect(config).toMatchObject({ dim: 8, hiddenDim: 6, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 5, seqLen: 3, tieEmbeddings: false });
@@ -128,7 +121,7 @@ describe('malformed llama2.c files are Lefts naming the file', () => {
   ];
   for (const c of cases)
     it(c.name, async () => {
-      const path = join(dir, `${c.name.replaceAll(' ', '-')}.bin`);
+      const path = join(tmp.path, `${c.name.replaceAll(' ', '-')}.bin`);
       await writeFile(path, c.bytes());
       const msg = leftMessage(await readLlama2c(path)());
       expect(msg).toContain(path);
@@ -136,6 +129,6 @@ describe('malformed llama2.c files are Lefts naming the file', () => {
     });
 
   it('a missing file names the file', async () => {
-    expect(leftMessage(await readLlama2c(join(dir, 'absent.bin'))())).toContain('ENOENT');
+    expect(leftMessage(await readLlama2c(join(tmp.path, 'absent.bin'))())).toContain('ENOENT');
   });
 });

@@ -1,16 +1,15 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bf16ToF32, bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16, f32ToBf16Array, f32ToF16, f32ToF16Array,
   openCheckpoint, openSafetensors, readSafetensorsHeader, writeSafetensors, writeShardedCheckpoint,
   type Checkpoint, type CheckpointError, type TensorToWrite, type WritableDType,
 } from '../models/safetensors.js';
-import { leftMessage, right } from './helpers.js';
+import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
 const haveFixtures = existsSync(fixtures);
@@ -180,19 +179,13 @@ const expectSameTensors = async (ckpt: Checkpoint, drawn: readonly Drawn[]) => {
 };
 
 describe('write → read round trip', () => {
-  let dir = '';
+  const tmp = tempDir('camelid-st-rt-');
   let count = 0;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'camelid-st-rt-'));
-  });
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
 
   it('is bit-exact for a single file, F32/F16/BF16 (property)', async () => {
     await fc.assert(
       fc.asyncProperty(drawnCheckpoint, fc.dictionary(fc.string({ maxLength: 8 }), fc.string({ maxLength: 8 }), { maxKeys: 3 }), async (drawn, metadata) => {
-        const path = join(dir, `single-${count++}.safetensors`);
+        const path = join(tmp.path, `single-${count++}.safetensors`);
         right(await writeSafetensors(path, drawn.map(toWrite), metadata)());
         const f = right(await openSafetensors(path)());
         try {
@@ -212,7 +205,7 @@ describe('write → read round trip', () => {
   it('is bit-exact for sharded checkpoints, every shard within its byte budget (property)', async () => {
     await fc.assert(
       fc.asyncProperty(drawnCheckpoint, fc.integer({ min: 1, max: 300 }), async (drawn, maxShardBytes) => {
-        const out = join(dir, `sharded-${count++}`);
+        const out = join(tmp.path, `sharded-${count++}`);
         const { files } = right(await writeShardedCheckpoint(out, drawn.map(toWrite), maxShardBytes)());
         const ckpt = right(await openCheckpoint(out)());
         try {
@@ -233,7 +226,7 @@ describe('write → read round trip', () => {
   });
 
   it('pads the header with spaces to an 8-byte boundary', async () => {
-    const path = join(dir, 'pad.safetensors');
+    const path = join(tmp.path, 'pad.safetensors');
     right(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: new Float32Array([1]) }], {})());
     const bytes = await readFile(path);
     const n = Number(bytes.readBigUInt64LE(0));
@@ -244,7 +237,7 @@ describe('write → read round trip', () => {
   });
 
   it('rounds Float32Array data to F16/BF16 to nearest even and takes thunks', async () => {
-    const path = join(dir, 'convert.safetensors');
+    const path = join(tmp.path, 'convert.safetensors');
     const x = new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, fromBits(0x3f818000), -0, 65520]);
     right(await writeSafetensors(path, [
       { name: 'h', dtype: 'F16', shape: [5], data: x },
@@ -258,13 +251,13 @@ describe('write → read round trip', () => {
   });
 
   it('rejects bad tensors without leaving a file behind', async () => {
-    const path = join(dir, 'bad-write.safetensors');
+    const path = join(tmp.path, 'bad-write.safetensors');
     const one = new Float32Array([1]);
     expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [2], data: one }])())).toContain('tensor "a": data has 1 elements but shape [2] needs 2');
     expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: one }, { name: 'a', dtype: 'F32', shape: [1], data: one }])())).toContain('duplicate');
     expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [1], data: new Uint16Array(1) }])())).toContain('Float32Array');
     expect(leftMessage(await writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [-1], data: one }])())).toContain('non-negative');
-    expect((await readdir(dir)).filter((f) => f.startsWith('bad-write'))).toEqual([]);
+    expect((await readdir(tmp.path)).filter((f) => f.startsWith('bad-write'))).toEqual([]);
   });
 });
 
@@ -279,13 +272,7 @@ const stFile = (header: string, dataBytes: number, declared?: bigint): Uint8Arra
 };
 
 describe('malformed safetensors files are Lefts naming the file and tensor', () => {
-  let dir = '';
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'camelid-st-bad-'));
-  });
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDir('camelid-st-bad-');
 
   const cases: { name: string; bytes: () => Uint8Array; expect: string[] }[] = [
     { name: 'tiny', bytes: () => new Uint8Array(3), expect: ['3 bytes, too short'] },
@@ -310,7 +297,7 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
 
   for (const c of cases)
     it(c.name, async () => {
-      const path = join(dir, `${c.name}.safetensors`);
+      const path = join(tmp.path, `${c.name}.safetensors`);
       await writeFile(path, c.bytes());
       const results: E.Either<CheckpointError, unknown>[] = [await readSafetensorsHeader(path)(), await openSafetensors(path)(), await openCheckpoint(path)()];
       for (const result of results) {
@@ -321,7 +308,7 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
     });
 
   it('truncated file: the last tensor runs past the end', async () => {
-    const path = join(dir, 'truncated.safetensors');
+    const path = join(tmp.path, 'truncated.safetensors');
     right(await writeSafetensors(path, [
       { name: 'first', dtype: 'F32', shape: [4], data: new Float32Array(4) },
       { name: 'last', dtype: 'F32', shape: [4], data: new Float32Array(4) },
@@ -335,33 +322,27 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
   });
 
   it('a missing file names the file', async () => {
-    const path = join(dir, 'absent.safetensors');
+    const path = join(tmp.path, 'absent.safetensors');
     expect(leftMessage(await openSafetensors(path)())).toContain(`${path}: cannot open (ENOENT`);
     expect(leftMessage(await openCheckpoint(path)())).toContain(path);
   });
 
   it('a folder with no checkpoint says what it looked for', async () => {
-    const empty = join(dir, 'empty');
+    const empty = join(tmp.path, 'empty');
     await mkdir(empty);
     expect(leftMessage(await openCheckpoint(empty)())).toContain('neither model.safetensors.index.json nor model.safetensors');
   });
 });
 
 describe('malformed sharded checkpoints are Lefts naming the index, shard and tensor', () => {
-  let dir = '';
+  const tmp = tempDir('camelid-st-shard-');
   let n = 0;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'camelid-st-shard-'));
-  });
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
 
   const t = (name: string): TensorToWrite => ({ name, dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) });
 
   // Two shards: s1 holds a, b; s2 holds c. `weightMap` is written as the index.
   const setup = async (weightMap: unknown, s2: string[] = ['c']) => {
-    const d = join(dir, `ck${n++}`);
+    const d = join(tmp.path, `ck${n++}`);
     await mkdir(d);
     right(await writeSafetensors(join(d, 's1.safetensors'), [t('a'), t('b')])());
     right(await writeSafetensors(join(d, 's2.safetensors'), s2.map(t))());
