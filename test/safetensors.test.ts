@@ -23,30 +23,26 @@ const toBits = (x: number) => ((f32[0] = x), u32[0]!);
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 describe('half-float conversions', () => {
-  it('f16 → f32 → f16 is the identity on all 65536 patterns, NaNs included', () => {
-    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
-    expect(Buffer.from(f32ToF16Array(f16ToF32Array(all)).buffer).equals(Buffer.from(all.buffer))).toBe(true);
-    // Scalars travel as JS numbers, which may quiet a signalling NaN: only its NaN-ness and sign are kept.
-    const wrong: number[] = [];
-    for (let h = 0; h < 65536; h++) {
-      const back = f32ToF16(f16ToF32(h));
-      const nan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      if (nan ? (back & 0xfc00) !== (h & 0xfc00) || (back & 0x3ff) === 0 : back !== h) wrong.push(h);
-    }
-    expect(wrong).toEqual([]);
-  });
-
-  it('bf16 → f32 → bf16 is the identity on all 65536 patterns, NaNs included', () => {
-    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
-    expect(Buffer.from(f32ToBf16Array(bf16ToF32Array(all)).buffer).equals(Buffer.from(all.buffer))).toBe(true);
-    const wrong: number[] = [];
-    for (let h = 0; h < 65536; h++) {
-      const back = f32ToBf16(bf16ToF32(h));
-      const nan = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
-      if (nan ? (back & 0xff80) !== (h & 0xff80) || (back & 0x7f) === 0 : back !== h) wrong.push(h);
-    }
-    expect(wrong).toEqual([]);
-  });
+  // Each format: its converters, and the masks of its exponent (all ones: inf/NaN) and mantissa.
+  const formats = [
+    { name: 'f16', toF32: f16ToF32, fromF32: f32ToF16, toF32s: f16ToF32Array, fromF32s: f32ToF16Array, exp: 0x7c00, man: 0x3ff },
+    { name: 'bf16', toF32: bf16ToF32, fromF32: f32ToBf16, toF32s: bf16ToF32Array, fromF32s: f32ToBf16Array, exp: 0x7f80, man: 0x7f },
+  ];
+  for (const f of formats) {
+    it(`${f.name} → f32 → ${f.name} is the identity on all 65536 patterns, NaNs included`, () => {
+      const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+      expect(Buffer.from(f.fromF32s(f.toF32s(all)).buffer).equals(Buffer.from(all.buffer))).toBe(true);
+      // Scalars travel as JS numbers, which may quiet a signalling NaN: only its NaN-ness and sign are kept.
+      const wrong: number[] = [];
+      const signExp = 0x8000 | f.exp;
+      for (let h = 0; h < 65536; h++) {
+        const back = f.fromF32(f.toF32(h));
+        const nan = (h & f.exp) === f.exp && (h & f.man) !== 0;
+        if (nan ? (back & signExp) !== (h & signExp) || (back & f.man) === 0 : back !== h) wrong.push(h);
+      }
+      expect(wrong).toEqual([]);
+    });
+  }
 
   it('decodes known halves', () => {
     expect([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0xfc00, 0x8000].map(f16ToF32)).toEqual([1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity, -0]);
