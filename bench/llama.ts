@@ -87,31 +87,40 @@ export const benchShape = async (name: string, reps = 3) => {
     return ((n - 1) * b) / ((performance.now() - t0) / 1000);
   };
   const res = { name, stepMs, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
-  C.leaves(params).forEach((t) => t.dispose());
+  [...C.leaves(params), tokens, targets].forEach((t) => t.dispose());
   return res;
 };
 
-const torchReference = (): Record<string, { stepMs: number; prefillTokS: number; decode1: number; decode8: number }> | null => {
-  // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv `python3` may shadow.
-  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0);
-  if (!python) return null;
+type TorchFigures = Record<string, { stepMs: number; prefillTokS: number; decode1: number; decode8: number }>;
+
+// Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv `python3` may shadow.
+const torchPython = (): string | undefined =>
+  ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0);
+
+const torchReference = (python: string, device: 'cpu' | 'cuda'): TorchFigures | null => {
   // One BLAS thread under torch's two intra-op threads: the fastest setting measured here (OpenBLAS's own
   // threads oversubscribe the two cores: 735 ms vs 350 ms per stories260K step).
-  const env = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', TORCH_DEVICE: device };
   const r = spawnSync(python, [join(import.meta.dirname, 'torch_llama.py')], { encoding: 'utf8', timeout: 600_000, env });
-  if (r.status !== 0) { console.log(`torch reference failed: ${r.stderr.trim().split('\n').pop()}`); return null; }
+  if (r.status !== 0) { console.log(`torch reference (${device}) failed: ${r.stderr.trim().split('\n').pop()}`); return null; }
   return JSON.parse(r.stdout) as never;
 };
 
 export const llamaMain = async () => {
   const backend = (await C.getBackend()).name;
   const only = process.env.LLAMA_SHAPES?.split(',') ?? Object.keys(SHAPES);
-  const torch = torchReference();
-  if (!torch) console.log('PyTorch not importable (python3 -c "import torch"): printing camelid alone');
+  const python = torchPython();
+  const torch = python ? torchReference(python, 'cpu') : null;
+  if (!python) console.log('PyTorch not importable (python3 -c "import torch"): printing camelid alone');
+  // Where torch sees a CUDA GPU (a lent GPU machine), its GPU figures are printed as a second baseline.
+  const cuda = python && spawnSync(python, ['-c', 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)']).status === 0
+    ? torchReference(python, 'cuda') : null;
   for (const name of only) {
     const r = await benchShape(name, name === 'stories15M' ? 1 : 3);
     const t = torch?.[name];
     const vs = (ours: number, theirs: number | undefined) => (theirs ? ` (${(ours / theirs).toFixed(2)}× PyTorch)` : '');
+    const c = cuda?.[name];
     console.log(`${name} on ${backend}: train step ${r.stepMs.toFixed(0)} ms = ${r.trainTokS.toFixed(0)} tok/s${t ? vs(t.stepMs, r.stepMs) : ''}, ${r.kernels} kernels (${(r.kernels / SHAPES[name]!.cfg.nLayers).toFixed(1)}/layer incl. head+loss), ${r.submitsPerStep.toFixed(1)} submits/step; prefill ${r.prefillTokS.toFixed(0)} tok/s${vs(r.prefillTokS, t?.prefillTokS)}; decode ${r.decode1.toFixed(1)} tok/s (batch 1)${vs(r.decode1, t?.decode1)}, ${r.decode8.toFixed(1)} tok/s (batch 8)${vs(r.decode8, t?.decode8)}`);
+    if (c) console.log(`  PyTorch CUDA: train step ${c.stepMs.toFixed(1)} ms (camelid ${(c.stepMs / r.stepMs).toFixed(2)}×), prefill ${c.prefillTokS.toFixed(0)} tok/s, decode ${c.decode1.toFixed(1)} / ${c.decode8.toFixed(1)} tok/s (batch 1 / 8, no KV cache)`);
   }
 };

@@ -184,7 +184,8 @@ export class Device {
     pass.end();
     device.queue.submit([enc.finish()]);
     this.submits++;
-    this.pacer.submitted(pace, performance.now());
+    // Only a software adapter is paced: its kernels run on the very cores that a spinning wait takes.
+    this.pacer.submitted(this.adapter.isSoftware ? pace : undefined, performance.now());
   }
 
   /** Sleep through most of the paced work still expected to run; returns what to call once the wait has ended. */
