@@ -9,7 +9,7 @@ import { getDevice, orThrow, type Device, type Dispatch } from './device.js';
 import type { Node } from './node.js';
 import { numel } from './shape.js';
 import { schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
-import { renderElementwise, renderEpilogue, renderRow, type RenderedKernel } from './wgsl/fused.js';
+import { renderElementwise, renderMatmulFns, renderRow, type RenderedKernel } from './wgsl/fused.js';
 import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
 import { renderAttention } from './wgsl/attention.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
@@ -37,23 +37,24 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
     case 'update': return plain(renderUpdate(k, label, inPlace));
     case 'attention': return plain([renderAttention(k, label)]);
     case 'matmul': {
-      const epi = k.epilogue ? renderEpilogue(k) : null;
+      const fns = renderMatmulFns(k);
       const mk = matmulKernel({
         batch: k.batch, M: k.M, N: k.N, K: k.K,
         aStrides: k.a.strides, bStrides: k.b.strides, aOffset: k.a.offset, bOffset: k.b.offset,
         ...(k.c ? { cStrides: k.c.strides, cOffset: k.c.offset } : {}),
+        ...(k.a.value ? { aValue: 'pa' } : {}),
+        ...(k.b.value ? { bValue: 'pb' } : {}),
+        ...(k.epilogue ? { epilogue: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})` } : {}),
         tiles: pickMatmulTiles(dev, { M: k.M, N: k.N }),
         label,
-        ...(epi ? {
-          epilogue: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})`,
-          extraBindings: epi.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
-          prelude: epi.prelude,
-        } : {}),
+        extraBindings: fns.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
+        prelude: fns.prelude,
       });
+      const operands = [...(k.a.value ? [] : [k.a.slot]), ...(k.b.value ? [] : [k.b.slot])];
       return {
         kernel: k,
         rendered: [{ wgsl: mk.wgsl, workgroups: mk.workgroups, label }],
-        bindings: (b) => [b(k.inputs[k.a.slot]!), b(k.inputs[k.b.slot]!), b(k.out), ...(epi?.slots ?? []).map((s) => b(k.inputs[s]!))],
+        bindings: (b) => [...operands.map((s) => b(k.inputs[s]!)), b(k.out), ...fns.slots.map((s) => b(k.inputs[s]!))],
       };
     }
   }

@@ -105,6 +105,31 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }
   });
 
+  it('matmul operands computed on load (fused prologues): a normalised input and a concatenated, transposed weight, tiled and GEMV, with gradients', async () => {
+    for (const [M, K, N, n1] of [[37, 20, 45, 17], [1, 33, 70, 6], [50, 16, 1, 1], [64, 24, 40, 40]] as const) {
+      const mk = () => {
+        const x = f32(fillValues(M * K, 'any', 21), [M, K]);
+        const g = f32(fillValues(K, 'unit', 22), [K]);
+        const ws = [f32(fillValues(n1 * K, 'unit', 23), [n1, K]), ...(N > n1 ? [f32(fillValues((N - n1) * K, 'unit', 24), [N - n1, K])] : [])];
+        const f = (p: Tensor[]) => {
+          const a = C.mul(C.silu(C.mul(p[0]!, C.rsqrt(C.add(C.mean(C.square(p[0]!), -1, { keepDims: true }), 1e-5)))), g);
+          return C.sum(C.square(C.matmul(a, C.transpose(C.concat(p.slice(1), 0)))));
+        };
+        const [v, gr] = C.valueAndGrad(f)([x, ...ws]);
+        return [v, ...gr];
+      };
+      const outs = mk();
+      const ks = schedule(outs.map((t) => t.node));
+      // The forward matmul reads neither the normalised input nor the concatenated weight from memory.
+      const fwd = ks.find((k) => k.kind === 'matmul' && k.M === M && k.N === N && k.K === K);
+      expect(fwd && fwd.kind === 'matmul' && fwd.a.value !== undefined && (N === n1 || fwd.b.value !== undefined), `shape ${[M, K, N]}`).toBe(true);
+      outs.forEach((t) => t.dispose());
+      const want = onCpu(mk());
+      const got = await onGpu(mk());
+      want.forEach((w, i) => close(got[i]!, w, 1e-4, `output ${i} for M ${M} K ${K} N ${N}`));
+    }
+  });
+
   describe('kernel counts', () => {
     const count = (...ts: Tensor[]) => schedule(ts.map((t) => t.node as Node)).length;
     const a = f32(fillValues(64, 'any', 1), [8, 8]), b = f32(fillValues(64, 'any', 2), [8, 8]), c = f32(fillValues(8, 'any', 3), [8]);

@@ -12,8 +12,18 @@ import type { Cond, Expr, Reduction } from './expr.js';
 
 export type { Expr, Reduction, Cond } from './expr.js';
 
-/** A matmul operand read in place: element (b, r, c) at offset + b·batch + r·row + c·col. */
-export interface Operand { readonly slot: number; readonly offset: number; readonly strides: { readonly batch: number; readonly row: number; readonly col: number; readonly batchDims?: readonly (readonly [number, number])[] } }
+/**
+ * A matmul operand read in place: element (b, r, c) at offset + b·batch + r·row + c·col. Or, with `value`, one
+ * computed on load (a fused prologue: elementwise and movement ops over `batch`, `row` and `col`); its slot is
+ * then -1, its strides only say which way its data runs, and `node` is the operand it computes.
+ */
+export interface Operand {
+  readonly slot: number;
+  readonly offset: number;
+  readonly strides: { readonly batch: number; readonly row: number; readonly col: number; readonly batchDims?: readonly (readonly [number, number])[] };
+  readonly value?: Expr;
+  readonly node?: Node;
+}
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
@@ -38,7 +48,34 @@ export interface ScheduleOpts {
 }
 
 const HEAVY = 64;
+/** A matmul operand is computed on load only from at most this many ops, reading at most this many buffers. */
+const PROLOGUE_OPS = 48;
+const PROLOGUE_READS = 4;
 const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
+
+/**
+ * Whether a matmul operand can be computed on load: elementwise and movement ops only (no reduction or other
+ * kernel) down to materialised nodes or inputs. Its ops then run once per tile that reads them, instead of a
+ * kernel writing the operand out and the matmul reading it back.
+ */
+const prologueable = (o: Node, mat: ReadonlySet<Node>): boolean => {
+  if (isInput(o) || mat.has(o) || o.dtype !== 'f32') return false;
+  const seen = new Set<Node>();
+  const reads = new Set<Node>();
+  const stack = [o];
+  let ops = 0;
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    // A reduction under it becomes a row kernel whatever happens: it is read like a materialised node.
+    if (isInput(n) || mat.has(n) || n.op.kind === 'reduce') { reads.add(n); continue; }
+    if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
+    if (n.op.kind === 'elementwise' && !n.op.identity && ++ops > PROLOGUE_OPS) return false;
+    stack.push(...n.src);
+  }
+  return reads.size <= PROLOGUE_READS;
+};
 
 /** Kernels in execution order for computing `roots` (realised nodes and buffers are inputs). */
 export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kernel[] => {
@@ -58,13 +95,14 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
   }
-  // Matmul operands computed elementwise are materialised up front, so every matmul reading them (through
-  // transposes or broadcasts) reads the same buffer in place.
+  // Matmul operands that cannot be computed on load are materialised up front, so every matmul reading them
+  // (through transposes or broadcasts) reads the same buffer in place.
   // An operand whose view cannot be expressed as strides (a reshape of transposed heads, say) is materialised
   // once below its outer transposes, so a matmul reading it transposed (a weight gradient) shares that buffer.
   for (const n of order) {
     if (isInput(n) || !isMatmulNode(n)) continue;
     for (const o of n.src) {
+      if (fuse && prologueable(o, mat)) continue;
       let top = o;
       while (!isInput(top) && (top.op.name === 'permute' || isIdentityOp(top))) top = top.src[0]!;
       let b = top;
@@ -80,8 +118,11 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     const n = order[i]!;
     if (!mat.has(n) || isInput(n)) continue;
     let k = buildKernel(n, ctx);
-    // Too many buffers for one kernel: materialise the largest inline subexpression that fits, and retry.
+    // Too many buffers for one kernel: a matmul first gives up computing its operands on load; otherwise the
+    // largest inline subexpression that fits is materialised, and the kernel rebuilt.
     while (k.inputs.length + (k.kind === 'matmul' ? 1 : 0) > maxInputs) {
+      const computed = k.kind === 'matmul' ? [k.a.node, k.b.node].find((o) => o !== undefined) : undefined;
+      if (computed) { mat.add(computed); k = buildKernel(n, ctx); continue; }
       const split = largestFitting(k.out, ctx, maxInputs);
       if (!split) break;
       mat.add(split);
@@ -335,11 +376,11 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
     }
   };
 
-  if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, mat);
+  if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, mat, walk);
   if (mm) {
     const value = walk(x, domainIdx);
     if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walkFresh() };
-    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, mat);
+    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, mat, walk);
   }
   function walkFresh(): Expr {
     // The matmul was read at another index, so it is materialised: redo the body as a plain kernel.
@@ -420,19 +461,33 @@ const batchLayout = (v: View, nb: number): { batch: number; batchDims?: [number,
   return { batch: 0, batchDims: dims };
 };
 
+/** The strided view of `o` over the first non-movement node under it (its contiguous layout), if one exists. */
+const nominalView = (o: Node): View => {
+  let b = o;
+  while (b.op.kind === 'movement' || isIdentityOp(b)) b = b.src[0]!;
+  return viewChain(o, new Set([b]))?.view ?? broadcastView(contiguous(o.shape), o.shape);
+};
+
 const matmulKernel = (
   m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], need: (n: Node) => void, mat: ReadonlySet<Node>,
+  walk: (n: Node, idx: readonly Idx[]) => Expr,
 ): Kernel => {
   const r = m.shape.length;
   const batchShape = m.shape.slice(0, -2);
+  const layout = (v: View) => ({ ...batchLayout(v, r - 2), row: v.strides[r - 2]!, col: v.strides[r - 1]! });
   const operand = (o: Node): Operand => {
     let vc = viewChain(o, mat);
+    if (!vc && prologueable(o, mat)) {
+      const bIdx = unflatten(ivar('batch', numel(batchShape)), batchShape);
+      const idx = [...bIdx.map((v, d) => (o.shape[d] === 1 ? iconst(0) : v)), ivar('row', o.shape[r - 2]!), ivar('col', o.shape[r - 1]!)];
+      return { slot: -1, offset: 0, strides: layout(nominalView(o)), value: walk(o, idx), node: o };
+    }
     if (!vc) {
       need(o);
       vc = { base: o, view: broadcastView(contiguous(o.shape), o.shape) };
     }
     const v = vc.view;
-    return { slot: slotOf(vc.base), offset: v.offset, strides: { ...batchLayout(v, r - 2), row: v.strides[r - 2]!, col: v.strides[r - 1]! } };
+    return { slot: slotOf(vc.base), offset: v.offset, strides: layout(v) };
   };
   const a = operand(m.src[0]!);
   const b = operand(m.src[1]!);

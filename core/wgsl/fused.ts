@@ -222,16 +222,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   return { wgsl, workgroups: grid(serial ? Math.ceil(rows / WG) : rows), label };
 };
 
-/** The WGSL function `epi(acc, row, col, batch)` for a matmul's fused epilogue, and the input slots it reads. */
-export const renderEpilogue = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
-  const em = new Emitter(() => { throw new Error('matmul epilogue has no reductions'); });
-  const v = em.render(k.epilogue!);
-  const body = em.top.lines.join('\n  ');
-  const slots = [...new Set([...body.matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)].map((m) => Number(m[1])))];
-  const prelude = `${[...em.preludes].join('\n')}
-fn epi(acc: f32, row: u32, col: u32, batch: u32) -> f32 {
-  ${body}
-  return ${v};
-}`;
-  return { prelude, slots };
+/**
+ * The WGSL functions of a matmul's fused parts, and the input slots they read: `epi(acc, row, col, batch)` for
+ * the epilogue, and `pa(batch, row, col)` / `pb(batch, row, col)` for operands computed on load.
+ */
+export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
+  const preludes = new Set<string>();
+  const slots = new Set<number>();
+  const fn = (head: string, x: Expr): string => {
+    const em = new Emitter(() => { throw new Error('a matmul prologue or epilogue has no reductions'); });
+    const v = em.render(x);
+    const body = em.top.lines.join('\n  ');
+    for (const m of [...body.matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)]) slots.add(Number(m[1]));
+    em.preludes.forEach((p) => preludes.add(p));
+    return `${head} {\n  ${body}\n  return ${v};\n}`;
+  };
+  const fns = [
+    k.epilogue ? fn('fn epi(acc: f32, row: u32, col: u32, batch: u32) -> f32', k.epilogue) : '',
+    k.a.value ? fn('fn pa(batch: u32, row: u32, col: u32) -> f32', k.a.value) : '',
+    k.b.value ? fn('fn pb(batch: u32, row: u32, col: u32) -> f32', k.b.value) : '',
+  ];
+  return { prelude: [...preludes, ...fns.filter((f) => f !== '')].join('\n'), slots: [...slots].sort((x, y) => x - y) };
 };

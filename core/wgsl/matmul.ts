@@ -1,5 +1,6 @@
 // Hand-written f32 matmul templates: C[b] = A[b]·B[b] with arbitrary element strides (so transposed or
-// broadcast operands are read in place), an optional fused elementwise epilogue, and a GEMV path for M or N = 1.
+// broadcast operands are read in place) or operands computed on load (a fused elementwise prologue), an optional
+// fused elementwise epilogue, and a GEMV path for M or N = 1.
 // Shapes are baked into the WGSL (one program per shape); tiles are chosen per adapter by pickMatmulTiles.
 
 /** Element strides of a batched matrix operand: element (b, r, c) lives at offset + b·batch + r·row + c·col. */
@@ -37,7 +38,7 @@ export interface MatmulTiles {
   readonly perThreadN: number;
 }
 
-/** An extra binding for the epilogue, declared after A (0), B (1), C (2) as binding 3, 4, … in order. */
+/** An extra binding for a prologue or the epilogue, declared after A, B and C in order. */
 export interface ExtraBinding {
   readonly name: string;
   /** WGSL store type, e.g. 'array<f32>' (read-only storage) or a struct name for a uniform. */
@@ -65,7 +66,14 @@ export interface MatmulSpec {
    */
   readonly epilogue?: (acc: string, row: string, col: string, batch: string) => string;
   readonly extraBindings?: readonly ExtraBinding[];
-  /** WGSL declarations (structs, helper functions) the epilogue needs. */
+  /**
+   * Operands computed on load: the name of a WGSL function `(batch: u32, row: u32, col: u32) -> f32` (declared in
+   * `prelude`) giving element (row, col) of A[batch] or B[batch]. Such an operand has no binding of its own and
+   * its strides are ignored; its function reads the extra bindings.
+   */
+  readonly aValue?: string;
+  readonly bValue?: string;
+  /** WGSL declarations (structs, helper functions) the epilogue and prologues need. */
   readonly prelude?: string;
   readonly label?: string;
 }
@@ -75,7 +83,7 @@ export interface MatmulKernel {
   readonly entryPoint: 'main';
   readonly workgroups: readonly [number, number, number];
   readonly workgroupSize: readonly [number, number, number];
-  /** Binding names in binding order: A, B, C, then the extras. */
+  /** Binding names in binding order: A and B (unless computed), C, then the extras. */
   readonly bindings: readonly string[];
   readonly kind: 'tiled' | 'gemv';
   readonly label: string;
@@ -173,14 +181,13 @@ const checkSpec = (s: MatmulSpec): void => {
   }
 };
 
-const extraDecls = (extras: readonly ExtraBinding[]): string =>
-  extras
-    .map((e, i) =>
-      e.uniform === true
-        ? `@group(0) @binding(${3 + i}) var<uniform> ${e.name}: ${e.type};`
-        : `@group(0) @binding(${3 + i}) var<storage, read> ${e.name}: ${e.type};`,
-    )
-    .join('\n');
+/** Bindings in order, numbered from 0: A and B unless computed, C, then the extras. */
+const bindingList = (spec: MatmulSpec, aType: string, bType: string): { name: string; decl: string }[] => [
+  ...(spec.aValue ? [] : [{ name: 'A', decl: `var<storage, read> A: ${aType}` }]),
+  ...(spec.bValue ? [] : [{ name: 'B', decl: `var<storage, read> B: ${bType}` }]),
+  { name: 'C', decl: 'var<storage, read_write> C: array<f32>' },
+  ...(spec.extraBindings ?? []).map((e) => ({ name: e.name, decl: e.uniform === true ? `var<uniform> ${e.name}: ${e.type}` : `var<storage, read> ${e.name}: ${e.type}` })),
+];
 
 /** A vec4 view of an operand is possible when 4 consecutive elements along `dim` start on a 16-byte boundary. */
 const vec4Along = (len: number, unitStride: number, others: readonly number[], offset: number): boolean =>
@@ -199,11 +206,9 @@ export const matmulKernel = (spec: MatmulSpec): MatmulKernel => {
 };
 
 const header = (spec: MatmulSpec, aType: string, bType: string): string => `
-@group(0) @binding(0) var<storage, read> A: ${aType};
-@group(0) @binding(1) var<storage, read> B: ${bType};
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-${extraDecls(spec.extraBindings ?? [])}
+${bindingList(spec, aType, bType).map((b, i) => `@group(0) @binding(${i}) ${b.decl};`).join('\n')}
 ${spec.prelude ?? ''}`;
+const bindingNames = (spec: MatmulSpec): string[] => bindingList(spec, '', '').map((b) => b.name);
 
 const storeLine = (spec: MatmulSpec, acc: string, row: string, col: string, indent: string): string => {
   const c = spec.cStrides ?? { batch: spec.M * spec.N, row: spec.N, col: 1 };
@@ -221,8 +226,8 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
   const a = spec.aStrides, b = spec.bStrides;
   const aOff = spec.aOffset ?? 0, bOff = spec.bOffset ?? 0;
   // vec4 global loads when 4 consecutive rows of A (columns of B) are contiguous and aligned.
-  const aVec = vec4Along(M, a.row, [a.col, ...batchStrides(a)], aOff);
-  const bVec = vec4Along(N, b.col, [b.row, ...batchStrides(b)], bOff);
+  const aVec = !spec.aValue && vec4Along(M, a.row, [a.col, ...batchStrides(a)], aOff);
+  const bVec = !spec.bValue && vec4Along(N, b.col, [b.row, ...batchStrides(b)], bOff);
   const needM = M % BM !== 0, needN = N % BN !== 0, needK = K % BK !== 0;
 
   // One shared-memory fill: each invocation loads vec4 groups (4 consecutive rows of A / cols of B at one k).
@@ -234,6 +239,7 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
     const kStride = isA ? st.col : st.row, mnStride = isA ? st.row : st.col;
     const kFast = kStride === 1; // consecutive invocations read consecutive k when k is contiguous
     const vec = isA ? aVec : bVec;
+    const computed = isA ? spec.aValue : spec.bValue;
     const base = isA ? 'aBase' : 'bBase', origin = isA ? 'row0' : 'col0', limit = isA ? M : N;
     const needMN = isA ? needM : needN;
     const perThread = Math.ceil(groups / NT);
@@ -248,10 +254,12 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
         : `let v = ${which}[(${base} + mn + k * ${u(kStride)}) / 4u];`;
     } else {
       const el = (c: number): string => {
-        const idx = `${base} + (mn + ${u(c)}) * ${u(mnStride)} + k * ${u(kStride)}`;
+        const at = computed
+          ? `${computed}(batch, ${isA ? `mn + ${u(c)}, k` : `k, mn + ${u(c)}`})`
+          : `${which}[${base} + (mn + ${u(c)}) * ${u(mnStride)} + k * ${u(kStride)}]`;
         const cs = [needK ? `k < ${u(K)}` : '', needMN ? `mn + ${u(c)} < ${u(limit)}` : ''].filter((x) => x !== '');
         // An out-of-range index is safe under WebGPU's robust buffer access; select discards its value.
-        return cs.length > 0 ? `select(0.0, ${which}[${idx}], ${cs.join(' && ')})` : `${which}[${idx}]`;
+        return cs.length > 0 ? `select(0.0, ${at}, ${cs.join(' && ')})` : at;
       };
       load = `let v = vec4<f32>(${[0, 1, 2, 3].map(el).join(', ')});`;
     }
@@ -317,7 +325,7 @@ ${stores}
     wgsl, entryPoint: 'main', kind: 'tiled',
     workgroups: [Math.ceil(N / BN), Math.ceil(M / BM), spec.batch],
     workgroupSize: [t.threadsN, t.threadsM, 1],
-    bindings: ['A', 'B', 'C', ...(spec.extraBindings ?? []).map((e) => e.name)],
+    bindings: bindingNames(spec),
     label: spec.label ?? `matmul_${spec.batch}x${M}x${N}x${K}`,
   };
 }
@@ -328,20 +336,21 @@ function gemvKernel(spec: MatmulSpec): MatmulKernel {
   const a = spec.aStrides, b = spec.bStrides;
   const rowVector = spec.M === 1; // v = A's only row, W = B; otherwise v = B's only column, W = Aᵀ
   const nLen = rowVector ? spec.N : spec.M;
+  // A computed operand is read through its function, (batch, row, col) of A or B.
   const v = rowVector
-    ? { name: 'A', st: a, k: a.col, off: spec.aOffset ?? 0 }
-    : { name: 'B', st: b, k: b.row, off: spec.bOffset ?? 0 };
+    ? { name: 'A', st: a, k: a.col, off: spec.aOffset ?? 0, fn: spec.aValue, at: (k: string) => `0u, ${k}` }
+    : { name: 'B', st: b, k: b.row, off: spec.bOffset ?? 0, fn: spec.bValue, at: (k: string) => `${k}, 0u` };
   const w = rowVector
-    ? { name: 'B', st: b, k: b.row, n: b.col, off: spec.bOffset ?? 0 }
-    : { name: 'A', st: a, k: a.col, n: a.row, off: spec.aOffset ?? 0 };
-  const vVec = vec4Along(K, v.k, batchStrides(v.st), v.off);
-  const nContig = vec4Along(nLen, w.n, [w.k, ...batchStrides(w.st)], w.off);
-  const kContig = !nContig && vec4Along(K, w.k, [w.n, ...batchStrides(w.st)], w.off);
+    ? { name: 'B', st: b, k: b.row, n: b.col, off: spec.bOffset ?? 0, fn: spec.bValue, at: (k: string, n: string) => `${k}, ${n}` }
+    : { name: 'A', st: a, k: a.col, n: a.row, off: spec.aOffset ?? 0, fn: spec.aValue, at: (k: string, n: string) => `${n}, ${k}` };
+  const vVec = !v.fn && vec4Along(K, v.k, batchStrides(v.st), v.off);
+  const nContig = !w.fn && vec4Along(nLen, w.n, [w.k, ...batchStrides(w.st)], w.off);
+  const kContig = !w.fn && !nContig && vec4Along(K, w.k, [w.n, ...batchStrides(w.st)], w.off);
   const K4 = Math.floor(K / 4) * 4;
   const nOk = (c: number): string => (nLen % 4 === 0 ? 'true' : `n0 + ${u(c)} < ${u(nLen)}`);
-  const vAt = (k: string): string => `${v.name}[vBase + (${k}) * ${u(v.k)}]`;
+  const vAt = (k: string): string => (v.fn ? `${v.fn}(batch, ${v.at(k)})` : `${v.name}[vBase + (${k}) * ${u(v.k)}]`);
   const wAt = (k: string, c: number): string =>
-    `select(0.0, ${w.name}[wBase + (${k}) * ${u(w.k)} + (n0 + ${u(c)}) * ${u(w.n)}], ${nOk(c)})`;
+    `select(0.0, ${w.fn ? `${w.fn}(batch, ${w.at(k, `n0 + ${u(c)}`)})` : `${w.name}[wBase + (${k}) * ${u(w.k)} + (n0 + ${u(c)}) * ${u(w.n)}]`}, ${nOk(c)})`;
   const x = vVec ? `${v.name}[(vBase + k) / 4u]` : `vec4<f32>(${[0, 1, 2, 3].map((j) => vAt(`k + ${u(j)}`)).join(', ')})`;
   let body: string;
   if (nContig) {
@@ -389,7 +398,7 @@ ${stores.join('\n')}
     wgsl, entryPoint: 'main', kind: 'gemv',
     workgroups: [Math.ceil(nLen / 256), 1, spec.batch],
     workgroupSize: [64, 1, 1],
-    bindings: ['A', 'B', 'C', ...(spec.extraBindings ?? []).map((e) => e.name)],
+    bindings: bindingNames(spec),
     label: spec.label ?? `gemv_${spec.batch}x${spec.M}x${spec.N}x${K}`,
   };
 }
