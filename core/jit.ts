@@ -9,7 +9,7 @@ import type { Shape } from './shape.js';
 import { Tensor, isTensor } from './tensor.js';
 import { flatten, unflatten } from './tree.js';
 import { schedule } from './schedule/index.js';
-import { bytesOf, compileKernels, dispatchesOf, ensureUploaded, own, planScratch, webgpuDevice, type Compiled } from './runtime.js';
+import { bytesOf, compileKernels, dispatchesOf, ensureUploaded, own, planScratch, scheduleFor, webgpuDevice, type Compiled } from './runtime.js';
 import type { Device } from './device.js';
 import { getBackend } from './backend.js';
 
@@ -109,7 +109,7 @@ const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, 
   const out = flatten(f(...traced));
   const roots = out.leaves.map((t) => t.node);
   const computed = roots.filter((n) => n.op !== placeholderOp && !n.realized);
-  const kernels = schedule([...new Set(computed)], { maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1 });
+  const kernels = schedule([...new Set(computed)], scheduleFor(dev));
   const inPlace = new Set(kernels.filter((k) => k.kind === 'update' && k.lastUse && donated.has(k.inputs[0]!)));
   const alias = new Map([...inPlace].map((k) => [k.out, k.inputs[0]!] as const));
   const compiled = await compileKernels(dev, kernels, inPlace);

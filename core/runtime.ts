@@ -152,12 +152,21 @@ export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: Reado
   return scratch;
 };
 
+/**
+ * Scheduling for an adapter: its storage-buffer limit, and a small prologue budget on a CPU adapter, where a
+ * matmul computes its tiles' operands in a scalar loop (only views, concatenations and scalings pay there).
+ */
+export const scheduleFor = (dev: Device): ScheduleOpts => ({
+  maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1,
+  prologueBudget: dev.adapter.isSoftware ? 8 : 32,
+});
+
 /** Compute `roots` on the GPU: compile what is missing, then encode every dispatch into one submit. */
 export const runGraph = async (dev: Device, roots: readonly Node[], opts: ScheduleOpts = {}): Promise<void> => {
   for (const r of roots) if (!r.gpu && r.cpu) ensureUploaded(dev, r);
   const todo = roots.filter((n) => !n.gpu);
   if (!todo.length) return;
-  const kernels = schedule(todo, { maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1, ...opts });
+  const kernels = schedule(todo, { ...scheduleFor(dev), ...opts });
   const compiled = await compileKernels(dev, kernels);
   // Uploads happen at queue time, before this submit runs: they must never land in a buffer that a kernel
   // of this same submit uses as scratch, so every input is uploaded before any scratch is handed out.

@@ -9,7 +9,7 @@ import type { Tensor } from '../index.js';
 import type { Node } from '../core/node.js';
 import { interpret } from '../core/interp.js';
 import { runGraph } from '../core/runtime.js';
-import { schedule } from '../core/schedule/index.js';
+import { schedule, type ScheduleOpts } from '../core/schedule/index.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues, OPS, shapeArb, type Case } from './optable.js';
 import './setup.js';
@@ -18,8 +18,8 @@ const dev = gpuDevice!;
 const f32 = (vals: number[], shape: readonly number[]) => C.tensor(Float32Array.from(vals), { shape });
 
 /** Values of `outs` on the GPU (fused or not) — fresh graph each call, so nothing is shared with the oracle. */
-const onGpu = async (outs: readonly Tensor[], fuse = true): Promise<Float32Array[]> => {
-  await runGraph(dev, outs.map((t) => t.node), { fuse });
+const onGpu = async (outs: readonly Tensor[], fuse = true, opts: ScheduleOpts = {}): Promise<Float32Array[]> => {
+  await runGraph(dev, outs.map((t) => t.node), { fuse, ...opts });
   const res = [];
   for (const t of outs) res.push(Float32Array.from(await C.data(t)));
   for (const t of outs) t.dispose();
@@ -72,7 +72,7 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     return C.sum(C.mul(h, h));
   };
 
-  it('random graphs: fused == unfused == interpreter, values and gradients', async () => {
+  it('random graphs: fused (with and without matmul prologues) == unfused == interpreter, values and gradients', async () => {
     await fc.assert(fc.asyncProperty(graphArb, async ({ s, ops, seed }) => {
       const f = program(s, ops);
       const mk = () => [f32(fillValues(numel(s), 'unit', seed), s), f32(fillValues(numel(s), 'unit', seed + 1), s)];
@@ -80,8 +80,10 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
       const want = onCpu(outs());
       const fused = await onGpu(outs(), true);
       const unfused = await onGpu(outs(), false);
+      const prologues = await onGpu(outs(), true, { prologueBudget: 10_000 }); // every matmul operand computed on load
       want.forEach((w, i) => {
         close(fused[i]!, w, 2e-3, `fused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
+        close(prologues[i]!, w, 2e-3, `fused output ${i} (matmul prologues) of ops ${ops} on ${JSON.stringify(s)}`);
         close(unfused[i]!, w, 2e-3, `unfused output ${i} of ops ${ops} on ${JSON.stringify(s)}`);
       });
     }), { numRuns: 8 });
@@ -118,14 +120,16 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
         const [v, gr] = C.valueAndGrad(f)([x, ...ws]);
         return [v, ...gr];
       };
+      // A budget large enough that every operand here is computed on load (adapters get smaller ones).
+      const opts = { prologueBudget: 10_000 };
       const outs = mk();
-      const ks = schedule(outs.map((t) => t.node));
+      const ks = schedule(outs.map((t) => t.node), opts);
       // The forward matmul reads neither the normalised input nor the concatenated weight from memory.
       const fwd = ks.find((k) => k.kind === 'matmul' && k.M === M && k.N === N && k.K === K);
       expect(fwd && fwd.kind === 'matmul' && fwd.a.value !== undefined && (N === n1 || fwd.b.value !== undefined), `shape ${[M, K, N]}`).toBe(true);
       outs.forEach((t) => t.dispose());
       const want = onCpu(mk());
-      const got = await onGpu(mk());
+      const got = await onGpu(mk(), true, opts);
       want.forEach((w, i) => close(got[i]!, w, 1e-4, `output ${i} for M ${M} K ${K} N ${N}`));
     }
   });

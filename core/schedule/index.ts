@@ -27,7 +27,7 @@ export interface Operand {
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
-interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]> }
+interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]>; readonly budget: number }
 
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 export type Kernel =
@@ -45,12 +45,18 @@ export interface ScheduleOpts {
   readonly fuse?: boolean;
   /** Most buffers a kernel may read (the adapter's storage-buffer limit less the output). Default 7. */
   readonly maxInputs?: number;
+  /**
+   * Matmul operands computed on load: the most work (ops plus buffers read) per operand element, where each
+   * element feeds 128 or more multiply-adds (scaled down for fewer). 0 turns prologues off. Default 32. A CPU
+   * adapter wants a smaller budget: lavapipe computes a tile's operands in a scalar loop.
+   */
+  readonly prologueBudget?: number;
 }
 
 const HEAVY = 64;
-/** A matmul operand is computed on load only from at most this many ops, reading at most this many buffers. */
-const PROLOGUE_OPS = 48;
+/** A matmul operand is computed on load from at most this many buffers. */
 const PROLOGUE_READS = 4;
+const PROLOGUE_BUDGET = 32;
 const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
 
 /**
@@ -58,8 +64,9 @@ const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
  * kernel) down to materialised nodes or inputs. Its ops then run once per tile that reads them, instead of a
  * kernel writing the operand out and the matmul reading it back.
  */
-const prologueable = (o: Node, mat: ReadonlySet<Node>): boolean => {
-  if (isInput(o) || mat.has(o) || o.dtype !== 'f32') return false;
+const prologueable = (o: Node, mat: ReadonlySet<Node>, uses: number, budget: number): boolean => {
+  if (budget <= 0 || isInput(o) || mat.has(o) || o.dtype !== 'f32') return false;
+  const most = (budget * Math.min(uses, 128)) / 128;
   const seen = new Set<Node>();
   const reads = new Set<Node>();
   const stack = [o];
@@ -71,15 +78,16 @@ const prologueable = (o: Node, mat: ReadonlySet<Node>): boolean => {
     // A reduction under it becomes a row kernel whatever happens: it is read like a materialised node.
     if (isInput(n) || mat.has(n) || n.op.kind === 'reduce') { reads.add(n); continue; }
     if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
-    if (n.op.kind === 'elementwise' && !n.op.identity && ++ops > PROLOGUE_OPS) return false;
+    if (n.op.kind === 'elementwise' && !n.op.identity && ++ops + reads.size > most) return false;
     stack.push(...n.src);
   }
-  return reads.size <= PROLOGUE_READS;
+  return reads.size <= PROLOGUE_READS && ops + reads.size <= most;
 };
 
 /** Kernels in execution order for computing `roots` (realised nodes and buffers are inputs). */
 export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kernel[] => {
   const fuse = opts.fuse !== false;
+  const budget = fuse ? opts.prologueBudget ?? PROLOGUE_BUDGET : 0;
   const order = toposort(roots);
   const users = new Map<Node, number>();
   for (const n of order) if (!isInput(n)) for (const s of n.src) users.set(s, (users.get(s) ?? 0) + 1);
@@ -101,8 +109,8 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   // once below its outer transposes, so a matmul reading it transposed (a weight gradient) shares that buffer.
   for (const n of order) {
     if (isInput(n) || !isMatmulNode(n)) continue;
-    for (const o of n.src) {
-      if (fuse && prologueable(o, mat)) continue;
+    for (const [i, o] of n.src.entries()) {
+      if (fuse && prologueable(o, mat, operandUses(n, i), budget)) continue;
       let top = o;
       while (!isInput(top) && (top.op.name === 'permute' || isIdentityOp(top))) top = top.src[0]!;
       let b = top;
@@ -112,7 +120,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
   }
   const kernels: Kernel[] = [];
-  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map() };
+  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map(), budget };
   const maxInputs = opts.maxInputs ?? 7;
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
@@ -151,6 +159,8 @@ const inlineReach = (root: Node, mat: ReadonlySet<Node>): Node[] => {
 
 const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
 const isIdentityOp = (n: Node) => n.op.kind === 'elementwise' && n.op.identity === true;
+/** Multiply-adds each element of a matmul's operand `i` feeds: N for A, M for B. */
+const operandUses = (m: Node, i: number): number => m.shape[m.shape.length - 1 - (i === 0 ? 0 : 1)]!;
 const isMatmulNode = (n: Node) => n.op.kind === 'custom' && n.op.template === 'matmul';
 
 /** A root that only reshapes a node used nowhere else is written directly by that node's kernel. */
@@ -376,11 +386,11 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
     }
   };
 
-  if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, mat, walk);
+  if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, ctx, walk);
   if (mm) {
     const value = walk(x, domainIdx);
     if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walkFresh() };
-    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, mat, walk);
+    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, ctx, walk);
   }
   function walkFresh(): Expr {
     // The matmul was read at another index, so it is materialised: redo the body as a plain kernel.
@@ -469,15 +479,16 @@ const nominalView = (o: Node): View => {
 };
 
 const matmulKernel = (
-  m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], need: (n: Node) => void, mat: ReadonlySet<Node>,
+  m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], need: (n: Node) => void, ctx: Ctx,
   walk: (n: Node, idx: readonly Idx[]) => Expr,
 ): Kernel => {
+  const { mat } = ctx;
   const r = m.shape.length;
   const batchShape = m.shape.slice(0, -2);
   const layout = (v: View) => ({ ...batchLayout(v, r - 2), row: v.strides[r - 2]!, col: v.strides[r - 1]! });
   const operand = (o: Node): Operand => {
     let vc = viewChain(o, mat);
-    if (!vc && prologueable(o, mat)) {
+    if (!vc && prologueable(o, mat, operandUses(m, m.src.indexOf(o)), ctx.budget)) {
       const bIdx = unflatten(ivar('batch', numel(batchShape)), batchShape);
       const idx = [...bIdx.map((v, d) => (o.shape[d] === 1 ? iconst(0) : v)), ivar('row', o.shape[r - 2]!), ivar('col', o.shape[r - 1]!)];
       return { slot: -1, offset: 0, strides: layout(nominalView(o)), value: walk(o, idx), node: o };
