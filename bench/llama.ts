@@ -43,7 +43,8 @@ export const benchShape = async (name: string, reps = 3) => {
   const { cfg, batch, T, chunks } = SHAPES[name]!;
   const tokens = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 7919) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
   const targets = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 104729 + 3) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
-  let params = initParams(cfg, C.key(0));
+  const key = C.key(0);
+  let params = initParams(cfg, key);
   await C.realize(...C.leaves(params));
   const step = C.jit((p: LlamaParams, lr: Tensor) => {
     const [loss, g] = C.valueAndGrad((q: LlamaParams) => lmLoss(cfg, q, tokens, targets, chunks))(p);
@@ -87,7 +88,7 @@ export const benchShape = async (name: string, reps = 3) => {
     return ((n - 1) * b) / ((performance.now() - t0) / 1000);
   };
   const res = { name, stepMs, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
-  [...C.leaves(params), tokens, targets].forEach((t) => t.dispose());
+  [...C.leaves(params), tokens, targets, key].forEach((t) => t.dispose());
   return res;
 };
 

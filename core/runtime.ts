@@ -61,12 +61,14 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
 };
 
 const leakWarned = { done: false };
-const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer }>(({ dev, buf }) => {
+/** With CAMELID_TRACE_LEAKS set, each buffer remembers where it was given out, and a leak warning says where. */
+const traceLeaks = typeof process !== 'undefined' && !!process.env.CAMELID_TRACE_LEAKS;
+const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer; at?: string }>(({ dev, buf, at }) => {
   if (!dev.isOpen) return;
   dev.free(buf);
-  if (!leakWarned.done) {
+  if (!leakWarned.done || at) {
     leakWarned.done = true;
-    console.warn('camelid: a realised tensor was garbage-collected without dispose(); its GPU buffer went back to the pool. Use dispose(), `using`, or scope() to free memory deterministically.');
+    console.warn(`camelid: a realised tensor was garbage-collected without dispose(); its GPU buffer went back to the pool. Use dispose(), \`using\`, or scope() to free memory deterministically.${at ? `\nIt was realised at${at}` : ' (CAMELID_TRACE_LEAKS=1 says where each one was realised.)'}`);
   }
 });
 
@@ -83,7 +85,8 @@ export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
     free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } },
     release: () => { freed = true; leaks.unregister(token); },
   };
-  leaks.register(n, { dev, buf }, token);
+  const at = traceLeaks ? ` (${n.dtype} ${JSON.stringify(n.shape)})\n${new Error().stack?.split('\n').slice(2, 9).join('\n') ?? ''}` : undefined;
+  leaks.register(n, { dev, buf, ...(at ? { at } : {}) }, token);
 };
 
 export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
@@ -164,7 +167,7 @@ export const scheduleFor = (dev: Device): ScheduleOpts => ({
 /** Compute `roots` on the GPU: compile what is missing, then encode every dispatch into one submit. */
 export const runGraph = async (dev: Device, roots: readonly Node[], opts: ScheduleOpts = {}): Promise<void> => {
   for (const r of roots) if (!r.gpu && r.cpu) ensureUploaded(dev, r);
-  const todo = roots.filter((n) => !n.gpu);
+  const todo = [...new Set(roots.filter((n) => !n.gpu))]; // a node listed twice gets one buffer
   if (!todo.length) return;
   const kernels = schedule(todo, { ...scheduleFor(dev), ...opts });
   const compiled = await compileKernels(dev, kernels);

@@ -121,4 +121,16 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     expect(held - gpuDevice!.counters.bytesInUse).toBeGreaterThanOrEqual(2 * 4096);
     expect(t.node.gpu).toBeNull();
   });
+
+  it('a tensor realised twice in one call (shared leaves of a parameter tree) gets one buffer', async () => {
+    C.setBackend('webgpu');
+    const c = C.tensor(new Float32Array(1024));
+    await C.realize(c);
+    const t = C.exp(c);
+    const before = gpuDevice!.counters.bytesInUse;
+    await C.realize(t, t, t);
+    expect(gpuDevice!.counters.bytesInUse - before).toBe(4096);
+    t.dispose();
+    c.dispose();
+  });
 });
