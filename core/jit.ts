@@ -10,7 +10,7 @@ import { Tensor, isTensor } from './tensor.js';
 import { flatten, unflatten } from './tree.js';
 import { schedule } from './schedule/index.js';
 import { bytesOf, compileKernels, dispatchesOf, ensureUploaded, own, planScratch, scheduleFor, webgpuDevice, type Compiled } from './runtime.js';
-import type { Device } from './device.js';
+import type { Device, Dispatch } from './device.js';
 import { getBackend } from './backend.js';
 
 type Arg = { readonly shape: Shape; readonly dtype: DType };
@@ -34,7 +34,22 @@ interface Plan {
   readonly kernels: number;
   /** The device's pacing key for this plan's submits (see Device.encode). */
   readonly pace: string;
+  /**
+   * Dispatch lists by the buffers bound to inputs and outputs: a step called again with the same buffers (results
+   * ping-ponging between two sets, say) replays its list without looking up a bind group per dispatch.
+   */
+  readonly lists: Map<string, Dispatch[]>;
 }
+
+/** Dispatch lists kept per plan (a few binding sets recur; more means the buffers keep changing). */
+const MAX_LISTS = 8;
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+const bufferId = (b: GPUBuffer): number => {
+  let id = bufferIds.get(b);
+  if (id === undefined) { id = nextBufferId++; bufferIds.set(b, id); }
+  return id;
+};
 
 export interface JitOpts {
   /**
@@ -115,7 +130,7 @@ const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, 
   const compiled = await compileKernels(dev, kernels, inPlace);
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
   const scratch = planScratch(dev, kernels, new Set(computed), new Set(alias.keys()));
-  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length, pace: `jit#${nextId++}` };
+  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length, pace: `jit#${nextId++}`, lists: new Map() };
 };
 
 const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat: { leaves: Tensor[] }[], opts: JitOpts): R => {
@@ -149,7 +164,14 @@ const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat:
   }
   for (const [r, p] of plan.alias) if (!bound.has(r)) bound.set(r, bound.get(p)!);
   const bufOf = (n: Node): GPUBuffer => bound.get(n) ?? plan.scratch.get(n) ?? n.gpu?.buffer ?? ensureUploaded(dev, n);
-  dev.encode(dispatchesOf(dev, plan.compiled, bufOf), 'jit', plan.pace);
+  const sig = [...plan.inputs, ...plan.outputs].map((n) => bufferId(bufOf(n))).join(',');
+  let list = plan.lists.get(sig);
+  if (!list) {
+    if (plan.lists.size >= MAX_LISTS) plan.lists.clear();
+    list = dispatchesOf(dev, plan.compiled, bufOf);
+    plan.lists.set(sig, list);
+  }
+  dev.encode(list, 'jit', plan.pace);
   for (const i of opts.donate ?? []) {
     const a = args[i];
     if (typeof a === 'number') continue;
