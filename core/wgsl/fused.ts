@@ -9,6 +9,8 @@ import { idxKey, renderIdx, type Idx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
 
 export const WG = 64;
+/** Invocations per workgroup of vec4 elementwise kernels: lavapipe pays per workgroup, so fewer and larger. */
+const WG4 = 256;
 
 class Scope {
   readonly lines: string[] = [];
@@ -111,15 +113,15 @@ const renderElementwise4 = (k: Extract<Kernel, { kind: 'elementwise' }>, label: 
   const wgsl = `${[...new Set(lanes.flatMap((em) => [...em.preludes]))].join('\n')}
 ${decl}
 @group(0) @binding(${k.inputs.length}) var<storage, read_write> out0: array<vec4<${t}>>;
-@compute @workgroup_size(${WG})
+@compute @workgroup_size(${WG4})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let e4 = gid.x + gid.y * nwg.x * ${WG}u;
+  let e4 = gid.x + gid.y * nwg.x * ${WG4}u;
   if (e4 >= ${n / 4}u) { return; }
   ${[...vec].map((sl) => `let vin${sl} = in${sl}[e4];`).join('\n  ')}
   ${lanes.map((em) => em.top.lines.join('\n  ')).join('\n  ')}
   out0[e4] = vec4<${t}>(${values.map((v) => store(k.out.dtype, v)).join(', ')});
 }`;
-  return { wgsl, workgroups: grid(Math.ceil(n / 4 / WG)), label };
+  return { wgsl, workgroups: grid(Math.ceil(n / 4 / WG4)), label };
 };
 
 export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
