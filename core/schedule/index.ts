@@ -75,8 +75,10 @@ const prologueable = (o: Node, mat: ReadonlySet<Node>, uses: number, budget: num
     const n = stack.pop()!;
     if (seen.has(n)) continue;
     seen.add(n);
-    // A reduction under it becomes a row kernel whatever happens: it is read like a materialised node.
-    if (isInput(n) || mat.has(n) || n.op.kind === 'reduce') { reads.add(n); continue; }
+    // A reduction under it, or a per-row value of one (rmsNorm's 1/rms), is a row kernel's output whatever
+    // happens: it is read like a materialised node.
+    const rowValue = n.op.kind === 'reduce' || (numel(n.shape) < numel(o.shape) && inlineReach(n, mat).some((m) => m.op.kind === 'reduce'));
+    if (isInput(n) || mat.has(n) || rowValue) { reads.add(n); continue; }
     if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
     if (n.op.kind === 'elementwise' && !n.op.identity && ++ops + reads.size > most) return false;
     stack.push(...n.src);
@@ -102,6 +104,9 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     const c = (k === 'reduce' ? 8 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
+    // A shared elementwise result of a matmul used nowhere else (a residual stream: x + attn(x)) is stored by that
+    // matmul's epilogue at no extra cost, rather than recomputed — rereading every term — by each consumer.
+    if (fuse && k === 'elementwise' && (users.get(n) ?? 0) >= 2 && n.src.some((s) => soleMatmul(s, users))) mat.add(n);
   }
   // Matmul operands that cannot be computed on load are materialised up front, so every matmul reading them
   // (through transposes or broadcasts) reads the same buffer in place.
@@ -159,6 +164,16 @@ const inlineReach = (root: Node, mat: ReadonlySet<Node>): Node[] => {
 
 const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
 const isIdentityOp = (n: Node) => n.op.kind === 'elementwise' && n.op.identity === true;
+/** A 2-D matmul whose rows are x's leading dimensions flattened (x = f(reshape(m)), a linear layer's output). */
+const rowsOf = (m: Node, x: Node): boolean =>
+  m.shape.length === 2 && x.shape.length > 2 && x.shape[x.shape.length - 1] === m.shape[1] && numel(x.shape) === numel(m.shape);
+
+/** Whether `s` is a matmul's result (perhaps reshaped) that nothing else reads. */
+const soleMatmul = (s: Node, users: ReadonlyMap<Node, number>): boolean => {
+  while ((s.op.name === 'reshape' || isIdentityOp(s)) && users.get(s) === 1 && !isInput(s)) s = s.src[0]!;
+  return isMatmulNode(s) && users.get(s) === 1 && !isInput(s);
+};
+
 /** Multiply-adds each element of a matmul's operand `i` feeds: N for A, M for B. */
 const operandUses = (m: Node, i: number): number => m.shape[m.shape.length - 1 - (i === 0 ? 0 : 1)]!;
 const isMatmulNode = (n: Node) => n.op.kind === 'custom' && n.op.template === 'matmul';
@@ -297,7 +312,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
       ({ src: { shape }, axes } = effective(red, users));
       perRow = !full;
     } else {
-      mm = reach.find((n) => isMatmulNode(n) && sameShape(n.shape, x.shape) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
+      mm = reach.find((n) => isMatmulNode(n) && (sameShape(n.shape, x.shape) || rowsOf(n, x)) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
       if (mm) mat.delete(mm);
     }
   }
@@ -311,6 +326,9 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
     const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
     const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
     domainIdx = rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v));
+  } else if (mm && !sameShape(mm.shape, x.shape)) {
+    // x's leading dimensions are the matmul's rows, flattened: the matmul's row index, unflattened.
+    domainIdx = [...unflatten(ivar('row', mm.shape[0]!), x.shape.slice(0, -1)), ivar('col', mm.shape[1]!)];
   } else if (mm) {
     const b = shape.slice(0, -2);
     domainIdx = [...unflatten(ivar('batch', numel(b)), b), shape[shape.length - 2] === 1 ? iconst(0) : ivar('row', shape[shape.length - 2]!), shape[shape.length - 1] === 1 ? iconst(0) : ivar('col', shape[shape.length - 1]!)];
@@ -380,7 +398,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
         return red;
       }
       case 'custom':
-        if (n === mm && isIdentity(idx, domainIdx)) return { e: 'acc', dtype: n.dtype, elem: true };
+        if (n === mm && isIdentity(idx, sameShape(mm.shape, x.shape) ? domainIdx : [ivar('row', mm.shape[0]!), ivar('col', mm.shape[1]!)])) return { e: 'acc', dtype: n.dtype, elem: true };
         need(n);
         return load(n, idx);
     }
