@@ -134,6 +134,21 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }
   });
 
+  it('a matmul read transposed by its only consumer (a weight update) computes the transposed product, with the update as its epilogue', async () => {
+    for (const [R, I, O] of [[37, 20, 45], [16, 24, 24], [9, 1, 30]] as const) {
+      const mk = () => {
+        const x = f32(fillValues(R * I, 'any', 31), [R, I]), dy = f32(fillValues(R * O, 'any', 32), [R, O]);
+        const w = f32(fillValues(O * I, 'unit', 33), [O, I]);
+        return C.sub(w, C.mul(C.transpose(C.matmul(C.transpose(x), dy)), 0.1)); // w − lr·(xᵀ·dy)ᵀ, w: (out, in)
+      };
+      const ks = schedule([mk().node]);
+      expect(ks.map((k) => k.kind), `shape ${[R, I, O]}`).toEqual(['matmul']);
+      const [want] = onCpu([mk()]);
+      const [got] = await onGpu([mk()]);
+      close(got!, want!, 1e-5, `update for ${[R, I, O]}`);
+    }
+  });
+
   describe('kernel counts', () => {
     const count = (...ts: Tensor[]) => schedule(ts.map((t) => t.node as Node)).length;
     const a = f32(fillValues(64, 'any', 1), [8, 8]), b = f32(fillValues(64, 'any', 2), [8, 8]), c = f32(fillValues(8, 'any', 3), [8]);

@@ -312,7 +312,8 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
       ({ src: { shape }, axes } = effective(red, users));
       perRow = !full;
     } else {
-      mm = reach.find((n) => isMatmulNode(n) && (sameShape(n.shape, x.shape) || rowsOf(n, x)) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
+      const fits = (n: Node) => sameShape(n.shape, x.shape) || rowsOf(n, x) || (n.shape.length === 2 && sameShape([n.shape[1]!, n.shape[0]!], x.shape));
+      mm = reach.find((n) => isMatmulNode(n) && fits(n) && !demanded.has(n) && onlyFeeds(n, x, users)) ?? null;
       if (mm) mat.delete(mm);
     }
   }
@@ -326,7 +327,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
     const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
     const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
     domainIdx = rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v));
-  } else if (mm && !sameShape(mm.shape, x.shape)) {
+  } else if (mm && rowsOf(mm, x)) {
     // x's leading dimensions are the matmul's rows, flattened: the matmul's row index, unflattened.
     domainIdx = [...unflatten(ivar('row', mm.shape[0]!), x.shape.slice(0, -1)), ivar('col', mm.shape[1]!)];
   } else if (mm) {
@@ -340,6 +341,13 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   const memo = new Map<string, Expr>();
   const elemOf = (i: Idx | null) => i !== null && usesVar(i, 'e');
   const isIdentity = (idx: readonly Idx[], want: readonly Idx[]) => idx.length === want.length && idx.every((v, d) => idxKey(v) === idxKey(want[d]!));
+  // Where the epilogue reads the matmul's accumulator: its own (row, col) in the kernel's domain, swapped when the
+  // kernel computes the transposed product.
+  let transposed = false;
+  const accIdx = (m: Node): readonly Idx[] => {
+    if (transposed) return [domainIdx[1]!, domainIdx[0]!];
+    return rowsOf(m, x) ? [ivar('row', m.shape[0]!), ivar('col', m.shape[1]!)] : domainIdx;
+  };
 
   // A per-row value (logsumexp = log Σ exp(x − max) + max, say) of reductions this kernel cannot compute is
   // materialised whole — one kernel computing all of its reductions — rather than reduction by reduction.
@@ -398,7 +406,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
         return red;
       }
       case 'custom':
-        if (n === mm && isIdentity(idx, sameShape(mm.shape, x.shape) ? domainIdx : [ivar('row', mm.shape[0]!), ivar('col', mm.shape[1]!)])) return { e: 'acc', dtype: n.dtype, elem: true };
+        if (n === mm && isIdentity(idx, accIdx(mm))) return { e: 'acc', dtype: n.dtype, elem: true };
         need(n);
         return load(n, idx);
     }
@@ -406,9 +414,17 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
 
   if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, ctx, walk);
   if (mm) {
+    const m = mm;
     const value = walk(x, domainIdx);
-    if (mat.has(mm)) return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walkFresh() };
-    return matmulKernel(mm, { out: x, value }, slotOf, inputs, need, ctx, walk);
+    if (!mat.has(m)) return matmulKernel(m, { out: x, value }, slotOf, inputs, need, ctx, walk);
+    if (m.shape.length === 2 && x.shape.length === 2 && m.shape[0] === x.shape[1] && m.shape[1] === x.shape[0]) {
+      // Read transposed (a weight update reading its gradient): the kernel computes the transposed product, whose
+      // epilogue then reads it in place.
+      mat.delete(m); demanded.delete(m); memo.clear(); inputs.length = 0; transposed = true;
+      const valueT = walk(x, domainIdx);
+      if (!mat.has(m)) return matmulKernel(m, { out: x, value: valueT }, slotOf, inputs, need, ctx, walk, true);
+    }
+    return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walkFresh() };
   }
   function walkFresh(): Expr {
     // The matmul was read at another index, so it is materialised: redo the body as a plain kernel.
@@ -499,16 +515,22 @@ const nominalView = (o: Node): View => {
 const matmulKernel = (
   m: Node, epi: { out: Node; value: Expr } | null, slotOf: (n: Node) => number, inputs: Node[], need: (n: Node) => void, ctx: Ctx,
   walk: (n: Node, idx: readonly Idx[]) => Expr,
+  transposed = false,
 ): Kernel => {
   const { mat } = ctx;
   const r = m.shape.length;
   const batchShape = m.shape.slice(0, -2);
-  const layout = (v: View) => ({ ...batchLayout(v, r - 2), row: v.strides[r - 2]!, col: v.strides[r - 1]! });
-  const operand = (o: Node): Operand => {
+  // transposed (2-D only): the kernel computes mᵀ = Bᵀ·Aᵀ, each operand read with rows and columns swapped.
+  const layout = (v: View) => {
+    const [row, col] = [v.strides[r - 2]!, v.strides[r - 1]!];
+    return { ...batchLayout(v, r - 2), row: transposed ? col : row, col: transposed ? row : col };
+  };
+  const operand = (o: Node, uses: number): Operand => {
     let vc = viewChain(o, mat);
-    if (!vc && prologueable(o, mat, operandUses(m, m.src.indexOf(o)), ctx.budget)) {
+    if (!vc && prologueable(o, mat, uses, ctx.budget)) {
       const bIdx = unflatten(ivar('batch', numel(batchShape)), batchShape);
-      const idx = [...bIdx.map((v, d) => (o.shape[d] === 1 ? iconst(0) : v)), ivar('row', o.shape[r - 2]!), ivar('col', o.shape[r - 1]!)];
+      const [ri, ci] = transposed ? [ivar('col', o.shape[r - 2]!), ivar('row', o.shape[r - 1]!)] : [ivar('row', o.shape[r - 2]!), ivar('col', o.shape[r - 1]!)];
+      const idx = [...bIdx.map((v, d) => (o.shape[d] === 1 ? iconst(0) : v)), ri, ci];
       return { slot: -1, offset: 0, strides: layout(nominalView(o)), value: walk(o, idx), node: o };
     }
     if (!vc) {
@@ -518,11 +540,13 @@ const matmulKernel = (
     const v = vc.view;
     return { slot: slotOf(vc.base), offset: v.offset, strides: layout(v) };
   };
-  const a = operand(m.src[0]!);
-  const b = operand(m.src[1]!);
+  const [M, N] = [m.shape[r - 2]!, m.shape[r - 1]!];
+  const [x, y] = transposed ? [m.src[1]!, m.src[0]!] : [m.src[0]!, m.src[1]!];
+  const a = operand(x, transposed ? M : N);
+  const b = operand(y, transposed ? N : M);
   const K = m.src[0]!.shape[r - 1]!;
   return {
-    kind: 'matmul', out: epi ? epi.out : m, inputs, batch: numel(batchShape), M: m.shape[r - 2]!, N: m.shape[r - 1]!, K, a, b,
+    kind: 'matmul', out: epi ? epi.out : m, inputs, batch: numel(batchShape), M: transposed ? N : M, N: transposed ? M : N, K, a, b,
     epilogue: epi ? epi.value : null, batchShape, c: null,
   };
 };
