@@ -168,6 +168,9 @@ const isIdentityOp = (n: Node) => n.op.kind === 'elementwise' && n.op.identity =
 const rowsOf = (m: Node, x: Node): boolean =>
   m.shape.length === 2 && x.shape.length > 2 && x.shape[x.shape.length - 1] === m.shape[1] && numel(x.shape) === numel(m.shape);
 
+/** The (row, col) index variables of a 2-D matmul's result (a dimension of 1 is the constant 0). */
+const matmulRowCol = (m: Node): [Idx, Idx] => [m.shape[0] === 1 ? iconst(0) : ivar('row', m.shape[0]!), m.shape[1] === 1 ? iconst(0) : ivar('col', m.shape[1]!)];
+
 /** Whether `s` is a matmul's result (perhaps reshaped) that nothing else reads. */
 const soleMatmul = (s: Node, users: ReadonlyMap<Node, number>): boolean => {
   while ((s.op.name === 'reshape' || isIdentityOp(s)) && users.get(s) === 1 && !isInput(s)) s = s.src[0]!;
@@ -329,7 +332,8 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
     domainIdx = rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v));
   } else if (mm && rowsOf(mm, x)) {
     // x's leading dimensions are the matmul's rows, flattened: the matmul's row index, unflattened.
-    domainIdx = [...unflatten(ivar('row', mm.shape[0]!), x.shape.slice(0, -1)), ivar('col', mm.shape[1]!)];
+    const [row, col] = matmulRowCol(mm);
+    domainIdx = [...unflatten(row, x.shape.slice(0, -1)), col];
   } else if (mm) {
     const b = shape.slice(0, -2);
     domainIdx = [...unflatten(ivar('batch', numel(b)), b), shape[shape.length - 2] === 1 ? iconst(0) : ivar('row', shape[shape.length - 2]!), shape[shape.length - 1] === 1 ? iconst(0) : ivar('col', shape[shape.length - 1]!)];
@@ -346,7 +350,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   let transposed = false;
   const accIdx = (m: Node): readonly Idx[] => {
     if (transposed) return [domainIdx[1]!, domainIdx[0]!];
-    return rowsOf(m, x) ? [ivar('row', m.shape[0]!), ivar('col', m.shape[1]!)] : domainIdx;
+    return rowsOf(m, x) ? matmulRowCol(m) : domainIdx;
   };
 
   // A per-row value (logsumexp = log Σ exp(x − max) + max, say) of reductions this kernel cannot compute is
