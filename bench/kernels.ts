@@ -1,0 +1,56 @@
+// Per-kernel GPU time of one Llama graph, for finding where a step's time goes (not part of `npm run bench`):
+//   npx tsx bench/kernels.ts [train|decode] [stories260K|stories15M]
+// `train`: forward + backward of the bench shape; `decode`: one cached token. Prints the whole graph's time in one
+// submit, then the slowest kernels, each timed alone (so the sum exceeds the whole: no overlap, cold caches).
+
+import * as C from '../index.js';
+import type { Tensor } from '../index.js';
+import { compileKernels, dispatchesOf, ensureUploaded, planScratch, scheduleFor, webgpuDevice } from '../core/runtime.js';
+import { schedule } from '../core/schedule/index.js';
+import { emptyCache, forward, initParams, type LlamaParams } from '../models/llama.js';
+import { crossEntropy, linear } from '../ops/nn.js';
+import { SHAPES } from './llama.js';
+import { timeDispatches } from './matmul.js';
+
+const main = async () => {
+  const [mode = 'train', name = 'stories260K'] = process.argv.slice(2);
+  const dev = await webgpuDevice();
+  const shape = SHAPES[name];
+  if (!dev || !shape) throw new Error(dev ? `unknown shape ${name} (${Object.keys(SHAPES).join(', ')})` : 'no WebGPU adapter');
+  C.setBackend('webgpu');
+  const { cfg, batch, T } = shape;
+  const params = initParams(cfg, C.key(0));
+  await C.realize(...C.leaves(params));
+  let outs: Tensor[];
+  if (mode === 'decode') {
+    const cache = emptyCache(cfg, 1, 32);
+    const r = forward(cfg, params, C.tensor([[3]], { dtype: 'i32' }), { cache: { ...cache, length: C.tensor(7, { dtype: 'i32' }) } });
+    outs = [r.logits, ...r.cache.layers.flatMap((l) => [l.k, l.v])];
+  } else {
+    const tokens = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 7919) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
+    const [l, g] = C.valueAndGrad((p: LlamaParams) => crossEntropy(linear(forward(cfg, p, tokens, { hidden: true }), p.tokEmb), tokens))(params);
+    outs = [l, ...C.leaves(g)];
+  }
+  const kernels = schedule(outs.map((t) => t.node), scheduleFor(dev));
+  const compiled = await compileKernels(dev, kernels);
+  for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
+  const scratch = planScratch(dev, kernels, new Set());
+  const list = dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!);
+  dev.encode(list);
+  await dev.sync();
+  const whole = (await timeDispatches(dev, list, { reps: 2, trials: 3 })).medianMs;
+  const rows: [number, string][] = [];
+  let at = 0;
+  for (const [i, k] of kernels.entries()) {
+    const mine = list.slice(at, at + compiled[i]!.step.rendered.length);
+    at += mine.length;
+    const ms = (await timeDispatches(dev, mine, { reps: 4, trials: 3 })).medianMs;
+    const what = k.kind === 'matmul' ? ` M${k.M} N${k.N} K${k.K}${k.a.value ? ' A computed' : ''}${k.b.value ? ' B computed' : ''}${k.epilogue ? ' +epilogue' : ''}` : '';
+    rows.push([ms, `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}${what}`]);
+  }
+  console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels, ${whole.toFixed(3)} ms in one submit`);
+  for (const [ms, s] of rows.sort((a, b) => (b[0] || 0) - (a[0] || 0)).slice(0, 20)) console.log(`${ms.toFixed(3).padStart(9)} ms  ${s}`);
+  for (const b of new Set(scratch.values())) dev.free(b);
+};
+
+main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });
