@@ -15,4 +15,7 @@ const main = async () => {
   }
 };
 
+// A promise that never settles (a GPU wait whose callback never comes) would let Node drain its event loop and
+// exit 0 mid-run, silently: say so instead.
+process.on('beforeExit', () => { console.error('bench: the event loop drained before the benchmarks finished (a GPU wait never completed)'); process.exit(1); });
 main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });
