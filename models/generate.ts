@@ -75,11 +75,19 @@ const settleCache = async (last: Tensor, cache: KvCache): Promise<[Tensor, KvCac
 };
 
 /** One decode step as a compiled plan: (params, cache layers, ids (B, 1), position, start) → (logits, layers). */
-const decodeStep = (c: LlamaConfig) =>
+const makeDecodeStep = (c: LlamaConfig) =>
   jit((p: LlamaParams, layers: readonly KvLayer[], ids: Tensor, pos: Tensor, start: Tensor | null) => {
     const r = forward(c, p, ids, { cache: { layers, length: pos, ...(start ? { start } : {}) } }); // (B, 1, V)
     return [r.logits, r.cache.layers] as const;
   }, { donate: [1], intArgs: [3] });
+
+/** Decode plans are kept per config object, so a later generate call with the same shapes neither traces nor compiles. */
+const decodeSteps = new WeakMap<LlamaConfig, ReturnType<typeof makeDecodeStep>>();
+const decodeStep = (c: LlamaConfig): ReturnType<typeof makeDecodeStep> => {
+  let step = decodeSteps.get(c);
+  if (!step) { step = makeDecodeStep(c); decodeSteps.set(c, step); }
+  return step;
+};
 
 /**
  * Generates continuations of a batch of prompts (token ids, BOS included if wanted), yielding each step's tokens

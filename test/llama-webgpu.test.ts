@@ -39,7 +39,7 @@ describe.skipIf(!gpuDevice || !have)('stories260K on WebGPU', () => {
     logits.dispose();
   });
 
-  it('greedy generation replays one compiled decode plan: reference ids, 0 compiles and 0 allocations per token', async () => {
+  it('greedy generation replays one compiled decode plan: reference ids, 0 compiles and 0 allocations per token, and nothing compiles on a second call', async () => {
     C.setBackend('webgpu');
     const { config, params } = await load();
     const c = await expected();
@@ -53,5 +53,10 @@ describe.skipIf(!gpuDevice || !have)('stories260K on WebGPU', () => {
     expect(ids).toEqual(c.generated_ids.slice(0, n));
     expect(gpuDevice!.counters.compiles).toBe(mark!.compiles);
     expect(gpuDevice!.counters.allocations).toBe(mark!.allocations);
+    // A second call with the same config and shapes reuses the decode plan (and the prefill's pipelines).
+    const again: number[] = [];
+    for await (const { tokens } of generate(config, params, [c.prompt_ids], { maxTokens: n })) again.push(tokens[0]!);
+    expect(again).toEqual(ids);
+    expect(gpuDevice!.counters.compiles).toBe(mark!.compiles);
   });
 });
