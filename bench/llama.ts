@@ -68,11 +68,12 @@ export const benchShape = async (name: string, reps = 3) => {
   const stepMs = median(times);
   if (process.env.BENCH_VERBOSE) console.log(`step times: ${times.map((t) => t.toFixed(0)).join(" ")} ms`);
   const submitsPerStep = (submits() - s0) / reps;
-  // Prefill: one compiled forward over a T-token prompt, its logits read back (a jitted forward, as a serving loop
-  // would run it; an un-jitted forward also schedules and renders its graph on the host every call).
+  // Prefill: one compiled forward over a T-token prompt (a jitted forward, as a serving loop would run it; an
+  // un-jitted forward also schedules and renders its graph on the host every call).
   const prompt = C.slice(tokens, [0, 0], [1, T]);
   await C.realize(prompt);
-  const prefill = C.jit((p: LlamaParams, t: Tensor) => forward(cfg, p, t));
+  // The last position's logits are read back (the next token's), as generation needs.
+  const prefill = C.jit((p: LlamaParams, t: Tensor) => C.slice(forward(cfg, p, t), [0, T - 1, 0], [1, T, cfg.vocabSize]));
   const pre: number[] = [];
   for (let i = 0; i < 4; i++) {
     const t0 = performance.now();
