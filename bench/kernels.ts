@@ -5,12 +5,11 @@
 
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
-import { compileKernels, dispatchesOf, ensureUploaded, planScratch, scheduleFor, webgpuDevice } from '../core/runtime.js';
-import { schedule } from '../core/schedule/index.js';
+import { webgpuDevice } from '../core/runtime.js';
 import { emptyCache, forward, initParams, type LlamaParams } from '../models/llama.js';
 import { crossEntropy, linear } from '../ops/nn.js';
 import { SHAPES } from './llama.js';
-import { timeDispatches } from './matmul.js';
+import { compileGraph, timeDispatches } from './matmul.js';
 
 const main = async () => {
   const [mode = 'train', name = 'stories260K'] = process.argv.slice(2);
@@ -31,11 +30,7 @@ const main = async () => {
     const [l, g] = C.valueAndGrad((p: LlamaParams) => crossEntropy(linear(forward(cfg, p, tokens, { hidden: true }), p.tokEmb), tokens))(params);
     outs = [l, ...C.leaves(g)];
   }
-  const kernels = schedule(outs.map((t) => t.node), scheduleFor(dev));
-  const compiled = await compileKernels(dev, kernels);
-  for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
-  const scratch = planScratch(dev, kernels, new Set());
-  const list = dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!);
+  const { kernels, compiled, list, free } = await compileGraph(dev, outs.map((t) => t.node));
   dev.encode(list);
   await dev.sync();
   const whole = (await timeDispatches(dev, list, { reps: 2, trials: 3 })).medianMs;
@@ -50,7 +45,7 @@ const main = async () => {
   }
   console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels, ${whole.toFixed(3)} ms in one submit`);
   for (const [ms, s] of rows.sort((a, b) => (b[0] || 0) - (a[0] || 0)).slice(0, 20)) console.log(`${ms.toFixed(3).padStart(9)} ms  ${s}`);
-  for (const b of new Set(scratch.values())) dev.free(b);
+  free();
 };
 
 main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });

@@ -12,6 +12,7 @@ import { forward, initParams, type LlamaParams } from '../models/llama.js';
 import { generate } from '../models/generate.js';
 import { crossEntropy, linear } from '../ops/nn.js';
 import { webgpuDevice } from '../core/runtime.js';
+import { median } from './matmul.js';
 
 const base = { headDim: 0, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2 };
 export const SHAPES: Record<string, { cfg: LlamaConfig; batch: number; T: number; chunks: number }> = {
@@ -35,9 +36,6 @@ const lmLoss = (cfg: LlamaConfig, p: LlamaParams, tokens: Tensor, targets: Tenso
   return total!;
 };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-
-
 export const benchShape = async (name: string, reps = 3) => {
   const { cfg, batch, T, chunks } = SHAPES[name]!;
   const tokens = C.tensor(Int32Array.from({ length: batch * T }, (_, i) => (i * 7919) % cfg.vocabSize), { shape: [batch, T], dtype: 'i32' });
@@ -53,7 +51,7 @@ export const benchShape = async (name: string, reps = 3) => {
   const submits = () => dev?.counters.submits ?? 0;
   const times: number[] = [];
   let s0 = 0, kernels = 0;
-  // Warm-up steps compile, and let the device learn the step's GPU time (it sleeps through it instead of spinning).
+  // Warm-up steps compile, and (on a CPU adapter) let the device learn the step's GPU time, to sleep through it.
   const warm = 4;
   for (let i = 0; i < warm + reps; i++) {
     const t0 = performance.now();

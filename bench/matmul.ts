@@ -5,6 +5,9 @@ import { pathToFileURL } from 'node:url';
 import { globals } from 'webgpu';
 import { type Device, type Dispatch, openDevice, orThrow } from '../core/device.js';
 import { matmulKernel, pickMatmulTiles } from '../core/wgsl/matmul.js';
+import { compileKernels, dispatchesOf, ensureUploaded, planScratch, scheduleFor } from '../core/runtime.js';
+import { schedule } from '../core/schedule/index.js';
+import type { Node } from '../core/node.js';
 
 export interface Timing {
   /** Median milliseconds per repetition. */
@@ -12,7 +15,7 @@ export interface Timing {
   readonly samplesMs: readonly number[];
 }
 
-const median = (xs: readonly number[]): number => {
+export const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
@@ -50,6 +53,19 @@ export const timeDispatches = async (
   return { medianMs: median(samples), samplesMs: samples };
 };
 
+/**
+ * Schedule and compile a graph's nodes outside any step: its dispatches (one per kernel, in order), with scratch
+ * buffers for every kernel output; `free` returns them.
+ */
+export const compileGraph = async (dev: Device, nodes: readonly Node[]) => {
+  const kernels = schedule(nodes, scheduleFor(dev));
+  const compiled = await compileKernels(dev, kernels);
+  for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
+  const scratch = planScratch(dev, kernels, new Set());
+  const list = dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!);
+  return { kernels, compiled, list, free: (): void => { for (const b of new Set(scratch.values())) dev.free(b); } };
+};
+
 /** A grid of vec4 copies, one vec4 per invocation: the bandwidth ceiling of an elementwise kernel. */
 export const vec4CopyWgsl = `
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
@@ -61,7 +77,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
 }`;
 
 /** Copy `floats` f32 values (multiple of 1024) with the vec4 kernel; GB/s counts bytes read plus written. */
-export const measureCopy = async (dev: Device, floats = 16 * 1024 * 1024, sleep?: boolean): Promise<{ gbs: number; timing: Timing }> => {
+export const measureCopy = async (dev: Device, floats = 16 * 1024 * 1024): Promise<{ gbs: number; timing: Timing }> => {
   const bytes = floats * 4;
   const src = dev.alloc(bytes), dst = dev.alloc(bytes);
   dev.upload(src, new Float32Array(floats).fill(1));
@@ -70,7 +86,7 @@ export const measureCopy = async (dev: Device, floats = 16 * 1024 * 1024, sleep?
   const groups = floats / 4 / 256;
   const x = Math.min(groups, dev.limits.maxComputeWorkgroupsPerDimension);
   const workgroups = [x, Math.ceil(groups / x), 1] as const;
-  const timing = await timeDispatches(dev, [{ pipeline, bindGroup, workgroups }], { reps: 4, trials: 5, sleep });
+  const timing = await timeDispatches(dev, [{ pipeline, bindGroup, workgroups }], { reps: 4, trials: 5 });
   dev.free(src);
   dev.free(dst);
   return { gbs: (2 * bytes) / (timing.medianMs * 1e6), timing };
@@ -100,12 +116,10 @@ export const prepareMatmul = async (dev: Device, n: number) => {
 };
 
 /**
- * jax-js on its own WebGPU device (same adapter): jit(matmul) called `reps` times, then one blockUntilReady on
- * all results. jax-js is lazy: awaiting only the last result would let the others be dropped unevaluated.
- */
-/**
- * jax-js on its own WebGPU instance, set up once per process: jax-js keeps its device, and the instance must stay
- * alive as long as that device does (a second setup let the first instance be collected: the process aborted).
+ * jax-js on its own WebGPU instance (same adapter), set up once per process: jax-js keeps its device, and the
+ * instance must stay alive as long as that device does (a second setup let the first instance be collected: the
+ * process aborted). `time` calls jit(matmul) `reps` times, then one blockUntilReady on all results: jax-js is lazy,
+ * and awaiting only the last result would let the others be dropped unevaluated.
  */
 export const prepareJax = (): ReturnType<typeof setupJax> => (jaxOnce ??= setupJax());
 let jaxOnce: ReturnType<typeof setupJax> | undefined;

@@ -3,16 +3,11 @@
 
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
-import { compileKernels, dispatchesOf, ensureUploaded, planScratch, webgpuDevice } from '../core/runtime.js';
-import { schedule } from '../core/schedule/index.js';
+import { webgpuDevice } from '../core/runtime.js';
 import { numel } from '../core/shape.js';
 import type { Device } from '../core/device.js';
+import { compileGraph, measureCopy, median, prepareJax, timeDispatches } from './matmul.js';
 
-export const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** Median ms per call of an async step, awaiting the device after `reps` calls (sleeping first, per PERF-NOTES). */
 const timeCalls = async (dev: Device, call: () => Promise<void>, reps: number, trials: number): Promise<number> => {
@@ -37,16 +32,11 @@ export const fusedChain = async (dev: Device, n = 16 * 1024 * 1024): Promise<{ g
   const x = C.tensor(new Float32Array(n).fill(0.25));
   await C.realize(x);
   const y = C.add(C.mul(C.tanh(C.mul(x, 1.5)), C.sigmoid(x)), C.mul(C.square(x), 0.5));
-  const kernels = schedule([y.node]);
-  const compiled = await compileKernels(dev, kernels);
-  for (const k of kernels) for (const m of k.inputs) if (!m.gpu && m.cpu) ensureUploaded(dev, m);
-  const scratch = planScratch(dev, kernels, new Set());
-  const list = dispatchesOf(dev, compiled, (m) => m.gpu?.buffer ?? scratch.get(m)!);
-  const { timeDispatches } = await import('./matmul.js');
-  const { medianMs } = await timeDispatches(dev, list, { reps: 4, trials: 5 });
-  for (const b of scratch.values()) dev.free(b);
+  const g = await compileGraph(dev, [y.node]);
+  const { medianMs } = await timeDispatches(dev, g.list, { reps: 4, trials: 5 });
+  g.free();
   x.dispose();
-  return { gbs: (8 * n) / (medianMs * 1e6), kernels: kernels.length };
+  return { gbs: (8 * n) / (medianMs * 1e6), kernels: g.kernels.length };
 };
 
 interface Mlp { readonly w1: Tensor; readonly b1: Tensor; readonly w2: Tensor; readonly b2: Tensor }
@@ -114,7 +104,6 @@ export const stepsMain = async (): Promise<void> => {
   C.setBackend('webgpu');
   const dev = await webgpuDevice();
   if (!dev) { console.log('no WebGPU adapter: skipping fused-chain and MLP benchmarks'); return; }
-  const { measureCopy, prepareJax } = await import('./matmul.js');
   // Copy and chain alternate over a few rounds (the adapter's speed drifts with load); medians of each.
   const copies: number[] = [], chains: number[] = [];
   let kernels = 0;
