@@ -64,7 +64,8 @@ const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
  * kernel) down to materialised nodes or inputs. Its ops then run once per tile that reads them, instead of a
  * kernel writing the operand out and the matmul reading it back.
  */
-const prologueable = (o: Node, mat: ReadonlySet<Node>, uses: number, budget: number): boolean => {
+const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
+  const { mat, budget } = ctx;
   if (budget <= 0 || isInput(o) || mat.has(o) || o.dtype !== 'f32') return false;
   const most = (budget * Math.min(uses, 128)) / 128;
   const seen = new Set<Node>();
@@ -77,7 +78,7 @@ const prologueable = (o: Node, mat: ReadonlySet<Node>, uses: number, budget: num
     seen.add(n);
     // A reduction under it, or a per-row value of one (rmsNorm's 1/rms), is a row kernel's output whatever
     // happens: it is read like a materialised node.
-    const rowValue = n.op.kind === 'reduce' || (numel(n.shape) < numel(o.shape) && inlineReach(n, mat).some((m) => m.op.kind === 'reduce'));
+    const rowValue = n.op.kind === 'reduce' || (numel(n.shape) < numel(o.shape) && reducesUnder(n, ctx).length > 0);
     if (isInput(n) || mat.has(n) || rowValue) { reads.add(n); continue; }
     if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
     if (n.op.kind === 'elementwise' && !n.op.identity && ++ops + reads.size > most) return false;
@@ -108,6 +109,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     // matmul's epilogue at no extra cost, rather than recomputed — rereading every term — by each consumer.
     if (fuse && k === 'elementwise' && (users.get(n) ?? 0) >= 2 && n.src.some((s) => soleMatmul(s, users))) mat.add(n);
   }
+  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map(), budget };
   // Matmul operands that cannot be computed on load are materialised up front, so every matmul reading them
   // (through transposes or broadcasts) reads the same buffer in place.
   // An operand whose view cannot be expressed as strides (a reshape of transposed heads, say) is materialised
@@ -115,7 +117,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   for (const n of order) {
     if (isInput(n) || !isMatmulNode(n)) continue;
     for (const [i, o] of n.src.entries()) {
-      if (fuse && prologueable(o, mat, operandUses(n, i), budget)) continue;
+      if (fuse && prologueable(o, ctx, operandUses(n, i))) continue;
       let top = o;
       while (!isInput(top) && (top.op.name === 'permute' || isIdentityOp(top))) top = top.src[0]!;
       let b = top;
@@ -125,7 +127,6 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
   }
   const kernels: Kernel[] = [];
-  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map(), budget };
   const maxInputs = opts.maxInputs ?? 7;
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
@@ -531,7 +532,7 @@ const matmulKernel = (
   };
   const operand = (o: Node, uses: number): Operand => {
     let vc = viewChain(o, mat);
-    if (!vc && prologueable(o, mat, uses, ctx.budget)) {
+    if (!vc && prologueable(o, ctx, uses)) {
       const bIdx = unflatten(ivar('batch', numel(batchShape)), batchShape);
       const [ri, ci] = transposed ? [ivar('col', o.shape[r - 2]!), ivar('row', o.shape[r - 1]!)] : [ivar('row', o.shape[r - 2]!), ivar('col', o.shape[r - 1]!)];
       const idx = [...bIdx.map((v, d) => (o.shape[d] === 1 ? iconst(0) : v)), ri, ci];
