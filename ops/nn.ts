@@ -29,7 +29,8 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
 /**
  * x·Wᵢᵀ for several weights that share the input, as one matmul against their row-wise concatenation, split after
  * (views): one wider matmul, and in the backward pass one weight gradient and one input gradient instead of n.
- * The concatenation copies the weights each call, so inputs of few rows (decoding) keep separate matmuls.
+ * With many rows the matmul reads the concatenation on load (a prologue); with few (decoding) it would be copied
+ * on every call, so those inputs keep separate matmuls.
  * @example const [q, k, v] = linears(h, [wq, wk, wv]) // (B, T, dim) → (B, T, out_i) each
  */
 export const linears = (x: Tensor, ws: readonly Tensor[]): Tensor[] => {

@@ -28,9 +28,10 @@ export class Pacer {
 
   /**
    * A wait beginning at `now` (sleeping at least `atLeastMs`). Sleep `sleepMs`, wait, then call `done(woke, end)`
-   * with the times the sleep ended and the wait ended. The first run of a key is not learned (it may include Dawn's lazy pipeline compiles); a first estimate
-   * is 0.6 of a wait that spun from the submit (spinning ran the work ~1.6× slower); a wait that ended at once
-   * after waking overslept, and shortens the estimate by 15%; otherwise the wait's end is the work's end.
+   * with the times the sleep ended and the wait ended. The first run of a key is not learned (it may include
+   * Dawn's lazy pipeline compiles); a first estimate is 0.6 of a wait that spun from the submit (spinning ran the
+   * work ~1.6× slower); a wait that ended at once after waking overslept, and shortens the estimate by 15%;
+   * otherwise the wait's end is the work's end.
    */
   begin(now: number, atLeastMs = 0): Wait {
     const p = this.pending;
