@@ -8,7 +8,6 @@ import { numel } from '../core/shape.js';
 import type { Device } from '../core/device.js';
 import { compileGraph, measureCopy, median, prepareJax, timeDispatches } from './matmul.js';
 
-
 /** Median ms per call of an async step, awaiting the device after `reps` calls (sleeping first, per PERF-NOTES). */
 const timeCalls = async (dev: Device, call: () => Promise<void>, reps: number, trials: number): Promise<number> => {
   const samples: number[] = [];

@@ -98,7 +98,6 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
   return buf;
 };
 
-
 /** A lowered kernel with its pipelines compiled. */
 export interface Compiled { readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
 

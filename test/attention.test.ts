@@ -16,7 +16,6 @@ import { fillValues } from './optable.js';
 import './setup.js';
 import { maxRelDiff } from './helpers.js';
 
-
 /** The unfused meaning: scores (B, Hkv, g, T, S), masked, softmax, times V. */
 const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor | null): Tensor => {
   const [B, T, H, D] = q.shape as [number, number, number, number];
@@ -62,7 +61,6 @@ const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed'
   }, { hasAux: true })([q, k, v]);
   return [out, ...grads];
 };
-
 
 describe('fused attention', () => {
   it('equals attention composed of matmul, mask and softmax, values and gradients (f64, interpreter)', () => {

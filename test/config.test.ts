@@ -15,7 +15,6 @@ if (!haveFixtures) console.warn(`config tests: fixtures not found at ${fixtures}
 
 const minimal = { hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5, num_attention_heads: 8, vocab_size: 512, rms_norm_eps: 1e-5 };
 
-
 describe.skipIf(!haveFixtures)('stories260K config.json', () => {
   it('parses to the llama2.c header numbers', async () => {
     const c = right(await loadLlamaConfig(join(fixtures, 'hf'))());

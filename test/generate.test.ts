@@ -20,7 +20,6 @@ const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`generate tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
 
-
 interface Case { prompt: string; prompt_ids: number[]; generated_ids: number[]; runc_stdout: string }
 
 describe.skipIf(!haveFixtures)('stories260K greedy generation (llama2.c run.c reference)', () => {

@@ -15,7 +15,6 @@ const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K
 const haveFixtures = existsSync(fixtures);
 if (!haveFixtures) console.warn(`safetensors tests: fixtures not found at ${fixtures}; skipping the stories260K file tests`);
 
-
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 const fromBits = (b: number) => ((u32[0] = b), f32[0]!);

@@ -15,7 +15,6 @@ const haveFixtures = existsSync(FIXTURES);
 if (!haveFixtures) console.warn(`[tokenizer.test] SKIPPING fixture tests: ${FIXTURES} not found`);
 const FC = { seed: 20240601, numRuns: 200 };
 
-
 // ---- a protobuf writer, just for building small ModelProtos by hand -------------------------------------------
 const varint = (n: number): number[] => {
   const out: number[] = [];
