@@ -44,7 +44,10 @@ const main = async () => {
     rows.push([ms, `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}${what}`]);
   }
   console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels, ${whole.toFixed(3)} ms in one submit`);
-  for (const [ms, s] of rows.sort((a, b) => (b[0] || 0) - (a[0] || 0)).slice(0, 20)) console.log(`${ms.toFixed(3).padStart(9)} ms  ${s}`);
+  const byKind = new Map<string, [number, number]>();
+  for (const [ms, s] of rows) { const k = s.split(' ')[0]!, [n, t] = byKind.get(k) ?? [0, 0]; byKind.set(k, [n + 1, t + (ms || 0)]); }
+  console.log([...byKind].map(([k, [n, t]]) => `${k}: ${n} kernels, ${t.toFixed(1)} ms alone`).join('; '));
+  for (const [ms, s] of rows.sort((a, b) => (b[0] || 0) - (a[0] || 0)).slice(0, Number(process.env.TOP ?? 20))) console.log(`${ms.toFixed(3).padStart(9)} ms  ${s}`);
   free();
 };
 
