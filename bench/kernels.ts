@@ -2,6 +2,8 @@
 //   npx tsx bench/kernels.ts [train|decode] [stories260K|stories15M]
 // `train`: forward + backward of the bench shape; `decode`: one cached token. Prints the whole graph's time in one
 // submit, then the slowest kernels, each timed alone (so the sum exceeds the whole: no overlap, cold caches).
+// TOP=n lists n kernels (default 20); WGSL=text prints (instead) the shaders of
+// the kernels whose description contains it.
 
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
@@ -35,6 +37,14 @@ const main = async () => {
   await dev.sync();
   const whole = (await timeDispatches(dev, list, { reps: 2, trials: 3 })).medianMs;
   const rows: [number, string][] = [];
+  const show = process.env.WGSL;
+  if (show) {
+    for (const [i, k] of kernels.entries()) {
+      const desc = `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}`;
+      if (desc.includes(show)) console.log(`${desc}:\n${compiled[i]!.step.rendered.map((r) => r.wgsl).join('\n')}`);
+    }
+    return free();
+  }
   let at = 0;
   for (const [i, k] of kernels.entries()) {
     const mine = list.slice(at, at + compiled[i]!.step.rendered.length);

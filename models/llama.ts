@@ -2,14 +2,14 @@
 // shapes a config implies, and random initialisation. No file formats here (models/load.ts) and no sampling loop
 // (models/generate.ts). Weights are stored as in Hugging Face checkpoints, (out_features, in_features).
 
-import type { FloatDType } from '../core/dtype.js';
+import { isFloat, type FloatDType } from '../core/dtype.js';
 import { fmt, sameShape, ShapeError, type Shape } from '../core/shape.js';
 import type { Tensor } from '../core/tensor.js';
 import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
 import { pad, permute, reshape, slice } from '../ops/movement.js';
 import { writeAt } from '../ops/update.js';
-import { causalAttention, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
+import { causalAttention, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
 
@@ -134,16 +134,16 @@ export const cacheWrite = (cache: Tensor, x: Tensor, offset: number | Tensor): T
 
 interface LayerIn {
   readonly x: Tensor; // (B, T, dim)
-  readonly positions: Tensor; // (T,) or (B, T) i32
+  readonly rot: Tensor; // (…, T, 1, headDim): ropeTable of the positions
   readonly kv?: { readonly layer: KvLayer; readonly offset: number | Tensor; readonly start?: Tensor };
 }
 
-const block = (c: LlamaConfig, p: LlamaLayer, { x, positions, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
+const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
   const [B, T] = x.shape as [number, number];
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
   const [qp, kp, vp] = linears(h, [p.wq, p.wk, p.wv]) as [Tensor, Tensor, Tensor]; // one matmul: (B, T, ·) each
-  const q = rope(reshape(qp, [B, T, c.nHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nHeads, headDim)
-  let k = rope(reshape(kp, [B, T, c.nKvHeads, c.headDim]), positions, c.ropeTheta); // (B, T, nKvHeads, headDim)
+  const q = rope(reshape(qp, [B, T, c.nHeads, c.headDim]), rot); // (B, T, nHeads, headDim)
+  let k = rope(reshape(kp, [B, T, c.nKvHeads, c.headDim]), rot); // (B, T, nKvHeads, headDim)
   let v = reshape(vp, [B, T, c.nKvHeads, c.headDim]); // (B, T, nKvHeads, headDim)
   let written: KvLayer | undefined;
   if (kv) {
@@ -192,11 +192,12 @@ export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opt
   }
   const slots = add(iota(T), offset); // (T,)
   const positions = opts.positions ?? (cache?.start ? maximum(sub(reshape(slots, [1, T]), reshape(cache.start, [B, 1])), 0) : slots); // (T,) or (B, T)
+  const rot = ropeTable(positions, c.headDim, c.ropeTheta, isFloat(params.tokEmb.dtype) ? params.tokEmb.dtype : 'f32'); // (…, T, 1, headDim), shared by the layers
   let x = embedding(params.tokEmb, tokens); // (B, T, dim)
   const layers: KvLayer[] = [];
   params.layers.forEach((p, i) => {
     const kv = cache ? { layer: cache.layers[i]!, offset, ...(cache.start ? { start: cache.start } : {}) } : undefined;
-    const r = block(c, p, kv ? { x, positions, kv } : { x, positions });
+    const r = block(c, p, kv ? { x, rot, kv } : { x, rot });
     x = r.x; // (B, T, dim)
     if (r.kv) layers.push(r.kv);
   });

@@ -14,4 +14,4 @@ export { writeAt } from './update.js';
 export { key, split, uniform, normal, bernoulli, type Key } from './random.js';
 export { vjp, grad, valueAndGrad, type GradOpts } from './grad.js';
 export { scalar, type TensorLike } from './lift.js';
-export { linear, linears, rmsNorm, rope, causalAttention, swiglu, crossEntropy, embedding, type AttentionOpts, type CrossEntropyOpts } from './nn.js';
+export { linear, linears, rmsNorm, rope, ropeTable, causalAttention, swiglu, crossEntropy, embedding, type AttentionOpts, type CrossEntropyOpts } from './nn.js';

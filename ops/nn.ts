@@ -3,6 +3,7 @@
 // ops/attention.ts, so the (T, S) scores are never stored.
 
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
+import { isFloat, type FloatDType } from '../core/dtype.js';
 import { apply, Tensor } from '../core/tensor.js';
 import { attentionOp } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
@@ -59,22 +60,47 @@ export const rmsNorm = (x: Tensor, weight: Tensor, eps: number): Tensor => {
 const cosAccurate = (x: Tensor): Tensor => sub(1, mul(square(sin(mul(x, 0.5))), 2));
 
 /**
- * Rotary position embedding (Su et al. 2021) in the Hugging Face `rotate_half` layout: the first and second halves
- * of each head are the two members of each rotated pair. Angles are position · θ^(−2i/headDim), built in the graph
- * from integer `positions` of shape (T,) or (B, T), so generation can offset them.
- * @example rope(q, iota(T), 10000) // (B, T, H, headDim) → (B, T, H, headDim)
+ * RoPE's cos and sin for integer `positions` of shape (T,) or (B, T), as one table (…, T, 1, headDim): cos in the
+ * first half, sin in the second. Angles are position · θ^(−2i/headDim). Build it once per forward and hand it to
+ * `rope` in every layer: the scheduler stores it once, instead of every layer recomputing sines per element.
+ * @example const table = ropeTable(iota(T), 64, 10000) // (T, 1, 64)
  */
-export const rope = (x: Tensor, positions: Tensor, theta: number): Tensor => {
+export const ropeTable = (positions: Tensor, headDim: number, theta: number, dtype: FloatDType = 'f32'): Tensor => {
+  if (!isInt(positions)) throw new DTypeError(`ropeTable: positions must be i32 or u32, got ${positions.dtype}${fmt(positions.shape)}`);
+  if (positions.rank < 1 || positions.rank > 2) throw new ShapeError(`ropeTable: positions must be (T,) or (B, T), got ${fmt(positions.shape)}`);
+  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) throw new ShapeError(`ropeTable: head dimension must be even, got ${headDim}`);
+  const half = headDim / 2;
+  const invFreq = exp2(mul(cast(iota(half), dtype), (-2 / headDim) * Math.log2(theta))); // (half,)
+  const angle = expandDims(mul(expandDims(cast(positions, dtype), -1), invFreq), -2); // (…, T, 1, half)
+  return concat([cosAccurate(angle), sin(angle)], -1); // (…, T, 1, headDim)
+};
+
+/**
+ * Rotary position embedding (Su et al. 2021) in the Hugging Face `rotate_half` layout: the first and second halves
+ * of each head are the two members of each rotated pair. Takes a `ropeTable`, or integer `positions` of shape
+ * (T,) or (B, T) and θ to build one (so generation can offset them).
+ * @example rope(q, iota(T), 10000) // (B, T, H, headDim) → (B, T, H, headDim)
+ * @example rope(q, ropeTable(iota(T), headDim, 10000)) // the same, with a table shared by every layer
+ */
+export const rope = (x: Tensor, positionsOrTable: Tensor, theta?: number): Tensor => {
   if (x.rank < 3) throw new ShapeError(`rope: x must be (…, T, H, headDim), got ${fmt(x.shape)}`);
   const [T, D] = [x.shape[x.rank - 3]!, x.shape[x.rank - 1]!];
   if (D % 2 !== 0) throw new ShapeError(`rope: head dimension must be even, got ${fmt(x.shape)}`);
-  if (!isInt(positions)) throw new DTypeError(`rope: positions must be i32 or u32, got ${positions.dtype}${fmt(positions.shape)}`);
-  if (positions.rank < 1 || positions.shape[positions.rank - 1] !== T) throw new ShapeError(`rope: positions ${fmt(positions.shape)} do not match T = ${T} of ${fmt(x.shape)}`);
+  let table = positionsOrTable;
+  if (isInt(table)) {
+    if (table.rank < 1 || table.shape[table.rank - 1] !== T) throw new ShapeError(`rope: positions ${fmt(table.shape)} do not match T = ${T} of ${fmt(x.shape)}`);
+    if (theta === undefined) throw new RangeError('rope: integer positions need theta (or pass a ropeTable)');
+    if (!isFloat(x.dtype)) throw new DTypeError(`rope: x must be a float tensor, got ${x.dtype}${fmt(x.shape)}`);
+    table = ropeTable(table, D, theta, x.dtype);
+  }
+  const tr = table.rank;
+  if (tr < 3 || table.shape[tr - 1] !== D || table.shape[tr - 2] !== 1 || table.shape[tr - 3] !== T || table.dtype !== x.dtype) {
+    throw new ShapeError(`rope: table ${table.dtype}${fmt(table.shape)} must be ${x.dtype} (…, T, 1, headDim) for x ${x.dtype}${fmt(x.shape)}`);
+  }
   const half = D / 2;
-  const invFreq = exp2(mul(cast(iota(half), x.dtype), (-2 / D) * Math.log2(theta))); // (half,)
-  const angle = expandDims(mul(expandDims(cast(positions, x.dtype), -1), invFreq), -2); // (…, T, 1, half)
-  const [c, s] = [cosAccurate(angle), sin(angle)]; // (…, T, 1, half)
-  const lo = slice(x, [...Array<number>(x.rank - 1).fill(0), 0], [...x.shape.slice(0, -1), half]); // (…, T, H, half)
+  const c = slice(table, Array<number>(tr).fill(0), [...table.shape.slice(0, -1), half]); // (…, T, 1, half)
+  const s = slice(table, [...Array<number>(tr - 1).fill(0), half]); // (…, T, 1, half)
+  const lo = slice(x, Array<number>(x.rank).fill(0), [...x.shape.slice(0, -1), half]); // (…, T, H, half)
   const hi = slice(x, [...Array<number>(x.rank - 1).fill(0), half]); // (…, T, H, half)
   return concat([sub(mul(lo, c), mul(hi, s)), add(mul(hi, c), mul(lo, s))], -1); // (…, T, H, D)
 };

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
-import { causalAttention, crossEntropy, embedding, linear, linears, rmsNorm, rope, swiglu } from '../ops/nn.js';
+import { causalAttention, crossEntropy, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu } from '../ops/nn.js';
 import { fillValues } from './optable.js';
 import './setup.js';
 import { maxAbsDiff } from './helpers.js';
@@ -74,7 +74,24 @@ describe('rope', () => {
   it('rejects odd head sizes and mismatched positions', () => {
     expect(() => rope(f64([1, 2, 1, 3], 1), C.iota(2), 1e4)).toThrow(/rope: head dimension must be even/);
     expect(() => rope(f64([1, 2, 1, 4], 1), C.iota(3), 1e4)).toThrow(/rope: positions \(3,\) do not match T = 2/);
-    expect(() => rope(f64([1, 2, 1, 4], 1), C.tensor([0, 1]), 1e4)).toThrow(/rope: positions must be i32/);
+    expect(() => rope(f64([1, 2, 1, 4], 1), C.tensor([0, 1]), 1e4)).toThrow(/rope: table f32\(2,\) must be f64 \(…, T, 1, headDim\)/);
+    expect(() => rope(f64([1, 2, 1, 4], 1), C.iota(2))).toThrow(/rope: integer positions need theta/);
+    expect(() => rope(f64([1, 2, 1, 4], 1), ropeTable(C.iota(2), 6, 1e4, 'f64'))).toThrow(/rope: table f64\(2,1,6\) must be/);
+    expect(() => ropeTable(C.tensor([0, 1]), 4, 1e4)).toThrow(/ropeTable: positions must be i32/);
+    expect(() => ropeTable(C.iota(2), 5, 1e4)).toThrow(/ropeTable: head dimension must be even/);
+  });
+
+  it('takes a ropeTable built once for every layer, with the same values as from positions', async () => {
+    const s: [number, number, number, number] = [2, 3, 2, 4];
+    const pos = [[0, 1, 2], [10, 11, 30]];
+    const table = ropeTable(i32(pos), 4, 1e6, 'f64'); // (2, 3, 1, 4)
+    for (const seed of [4, 5]) {
+      const x = f64(s, seed);
+      expect(maxAbsDiff(await vals(rope(x, table)), naive(await vals(x), s, (b, t) => pos[b]![t]!, 1e6))).toBeLessThan(1e-12);
+    }
+    const [c, sn] = [await vals(C.slice(table, [1, 2, 0, 1], [2, 3, 1, 2])), await vals(C.slice(table, [1, 2, 0, 3], [2, 3, 1, 4]))];
+    expect(Math.abs(c[0]! - Math.cos(30 * 1e6 ** -0.5))).toBeLessThan(1e-14);
+    expect(Math.abs(sn[0]! - Math.sin(30 * 1e6 ** -0.5))).toBeLessThan(1e-14);
   });
 });
 

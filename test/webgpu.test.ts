@@ -163,6 +163,14 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
       const ks = schedule([C.add(C.matmul(C.transpose(a), C.broadcastTo(c, [8, 8])), C.slice(C.pad(b, [[1, 1], [0, 0]]), [1, 0], [9, 8])).node]);
       expect(ks.map((k) => k.kind)).toEqual(['matmul']);
     });
+    it('a costly value broadcast far beyond its size (a RoPE table) is stored once; a cheap one is recomputed inline', () => {
+      const x = f32(fillValues(16 * 256 * 16, 'any', 9), [16, 256, 16]);
+      let t = C.cast(C.iota(256), 'f32');
+      for (let i = 0; i < 8; i++) t = C.sin(C.add(C.mul(t, 0.5), i)); // 24 ops per element of a (256,) vector
+      const costly = schedule([C.mul(x, C.reshape(t, [1, 256, 1])).node]);
+      expect(costly.map((k) => [k.kind, k.out.shape])).toEqual([['elementwise', [256]], ['elementwise', [16, 256, 16]]]);
+      expect(count(C.mul(x, C.reshape(C.sin(C.cast(C.iota(256), 'f32')), [1, 256, 1])))).toBe(1);
+    });
     it('matmul + bias + relu is one kernel (fused epilogue)', () => expect(count(C.relu(C.add(C.matmul(a, b), c)))).toBe(1));
     it('a 2-layer MLP loss and its full gradient is ≤ 10 kernels', () => {
       const x = f32(fillValues(64 * 12, 'any', 4), [64, 12]);

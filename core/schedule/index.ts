@@ -54,6 +54,8 @@ export interface ScheduleOpts {
 }
 
 const HEAVY = 64;
+/** Recomputation (ops) beyond which an elementwise value read through a broadcast is materialised instead. */
+const BROADCAST_WORK = 1 << 20;
 /** A matmul operand is computed on load from at most this many buffers. */
 const PROLOGUE_READS = 4;
 const PROLOGUE_BUDGET = 32;
@@ -97,6 +99,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   const mat = new Set<Node>(roots.filter((r) => !isInput(r)));
   // Cost of recomputing a node inline; shared expensive nodes are materialised once instead.
   const cost = new Map<Node, number>();
+  const rowed = new Set<Node>(); // nodes with a reduction under them, short of materialised ones
   for (const n of order) {
     const k = n.op.kind;
     if (isInput(n)) { cost.set(n, 0); continue; }
@@ -105,6 +108,21 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     const c = (k === 'reduce' ? 8 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
+    // A costly value broadcast to many times its size (RoPE's cos/sin table, over batch and heads) is stored once,
+    // rather than recomputed for every element it reaches. Not per-row values of reductions: row kernels own those.
+    const reduced = k === 'reduce' || n.src.some((s) => !mat.has(s) && rowed.has(s));
+    if (reduced) rowed.add(n);
+    if (fuse && (k === 'elementwise' || n.op.name === 'expand')) {
+      for (let b of n.src) {
+        let times = numel(n.shape) / numel(b.shape);
+        while (!isInput(b) && !mat.has(b) && b.op.kind === 'movement') {
+          if (b.op.name === 'expand') times *= numel(b.shape) / numel(b.src[0]!.shape);
+          b = b.src[0]!;
+        }
+        if (isInput(b) || mat.has(b) || rowed.has(b) || b.op.kind !== 'elementwise') continue;
+        if ((times - 1) * numel(b.shape) * cost.get(b)! >= BROADCAST_WORK) mat.add(b);
+      }
+    }
     // A shared elementwise result of a matmul used nowhere else (a residual stream: x + attn(x)) is stored by that
     // matmul's epilogue at no extra cost, rather than recomputed — rereading every term — by each consumer.
     if (fuse && k === 'elementwise' && (users.get(n) ?? 0) >= 2 && n.src.some((s) => soleMatmul(s, users))) mat.add(n);

@@ -14,17 +14,21 @@ const WG4 = 256;
 
 class Scope {
   readonly lines: string[] = [];
-  readonly memo = new Map<Expr, string>();
+  constructor(readonly memo = new Map<Expr, string>()) {}
 }
 
 /** Emits expressions into the row scope (row-level values) or the current element scope. */
 class Emitter {
   private n = 0;
   readonly preludes = new Set<string>([LITERAL_PRELUDE]);
-  readonly top = new Scope();
+  top = new Scope();
   cur: Scope = this.top;
   /** In a vec4 kernel: which lane this emitter renders, and the slots read as whole vec4s. */
   constructor(private readonly reduce: (id: number) => string, private readonly lane?: { readonly k: number; readonly vec: ReadonlySet<number> }) {}
+
+  private fresh(): string {
+    return this.lane ? `t${this.lane.k}_${this.n++}` : `t${this.n++}`;
+  }
 
   private idx(i: Idx): string {
     const r = renderIdx(i);
@@ -50,16 +54,27 @@ class Emitter {
         break;
       }
       case 'mask': {
-        const inner = this.render(x.src);
         const cond = x.conds.map((c) => `(${this.idx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
-        v = `select(${literal(0, x.dtype)}, ${inner}, ${cond})`;
-        break;
+        const s = x.src;
+        if (s.e === 'load' || (s.e === 'op' && s.src.length === 0)) { v = `select(${literal(0, x.dtype)}, ${this.render(s)}, ${cond})`; break; }
+        // A padded region (each part of a concatenation) computes its value only where it lies: `select` would
+        // evaluate every part for every element.
+        const name = this.fresh();
+        const branch = new Scope(new Map(scope.memo));
+        const [cur, top] = [this.cur, this.top];
+        if (scope === cur) this.cur = branch;
+        if (scope === top) this.top = branch;
+        const inner = this.render(s);
+        [this.cur, this.top] = [cur, top];
+        scope.lines.push(`var ${name}: ${exprType(x.dtype)} = ${literal(0, x.dtype)};`, `if (${cond}) {`, ...branch.lines.map((l) => `  ${l}`), `  ${name} = ${inner};`, '}');
+        scope.memo.set(x, name);
+        return name;
       }
       case 'red': return this.reduce(x.id);
       case 'acc': return 'acc';
     }
     if (x.e === 'load' || (x.e === 'op' && x.src.length === 0)) { scope.memo.set(x, v); return v; }
-    const name = this.lane ? `t${this.lane.k}_${this.n++}` : `t${this.n++}`;
+    const name = this.fresh();
     scope.lines.push(`let ${name}: ${exprType(x.dtype)} = ${v};`);
     scope.memo.set(x, name);
     return name;
