@@ -1,6 +1,7 @@
 """PyTorch reference for bench/llama.ts: the same Llama shapes, written the same way, timed the same way.
-Prints JSON {shape: {stepMs, prefillTokS, decode1, decode8}}. Run only when `import torch` works.
-On the CPU (2 threads) by default; TORCH_DEVICE=cuda runs it on the GPU, synchronising before each reading."""
+Prints JSON {shape: {stepMs, stepSamples, prefillTokS, decode1, decode8}}. Run only when `import torch` works.
+On the CPU (2 threads) by default; TORCH_DEVICE=cuda runs it on the GPU, synchronising before each reading.
+TORCH_SHAPES=a,b runs only those shapes."""
 import json, math, os, time
 import torch
 
@@ -57,7 +58,10 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 out = {}
+only = os.environ.get("TORCH_SHAPES")
 for name, s in SHAPES.items():
+    if only and name not in only.split(","):
+        continue
     p = params(s)
     leaves = [p["emb"], p["norm"]] + [t for L in p["layers"] for t in L.values()]
     tok = (torch.arange(s["batch"] * s["T"]).view(s["batch"], s["T"]) * 7919 % s["vocab"]).to(DEV)
@@ -87,5 +91,5 @@ for name, s in SHAPES.items():
                 seq = torch.cat([seq, nxt[:, None]], 1)
             sync()
             return n * b / (time.perf_counter() - t0)
-        out[name] = dict(stepMs=median(times), prefillTokS=s["T"] / median(pre), decode1=decode(1), decode8=decode(8))
+        out[name] = dict(stepMs=median(times), stepSamples=times, prefillTokS=s["T"] / median(pre), decode1=decode(1), decode8=decode(8))
 print(json.dumps(out))
