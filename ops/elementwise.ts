@@ -49,7 +49,9 @@ const binary = (name: string, cpu: (a: number, b: number) => number, wgsl: (a: s
   ({ name, kind: 'elementwise', infer: sameDtype(name, false, out), cpu: (x) => cpu(x[0]!, x[1]!), wgsl: (x) => wgsl(x[0]!, x[1]!), vjp });
 
 export const addOp = binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, (g) => [g, g]);
-export const mulOp = binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, (g, _o, [a, b]) => [mul(g, b!), mul(g, a!)]);
+// x·x (square) gets one cotangent 2·g·x rather than g·x twice: one term for the scheduler, not two to add.
+export const mulOp = binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, (g, _o, [a, b]) =>
+  a!.node === b!.node ? [mul(mul(g, a!), 2), null] : [mul(g, b!), mul(g, a!)]);
 /** Elementwise maximum; at ties the gradient is split evenly. */
 export const maxOp = binary('max', Math.max, (a, b) => `max(${a}, ${b})`, (g, _o, [a, b]) => {
   const share = add(cast(less(b!, a!), a!.dtype), mul(cast(equal(a!, b!), a!.dtype), 0.5));

@@ -13,6 +13,7 @@ import { checkParams, emptyCache, forward, initParams, type LlamaParams } from '
 import { loadLlama, saveLlama, toHfTensors } from '../models/load.js';
 import { writeSafetensors } from '../models/safetensors.js';
 import { crossEntropy } from '../ops/nn.js';
+import { schedule } from '../core/schedule/index.js';
 import { fillValues } from './optable.js';
 import './setup.js';
 import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
@@ -118,6 +119,22 @@ describe('forward', () => {
     const both = await data(forward(tiny, p, i32([[1, 5, 3], [4, 4, 10]])));
     const one = await data(forward(tiny, p, i32([[4, 4, 10]])));
     expect(maxAbsDiff(both.subarray(3 * 11), one)).toBeLessThan(1e-6);
+  });
+
+  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 32 kernels per layer', async () => {
+    // Kernels per layer: the difference between a 2- and a 1-layer model, with lavapipe's prologue budget.
+    const count = async (nLayers: number) => {
+      const cfg: LlamaConfig = { ...tiny, dim: 64, hiddenDim: 172, nLayers, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512, seqLen: 256, tieEmbeddings: true };
+      const p = initParams(cfg, C.key(0));
+      await C.realize(...C.leaves(p)); // parameters are inputs, as in a jitted step
+      const tokens = C.tensor(Int32Array.from({ length: 8 * 256 }, (_, i) => (i * 7919) % 512), { shape: [8, 256], dtype: 'i32' });
+      const [loss, g] = C.valueAndGrad((q: LlamaParams) => crossEntropy(forward(cfg, q, tokens), tokens))(p);
+      const next = C.mapTree(p, (w, i) => C.sub(w, C.mul(C.leaves(g)[i]!, 1e-3)));
+      return schedule([loss, ...C.leaves(next)].map((t) => t.node), { prologueBudget: 8 }).length;
+    };
+    const perLayer = (await count(2)) - (await count(1));
+    console.log(`stories260K training step: ${perLayer} kernels per layer`);
+    expect(perLayer).toBeLessThanOrEqual(32);
   });
 });
 
