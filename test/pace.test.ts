@@ -20,7 +20,7 @@ describe('Pacer', () => {
     expect(run(p, 'step', 1000, 1000, 1100)).toBe(0);
     expect(p.estimate('step')).toBeCloseTo(60);
     expect(run(p, 'step', 2000, 2000, 2100)).toBeCloseTo(57); // 0.95 · 60
-    expect(p.estimate('step')).toBeCloseTo(100); // woke at 57, the work ran to 100: learned
+    expect(p.estimate('step')).toBeCloseTo(57 + 0.6 * 43); // woke at 57, then a spun wait to 100: 0.6 of it counts
   });
 
   it('an oversleep (the wait ends at once after waking) shortens the estimate by 15%', () => {
@@ -36,6 +36,7 @@ describe('Pacer', () => {
     run(p, 'k', 0, 0, 100);
     run(p, 'k', 1000, 1000, 1200);
     expect(run(p, 'k', 2000, 2050, 2200)).toBeCloseTo(0.95 * 120 - 50); // 50 ms already passed since the submit
+    expect(p.estimate('k')).toBeCloseTo(114 + 0.6 * 86); // the 50 ms before the wait ran unspun: counted whole
     const q = new Pacer();
     run(q, 's', 0, 0, 10);
     run(q, 's', 100, 100, 100 + PACE_MIN_MS); // estimate 0.6 · 15, under the minimum
