@@ -170,6 +170,8 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
       const costly = schedule([C.mul(x, C.reshape(t, [1, 256, 1])).node]);
       expect(costly.map((k) => [k.kind, k.out.shape])).toEqual([['elementwise', [256]], ['elementwise', [16, 256, 16]]]);
       expect(count(C.mul(x, C.reshape(C.sin(C.cast(C.iota(256), 'f32')), [1, 256, 1])))).toBe(1);
+      const big = C.tensor(new Float32Array(2048 * 1024), { shape: [2048, 1024] }); // constants broadcast 2M times: still inline
+      expect(count(C.add(C.mul(C.tanh(C.mul(big, 1.5)), C.sigmoid(big)), C.mul(C.mul(C.cast(C.iota(1024), 'f32'), 0.5), 3)))).toBe(1);
     });
     it('matmul + bias + relu is one kernel (fused epilogue)', () => expect(count(C.relu(C.add(C.matmul(a, b), c)))).toBe(1));
     it('a 2-layer MLP loss and its full gradient is ≤ 10 kernels', () => {

@@ -54,8 +54,12 @@ export interface ScheduleOpts {
 }
 
 const HEAVY = 64;
-/** Recomputation (ops) beyond which an elementwise value read through a broadcast is materialised instead. */
+/**
+ * An elementwise value read through a broadcast is materialised when recomputing it would cost this much in all
+ * (ops), if it is itself at least BROADCAST_COST ops (a constant or an iota is always recomputed).
+ */
 const BROADCAST_WORK = 1 << 20;
+const BROADCAST_COST = 8;
 /** A matmul operand is computed on load from at most this many buffers. */
 const PROLOGUE_READS = 4;
 const PROLOGUE_BUDGET = 32;
@@ -119,7 +123,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
           if (b.op.name === 'expand') times *= numel(b.shape) / numel(b.src[0]!.shape);
           b = b.src[0]!;
         }
-        if (isInput(b) || mat.has(b) || rowed.has(b) || b.op.kind !== 'elementwise') continue;
+        if (isInput(b) || mat.has(b) || rowed.has(b) || b.op.kind !== 'elementwise' || cost.get(b)! < BROADCAST_COST) continue;
         if ((times - 1) * numel(b.shape) * cost.get(b)! >= BROADCAST_WORK) mat.add(b);
       }
     }

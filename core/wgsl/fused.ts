@@ -21,8 +21,11 @@ class Scope {
 class Emitter {
   private n = 0;
   readonly preludes = new Set<string>([LITERAL_PRELUDE]);
-  top = new Scope();
-  cur: Scope = this.top;
+  /** The kernel's outermost scope; `top` and `cur` are where row- and element-level values go now (a padded
+   * region's branch while it is rendered). */
+  readonly root = new Scope();
+  top = this.root;
+  cur: Scope = this.root;
   /** In a vec4 kernel: which lane this emitter renders, and the slots read as whole vec4s. */
   constructor(private readonly reduce: (id: number) => string, private readonly lane?: { readonly k: number; readonly vec: ReadonlySet<number> }) {}
 
@@ -133,7 +136,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let e4 = gid.x + gid.y * nwg.x * ${WG4}u;
   if (e4 >= ${n / 4}u) { return; }
   ${[...vec].map((sl) => `let vin${sl} = in${sl}[e4];`).join('\n  ')}
-  ${lanes.map((em) => em.top.lines.join('\n  ')).join('\n  ')}
+  ${lanes.map((em) => em.root.lines.join('\n  ')).join('\n  ')}
   out0[e4] = vec4<${t}>(${values.map((v) => store(k.out.dtype, v)).join(', ')});
 }`;
   return { wgsl, workgroups: grid(Math.ceil(n / 4 / WG4)), label };
@@ -151,7 +154,7 @@ ${outBinding(k)}
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = gid.x + gid.y * nwg.x * ${WG}u;
   if (e >= ${n}u) { return; }
-  ${em.top.lines.join('\n  ')}
+  ${em.root.lines.join('\n  ')}
   out0[e] = ${store(k.out.dtype, value)};
 }`;
   return { wgsl, workgroups: grid(Math.ceil(n / WG)), label };
@@ -174,23 +177,25 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string, su
   const done = new Map<number, string>();
   const elemLoopHead = (e: string) => (serial ? `for (var ${e} = 0u; ${e} < ${L}u; ${e}++) {` : `for (var ${e} = lid; ${e} < ${L}u; ${e} += ${WG}u) {`);
   const emitReduction = (r: Reduction): string => {
-    const prev = em.cur;
+    // A reduction is folded at the kernel's top level (it has barriers), even when first met inside a branch.
+    const [prevCur, prevTop] = [em.cur, em.top];
+    em.top = em.root;
     em.cur = new Scope();
     const x = em.render(r.src);
     const body = em.cur.lines;
-    em.cur = prev;
+    [em.cur, em.top] = [prevCur, prevTop];
     const t = exprType(r.dtype); // reductions never produce bool
     const acc = `acc${r.id}`;
     const comb = (a: string, b: string) => r.op.wgsl(a, b);
-    em.top.lines.push(
+    em.root.lines.push(
       `var ${acc}: ${t} = ${literal(r.op.identity(r.dtype), r.dtype)};`,
       `${elemLoopHead('e')}\n    ${body.join('\n    ')}\n    ${acc} = ${comb(acc, x)};\n  }`,
     );
-    if (serial) { em.top.lines.push(`let red${r.id} = ${acc};`); return `red${r.id}`; }
+    if (serial) { em.root.lines.push(`let red${r.id} = ${acc};`); return `red${r.id}`; }
     shared.add(t);
     if (subgroups && r.op.wgslSubgroup && t !== 'bool') {
       useSubgroups = true;
-      em.top.lines.push(
+      em.root.lines.push(
         `let sg${r.id} = ${r.op.wgslSubgroup}(${acc});`,
         `if (sgid == 0u) { sh_${t}[lid / sgsize] = sg${r.id}; }`,
         'workgroupBarrier();',
@@ -200,7 +205,7 @@ export const renderRow = (k: Extract<Kernel, { kind: 'row' }>, label: string, su
       );
       return `red${r.id}`;
     }
-    em.top.lines.push(
+    em.root.lines.push(
       `sh_${t}[lid] = ${acc};`,
       'workgroupBarrier();',
       `for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {\n    if (lid < s) { sh_${t}[lid] = ${comb(`sh_${t}[lid]`, `sh_${t}[lid + s]`)}; }\n    workgroupBarrier();\n  }`,
@@ -233,7 +238,7 @@ ${[...shared].map((t) => `var<workgroup> sh_${t}: array<${t}, ${WG}>;`).join('\n
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>${sgArgs}) {
   let row = ${serial ? `lid + (wid.x + wid.y * nwg.x) * ${WG}u` : 'wid.x + wid.y * nwg.x'};
   if (row >= ${rows}u) { return; }
-  ${em.top.lines.join('\n  ')}
+  ${em.root.lines.join('\n  ')}
   ${tail}
 }`;
   return { wgsl, workgroups: grid(serial ? Math.ceil(rows / WG) : rows), label };
@@ -249,7 +254,7 @@ export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelu
   const fn = (head: string, x: Expr): string => {
     const em = new Emitter(() => { throw new Error('a matmul prologue or epilogue has no reductions'); });
     const v = em.render(x);
-    const body = em.top.lines.join('\n  ');
+    const body = em.root.lines.join('\n  ');
     for (const m of [...body.matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)]) slots.add(Number(m[1]));
     em.preludes.forEach((p) => preludes.add(p));
     return `${head} {\n  ${body}\n  return ${v};\n}`;
