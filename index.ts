@@ -9,6 +9,6 @@ export { orThrow } from './core/edge.js';
 export { setBackend, getBackend, realize, data, toArray, item, type BackendName, type Nested } from './core/backend.js';
 export * from './ops/index.js';
 import './core/runtime.js';
-export { jit, type Jitted, type JitOpts } from './core/jit.js';
+export { jit, MAX_PLANS, type Jitted, type JitOpts } from './core/jit.js';
 export { deviceCounters, scope } from './core/memory.js';
 export * from './models/index.js';

@@ -43,6 +43,11 @@ interface Plan {
 
 /** Dispatch lists kept per plan (a few binding sets recur; more means the buffers keep changing). */
 const MAX_LISTS = 8;
+/**
+ * Plans kept per jitted function (each holds its scratch buffers): a notebook calling one with many shapes would
+ * otherwise keep every plan's memory. The least recently used plan is dropped first.
+ */
+export const MAX_PLANS = 8;
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 1;
 const bufferId = (b: GPUBuffer): number => {
@@ -68,6 +73,8 @@ export interface Jitted<A extends unknown[], R> {
   (...args: JitArgs<A>): Promise<R>;
   /** Kernels in the plan for the last signature called (0 before the first call). */
   readonly kernels: number;
+  /** Plans held (one per argument signature, at most MAX_PLANS). */
+  readonly plans: number;
 }
 
 /**
@@ -92,12 +99,29 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
     const key = JSON.stringify(args.map((a, i) => (typeof a === 'number' ? 'n' : flat[i]!.leaves.map((t) => [t.shape, t.dtype]))))
       + JSON.stringify(args.map((a) => (typeof a === 'number' ? 0 : structureKey(a))));
     let plan = plans.get(key);
-    if (!plan) { plan = await trace(dev, f, args, flat, opts); plans.set(key, plan); }
+    if (plan) plans.delete(key); // re-inserted below: the map's order is least recently used first
+    else {
+      plan = await trace(dev, f, args, flat, opts);
+      if (plans.size >= MAX_PLANS) {
+        const [oldest, old] = plans.entries().next().value!;
+        plans.delete(oldest);
+        release(dev, old);
+      }
+    }
+    plans.set(key, plan);
     last = plan;
     return runPlan(dev, plan, args, flat, opts);
   };
   Object.defineProperty(call, 'kernels', { get: () => last?.kernels ?? 0 });
+  Object.defineProperty(call, 'plans', { get: () => plans.size });
   return call as Jitted<A, R>;
+};
+
+/** A dropped plan's buffers go back to the pool (work already submitted with them runs first: queue order). */
+const release = (dev: Device, plan: Plan): void => {
+  for (const b of new Set(plan.scratch.values())) dev.free(b);
+  for (const { buf } of plan.numbers) dev.free(buf);
+  plan.lists.clear();
 };
 
 const structureKey = (a: unknown): string => JSON.stringify(a, (_k, v: unknown) => (isTensor(v) ? 'T' : v));

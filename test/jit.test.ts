@@ -122,6 +122,27 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     expect(t.node.gpu).toBeNull();
   });
 
+  it(`keeps at most ${C.MAX_PLANS} plans per jitted function: a plan dropped for a new shape gives its scratch memory back`, async () => {
+    C.setBackend('webgpu');
+    const f = C.jit((a: Tensor) => C.sum(C.matmul(a, C.transpose(a)))); // the (16, 16) product is scratch
+    const call = async (cols: number) => {
+      const a = C.tensor(new Float32Array(16 * cols).fill(0.5), { shape: [16, cols] });
+      const s = await f(a);
+      expect(await C.item(s)).toBeCloseTo(256 * cols * 0.25, 3);
+      s.dispose();
+      a.dispose();
+    };
+    for (let c = 1; c <= C.MAX_PLANS; c++) await call(c);
+    expect(f.plans).toBe(C.MAX_PLANS);
+    // Finalizers of earlier tests' tensors may free buffers meanwhile, never take them: bytes in use cannot grow.
+    const held = gpuDevice!.counters.bytesInUse;
+    for (let c = C.MAX_PLANS + 1; c <= C.MAX_PLANS + 6; c++) await call(c);
+    expect(f.plans).toBe(C.MAX_PLANS);
+    expect(gpuDevice!.counters.bytesInUse).toBeLessThanOrEqual(held);
+    await call(1); // a dropped shape is traced again, and still right
+    expect(f.plans).toBe(C.MAX_PLANS);
+  });
+
   it('a tensor realised twice in one call (shared leaves of a parameter tree) gets one buffer', async () => {
     C.setBackend('webgpu');
     const c = C.tensor(new Float32Array(1024));
