@@ -79,7 +79,7 @@ export interface Jitted<A extends unknown[], R> {
 
 /**
  * Trace-once, replay-many compilation of a function of pytrees of tensors and numbers (WebGPU backend; on the
- * CPU interpreter it simply evaluates f).
+ * CPU interpreter it simply evaluates f). One plan per argument signature, the MAX_PLANS most recently used kept.
  * @example
  * const step = jit((p, x, y, lr: number) => sgd(p, grad(loss)(p, x, y), lr), { donate: [0] });
  * params = await step(params, x, y, 0.1);
