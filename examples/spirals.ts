@@ -42,12 +42,15 @@ export const runDemo = async (steps = 300, log: (s: string) => void = console.lo
   const losses: number[] = [];
   for (let i = 0; i < steps; i++) {
     const [loss, g] = step(params, x, y);
-    params = sgdStep(params, g, 1);
-    await realize(loss, ...Object.values(params));
+    const next = sgdStep(params, g, 1);
+    await realize(loss, ...Object.values(next));
+    for (const w of Object.values(params)) w.dispose(); // the old step's buffers go back to the pool now
+    params = next;
     if (i % 50 === 0 || i === steps - 1) {
       losses.push(await item(loss));
       log(`step ${String(i).padStart(4)}  loss ${losses[losses.length - 1]!.toFixed(4)}`);
     }
+    loss.dispose();
   }
   return losses;
 };
