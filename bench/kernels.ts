@@ -33,31 +33,29 @@ const main = async () => {
     outs = [l, ...C.leaves(g)];
   }
   const { kernels, compiled, list, free } = await compileGraph(dev, outs.map((t) => t.node));
+  const describe = (k: (typeof kernels)[number]): string => `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}`;
+  const show = process.env.WGSL;
+  if (show) {
+    for (const [i, k] of kernels.entries()) if (describe(k).includes(show)) console.log(`${describe(k)}:\n${compiled[i]!.step.rendered.map((r) => r.wgsl).join('\n')}`);
+    return free();
+  }
   dev.encode(list);
   await dev.sync();
   const whole = (await timeDispatches(dev, list, { reps: 2, trials: 3 })).medianMs;
-  const rows: [number, string][] = [];
-  const show = process.env.WGSL;
-  if (show) {
-    for (const [i, k] of kernels.entries()) {
-      const desc = `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}`;
-      if (desc.includes(show)) console.log(`${desc}:\n${compiled[i]!.step.rendered.map((r) => r.wgsl).join('\n')}`);
-    }
-    return free();
-  }
+  const rows: { ms: number; kind: string; what: string }[] = [];
   let at = 0;
   for (const [i, k] of kernels.entries()) {
     const mine = list.slice(at, at + compiled[i]!.step.rendered.length);
     at += mine.length;
-    const ms = (await timeDispatches(dev, mine, { reps: 4, trials: 3 })).medianMs;
-    const what = k.kind === 'matmul' ? ` M${k.M} N${k.N} K${k.K}${k.a.value ? ' A computed' : ''}${k.b.value ? ' B computed' : ''}${k.epilogue ? ' +epilogue' : ''}` : '';
-    rows.push([ms, `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}${what}`]);
+    const ms = (await timeDispatches(dev, mine, { reps: 4, trials: 3 })).medianMs || 0;
+    const mm = k.kind === 'matmul' ? ` M${k.M} N${k.N} K${k.K}${k.a.value ? ' A computed' : ''}${k.b.value ? ' B computed' : ''}${k.epilogue ? ' +epilogue' : ''}` : '';
+    rows.push({ ms, kind: k.kind, what: `${describe(k)}${mm}` });
   }
   console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels, ${whole.toFixed(3)} ms in one submit`);
   const byKind = new Map<string, [number, number]>();
-  for (const [ms, s] of rows) { const k = s.split(' ')[0]!, [n, t] = byKind.get(k) ?? [0, 0]; byKind.set(k, [n + 1, t + (ms || 0)]); }
+  for (const { ms, kind } of rows) { const [n, t] = byKind.get(kind) ?? [0, 0]; byKind.set(kind, [n + 1, t + ms]); }
   console.log([...byKind].map(([k, [n, t]]) => `${k}: ${n} kernels, ${t.toFixed(1)} ms alone`).join('; '));
-  for (const [ms, s] of rows.sort((a, b) => (b[0] || 0) - (a[0] || 0)).slice(0, Number(process.env.TOP ?? 20))) console.log(`${ms.toFixed(3).padStart(9)} ms  ${s}`);
+  for (const { ms, what } of rows.sort((a, b) => b.ms - a.ms).slice(0, Number(process.env.TOP ?? 20))) console.log(`${ms.toFixed(3).padStart(9)} ms  ${what}`);
   free();
 };
 

@@ -217,7 +217,7 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   orThrow: 'I/O edge', loadTokenizer: 'I/O', tokenizerFromModelProto: 'I/O', tokenizerFromJson: 'I/O',
   setBackend: 'runtime', getBackend: 'runtime', jit: 'runtime (tested in jit.test)', deviceCounters: 'runtime', scope: 'runtime', realize: 'runtime', data: 'runtime', toArray: 'runtime', item: 'runtime',
   flatten: 'pytree', unflatten: 'pytree', leaves: 'pytree', mapTree: 'pytree', zipTrees: 'pytree',
-  ropeTable: 'integer input (rope through a table: nn.test)',
+  ropeTable: 'integer input (the rope row differentiates through the table it builds; values in nn.test)',
   shrink: 'tested as slice and shrink∘pad', clamp: 'in table', pow: 'in table',
   forward: 'a model, not an op (whole-model gradient checked in llama.test)', cacheWrite: 'KV-cache update (compared with the uncached path in llama.test)',
   initParams: 'random', emptyCache: 'constructor', checkParams: 'validation', layerShapes: 'config arithmetic', topShapes: 'config arithmetic',
