@@ -8,7 +8,7 @@ import { installWebGPU, type Backend } from './backend.js';
 import { getDevice, orThrow, type Device, type Dispatch } from './device.js';
 import type { Node } from './node.js';
 import { numel } from './shape.js';
-import { schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
+import { kernelOuts, schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
 import { renderElementwise, renderMatmulFns, renderRow, type RenderedKernel } from './wgsl/fused.js';
 import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
 import { renderAttention } from './wgsl/attention.js';
@@ -38,6 +38,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
     case 'attention': return plain([renderAttention(k, label)]);
     case 'matmul': {
       const fns = renderMatmulFns(k);
+      const outs = kernelOuts(k);
       const mk = matmulKernel({
         batch: k.batch, M: k.M, N: k.N, K: k.K,
         aStrides: k.a.strides, bStrides: k.b.strides, aOffset: k.a.offset, bOffset: k.b.offset,
@@ -45,16 +46,20 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
         ...(k.a.value ? { aValue: 'pa' } : {}),
         ...(k.b.value ? { bValue: 'pb' } : {}),
         ...(k.epilogue ? { epilogue: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})` } : {}),
+        ...(k.stores ? { store: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})` } : {}),
         tiles: pickMatmulTiles(dev, { M: k.M, N: k.N }),
         label,
-        extraBindings: fns.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
+        extraBindings: [
+          ...fns.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
+          ...outs.slice(1).map((n, j) => ({ name: `out${j + 1}`, type: `array<${storeType(n.dtype)}>`, output: true })),
+        ],
         prelude: fns.prelude,
       });
       const operands = [...(k.a.value ? [] : [k.a.slot]), ...(k.b.value ? [] : [k.b.slot])];
       return {
         kernel: k,
         rendered: [{ wgsl: mk.wgsl, workgroups: mk.workgroups, label }],
-        bindings: (b) => [...operands.map((s) => b(k.inputs[s]!)), b(k.out), ...fns.slots.map((s) => b(k.inputs[s]!))],
+        bindings: (b) => [...operands.map((s) => b(k.inputs[s]!)), b(k.out), ...fns.slots.map((s) => b(k.inputs[s]!)), ...outs.slice(1).map(b)],
       };
     }
   }
@@ -106,7 +111,7 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
   const limit = dev.limits.maxStorageBufferBindingSize;
   const out: Compiled[] = [];
   for (const [i, k] of kernels.entries()) {
-    for (const n of [k.out, ...k.inputs]) {
+    for (const n of [...kernelOuts(k), ...k.inputs]) {
       if (bytesOf(n) > limit) {
         throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
       }
@@ -142,12 +147,13 @@ export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: Reado
   const sizes = new Map<GPUBuffer, number>();
   const scratch = new Map<Node, GPUBuffer>();
   kernels.forEach((k, i) => {
-    if (!keep.has(k.out) && !aliased.has(k.out)) {
-      const need = bytesOf(k.out);
+    for (const o of kernelOuts(k)) {
+      if (keep.has(o) || aliased.has(o)) continue;
+      const need = bytesOf(o);
       const j = free.findIndex((b) => sizes.get(b)! >= need);
       const buf = j >= 0 ? free.splice(j, 1)[0]! : dev.alloc(need);
       sizes.set(buf, buf.size);
-      scratch.set(k.out, buf);
+      scratch.set(o, buf);
     }
     for (const n of k.inputs) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
   });

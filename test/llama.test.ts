@@ -121,8 +121,9 @@ describe('forward', () => {
     expect(maxAbsDiff(both.subarray(3 * 11), one)).toBeLessThan(1e-6);
   });
 
-  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 32 kernels per layer', async () => {
-    // Kernels per layer: the difference between a 2- and a 1-layer model, with lavapipe's prologue budget.
+  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 27 kernels per layer', async () => {
+    // Kernels per layer: the difference between a 2- and a 1-layer model, with lavapipe's prologue budget and
+    // storage-buffer limit (16: the q/k/v and gate/up weights are each updated by their gradient's matmul).
     const count = async (nLayers: number) => {
       const cfg: LlamaConfig = { ...tiny, dim: 64, hiddenDim: 172, nLayers, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512, seqLen: 256, tieEmbeddings: true };
       const p = initParams(cfg, C.key(0));
@@ -130,11 +131,11 @@ describe('forward', () => {
       const tokens = C.tensor(Int32Array.from({ length: 8 * 256 }, (_, i) => (i * 7919) % 512), { shape: [8, 256], dtype: 'i32' });
       const [loss, g] = C.valueAndGrad((q: LlamaParams) => crossEntropy(forward(cfg, q, tokens), tokens))(p);
       const next = C.mapTree(p, (w, i) => C.sub(w, C.mul(C.leaves(g)[i]!, 1e-3)));
-      return schedule([loss, ...C.leaves(next)].map((t) => t.node), { prologueBudget: 8 }).length;
+      return schedule([loss, ...C.leaves(next)].map((t) => t.node), { prologueBudget: 8, maxInputs: 15 }).length;
     };
     const perLayer = (await count(2)) - (await count(1));
     console.log(`stories260K training step: ${perLayer} kernels per layer`);
-    expect(perLayer).toBeLessThanOrEqual(32);
+    expect(perLayer).toBeLessThanOrEqual(27);
   });
 });
 

@@ -149,6 +149,40 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }
   });
 
+  it('weights updated from slices of one matmul (a concatenated projection) are all stored by that matmul kernel', async () => {
+    // w_i − lr·(xᵀ·dy)ᵀ[rows of w_i], x normalised on load or not, at tile-aligned and ragged sizes and a GEMV.
+    for (const [R, I, parts, norm] of [[37, 20, [7, 16, 5], true], [64, 16, [32, 16, 16], false], [9, 1, [3, 4], false]] as const) {
+      const O = parts.reduce((s, p) => s + p, 0);
+      const mk = (alsoGrad = false) => {
+        const x0 = f32(fillValues(R * I, 'any', 41), [R, I]), dy = f32(fillValues(R * O, 'any', 42), [R, O]);
+        const x = norm ? C.mul(x0, C.rsqrt(C.add(C.mean(C.square(x0), -1, { keepDims: true }), 1e-5))) : x0;
+        const g = C.transpose(C.matmul(C.transpose(x), dy)); // (O, I)
+        let at = 0;
+        const outs = parts.map((p, i) => {
+          const w = f32(fillValues(p * I, 'unit', 43 + i), [p, I]);
+          const gi = C.slice(g, [at, 0], [at + p, I]);
+          at += p;
+          return C.sub(w, C.mul(gi, 0.1));
+        });
+        return alsoGrad ? [...outs, C.slice(g, [0, 0], [1, I])] : outs;
+      };
+      const what = `shape ${[R, I, O]}`;
+      const ks = schedule(mk().map((t) => t.node), { maxInputs: 15 });
+      const mms = ks.filter((k) => k.kind === 'matmul');
+      expect(mms.length, what).toBe(1);
+      expect(ks.length, what).toBe(norm ? 2 : 1); // the row statistics of the normalisation, then the matmul
+      // Each output right, and where the slices cannot all be stored by the matmul (a too-small buffer limit,
+      // or another reader of the product), the usual kernels are right too.
+      const fallbacks = norm ? [[{ maxInputs: 4 }, false], [{ maxInputs: 15 }, true]] as const : [];
+      for (const [opts, alsoGrad] of [[{ maxInputs: 15 }, false] as const, ...fallbacks]) {
+        const want = onCpu(mk(alsoGrad));
+        const got = await onGpu(mk(alsoGrad), true, opts);
+        want.forEach((w, i) => close(got[i]!, w, 1e-5, `output ${i} for ${what}, ${JSON.stringify(opts)}${alsoGrad ? ' with the gradient read too' : ''}`));
+      }
+      expect(schedule(mk(true).map((t) => t.node), { maxInputs: 15 }).length, what).toBeGreaterThan(ks.length);
+    }
+  });
+
   describe('kernel counts', () => {
     const count = (...ts: Tensor[]) => schedule(ts.map((t) => t.node as Node)).length;
     const a = f32(fillValues(64, 'any', 1), [8, 8]), b = f32(fillValues(64, 'any', 2), [8, 8]), c = f32(fillValues(8, 'any', 3), [8]);

@@ -19,6 +19,8 @@ export const iadd = (a: Idx, b: Idx): Idx => {
   if (a.k === 'const' && b.k === 'const') return iconst(a.v + b.v);
   if (b.k === 'const' && b.v === 0) return a;
   if (a.k === 'const' && a.v === 0) return b;
+  // (x + c₁) + c₂ = x + (c₁ + c₂): a slice's offset undone by the slice's inverse gives the index back.
+  if (a.k === 'add' && a.b.k === 'const' && b.k === 'const') return iadd(a.a, iconst(a.b.v + b.v));
   // (A / (q·c))·c + (A / q) % c = A / q: re-flattening an unflattened index gives the index back.
   if (a.k === 'mul' && a.a.k === 'div' && b.k === 'mod' && b.c === a.c) {
     const [A2, q] = b.a.k === 'div' ? [b.a.a, b.a.c] : [b.a, 1];

@@ -25,15 +25,23 @@ export interface Operand {
   readonly node?: Node;
 }
 
+/** Every node a kernel writes: its `out`, or each of a matmul's stores. */
+export const kernelOuts = (k: Kernel): readonly Node[] => (k.kind === 'matmul' && k.stores ? k.stores.map((s) => s.out) : [k.out]);
+
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
 interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]>; readonly budget: number }
 
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
+/**
+ * One of several outputs a matmul kernel stores from its accumulator: `value` (over the matmul's row and col)
+ * goes to element `at` of `out` where every cond holds. The first store's output is the kernel's `out`.
+ */
+export interface Store { readonly out: Node; readonly value: Expr; readonly at: Idx; readonly conds: readonly Cond[] }
 export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
-  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null })
+  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[] })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
   /** Fused attention (ops/attention.ts): inputs as the op's sources. */
   | (KernelBase & { readonly kind: 'attention' })
@@ -150,9 +158,18 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   }
   const kernels: Kernel[] = [];
   const maxInputs = opts.maxInputs ?? 7;
+  const groups = fuse ? sliceGroups(order, users, new Set(roots)) : new Map<Node, SliceGroup>();
+  const done = new Set<Node>();
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
-    if (!mat.has(n) || isInput(n)) continue;
+    if (!mat.has(n) || isInput(n) || done.has(n)) continue;
+    const g = groups.get(n);
+    const stored = g ? buildStores(g, ctx, maxInputs) : null;
+    if (stored) {
+      for (const o of [g!.m, ...kernelOuts(stored)]) done.add(o);
+      kernels.push(stored);
+      continue;
+    }
     let k = buildKernel(n, ctx);
     // Too many buffers for one kernel: a matmul first gives up computing its operands on load; otherwise the
     // largest inline subexpression that fits is materialised, and the kernel rebuilt.
@@ -167,6 +184,91 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     kernels.push(k);
   }
   return kernels.reverse();
+};
+
+/** Outputs that each take a slice of one matmul's result (through slices, transposes and reshapes, then
+ * elementwise ops): the index of each, over the matmul's (row, col), and where it lies. */
+interface SliceGroup { readonly m: Node; readonly via: readonly Node[]; readonly members: readonly { readonly x: Node; readonly idx: readonly Idx[]; readonly conds: readonly Cond[] }[] }
+
+/** A movement op's index over its output, given its source's index (the inverse of moveIdx), or null. */
+const moveBack = (n: Node, idx: readonly Idx[], conds: Cond[]): Idx[] | null => {
+  const arg = n.arg as Record<string, unknown>;
+  switch (n.op.name) {
+    case 'reshape': return unflatten(flatIndex(idx, n.src[0]!.shape), n.shape);
+    case 'permute': return (arg.perm as number[]).map((p) => idx[p]!);
+    case 'pad': return idx.map((v, d) => iadd(v, iconst((arg.pads as [number, number][])[d]![0])));
+    case 'shrink': return idx.map((v, d) => {
+      const [lo, hi] = (arg.bounds as [number, number][])[d]!;
+      if (lo !== 0 || hi !== n.src[0]!.shape[d]) conds.push({ idx: v, lo, hi });
+      return iadd(v, iconst(-lo));
+    });
+    default: return null;
+  }
+};
+
+/**
+ * Matmuls whose every reader is a chain ending in an output nothing else reads, each taking its own slice of
+ * the result: the weights of a concatenated projection (q, k, v), each updated from its slice of the gradient.
+ * One matmul kernel then stores them all, instead of writing the product for one kernel per slice to read.
+ * Keyed by each member output.
+ */
+const sliceGroups = (order: readonly Node[], users: ReadonlyMap<Node, number>, roots: ReadonlySet<Node>): Map<Node, SliceGroup> => {
+  const readers = new Map<Node, Node[]>();
+  for (const n of order) if (!isInput(n)) for (const s of n.src) { const r = readers.get(s); if (r) r.push(n); else readers.set(s, [n]); }
+  // Every reader of `from`, up to the outputs: views may fan out (they cost nothing), elementwise ops may not.
+  const collect = (from: Node, idx: readonly Idx[], conds: readonly Cond[], g: { members: SliceGroup['members'][number][]; via: Node[] }): boolean => {
+    const rs = readers.get(from) ?? [];
+    if (rs.length === 0 || new Set(rs).size !== rs.length) return false;
+    for (const n of rs) {
+      const cs = [...conds];
+      const at = n.op.kind === 'movement' ? moveBack(n, idx, cs) : n.op.kind === 'elementwise' && sameShape(n.shape, from.shape) ? idx : null;
+      if (!at) return false;
+      if (roots.has(n)) {
+        if (users.has(n) || n.op.kind !== 'elementwise' || n.dtype !== 'f32' || g.members.some((b) => b.x === n)) return false;
+        g.members.push({ x: n, idx: at, conds: cs });
+        continue;
+      }
+      if (n.op.kind !== 'movement' && users.get(n) !== 1) return false;
+      g.via.push(n);
+      if (!collect(n, at, cs, g)) return false;
+    }
+    return true;
+  };
+  const groups = new Map<Node, SliceGroup>();
+  for (const m of order) {
+    if (isInput(m) || !isMatmulNode(m) || m.shape.length !== 2 || roots.has(m)) continue;
+    const g: SliceGroup & { members: SliceGroup['members'][number][]; via: Node[] } = { m, members: [], via: [] };
+    if (!collect(m, matmulRowCol(m), [], g) || g.members.length < 2) continue;
+    for (const b of g.members) groups.set(b.x, g);
+  }
+  return groups;
+};
+
+/**
+ * The kernel of a slice group: the matmul, each member's value computed from the accumulator and stored where
+ * its slice lies. Null when it cannot be one kernel (the buffers do not fit, or a member reads the product
+ * elsewhere than at its own element); the members are then built as usual.
+ */
+const buildStores = (g: SliceGroup, ctx: Ctx, maxInputs: number): Kernel | null => {
+  const { mat, demanded } = ctx;
+  if (g.via.some((n) => mat.has(n) || demanded.has(n))) return null; // stored for another reader: not a view any more
+  for (;;) {
+    const inputs: Node[] = [];
+    mat.delete(g.m);
+    const stores: Store[] = [];
+    for (const b of g.members) {
+      const body = buildBody(b.x, ctx, { inputs, idx: b.idx, acc: g.m });
+      if (mat.has(g.m) || demanded.has(g.m) || body.kind !== 'elementwise') { mat.add(g.m); return null; }
+      stores.push({ out: b.x, value: body.value, at: flatIndex(b.idx, b.x.shape), conds: b.conds });
+    }
+    const k = buildBody(g.m, ctx, { inputs });
+    mat.add(g.m);
+    if (k.kind !== 'matmul') return null;
+    if (k.inputs.length + stores.length <= maxInputs + 1) return { ...k, out: stores[0]!.out, stores };
+    const computed = [k.a.node, k.b.node].find((o) => o !== undefined);
+    if (!computed) return null;
+    mat.add(computed); // too many buffers: read the operand from memory, as a lone matmul would
+  }
 };
 
 /** Inline nodes reachable from `root` without crossing materialised ones (matmuls are listed, not entered). */
@@ -301,9 +403,13 @@ const onlyFeeds = (m: Node, x: Node, users: ReadonlyMap<Node, number>): boolean 
   return users.get(m) === 1;
 };
 
-const buildBody = (x: Node, ctx: Ctx): Kernel => {
+/**
+ * One kernel computing `x`. With `sib`, part of a slice group's kernel: the buffers read go to the group's
+ * `inputs`, and with `idx` the body is `x`'s value at that index, `acc` being the accumulator of matmul `acc`.
+ */
+const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly idx?: readonly Idx[]; readonly acc?: Node }): Kernel => {
   const { mat, users, demanded } = ctx;
-  const inputs: Node[] = [];
+  const inputs: Node[] = sib?.inputs ?? [];
   const slotOf = (n: Node) => { let s = inputs.indexOf(n); if (s < 0) { s = inputs.length; inputs.push(n); } return s; };
   const need = (n: Node) => { mat.add(n); demanded.add(n); };
   const op = x.op;
@@ -323,7 +429,9 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   let axes: readonly number[] = [];
   let perRow = false;
   let mm: Node | null = null;
-  if (op.kind === 'reduce') {
+  if (sib?.idx) {
+    mm = sib.acc!;
+  } else if (op.kind === 'reduce') {
     ({ src: { shape }, axes } = effective(x, users));
     perRow = true;
   } else if (op.kind === 'custom') {
@@ -346,9 +454,11 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   const inA = (d: number) => axes.includes(d);
   const keep = shape.map((n, d) => (inA(d) ? 1 : n));
   const rows = numel(keep);
-  let domainIdx: Idx[];
+  let domainIdx: readonly Idx[];
   let rowIdx: Idx[] = [];
-  if (axes.length) {
+  if (sib?.idx) {
+    domainIdx = sib.idx;
+  } else if (axes.length) {
     rowIdx = unflatten(ivar('row', rows), keep);
     const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
     const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
@@ -372,6 +482,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   // kernel computes the transposed product.
   let transposed = false;
   const accIdx = (m: Node): readonly Idx[] => {
+    if (sib?.idx) return matmulRowCol(m);
     if (transposed) return [domainIdx[1]!, domainIdx[0]!];
     return rowsOf(m, x) ? matmulRowCol(m) : domainIdx;
   };
@@ -440,6 +551,7 @@ const buildBody = (x: Node, ctx: Ctx): Kernel => {
   };
 
   if (op.kind === 'custom') return matmulKernel(x, null, slotOf, inputs, need, ctx, walk);
+  if (sib?.idx) return { kind: 'elementwise', out: x, inputs, shape: x.shape, value: walk(x, domainIdx) };
   if (mm) {
     const m = mm;
     const value = walk(x, domainIdx);

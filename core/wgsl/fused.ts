@@ -259,7 +259,18 @@ export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelu
     em.preludes.forEach((p) => preludes.add(p));
     return `${head} {\n  ${body}\n  return ${v};\n}`;
   };
+  // Several outputs: `epi` stores each where its conditions hold (the first into C, the rest into out1, out2, …).
+  const stores = (k.stores ?? []).map((st, j) => {
+    const em = new Emitter(() => { throw new Error('a matmul epilogue has no reductions'); });
+    const v = em.render(st.value);
+    const body = [...em.root.lines, `${j === 0 ? 'C' : `out${j}`}[${renderIdx(st.at)}] = ${v};`];
+    for (const l of body) for (const m of l.matchAll(/\bin(\d+)\[/g)) slots.add(Number(m[1]));
+    em.preludes.forEach((p) => preludes.add(p));
+    const cond = st.conds.map((c) => `(${renderIdx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
+    return cond ? `  if (${cond}) {\n    ${body.join('\n    ')}\n  }` : `  ${body.join('\n  ')}`;
+  });
   const fns = [
+    stores.length ? `fn epi(acc: f32, row: u32, col: u32, batch: u32) {\n${stores.join('\n')}\n}` : '',
     k.epilogue ? fn('fn epi(acc: f32, row: u32, col: u32, batch: u32) -> f32', k.epilogue) : '',
     k.a.value ? fn('fn pa(batch: u32, row: u32, col: u32) -> f32', k.a.value) : '',
     k.b.value ? fn('fn pb(batch: u32, row: u32, col: u32) -> f32', k.b.value) : '',

@@ -44,6 +44,8 @@ export interface ExtraBinding {
   /** WGSL store type, e.g. 'array<f32>' (read-only storage) or a struct name for a uniform. */
   readonly type: string;
   readonly uniform?: boolean;
+  /** A further output (read_write storage). */
+  readonly output?: boolean;
 }
 
 export interface MatmulSpec {
@@ -65,6 +67,8 @@ export interface MatmulSpec {
    * @example (acc, row, col) => `max(acc * 2.0 + bias[col], 0.0)`
    */
   readonly epilogue?: (acc: string, row: string, col: string, batch: string) => string;
+  /** Instead of storing into C: a WGSL statement that stores the element itself (into C and outputs among the extras). */
+  readonly store?: (acc: string, row: string, col: string, batch: string) => string;
   readonly extraBindings?: readonly ExtraBinding[];
   /**
    * Operands computed on load: the name of a WGSL function `(batch: u32, row: u32, col: u32) -> f32` (declared in
@@ -186,7 +190,7 @@ const bindingList = (spec: MatmulSpec, aType: string, bType: string): { name: st
   ...(spec.aValue ? [] : [{ name: 'A', decl: `var<storage, read> A: ${aType}` }]),
   ...(spec.bValue ? [] : [{ name: 'B', decl: `var<storage, read> B: ${bType}` }]),
   { name: 'C', decl: 'var<storage, read_write> C: array<f32>' },
-  ...(spec.extraBindings ?? []).map((e) => ({ name: e.name, decl: e.uniform === true ? `var<uniform> ${e.name}: ${e.type}` : `var<storage, read> ${e.name}: ${e.type}` })),
+  ...(spec.extraBindings ?? []).map((e) => ({ name: e.name, decl: e.uniform === true ? `var<uniform> ${e.name}: ${e.type}` : `var<storage, ${e.output === true ? 'read_write' : 'read'}> ${e.name}: ${e.type}` })),
 ];
 
 /** A vec4 view of an operand is possible when 4 consecutive elements along `dim` start on a 16-byte boundary. */
@@ -213,6 +217,7 @@ const bindingNames = (spec: MatmulSpec): string[] => bindingList(spec, '', '').m
 const storeLine = (spec: MatmulSpec, acc: string, row: string, col: string, indent: string): string => {
   const c = spec.cStrides ?? { batch: spec.M * spec.N, row: spec.N, col: 1 };
   const value = spec.epilogue?.('acc', 'row', 'col', 'batch') ?? 'acc';
+  if (spec.store) return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col}; ${spec.store('acc', 'row', 'col', 'batch')}; }`;
   return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col};
 ${indent}  C[${u(spec.cOffset ?? 0)} + ${batchTerm(c)} + row * ${u(c.row)} + col * ${u(c.col)}] = ${value}; }`;
 };
