@@ -150,8 +150,8 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
   });
 
   it('weights updated from slices of one matmul (a concatenated projection) are all stored by that matmul kernel', async () => {
-    // w_i − lr·(xᵀ·dy)ᵀ[rows of w_i], x normalised on load or not, at tile-aligned and ragged sizes and a GEMV.
-    for (const [R, I, parts, norm] of [[37, 20, [7, 16, 5], true], [64, 16, [32, 16, 16], false], [9, 1, [3, 4], false]] as const) {
+    // w_i − lr·(xᵀ·dy)ᵀ[rows of w_i], x normalised on load (ragged tiles) or not (a GEMV).
+    for (const [R, I, parts, norm] of [[37, 20, [7, 16, 5], true], [9, 1, [3, 4], false]] as const) {
       const O = parts.reduce((s, p) => s + p, 0);
       const mk = (alsoGrad = false) => {
         const x0 = f32(fillValues(R * I, 'any', 41), [R, I]), dy = f32(fillValues(R * O, 'any', 42), [R, O]);
@@ -180,6 +180,27 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
         want.forEach((w, i) => close(got[i]!, w, 1e-5, `output ${i} for ${what}, ${JSON.stringify(opts)}${alsoGrad ? ' with the gradient read too' : ''}`));
       }
       expect(schedule(mk(true).map((t) => t.node), { maxInputs: 15 }).length, what).toBeGreaterThan(ks.length);
+    }
+  });
+
+  it('a concatenation of terms of one matmul (the SwiGLU backward, [dA·up·silu′(gate) | dA·silu(gate)]) is stored part by part by that matmul', async () => {
+    for (const [R, K, N] of [[40, 12, 20], [7, 5, 1]] as const) {
+      const mk = () => {
+        const x = f32(fillValues(R * K, 'any', 51), [R, K]), w = f32(fillValues(K * N, 'unit', 52), [K, N]);
+        const h = f32(fillValues(R * 2 * N, 'any', 53), [R, 2 * N]);
+        const gate = C.slice(h, [0, 0], [R, N]), up = C.slice(h, [0, N], [R, 2 * N]);
+        const dA = C.matmul(x, w);
+        const s = C.sigmoid(gate);
+        const dGate = C.mul(C.mul(dA, up), C.mul(s, C.add(1, C.mul(gate, C.sub(1, s)))));
+        const both = C.concat([dGate, C.mul(dA, C.mul(gate, s))], 1); // (R, 2N), read by a matmul as well
+        return [both, C.matmul(C.transpose(both), x)];
+      };
+      const what = `shape ${[R, K, N]}`;
+      const ks = schedule(mk().map((t) => t.node), { maxInputs: 15 });
+      expect(ks.map((k) => k.kind), what).toEqual(['matmul', 'matmul']);
+      const want = onCpu(mk());
+      const got = await onGpu(mk(), true, { maxInputs: 15 });
+      want.forEach((w, i) => close(got[i]!, w, 1e-5, `output ${i} for ${what}`));
     }
   });
 

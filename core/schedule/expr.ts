@@ -12,7 +12,9 @@ export type Expr =
   | { readonly e: 'op'; readonly op: ElementwiseOp; readonly arg: unknown; readonly src: readonly Expr[]; readonly i: Idx | null; readonly dtype: DType; readonly elem: boolean }
   | { readonly e: 'mask'; readonly conds: readonly Cond[]; readonly src: Expr; readonly dtype: DType; readonly elem: boolean }
   | { readonly e: 'red'; readonly id: number; readonly dtype: DType; readonly elem: false }
-  | { readonly e: 'acc'; readonly dtype: DType; readonly elem: true };
+  | { readonly e: 'acc'; readonly dtype: DType; readonly elem: true }
+  /** A padded region's value where the index is known, when scheduling, to lie outside it. */
+  | { readonly e: 'zero'; readonly dtype: DType; readonly elem: false };
 
 /** A reduction computed inside a row kernel: one workgroup per row folds `src` over the row. */
 export interface Reduction { readonly id: number; readonly op: ReduceOp; readonly src: Expr; readonly dtype: DType }

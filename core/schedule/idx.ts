@@ -76,6 +76,22 @@ export const unflatten = (flat: Idx, shape: readonly number[]): Idx[] => {
 export const stridedIndex = (idx: readonly Idx[], strides: readonly number[], offset: number): Idx =>
   idx.reduce<Idx>((acc, x, d) => iadd(acc, imul(x, strides[d]!)), iconst(offset));
 
+/**
+ * The least and greatest value an index expression can take (signed: a slice's inverse subtracts), or null;
+ * `vars` narrows the range of some variables.
+ */
+export const span = (i: Idx, vars?: ReadonlyMap<string, readonly [number, number]>): readonly [number, number] | null => {
+  const sp = (j: Idx) => span(j, vars);
+  switch (i.k) {
+    case 'var': return vars?.get(i.name) ?? [0, i.max - 1];
+    case 'const': return [i.v, i.v];
+    case 'add': { const a = sp(i.a), b = sp(i.b); return a && b ? [a[0] + b[0], a[1] + b[1]] : null; }
+    case 'mul': { const a = sp(i.a); return a && i.c >= 0 ? [a[0] * i.c, a[1] * i.c] : null; }
+    case 'div': { const a = sp(i.a); return a && a[0] >= 0 ? [Math.floor(a[0] / i.c), Math.floor(a[1] / i.c)] : null; }
+    case 'mod': { const a = sp(i.a); return a && a[0] >= 0 ? (a[1] < i.c ? a : [0, i.c - 1]) : null; }
+  }
+};
+
 export const idxKey = (i: Idx): string => {
   switch (i.k) {
     case 'var': return i.name;

@@ -7,7 +7,7 @@ import { toposort, type Node, type ReduceArg, type ReduceOp } from '../node.js';
 import { numel, type Shape } from '../shape.js';
 import { contiguous, permuteView, reshapeView, type View } from '../view.js';
 import { broadcastView } from '../interp.js';
-import { bound, flatIndex, iadd, iconst, idxKey, ivar, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
+import { bound, flatIndex, iadd, iconst, idxKey, ivar, span, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
 import type { Cond, Expr, Reduction } from './expr.js';
 
 export type { Expr, Reduction, Cond } from './expr.js';
@@ -26,7 +26,7 @@ export interface Operand {
 }
 
 /** Every node a kernel writes: its `out`, or each of a matmul's stores. */
-export const kernelOuts = (k: Kernel): readonly Node[] => (k.kind === 'matmul' && k.stores ? k.stores.map((s) => s.out) : [k.out]);
+export const kernelOuts = (k: Kernel): readonly Node[] => (k.kind === 'matmul' && k.stores ? [...new Set(k.stores.map((s) => s.out))] : [k.out]);
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
@@ -34,8 +34,9 @@ interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, numbe
 
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 /**
- * One of several outputs a matmul kernel stores from its accumulator: `value` (over the matmul's row and col)
- * goes to element `at` of `out` where every cond holds. The first store's output is the kernel's `out`.
+ * One of several stores a matmul kernel makes from its accumulator: `value` (over the matmul's row and col)
+ * goes to element `at` of `out` where every cond holds. Several may write one output (the parts of a
+ * concatenation); the first store's output is the kernel's `out`.
  */
 export interface Store { readonly out: Node; readonly value: Expr; readonly at: Idx; readonly conds: readonly Cond[] }
 export type Kernel =
@@ -158,7 +159,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   }
   const kernels: Kernel[] = [];
   const maxInputs = opts.maxInputs ?? 7;
-  const groups = fuse ? sliceGroups(order, users, new Set(roots)) : new Map<Node, SliceGroup>();
+  const groups = fuse ? sliceGroups(order, users, mat, new Set(roots)) : new Map<Node, SliceGroup>();
   const done = new Set<Node>();
   for (let i = order.length - 1; i >= 0; i--) {
     const n = order[i]!;
@@ -212,24 +213,25 @@ const moveBack = (n: Node, idx: readonly Idx[], conds: Cond[]): Idx[] | null => 
  * One matmul kernel then stores them all, instead of writing the product for one kernel per slice to read.
  * Keyed by each member output.
  */
-const sliceGroups = (order: readonly Node[], users: ReadonlyMap<Node, number>, roots: ReadonlySet<Node>): Map<Node, SliceGroup> => {
+const sliceGroups = (order: readonly Node[], users: ReadonlyMap<Node, number>, mat: ReadonlySet<Node>, roots: ReadonlySet<Node>): Map<Node, SliceGroup> => {
   const readers = new Map<Node, Node[]>();
   for (const n of order) if (!isInput(n)) for (const s of n.src) { const r = readers.get(s); if (r) r.push(n); else readers.set(s, [n]); }
-  // Every reader of `from`, up to the outputs: views may fan out (they cost nothing), elementwise ops may not.
-  const collect = (from: Node, idx: readonly Idx[], conds: readonly Cond[], g: { members: SliceGroup['members'][number][]; via: Node[] }): boolean => {
+  type Member = SliceGroup['members'][number];
+  // Every reader of `from`, up to the stored nodes it feeds (each a member, at the index it has there).
+  const collect = (from: Node, idx: readonly Idx[], conds: readonly Cond[], g: { members: Member[]; via: Set<Node> }): boolean => {
     const rs = readers.get(from) ?? [];
-    if (rs.length === 0 || new Set(rs).size !== rs.length) return false;
+    if (rs.length === 0 || new Set(rs).size !== rs.length || g.members.length + g.via.size > 64) return false;
     for (const n of rs) {
       const cs = [...conds];
       const at = n.op.kind === 'movement' ? moveBack(n, idx, cs) : n.op.kind === 'elementwise' && sameShape(n.shape, from.shape) ? idx : null;
       if (!at) return false;
-      if (roots.has(n)) {
-        if (users.has(n) || n.op.kind !== 'elementwise' || n.dtype !== 'f32' || g.members.some((b) => b.x === n)) return false;
-        g.members.push({ x: n, idx: at, conds: cs });
+      if (mat.has(n)) {
+        if (n.op.kind !== 'elementwise' || n.dtype !== 'f32') return false;
+        const key = (b: { x: Node; idx: readonly Idx[]; conds: readonly Cond[] }) => `${b.x.id}|${b.idx.map(idxKey)}|${b.conds.map((c) => `${idxKey(c.idx)}:${c.lo}:${c.hi}`)}`;
+        if (!g.members.some((b) => key(b) === key({ x: n, idx: at, conds: cs }))) g.members.push({ x: n, idx: at, conds: cs });
         continue;
       }
-      if (n.op.kind !== 'movement' && users.get(n) !== 1) return false;
-      g.via.push(n);
+      g.via.add(n);
       if (!collect(n, at, cs, g)) return false;
     }
     return true;
@@ -237,11 +239,46 @@ const sliceGroups = (order: readonly Node[], users: ReadonlyMap<Node, number>, r
   const groups = new Map<Node, SliceGroup>();
   for (const m of order) {
     if (isInput(m) || !isMatmulNode(m) || m.shape.length !== 2 || roots.has(m)) continue;
-    const g: SliceGroup & { members: SliceGroup['members'][number][]; via: Node[] } = { m, members: [], via: [] };
-    if (!collect(m, matmulRowCol(m), [], g) || g.members.length < 2) continue;
-    for (const b of g.members) groups.set(b.x, g);
+    const g = { m, members: [] as Member[], via: new Set<Node>() };
+    if (!collect(m, matmulRowCol(m), [], g) || g.members.length < 2 || !coversExactly(m, g.members)) continue;
+    const xs = new Set(g.members.map((b) => b.x));
+    // A member something else reads must be the only one: the kernel runs where the last member was due.
+    if (xs.size > 1 && [...xs].some((x) => users.has(x))) continue;
+    const group = { m, members: g.members, via: [...g.via] };
+    for (const x of xs) groups.set(x, group);
   }
   return groups;
+};
+
+/**
+ * Whether the members' placements write each of their elements exactly once: every condition bounds `row` or
+ * `col` itself, and each placement fills the box its index spans (the index maps are one-to-one), the boxes of
+ * one member are disjoint, and their volumes add up to its size.
+ */
+const coversExactly = (m: Node, members: SliceGroup['members']): boolean => {
+  const boxes = new Map<Node, (readonly [number, number])[][]>();
+  for (const b of members) {
+    if (b.conds.some((c) => c.idx.k !== 'var')) return false;
+    const vars = new Map<string, readonly [number, number]>();
+    let points = 1;
+    for (const v of matmulRowCol(m)) {
+      if (v.k !== 'var') continue;
+      const lo = Math.max(0, ...b.conds.filter((c) => idxKey(c.idx) === v.name).map((c) => c.lo));
+      const hi = Math.min(v.max, ...b.conds.filter((c) => idxKey(c.idx) === v.name).map((c) => c.hi));
+      if (hi <= lo) return false;
+      vars.set(v.name, [lo, hi - 1]);
+      points *= hi - lo;
+    }
+    const box = b.idx.map((i) => span(i, vars));
+    if (box.some((s) => s === null)) return false;
+    const spans = box as (readonly [number, number])[];
+    if (spans.some(([lo, hi], d) => lo < 0 || hi >= b.x.shape[d]!) || spans.reduce((a, [lo, hi]) => a * (hi - lo + 1), 1) !== points) return false;
+    const mine = boxes.get(b.x) ?? [];
+    if (mine.some((o) => o.every(([lo, hi], d) => lo <= spans[d]![1] && spans[d]![0] <= hi))) return false;
+    mine.push(spans);
+    boxes.set(b.x, mine);
+  }
+  return [...boxes].every(([x, bs]) => bs.reduce((a, s) => a + s.reduce((v, [lo, hi]) => v * (hi - lo + 1), 1), 0) === numel(x.shape));
 };
 
 /**
@@ -524,7 +561,11 @@ const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly 
         return { e: 'op', op: o, arg: n.arg, src, i, dtype: n.dtype, elem: src.some((s) => s.elem) || elemOf(i) };
       }
       case 'movement': {
-        const { idx: si, conds } = moveIdx(n, idx);
+        const { idx: si, conds: all } = moveIdx(n, idx);
+        // Conditions the index's range already decides (a matmul storing one part of a concatenation).
+        const spans = all.map((c) => span(c.idx));
+        if (spans.some((s, j) => s && (s[1] < all[j]!.lo || s[0] >= all[j]!.hi))) return { e: 'zero', dtype: n.dtype, elem: false };
+        const conds = all.filter((c, j) => !(spans[j] && spans[j][0] >= c.lo && spans[j][1] < c.hi));
         const inner = walk(n.src[0]!, si);
         return conds.length ? { e: 'mask', conds, src: inner, dtype: n.dtype, elem: inner.elem || conds.some((c) => elemOf(c.idx)) } : inner;
       }

@@ -75,6 +75,7 @@ class Emitter {
       }
       case 'red': return this.reduce(x.id);
       case 'acc': return 'acc';
+      case 'zero': return literal(0, x.dtype);
     }
     if (x.e === 'load' || (x.e === 'op' && x.src.length === 0)) { scope.memo.set(x, v); return v; }
     const name = this.fresh();
@@ -260,14 +261,16 @@ export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelu
     return `${head} {\n  ${body}\n  return ${v};\n}`;
   };
   // Several outputs: `epi` stores each where its conditions hold (the first into C, the rest into out1, out2, …).
-  const stores = (k.stores ?? []).map((st, j) => {
+  const outs = [...new Set((k.stores ?? []).map((st) => st.out))];
+  const stores = (k.stores ?? []).map((st) => {
+    const j = outs.indexOf(st.out);
     const em = new Emitter(() => { throw new Error('a matmul epilogue has no reductions'); });
     const v = em.render(st.value);
     const body = [...em.root.lines, `${j === 0 ? 'C' : `out${j}`}[${renderIdx(st.at)}] = ${v};`];
     for (const l of body) for (const m of l.matchAll(/\bin(\d+)\[/g)) slots.add(Number(m[1]));
     em.preludes.forEach((p) => preludes.add(p));
     const cond = st.conds.map((c) => `(${renderIdx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
-    return cond ? `  if (${cond}) {\n    ${body.join('\n    ')}\n  }` : `  ${body.join('\n  ')}`;
+    return `  ${cond ? `if (${cond}) ` : ''}{\n    ${body.join('\n    ')}\n  }`; // a block each: their lets share names
   });
   const fns = [
     stores.length ? `fn epi(acc: f32, row: u32, col: u32, batch: u32) {\n${stores.join('\n')}\n}` : '',
