@@ -187,8 +187,8 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
   return kernels.reverse();
 };
 
-/** Outputs that each take a slice of one matmul's result (through slices, transposes and reshapes, then
- * elementwise ops): the index of each, over the matmul's (row, col), and where it lies. */
+/** Stored nodes that each take slices of one matmul's result (through slices, transposes, reshapes and pads,
+ * then elementwise ops): for each placement, the member's index over the matmul's (row, col), and where it lies. */
 interface SliceGroup { readonly m: Node; readonly via: readonly Node[]; readonly members: readonly { readonly x: Node; readonly idx: readonly Idx[]; readonly conds: readonly Cond[] }[] }
 
 /** A movement op's index over its output, given its source's index (the inverse of moveIdx), or null. */
@@ -208,10 +208,11 @@ const moveBack = (n: Node, idx: readonly Idx[], conds: Cond[]): Idx[] | null => 
 };
 
 /**
- * Matmuls whose every reader is a chain ending in an output nothing else reads, each taking its own slice of
- * the result: the weights of a concatenated projection (q, k, v), each updated from its slice of the gradient.
- * One matmul kernel then stores them all, instead of writing the product for one kernel per slice to read.
- * Keyed by each member output.
+ * Matmuls whose every reader leads, through views and elementwise ops, only to stored nodes that take their own
+ * slices of the result: the weights of a concatenated projection (q, k, v), each updated from its slice of the
+ * gradient; or one node made of several parts, each a function of the product (the SwiGLU backward,
+ * [dA·up·silu′(gate) | dA·silu(gate)]). One matmul kernel then stores them all, instead of writing the product
+ * for other kernels to read. Keyed by each member.
  */
 const sliceGroups = (order: readonly Node[], users: ReadonlyMap<Node, number>, mat: ReadonlySet<Node>, roots: ReadonlySet<Node>): Map<Node, SliceGroup> => {
   const readers = new Map<Node, Node[]>();
