@@ -36,18 +36,29 @@ const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor
 const caseArb = fc.record({
   B: fc.integer({ min: 1, max: 2 }), T: fc.integer({ min: 1, max: 5 }), extra: fc.nat(3), Hkv: fc.integer({ min: 1, max: 2 }),
   g: fc.integer({ min: 1, max: 3 }), D: fc.constantFrom(2, 3, 8, 20), padded: fc.boolean(), headMajor: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 30 }),
-});
+  packed: fc.boolean(),
+}).map((c) => (c.packed ? { ...c, headMajor: false, extra: 0 } : c)); // packed: one (B, T, ·) buffer holds k and v too
 type Case = typeof caseArb extends fc.Arbitrary<infer X> ? X : never;
 
-/** Inputs of a case in `dtype`: q, k, v (k, v optionally stored head-major), a cotangent, start slots. */
+/**
+ * Inputs of a case in `dtype`: q, k, v (k, v optionally stored head-major; or, `packed`, all three
+ * slices of one (B, T, (H + 2·Hkv)·D) buffer, as a fused projection gives them), a cotangent, start slots.
+ */
 const inputs = (c: Case, dtype: 'f32' | 'f64') => {
   const S = c.T + c.extra, H = c.Hkv * c.g;
   const t = (shape: number[], i: number) => C.tensor(Float64Array.from(fillValues(numel(shape), 'any', c.seed + 101 * i)), { shape, dtype });
   const kvShape = c.headMajor ? [c.B, c.Hkv, S, c.D] : [c.B, S, c.Hkv, c.D];
   const asBshd = (x: Tensor) => (c.headMajor ? C.permute(x, [0, 2, 1, 3]) : x);
   const start = c.padded ? C.tensor(Array.from({ length: c.B }, (_, i) => Math.min(i + 1, S - 1)), { dtype: 'i32' }) : null;
-  return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w: t([c.B, c.T, H, c.D], 3), asBshd, start };
+  const w = t([c.B, c.T, H, c.D], 3);
+  if (packed(c)) {
+    const all = t([c.B, c.T, (H + 2 * c.Hkv) * c.D], 0);
+    const part = (lo: number, n: number) => C.reshape(C.slice(all, [0, 0, lo * c.D], [c.B, c.T, (lo + n) * c.D]), [c.B, c.T, n, c.D]);
+    return { q: part(0, H), k: part(H, c.Hkv), v: part(H + c.Hkv, c.Hkv), w, asBshd, start };
+  }
+  return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w, asBshd, start };
 };
+const packed = (c: Case) => c.packed;
 
 /** Output and the gradients of sum(out · w) with respect to q, k, v. */
 const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed', offsetTensor = false): Tensor[] => {
@@ -72,7 +83,7 @@ describe('fused attention', () => {
   });
 
   it('forward and backward are 3 kernels: out, dq, dkv — no (T, S) scores in memory', () => {
-    const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, seed: 1 };
+    const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, packed: false, seed: 1 };
     const ks = schedule(outAndGrads(c, 'f32', 'fused').map((t) => t.node));
     const att = ks.filter((k) => k.kind === 'attention');
     expect(att.map((k) => (k.out.arg as { part: string }).part).sort()).toEqual(['dkv', 'dq', 'out']);
@@ -80,7 +91,7 @@ describe('fused attention', () => {
   });
 
   it('second derivatives are refused with a clear error', () => {
-    const c: Case = { B: 1, T: 2, extra: 0, Hkv: 1, g: 1, D: 2, padded: false, headMajor: false, seed: 1 };
+    const c: Case = { B: 1, T: 2, extra: 0, Hkv: 1, g: 1, D: 2, padded: false, headMajor: false, packed: false, seed: 1 };
     const { q, k, v } = inputs(c, 'f64');
     const g = C.grad((qq: Tensor) => C.sum(C.grad((x: Tensor) => C.sum(causalAttention(x, k, v)))(qq)));
     expect(() => g(q)).toThrow(/attention\(dq\): second derivatives through fused attention are not supported/);
@@ -93,6 +104,8 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
     await fc.assert(fc.asyncProperty(caseArb, fc.boolean(), async (c, offsetTensor) => {
       const want = interpret(outAndGrads(c, 'f32', 'fused', offsetTensor).map((t) => t.node));
       const outs = outAndGrads(c, 'f32', 'fused', offsetTensor);
+      // Packed q, k, v are read in place: no kernel copies them out.
+      if (packed(c)) expect(schedule(outs.map((t) => t.node)).filter((k) => k.kind === 'attention').every((k) => k.kind === 'attention' && k.views?.length === k.inputs.length)).toBe(true);
       await runGraph(gpuDevice!, outs.map((t) => t.node));
       for (const [i, t] of outs.entries()) {
         expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);

@@ -33,6 +33,7 @@ export const kernelOuts = (k: Kernel): readonly Node[] => (k.kind === 'matmul' &
 interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]>; readonly budget: number }
 
 interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
+export interface AttnView { readonly offset: number; readonly strides: readonly number[] }
 /**
  * One of several stores a matmul kernel makes from its accumulator: `value` (over the matmul's row and col)
  * goes to element `at` of `out` where every cond holds. Several may write one output (the parts of a
@@ -44,8 +45,11 @@ export type Kernel =
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[] })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
-  /** Fused attention (ops/attention.ts): inputs as the op's sources. */
-  | (KernelBase & { readonly kind: 'attention' })
+  /**
+   * Fused attention (ops/attention.ts): inputs as the op's sources, except that q, k and v may be read in place
+   * through a strided view of a stored node (`views[i]`, over the source's shape; absent: contiguous).
+   */
+  | (KernelBase & { readonly kind: 'attention'; readonly views?: readonly (AttnView | null)[] })
   /** writeAt: inputs [dst, src, pos]; `lastUse` when this kernel is the only reader of dst (it may write in place). */
   | (KernelBase & { readonly kind: 'update'; readonly axis: number; readonly lastUse: boolean });
 
@@ -453,9 +457,22 @@ const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly 
   const op = x.op;
   if (op.kind === 'custom' && op.template !== 'matmul') {
     const src = x.src.map((s) => { while (isIdentityOp(s) && !mat.has(s)) s = s.src[0]!; return s; });
+    if (op.template === 'attention') {
+      // q, k and v that are views of a stored node (v, a slice of the fused q/k/v projection) are read in place:
+      // rows contiguous, and (for the vec4 loads of a head dimension divisible by 4) 16-byte aligned.
+      const views = src.map((s, i) => {
+        if (i > 2 || isInput(s) || mat.has(s)) return null;
+        const vc = viewChain(s, mat);
+        const v = vc?.view, D = s.shape[s.shape.length - 1]!;
+        const aligned = v && (D % 4 !== 0 || [v.offset, ...v.strides.slice(0, -1)].every((t) => t % 4 === 0));
+        return vc && v && v.strides[v.strides.length - 1] === 1 && aligned ? { base: vc.base, view: { offset: v.offset, strides: v.strides } } : null;
+      });
+      const bound = src.map((s, i) => views[i]?.base ?? s);
+      for (const s of bound) if (!isInput(s)) need(s);
+      // Attention binds its sources positionally, repeats included.
+      return { kind: 'attention', out: x, inputs: bound, ...(views.some((v) => v) ? { views: views.map((v) => v?.view ?? null) } : {}) };
+    }
     for (const s of src) if (!isInput(s)) need(s);
-    // Attention binds its sources positionally, repeats included.
-    if (op.template === 'attention') return { kind: 'attention', out: x, inputs: src };
     src.forEach(slotOf);
     if (op.template === 'update') return { kind: 'update', out: x, inputs, axis: (x.arg as { axis: number }).axis, lastUse: users.get(x.src[0]!) === 1 };
     return { kind: op.template, out: x, inputs };

@@ -38,13 +38,20 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const src = k.inputs;
   if (k.out.dtype !== 'f32') throw new Error(`attention on WebGPU supports f32, got ${k.out.dtype} (${label})`);
   const n = ATTENTION_ARITY[arg.part];
-  const { B, T, H, D, S, Hkv } = attnGeom(src[0]!.shape, src[1]!.shape, arg.kv);
+  const { B, T, H, D, S, Hkv } = attnGeom(k.out.src[0]!.shape, k.out.src[1]!.shape, arg.kv); // the op's shapes: q, k, v may be views
   const G = H / Hkv, scale = 1 / Math.sqrt(D);
   const vec = D % 4 === 0;
   const VT = vec ? 'vec4<f32>' : 'f32', W = vec ? D / 4 : D;
   const OFF = arg.offset === null ? `in${n}[0]` : `${arg.offset}`;
   const START = arg.start ? `in${src.length - 1}[b]` : '0';
-  const kRow = (j: string) => (arg.kv === 'bshd' ? `((b * ${S}u + u32(${j})) * ${Hkv}u + kh) * ${W}u` : `((b * ${Hkv}u + kh) * ${S}u + u32(${j})) * ${W}u`);
+  // Where row (b, t, h) of q, k or v starts, in units of its array: through its view when it is read in place.
+  const rowAt = (i: number, b: string, t: string, h: string): string => {
+    const v = k.views?.[i];
+    const [sb, st, sh] = v ? (i > 0 && arg.kv === 'bhsd' ? [v.strides[0]!, v.strides[2]!, v.strides[1]!] : v.strides) : i === 0 ? [T * H * D, H * D, D] : arg.kv === 'bshd' ? [S * Hkv * D, Hkv * D, D] : [Hkv * S * D, D, S * D];
+    const unit = vec ? 4 : 1;
+    return `(${(v?.offset ?? 0) / unit}u + ${b} * ${sb! / unit}u + ${t} * ${st! / unit}u + ${h} * ${sh! / unit}u)`;
+  };
+  const kRow = (i: number, j: string) => rowAt(i, 'b', `u32(${j})`, 'kh');
   // The packed buffers [O | lse] (out's output, input 4 of dq and dkv) and [dQ | Δ] (dq's output, input 5 of dkv)
   // are read and written as scalars.
   const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i >= n ? 'i32' : i >= 4 ? 'f32' : VT}>;`;
@@ -71,12 +78,13 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   ${each((r) => `let ok${r} = t0 + ${r}u < ${T}u; let p${r} = i32(t0) + ${r} + ${OFF}; let row${r} = ((b * ${T}u + min(t0 + ${r}u, ${T - 1}u)) * ${H}u + h) * ${W}u;
   let lo${r} = max(0, min(first, p${r})); let hi${r} = select(-1, min(p${r}, ${S - 1}), ok${r});
   var q${r}: array<${VT}, ${W}>; var m${r} = -3.0e38; var l${r} = 0.0;
-  ${loop(`q${r}[w] = in0[row${r} + w] * ${C2};`)}`)}
+  let qrow${r} = ${rowAt(0, 'b', `min(t0 + ${r}u, ${T - 1}u)`, 'h')};
+  ${loop(`q${r}[w] = in0[qrow${r} + w] * ${C2};`)}`)}
   let jlo = lo0; var jhi = hi0;
   ${each((r) => (r ? `jhi = max(jhi, hi${r});` : ''))}`;
   const keyLoop = (body: string) => `
   for (var j = jlo; j <= jhi; j++) {
-    let kb = ${kRow('j')};
+    let kb = ${kRow(1, 'j')}; let vb = ${kRow(2, 'j')};
     var kr: array<${VT}, ${W}>;
     ${loop('kr[w] = in1[kb + w];')}
     ${body}
@@ -88,7 +96,7 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
     case 'out': body = `${queryRows}
   ${each((r) => `var a${r}: array<${VT}, ${W}>;`)}
   ${keyLoop(`var vr: array<${VT}, ${W}>;
-    ${loop('vr[w] = in2[kb + w];')}
+    ${loop('vr[w] = in2[vb + w];')}
     ${each((r) => `if (${inRange(r)}) {
       ${score(r)}
       let mn = max(m${r}, s${r}); let c = exp2(m${r} - mn); let pj = exp2(s${r} - mn);
@@ -105,7 +113,7 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], ${packedO(`row${r} + w`)});`)}
   let lse${r} = in4[${LSE}u + row${r} / ${W}u] * ${f(LOG2E)};`)}
   ${keyLoop(`var vr: array<${VT}, ${W}>;
-    ${loop('vr[w] = in2[kb + w];')}
+    ${loop('vr[w] = in2[vb + w];')}
     ${each((r) => `if (${inRange(r)}) {
       ${score(r)}
       let pj = exp2(s${r} - lse${r});
@@ -125,15 +133,16 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   let kh = e % ${Hkv}u; let jb = ((e / ${Hkv}u) % ${SB}u) * ${R}u; let b = e / ${Hkv * SB}u;
   let first = ${START};
   ${each((r) => `let ok${r} = jb + ${r}u < ${S}u; let j${r} = i32(jb) + ${r}; let row${r} = ${keyRowAt(`min(jb + ${r}u, ${S - 1}u)`)} * ${W}u;
+  let krow${r} = ${rowAt(1, 'b', `min(jb + ${r}u, ${S - 1}u)`, 'kh')}; let vrow${r} = ${rowAt(2, 'b', `min(jb + ${r}u, ${S - 1}u)`, 'kh')};
   var k${r}: array<${VT}, ${W}>; var v${r}: array<${VT}, ${W}>; var dk${r}: array<${VT}, ${W}>; var dv${r}: array<${VT}, ${W}>;
-  ${loop(`k${r}[w] = in1[row${r} + w] * ${C2}; v${r}[w] = in2[row${r} + w];`)}`)}
+  ${loop(`k${r}[w] = in1[krow${r} + w] * ${C2}; v${r}[w] = in2[vrow${r} + w];`)}`)}
   for (var hh = 0u; hh < ${G}u; hh++) {
     let h = kh * ${G}u + hh;
     for (var t = u32(max(0, i32(jb) - ${OFF})); t < ${T}u; t++) {
       let p = i32(t) + ${OFF};
-      let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u;
+      let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
       var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>;
-      ${loop('qr[w] = in0[qi + w]; gr[w] = in3[qi + w];')}
+      ${loop('qr[w] = in0[qv + w]; gr[w] = in3[qi + w];')}
       let dd = in5[${LSE}u + qi / ${W}u];
       let lse = in4[${LSE}u + qi / ${W}u] * ${f(LOG2E)};
       ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
