@@ -155,7 +155,8 @@ export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: Reado
       sizes.set(buf, buf.size);
       scratch.set(o, buf);
     }
-    for (const n of k.inputs) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
+    // Once per node: attention binds its sources positionally, and q and k may be views of one buffer.
+    for (const n of new Set(k.inputs)) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
   });
   return scratch;
 };

@@ -7,7 +7,7 @@ import { fmt, sameShape, ShapeError, type Shape } from '../core/shape.js';
 import type { Tensor } from '../core/tensor.js';
 import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
-import { pad, permute, reshape, slice } from '../ops/movement.js';
+import { concat, pad, permute, reshape, slice } from '../ops/movement.js';
 import { writeAt } from '../ops/update.js';
 import { causalAttention, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
@@ -141,10 +141,13 @@ interface LayerIn {
 const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
   const [B, T] = x.shape as [number, number];
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
-  const [qp, kp, vp] = linears(h, [p.wq, p.wk, p.wv]) as [Tensor, Tensor, Tensor]; // one matmul: (B, T, ·) each
-  const q = rope(reshape(qp, [B, T, c.nHeads, c.headDim]), rot); // (B, T, nHeads, headDim)
-  let k = rope(reshape(kp, [B, T, c.nKvHeads, c.headDim]), rot); // (B, T, nKvHeads, headDim)
-  let v = reshape(vp, [B, T, c.nKvHeads, c.headDim]); // (B, T, nKvHeads, headDim)
+  const [H, Hkv, D] = [c.nHeads, c.nKvHeads, c.headDim];
+  // q and k heads side by side, rotated by one kernel; attention reads q, k and v in place.
+  const [qkp, vp] = linears(h, [concat([p.wq, p.wk], 0), p.wv]) as [Tensor, Tensor]; // one matmul: (B, T, ·) each
+  const qk = rope(reshape(qkp, [B, T, H + Hkv, D]), rot); // (B, T, nHeads + nKvHeads, headDim)
+  const q = slice(qk, [0, 0, 0, 0], [B, T, H, D]); // (B, T, nHeads, headDim)
+  let k = slice(qk, [0, 0, H, 0], [B, T, H + Hkv, D]); // (B, T, nKvHeads, headDim)
+  let v = reshape(vp, [B, T, Hkv, D]); // (B, T, nKvHeads, headDim)
   let written: KvLayer | undefined;
   if (kv) {
     written = {

@@ -8,7 +8,7 @@ import * as C from '../index.js';
 import type { Tensor } from '../index.js';
 import type { Node } from '../core/node.js';
 import { interpret } from '../core/interp.js';
-import { runGraph } from '../core/runtime.js';
+import { planScratch, runGraph } from '../core/runtime.js';
 import { schedule, type ScheduleOpts } from '../core/schedule/index.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues, OPS, shapeArb, type Case } from './optable.js';
@@ -250,6 +250,21 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     const n = Math.floor(lim / 4) + 1024;
     const big = C.mul(C.full([n], 1), C.tensor([2]));
     await expect(C.realize(big)).rejects.toThrow(/mul \[\d+\] needs a \d+-byte buffer, over this adapter's storage binding limit/);
+  });
+});
+
+describe.skipIf(!gpuDevice)('scratch buffers', () => {
+  it('a node a kernel reads twice (attention: q and k views of one buffer) is freed once: no later output shares a live buffer', () => {
+    const x = C.tensor([1, 2, 3, 4]);
+    const [a, b, c, d] = [C.exp(x), C.neg(x), C.tanh(x), C.sin(x)].map((t) => t.node);
+    const k = (out: Node, inputs: Node[]) => ({ kind: 'gather' as const, out, inputs });
+    const kernels = [k(a!, [x.node]), k(b!, [a!, a!]), k(c!, [b!]), k(d!, [b!, c!])];
+    const scratch = planScratch(dev, kernels, new Set());
+    for (const kk of kernels) {
+      const live = kk.inputs.filter((n) => scratch.has(n)).map((n) => scratch.get(n));
+      expect(live, `kernel for ${kk.out.op.name}`).not.toContain(scratch.get(kk.out));
+    }
+    for (const buf of new Set(scratch.values())) dev.free(buf);
   });
 });
 
