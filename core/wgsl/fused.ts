@@ -4,13 +4,16 @@
 
 import type { DType } from '../dtype.js';
 import { numel } from '../shape.js';
-import type { Expr, Kernel, Reduction } from '../schedule/index.js';
+import { kernelOuts, type Cond, type Expr, type Kernel, type Reduction } from '../schedule/index.js';
 import { idxKey, renderIdx, type Idx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
 
 export const WG = 64;
 /** Invocations per workgroup of vec4 elementwise kernels: lavapipe pays per workgroup, so fewer and larger. */
 const WG4 = 256;
+
+/** WGSL test that index `i` lies in [lo, hi) (one unsigned compare). */
+const inRange = (i: string, c: Cond): string => `(${i} - ${c.lo}u < ${c.hi - c.lo}u)`;
 
 class Scope {
   readonly lines: string[] = [];
@@ -57,7 +60,7 @@ class Emitter {
         break;
       }
       case 'mask': {
-        const cond = x.conds.map((c) => `(${this.idx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
+        const cond = x.conds.map((c) => inRange(this.idx(c.idx), c)).join(' && ');
         const s = x.src;
         if (s.e === 'load' || (s.e === 'op' && s.src.length === 0)) { v = `select(${literal(0, x.dtype)}, ${this.render(s)}, ${cond})`; break; }
         // A padded region (each part of a concatenation) computes its value only where it lies: `select` would
@@ -252,24 +255,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
   const preludes = new Set<string>();
   const slots = new Set<number>();
-  const fn = (head: string, x: Expr): string => {
+  // One expression's statements and value; the input slots it reads and the preludes it needs are collected.
+  const emit = (x: Expr): { lines: string[]; v: string } => {
     const em = new Emitter(() => { throw new Error('a matmul prologue or epilogue has no reductions'); });
     const v = em.render(x);
-    const body = em.root.lines.join('\n  ');
-    for (const m of [...body.matchAll(/\bin(\d+)\[/g), ...v.matchAll(/\bin(\d+)\[/g)]) slots.add(Number(m[1]));
+    for (const l of [...em.root.lines, v]) for (const m of l.matchAll(/\bin(\d+)\[/g)) slots.add(Number(m[1]));
     em.preludes.forEach((p) => preludes.add(p));
-    return `${head} {\n  ${body}\n  return ${v};\n}`;
+    return { lines: em.root.lines, v };
+  };
+  const fn = (head: string, x: Expr): string => {
+    const { lines, v } = emit(x);
+    return `${head} {\n  ${[...lines, `return ${v};`].join('\n  ')}\n}`;
   };
   // Several outputs: `epi` stores each where its conditions hold (the first into C, the rest into out1, out2, …).
-  const outs = [...new Set((k.stores ?? []).map((st) => st.out))];
+  const outs = kernelOuts(k);
   const stores = (k.stores ?? []).map((st) => {
     const j = outs.indexOf(st.out);
-    const em = new Emitter(() => { throw new Error('a matmul epilogue has no reductions'); });
-    const v = em.render(st.value);
-    const body = [...em.root.lines, `${j === 0 ? 'C' : `out${j}`}[${renderIdx(st.at)}] = ${v};`];
-    for (const l of body) for (const m of l.matchAll(/\bin(\d+)\[/g)) slots.add(Number(m[1]));
-    em.preludes.forEach((p) => preludes.add(p));
-    const cond = st.conds.map((c) => `(${renderIdx(c.idx)} - ${c.lo}u < ${c.hi - c.lo}u)`).join(' && ');
+    const { lines, v } = emit(st.value);
+    const body = [...lines, `${j === 0 ? 'C' : `out${j}`}[${renderIdx(st.at)}] = ${v};`];
+    const cond = st.conds.map((c) => inRange(renderIdx(c.idx), c)).join(' && ');
     return `  ${cond ? `if (${cond}) ` : ''}{\n    ${body.join('\n    ')}\n  }`; // a block each: their lets share names
   });
   const fns = [

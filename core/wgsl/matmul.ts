@@ -215,9 +215,9 @@ ${spec.prelude ?? ''}`;
 const bindingNames = (spec: MatmulSpec): string[] => bindingList(spec, '', '').map((b) => b.name);
 
 const storeLine = (spec: MatmulSpec, acc: string, row: string, col: string, indent: string): string => {
+  if (spec.store) return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col}; ${spec.store('acc', 'row', 'col', 'batch')}; }`;
   const c = spec.cStrides ?? { batch: spec.M * spec.N, row: spec.N, col: 1 };
   const value = spec.epilogue?.('acc', 'row', 'col', 'batch') ?? 'acc';
-  if (spec.store) return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col}; ${spec.store('acc', 'row', 'col', 'batch')}; }`;
   return `${indent}{ let acc = ${acc}; let row = ${row}; let col = ${col};
 ${indent}  C[${u(spec.cOffset ?? 0)} + ${batchTerm(c)} + row * ${u(c.row)} + col * ${u(c.col)}] = ${value}; }`;
 };
