@@ -51,14 +51,13 @@ const inputs = (c: Case, dtype: 'f32' | 'f64') => {
   const asBshd = (x: Tensor) => (c.headMajor ? C.permute(x, [0, 2, 1, 3]) : x);
   const start = c.padded ? C.tensor(Array.from({ length: c.B }, (_, i) => Math.min(i + 1, S - 1)), { dtype: 'i32' }) : null;
   const w = t([c.B, c.T, H, c.D], 3);
-  if (packed(c)) {
+  if (c.packed) {
     const all = t([c.B, c.T, (H + 2 * c.Hkv) * c.D], 0);
     const part = (lo: number, n: number) => C.reshape(C.slice(all, [0, 0, lo * c.D], [c.B, c.T, (lo + n) * c.D]), [c.B, c.T, n, c.D]);
     return { q: part(0, H), k: part(H, c.Hkv), v: part(H + c.Hkv, c.Hkv), w, asBshd, start };
   }
   return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w, asBshd, start };
 };
-const packed = (c: Case) => c.packed;
 
 /** Output and the gradients of sum(out · w) with respect to q, k, v. */
 const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed', offsetTensor = false): Tensor[] => {
@@ -105,7 +104,7 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
       const want = interpret(outAndGrads(c, 'f32', 'fused', offsetTensor).map((t) => t.node));
       const outs = outAndGrads(c, 'f32', 'fused', offsetTensor);
       // Packed q, k, v are read in place: no kernel copies them out.
-      if (packed(c)) expect(schedule(outs.map((t) => t.node)).filter((k) => k.kind === 'attention').every((k) => k.kind === 'attention' && k.views?.length === k.inputs.length)).toBe(true);
+      if (c.packed) expect(schedule(outs.map((t) => t.node)).filter((k) => k.kind === 'attention').every((k) => k.kind === 'attention' && k.views?.length === k.inputs.length)).toBe(true);
       await runGraph(gpuDevice!, outs.map((t) => t.node));
       for (const [i, t] of outs.entries()) {
         expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);
