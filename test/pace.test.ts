@@ -20,7 +20,23 @@ describe('Pacer', () => {
     expect(run(p, 'step', 1000, 1000, 1100)).toBe(0);
     expect(p.estimate('step')).toBeCloseTo(60);
     expect(run(p, 'step', 2000, 2000, 2100)).toBeCloseTo(57); // 0.95 · 60
-    expect(p.estimate('step')).toBeCloseTo(57 + 0.6 * 43); // woke at 57, then a spun wait to 100: 0.6 of it counts
+    // Woke at 57, then a spun wait to 100: 0.6 of it counts, 82.8; the estimate is the least learned time.
+    expect(p.estimate('step')).toBeCloseTo(60);
+    run(p, 'step', 3000, 3000, 3050); // sleeps 57, overslept: 0.85 · 60
+    expect(p.estimate('step')).toBeCloseTo(51);
+  });
+
+  it('one slow run does not raise the sleeps that follow; a slowdown lasting the window of 4 does', () => {
+    const p = new Pacer();
+    run(p, 'tok', 0, 0, 40);
+    run(p, 'tok', 100, 100, 150); // learned 30
+    expect(run(p, 'tok', 200, 200, 500)).toBeCloseTo(28.5); // a 300 ms stall: learned 28.5 + 0.6 · 271.5
+    expect(p.estimate('tok')).toBeCloseTo(30);
+    expect(run(p, 'tok', 600, 600, 650)).toBeCloseTo(28.5); // not 95% of the stall
+    const q = new Pacer();
+    run(q, 'k', 0, 0, 100);
+    for (let i = 1; i <= 5; i++) run(q, 'k', 1000 * i, 1000 * i, 1000 * i + (i === 1 ? 50 : 200)); // 30, then slower
+    expect(q.estimate('k')!).toBeGreaterThan(100);
   });
 
   it('an oversleep (the wait ends at once after waking) shortens the estimate by 15%', () => {
@@ -36,7 +52,7 @@ describe('Pacer', () => {
     run(p, 'k', 0, 0, 100);
     run(p, 'k', 1000, 1000, 1200);
     expect(run(p, 'k', 2000, 2050, 2200)).toBeCloseTo(0.95 * 120 - 50); // 50 ms already passed since the submit
-    expect(p.estimate('k')).toBeCloseTo(114 + 0.6 * 86); // the 50 ms before the wait ran unspun: counted whole
+    expect(p.estimate('k')).toBeCloseTo(120); // learned 114 + 0.6 · 86 (the 50 ms before the wait ran unspun, counted whole)
     const q = new Pacer();
     run(q, 's', 0, 0, 10);
     run(q, 's', 100, 100, 100 + PACE_MIN_MS); // estimate 0.6 · 15, under the minimum

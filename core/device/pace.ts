@@ -9,13 +9,15 @@ export const PACE_MIN_MS = 15;
 const INSTANT_MS = 2;
 /** Work left when a wait starts spinning runs ~1.6× slower (the spin takes a core): it counts 0.6 of its time. */
 const SPUN = 0.6;
+/** The estimate is the least of a key's last few learned times: one slow run (a GC pause, a busy host) is ignored. */
+const WINDOW = 4;
 
 /** What a wait needs: how long to sleep first, and what to learn once the wait is over. */
 export interface Wait { readonly sleepMs: number; readonly done: (woke: number, end: number) => void }
 
 export class Pacer {
   private pending: { key: string; at: number } | null = null;
-  private readonly gpuMs = new Map<string, number>();
+  private readonly gpuMs = new Map<string, number[]>();
   private readonly seen = new Set<string>();
 
   /** A submit at `now`: paced under `key`, or (undefined) work that is not paced. */
@@ -25,7 +27,8 @@ export class Pacer {
 
   /** The learned GPU time of a key (undefined until its second run has been waited for). */
   estimate(key: string): number | undefined {
-    return this.gpuMs.get(key);
+    const xs = this.gpuMs.get(key);
+    return xs === undefined ? undefined : Math.min(...xs);
   }
 
   /**
@@ -34,13 +37,15 @@ export class Pacer {
    * Dawn's lazy pipeline compiles). A wait that ended at once after waking overslept, and shortens the estimate by
    * 15%; otherwise the work took the time up to the wake plus 0.6 of the spun wait after it (spinning ran the work
    * ~1.6× slower). Learning the spun tail whole made one slow step inflate the estimate, and the oversleeps that
-   * followed cost a third more time per step for several steps (stories260K on lavapipe).
+   * followed cost a third more time per step for several steps (stories260K on lavapipe). The estimate is the least
+   * of the last WINDOW learned times: a single slow step still pushed a batch-1 decode (3–5 ms per token) into
+   * sleeping 30–80 ms per token, decaying by 15% a token, until it was.
    */
   begin(now: number, atLeastMs = 0): Wait {
     const p = this.pending;
     this.pending = null;
     if (p === null) return { sleepMs: atLeastMs, done: () => {} };
-    const est = this.gpuMs.get(p.key);
+    const est = this.estimate(p.key);
     const sleepMs = Math.max(atLeastMs, est === undefined || est < PACE_MIN_MS ? 0 : p.at + 0.95 * est - now);
     const slept = sleepMs > 1;
     return {
@@ -48,7 +53,9 @@ export class Pacer {
       done: (woke, end) => {
         if (!this.seen.has(p.key)) { this.seen.add(p.key); return; }
         const overslept = est !== undefined && slept && end - woke < INSTANT_MS;
-        this.gpuMs.set(p.key, overslept ? 0.85 * est : woke - p.at + SPUN * (end - woke));
+        const xs = this.gpuMs.get(p.key) ?? [];
+        xs.push(overslept ? 0.85 * est : woke - p.at + SPUN * (end - woke));
+        this.gpuMs.set(p.key, xs.slice(-WINDOW));
       },
     };
   }
