@@ -53,12 +53,19 @@ export const benchShape = async (name: string, reps = 3) => {
   let s0 = 0, kernels = 0;
   // Warm-up steps compile, and (on a CPU adapter) let the device learn the step's GPU time, to sleep through it.
   const warm = 4;
+  // CPU time of the whole process per step (lavapipe's workers, the host, the wait): unlike the wall clock, it
+  // does not count the time this VM's cores spend taken by the host, which on a shared machine varies ±40%.
+  const cpu: number[] = [];
   for (let i = 0; i < warm + reps; i++) {
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = process.cpuUsage();
     const [np, loss] = await step(params, 1e-3);
     await C.item(loss);
     if (i === warm - 1) s0 = submits();
-    if (i >= warm) times.push(performance.now() - t0);
+    if (i >= warm) {
+      times.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
+    }
     loss.dispose();
     params = np;
     kernels = step.kernels;
@@ -92,12 +99,12 @@ export const benchShape = async (name: string, reps = 3) => {
   // Warm-up: a plan's first dispatches compile its pipelines in the driver, inside the timed steps.
   await decode(1);
   await decode(8);
-  const res = { name, stepMs, stepSamples: times, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
+  const res = { name, stepMs, stepSamples: times, cpuSamples: cpu, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
   [...C.leaves(params), tokens, targets, key].forEach((t) => t.dispose());
   return res;
 };
 
-type TorchFigures = Record<string, { stepMs: number; stepSamples: number[]; prefillTokS: number; decode1: number; decode8: number }>;
+type TorchFigures = Record<string, { stepMs: number; stepSamples: number[]; cpuSamples?: number[]; prefillTokS: number; decode1: number; decode8: number }>;
 
 // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv `python3` may shadow.
 const torchPython = (): string | undefined =>
@@ -116,7 +123,8 @@ const torchReference = (python: string, device: 'cpu' | 'cuda', shapes: readonly
 const pool = (a: TorchFigures[string] | undefined, b: TorchFigures[string] | undefined): TorchFigures[string] | undefined => {
   if (!a || !b) return a ?? b;
   const stepSamples = [...a.stepSamples, ...b.stepSamples];
-  return { stepMs: median(stepSamples), stepSamples, prefillTokS: Math.max(a.prefillTokS, b.prefillTokS), decode1: Math.max(a.decode1, b.decode1), decode8: Math.max(a.decode8, b.decode8) };
+  const cpuSamples = [...(a.cpuSamples ?? []), ...(b.cpuSamples ?? [])];
+  return { stepMs: median(stepSamples), stepSamples, cpuSamples, prefillTokS: Math.max(a.prefillTokS, b.prefillTokS), decode1: Math.max(a.decode1, b.decode1), decode8: Math.max(a.decode8, b.decode8) };
 };
 
 export const llamaMain = async () => {
@@ -139,6 +147,10 @@ export const llamaMain = async () => {
     const c = cuda?.[name];
     console.log(`${name} on ${backend}: train step ${r.stepMs.toFixed(0)} ms = ${r.trainTokS.toFixed(0)} tok/s${t ? vs(t.stepMs, r.stepMs) : ''}${best}, ${r.kernels} kernels (${(r.kernels / SHAPES[name]!.cfg.nLayers).toFixed(1)}/layer incl. head+loss), ${r.submitsPerStep.toFixed(1)} submits/step; prefill ${r.prefillTokS.toFixed(0)} tok/s${vs(r.prefillTokS, t?.prefillTokS)}; decode ${r.decode1.toFixed(1)} tok/s (batch 1)${vs(r.decode1, t?.decode1)}, ${r.decode8.toFixed(1)} tok/s (batch 8)${vs(r.decode8, t?.decode8)}`);
     if (t) console.log(`  PyTorch CPU (two runs around ours): step ${t.stepMs.toFixed(0)} ms (samples ${t.stepSamples.map((x) => x.toFixed(0)).join(' ')}); ours ${r.stepSamples.map((x) => x.toFixed(0)).join(' ')}`);
+    if (t?.cpuSamples?.length) {
+      const [ours, theirs] = [median(r.cpuSamples), median(t.cpuSamples)];
+      console.log(`  CPU time per step (all threads, median): ours ${ours.toFixed(0)} ms, PyTorch ${theirs.toFixed(0)} ms → ${(theirs / ours).toFixed(2)}× PyTorch`);
+    }
     if (c) console.log(`  PyTorch CUDA: train step ${c.stepMs.toFixed(1)} ms (camelid ${(c.stepMs / r.stepMs).toFixed(2)}×), prefill ${c.prefillTokS.toFixed(0)} tok/s, decode ${c.decode1.toFixed(1)} / ${c.decode8.toFixed(1)} tok/s (batch 1 / 8, no KV cache)`);
   }
 };

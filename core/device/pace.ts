@@ -37,9 +37,9 @@ export class Pacer {
    * Dawn's lazy pipeline compiles). A wait that ended at once after waking overslept, and shortens the estimate by
    * 15%; otherwise the work took the time up to the wake plus 0.6 of the spun wait after it (spinning ran the work
    * ~1.6× slower). Learning the spun tail whole made one slow step inflate the estimate, and the oversleeps that
-   * followed cost a third more time per step for several steps (stories260K on lavapipe). The estimate is the least
-   * of the last WINDOW learned times: a single slow step still pushed a batch-1 decode (3–5 ms per token) into
-   * sleeping 30–80 ms per token, decaying by 15% a token, until it was.
+   * followed cost a third more time per step for several steps (stories260K on lavapipe). Even so, one slow step
+   * made a batch-1 decode (3–5 ms per token) sleep 30–80 ms per token, 15% less each token; the estimate is now the
+   * least of the last WINDOW learned times, which one slow step does not move.
    */
   begin(now: number, atLeastMs = 0): Wait {
     const p = this.pending;

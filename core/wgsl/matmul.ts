@@ -249,13 +249,13 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
     const needMN = isA ? needM : needN;
     const perThread = Math.ceil(groups / NT);
     const guard = perThread * NT > groups ? `if (g < ${u(groups)}) ` : '';
-    // When a k row spans whole multiples of the thread grid (span4 = c·NT), k depends on the loop counter alone:
+    // When a k row spans whole thread grids (span4 = grids·NT), k depends on the loop counter alone:
     // llvmpipe then sees it uniform across lanes, so a computed operand's per-k factor (an rms norm's 1/rms of
     // a token, in a weight gradient) is one load, not one per lane (a 64×344·K 2048 weight gradient: −15% CPU time).
-    const c = span4 / NT;
-    const uniform = !kFast && Number.isInteger(c);
-    const kk = uniform ? (c === 1 ? 'i' : `i / ${u(c)}`) : kFast ? `g % ${u(BK)}` : `g / ${u(span4)}`;
-    const m4 = uniform ? (c === 1 ? 'li' : `(i % ${u(c)}) * ${u(NT)} + li`) : kFast ? `g / ${u(BK)}` : `g % ${u(span4)}`;
+    const grids = span4 / NT;
+    const uniform = !kFast && Number.isInteger(grids);
+    const kk = uniform ? (grids === 1 ? 'i' : `i / ${u(grids)}`) : kFast ? `g % ${u(BK)}` : `g / ${u(span4)}`;
+    const m4 = uniform ? (grids === 1 ? 'li' : `(i % ${u(grids)}) * ${u(NT)} + li`) : kFast ? `g / ${u(BK)}` : `g % ${u(span4)}`;
     const conds = [needK ? `k < ${u(K)}` : '', needMN ? `mn < ${u(limit)}` : ''].filter((c) => c !== '');
     let load: string;
     if (vec) {
