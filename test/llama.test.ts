@@ -121,11 +121,12 @@ describe('forward', () => {
     expect(maxAbsDiff(both.subarray(3 * 11), one)).toBeLessThan(1e-6);
   });
 
-  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 24 kernels per layer', async () => {
+  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 23 kernels per layer', async () => {
     // Kernels per layer: the difference between a 2- and a 1-layer model, with lavapipe's prologue budget and
     // storage-buffer limit (16: the q/k/v and gate/up weights are each updated by their gradient's matmul, and
     // the SwiGLU backward is stored by the matmul giving its input's gradient). q and k are rotated by one
-    // kernel, and attention reads q, k and v in place.
+    // kernel, and attention reads q, k and v in place. silu(gate)·up is computed on load by the down projection
+    // and its weight gradient (both 64 wide: each element computed once).
     const count = async (nLayers: number) => {
       const cfg: LlamaConfig = { ...tiny, dim: 64, hiddenDim: 172, nLayers, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512, seqLen: 256, tieEmbeddings: true };
       const p = initParams(cfg, C.key(0));
@@ -137,7 +138,7 @@ describe('forward', () => {
     };
     const perLayer = (await count(2)) - (await count(1));
     console.log(`stories260K training step: ${perLayer} kernels per layer`);
-    expect(perLayer).toBeLessThanOrEqual(24);
+    expect(perLayer).toBeLessThanOrEqual(23);
   });
 });
 

@@ -134,6 +134,25 @@ describe.skipIf(!gpuDevice)('WebGPU vs interpreter', () => {
     }
   });
 
+  it('with a CPU adapter\'s budget, silu(gate)·up is computed on load by a matmul at most 64 wide (once per element), stored for a wider one', async () => {
+    for (const [R, K, H, N] of [[37, 20, 30, 24], [37, 20, 30, 72]] as const) {
+      const mk = () => {
+        const x = f32(fillValues(R * K, 'any', 51), [R, K]);
+        const wgu = f32(fillValues(2 * H * K, 'unit', 52), [2 * H, K]), w2 = f32(fillValues(N * H, 'unit', 53), [N, H]);
+        const gu = C.matmul(x, C.transpose(wgu));
+        const h = C.mul(C.silu(C.slice(gu, [0, 0], [R, H])), C.slice(gu, [0, H], [R, 2 * H]));
+        return [C.matmul(h, C.transpose(w2))];
+      };
+      const opts = { prologueBudget: 8 };
+      const ks = schedule(mk().map((t) => t.node), opts);
+      expect(ks.map((k) => k.kind), `N ${N}`).toEqual(N <= 64 ? ['matmul', 'matmul'] : ['matmul', 'elementwise', 'matmul']);
+      if (N > 64) continue; // the stored case is the plain path, run by other tests
+      const [want] = onCpu(mk());
+      const [got] = await onGpu(mk(), true, opts);
+      close(got!, want!, 1e-4, `silu(gate)·up projected to ${N}`);
+    }
+  });
+
   it('a matmul read transposed by its only consumer (a weight update) computes the transposed product, with the update as its epilogue', async () => {
     for (const [R, I, O] of [[37, 20, 45], [16, 24, 24], [9, 1, 30]] as const) {
       const mk = () => {

@@ -86,7 +86,14 @@ const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
 const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
   const { mat, budget } = ctx;
   if (budget <= 0 || isInput(o) || mat.has(o) || o.dtype !== 'f32') return false;
-  const most = (budget * Math.min(uses, 128)) / 128;
+  // Each element of the operand is computed once per tile reading it, and feeds `uses` multiply-adds. Where one
+  // tile spans all its uses (64 or fewer: every adapter's tile is at least 64 wide), it is computed once per
+  // reader, as a kernel storing it would compute it once: the whole budget applies, and literals are not counted
+  // (SwiGLU's silu(gate)·up into the down projection, 64 wide in stories260K, and into its weight gradient: one
+  // kernel fewer per layer on lavapipe). Not for a GEMV's matrix (uses 1): its time is the matrix's vec4 loads,
+  // which a computed operand gives up.
+  const once = uses <= 64 && uses > 1;
+  const most = once ? budget : (budget * Math.min(uses, 128)) / 128;
   const seen = new Set<Node>();
   const reads = new Set<Node>();
   const stack = [o];
@@ -100,7 +107,7 @@ const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
     const rowValue = n.op.kind === 'reduce' || (numel(n.shape) < numel(o.shape) && reducesUnder(n, ctx).length > 0);
     if (isInput(n) || mat.has(n) || rowValue) { reads.add(n); continue; }
     if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
-    if (n.op.kind === 'elementwise' && !n.op.identity && ++ops + reads.size > most) return false;
+    if (n.op.kind === 'elementwise' && !n.op.identity && !(once && n.src.length === 0) && ++ops + reads.size > most) return false;
     stack.push(...n.src);
   }
   return reads.size <= PROLOGUE_READS && ops + reads.size <= most;
