@@ -7,7 +7,7 @@ import { fmt, sameShape, ShapeError, type Shape } from '../core/shape.js';
 import type { Tensor } from '../core/tensor.js';
 import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
-import { concat, pad, permute, reshape, slice } from '../ops/movement.js';
+import { pad, permute, reshape, slice } from '../ops/movement.js';
 import { writeAt } from '../ops/update.js';
 import { causalAttention, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
@@ -143,7 +143,7 @@ const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Ten
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
   const [H, Hkv, D] = [c.nHeads, c.nKvHeads, c.headDim];
   // q and k heads side by side, rotated by one kernel; attention reads q, k and v in place.
-  const [qkp, vp] = linears(h, [concat([p.wq, p.wk], 0), p.wv]) as [Tensor, Tensor]; // one matmul: (B, T, ·) each
+  const [qkp, vp] = linears(h, [[p.wq, p.wk], p.wv]) as [Tensor, Tensor]; // one matmul: (B, T, ·) each
   const qk = rope(reshape(qkp, [B, T, H + Hkv, D]), rot); // (B, T, nHeads + nKvHeads, headDim)
   const q = slice(qk, [0, 0, 0, 0], [B, T, H, D]); // (B, T, nHeads, headDim)
   let k = slice(qk, [0, 0, H, 0], [B, T, H + Hkv, D]); // (B, T, nKvHeads, headDim)

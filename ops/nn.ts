@@ -31,17 +31,23 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
  * x·Wᵢᵀ for several weights that share the input, as one matmul against their row-wise concatenation, split after
  * (views): one wider matmul, and in the backward pass one weight gradient and one input gradient instead of n.
  * With many rows the matmul reads the concatenation on load (a prologue); with few (decoding) it would be copied
- * on every call, so those inputs keep separate matmuls.
+ * on every call, so those inputs keep separate matmuls. An entry that is a list of weights gives one output, x
+ * times their concatenation (q and k for one RoPE): with few rows, the small outputs are concatenated instead.
  * @example const [q, k, v] = linears(h, [wq, wk, wv]) // (B, T, dim) → (B, T, out_i) each
+ * @example const [qk, v] = linears(h, [[wq, wk], wv]) // qk: (B, T, out_q + out_k)
  */
-export const linears = (x: Tensor, ws: readonly Tensor[]): Tensor[] => {
-  if (ws.length === 1 || x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) return ws.map((w) => linear(x, w));
-  const y = linear(x, concat(ws, 0)); // (…, Σ out_i)
+export const linears = (x: Tensor, ws: readonly (Tensor | readonly Tensor[])[]): Tensor[] => {
+  const groups = ws.map((w) => (Array.isArray(w) ? (w as readonly Tensor[]) : [w as Tensor]));
+  if (x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) {
+    return groups.map((g) => (g.length === 1 ? linear(x, g[0]!) : concat(g.map((w) => linear(x, w)), -1)));
+  }
+  const flat = groups.flat();
+  const y = flat.length === 1 ? linear(x, flat[0]!) : linear(x, concat(flat, 0)); // (…, Σ out_i)
   let at = 0;
-  return ws.map((w) => {
+  return groups.map((g) => {
     const lo = at;
-    at += w.shape[0]!;
-    return slice(y, [...Array<number>(y.rank - 1).fill(0), lo], [...y.shape.slice(0, -1), at]);
+    at += g.reduce((n, w) => n + w.shape[0]!, 0);
+    return groups.length === 1 ? y : slice(y, [...Array<number>(y.rank - 1).fill(0), lo], [...y.shape.slice(0, -1), at]);
   });
 };
 

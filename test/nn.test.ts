@@ -175,6 +175,20 @@ describe('linear, swiglu, embedding', () => {
     }
   });
 
+  it('a list entry of linears is one output, x times the concatenated weights; with few rows no weight is concatenated', async () => {
+    for (const rows of [5, 70]) {
+      const [x, wq, wk, wv] = [f64([rows, 3], 1), f64([4, 3], 2), f64([2, 3], 3), f64([5, 3], 5)];
+      const [qk, v] = linears(x, [[wq, wk], wv]);
+      expect(qk!.shape).toEqual([rows, 6]);
+      // With few rows (a decode step) the weights are read where they are: no node has a concatenation's shape.
+      const { toposort } = await import('../core/node.js');
+      const weightConcat = toposort([qk!.node]).some((n) => n.shape.length === 2 && [6, 11].includes(n.shape[0]!) && n.shape[1] === 3); // [wq; wk] or all three
+      expect(weightConcat, `rows ${rows}`).toBe(rows >= 64);
+      expect(maxAbsDiff(await vals(qk!), await vals(C.concat([linear(x, wq), linear(x, wk)], -1))), `rows ${rows}`).toBeLessThan(1e-12);
+      expect(maxAbsDiff(await vals(v!), await vals(linear(x, wv))), `rows ${rows}`).toBeLessThan(1e-12);
+    }
+  });
+
   it('embedding picks rows', async () => {
     const table = C.tensor([[0, 1], [2, 3], [4, 5]]);
     expect(await C.toArray(embedding(table, i32([[2, 0], [1, 1]])))).toEqual([[[4, 5], [0, 1]], [[2, 3], [2, 3]]]);
