@@ -41,8 +41,8 @@ export const linears = (x: Tensor, ws: readonly (Tensor | readonly Tensor[])[]):
   if (x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) {
     return groups.map((g) => (g.length === 1 ? linear(x, g[0]!) : concat(g.map((w) => linear(x, w)), -1)));
   }
-  const flat = groups.flat();
-  const y = flat.length === 1 ? linear(x, flat[0]!) : linear(x, concat(flat, 0)); // (…, Σ out_i)
+  const parts = groups.map((g) => (g.length === 1 ? g[0]! : concat(g, 0)));
+  const y = linear(x, parts.length === 1 ? parts[0]! : concat(parts, 0)); // (…, Σ out_i)
   let at = 0;
   return groups.map((g) => {
     const lo = at;
