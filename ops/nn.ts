@@ -4,7 +4,7 @@
 
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
 import { isFloat, type FloatDType } from '../core/dtype.js';
-import { apply, Tensor } from '../core/tensor.js';
+import { apply, isTensor, Tensor } from '../core/tensor.js';
 import { attentionOp } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
@@ -37,17 +37,14 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
  * @example const [qk, v] = linears(h, [[wq, wk], wv]) // qk: (B, T, out_q + out_k)
  */
 export const linears = (x: Tensor, ws: readonly (Tensor | readonly Tensor[])[]): Tensor[] => {
-  const groups = ws.map((w) => (Array.isArray(w) ? (w as readonly Tensor[]) : [w as Tensor]));
-  if (x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) {
-    return groups.map((g) => (g.length === 1 ? linear(x, g[0]!) : concat(g.map((w) => linear(x, w)), -1)));
-  }
-  const parts = groups.map((g) => (g.length === 1 ? g[0]! : concat(g, 0)));
-  const y = linear(x, parts.length === 1 ? parts[0]! : concat(parts, 0)); // (…, Σ out_i)
+  const groups = ws.map((w) => (isTensor(w) ? [w] : w)); // concat of one tensor is that tensor
+  if (x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) return groups.map((g) => concat(g.map((w) => linear(x, w)), -1));
+  const y = linear(x, concat(groups.map((g) => concat(g, 0)), 0)); // (…, Σ out_i)
   let at = 0;
   return groups.map((g) => {
     const lo = at;
     at += g.reduce((n, w) => n + w.shape[0]!, 0);
-    return groups.length === 1 ? y : slice(y, [...Array<number>(y.rank - 1).fill(0), lo], [...y.shape.slice(0, -1), at]);
+    return slice(y, [...Array<number>(y.rank - 1).fill(0), lo], [...y.shape.slice(0, -1), at]); // the whole of y: y
   });
 };
 
