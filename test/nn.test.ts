@@ -2,6 +2,7 @@
 // Gradients are covered by the op table (test/optable.ts).
 
 import { describe, expect, it } from 'vitest';
+import { toposort } from '../core/node.js';
 import { numel } from '../core/shape.js';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
@@ -181,7 +182,6 @@ describe('linear, swiglu, embedding', () => {
       const [qk, v] = linears(x, [[wq, wk], wv]);
       expect(qk!.shape).toEqual([rows, 6]);
       // With few rows (a decode step) the weights are read where they are: no node has a concatenation's shape.
-      const { toposort } = await import('../core/node.js');
       const weightConcat = toposort([qk!.node]).some((n) => n.shape.length === 2 && [6, 11].includes(n.shape[0]!) && n.shape[1] === 3); // [wq; wk] or all three
       expect(weightConcat, `rows ${rows}`).toBe(rows >= 64);
       expect(maxAbsDiff(await vals(qk!), await vals(C.concat([linear(x, wq), linear(x, wk)], -1))), `rows ${rows}`).toBeLessThan(1e-12);
