@@ -8,6 +8,7 @@ import { BindGroupCache, type Binding } from './bindings.js';
 import { type DeviceError, DeviceFailure, fromGpuError } from './errors.js';
 import { type KernelSource, PipelineCache } from './pipelines.js';
 import { Pacer } from './pace.js';
+import { quietly } from './quiet.js';
 import { BufferPool, type BufferKind, type PoolCounters } from './pool.js';
 
 /** The adapter limits a kernel generator needs; requested at their real (adapter) values, not the defaults. */
@@ -188,12 +189,17 @@ export class Device {
     this.pacer.submitted(this.adapter.isSoftware ? pace : undefined, performance.now());
   }
 
-  /** Sleep through most of the paced work still expected to run; returns what to call once the wait has ended. */
-  private async pace(atLeastMs = 0): Promise<() => void> {
+  /**
+   * Wait for `start()`, a Dawn promise for submitted work: on a CPU adapter, first sleep through most of the paced
+   * work still expected to run, then (unless the work is known to be short) wait without spinning a core.
+   */
+  private async wait<T>(start: () => Promise<T>, atLeastMs = 0): Promise<T> {
     const wait = this.pacer.begin(performance.now(), atLeastMs);
     if (wait.sleepMs > 0) await sleep(wait.sleepMs);
     const woke = performance.now();
-    return () => wait.done(woke, performance.now());
+    const out = await (this.adapter.isSoftware && !wait.short ? quietly(start) : start());
+    wait.done(woke, performance.now());
+    return out;
   }
 
   /** Write host data into a buffer (queue.writeBuffer; byte length and offset must be multiples of 4). */
@@ -212,15 +218,13 @@ export class Device {
     const out = into ?? new Float32Array(bytes / 4);
     if (out.byteLength < bytes) throw new RangeError(`readback: destination holds ${out.byteLength} bytes, ${bytes} requested`);
     if (bytes === 0) return out;
-    const learn = await this.pace();
     const stage = this.pool.alloc(bytes, 'staging');
     try {
       const enc = device.createCommandEncoder({ label: 'readback' });
       enc.copyBufferToBuffer(buf, srcOffset, stage, 0, bytes);
       device.queue.submit([enc.finish()]);
       this.submits++;
-      await stage.mapAsync(1 /* GPUMapMode.READ */, 0, bytes);
-      learn();
+      await this.wait(() => stage.mapAsync(1 /* GPUMapMode.READ */, 0, bytes));
       new Uint8Array(out.buffer, out.byteOffset, bytes).set(new Uint8Array(stage.getMappedRange(0, bytes)));
     } catch (err) {
       this.check();
@@ -239,9 +243,7 @@ export class Device {
    */
   async sync(sleepMs = 0): Promise<void> {
     const device = this.live();
-    const learn = await this.pace(sleepMs);
-    await device.queue.onSubmittedWorkDone();
-    learn();
+    await this.wait(() => device.queue.onSubmittedWorkDone(), sleepMs);
     this.check();
   }
 
