@@ -50,7 +50,7 @@ export const benchShape = async (name: string, reps = 3) => {
   const dev = await webgpuDevice();
   const submits = () => dev?.counters.submits ?? 0;
   const times: number[] = [];
-  let s0 = 0, kernels = 0;
+  let s0 = 0, kernels = 0, dispatches = 0;
   // Warm-up steps compile, and (on a CPU adapter) let the device learn the step's GPU time, to sleep through it.
   const warm = 4;
   // CPU time of the whole process per step (lavapipe's workers, the host, the wait): unlike the wall clock, it
@@ -69,6 +69,7 @@ export const benchShape = async (name: string, reps = 3) => {
     loss.dispose();
     params = np;
     kernels = step.kernels;
+    dispatches = step.dispatches;
   }
   const stepMs = median(times);
   const submitsPerStep = (submits() - s0) / reps;
@@ -99,7 +100,7 @@ export const benchShape = async (name: string, reps = 3) => {
   // Warm-up: a plan's first dispatches compile its pipelines in the driver, inside the timed steps.
   await decode(1);
   await decode(8);
-  const res = { name, stepMs, stepSamples: times, cpuSamples: cpu, trainTokS: (batch * T) / (stepMs / 1000), kernels, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
+  const res = { name, stepMs, stepSamples: times, cpuSamples: cpu, trainTokS: (batch * T) / (stepMs / 1000), kernels, dispatches, submitsPerStep, prefillTokS: T / (median(pre) / 1000), decode1: await decode(1), decode8: await decode(8) };
   [...C.leaves(params), tokens, targets, key].forEach((t) => t.dispose());
   return res;
 };
@@ -145,7 +146,7 @@ export const llamaMain = async () => {
     const vs = (ours: number, theirs: number | undefined) => (theirs ? ` (${(ours / theirs).toFixed(2)}× PyTorch)` : '');
     const best = t ? `; best step to best step ${(Math.min(...t.stepSamples) / Math.min(...r.stepSamples)).toFixed(2)}×` : '';
     const c = cuda?.[name];
-    console.log(`${name} on ${backend}: train step ${r.stepMs.toFixed(0)} ms = ${r.trainTokS.toFixed(0)} tok/s${t ? vs(t.stepMs, r.stepMs) : ''}${best}, ${r.kernels} kernels (${(r.kernels / SHAPES[name]!.cfg.nLayers).toFixed(1)}/layer incl. head+loss), ${r.submitsPerStep.toFixed(1)} submits/step; prefill ${r.prefillTokS.toFixed(0)} tok/s${vs(r.prefillTokS, t?.prefillTokS)}; decode ${r.decode1.toFixed(1)} tok/s (batch 1)${vs(r.decode1, t?.decode1)}, ${r.decode8.toFixed(1)} tok/s (batch 8)${vs(r.decode8, t?.decode8)}`);
+    console.log(`${name} on ${backend}: train step ${r.stepMs.toFixed(0)} ms = ${r.trainTokS.toFixed(0)} tok/s${t ? vs(t.stepMs, r.stepMs) : ''}${best}, ${r.kernels} kernels in ${r.dispatches} dispatches (${(r.dispatches / SHAPES[name]!.cfg.nLayers).toFixed(1)}/layer incl. head+loss), ${r.submitsPerStep.toFixed(1)} submits/step; prefill ${r.prefillTokS.toFixed(0)} tok/s${vs(r.prefillTokS, t?.prefillTokS)}; decode ${r.decode1.toFixed(1)} tok/s (batch 1)${vs(r.decode1, t?.decode1)}, ${r.decode8.toFixed(1)} tok/s (batch 8)${vs(r.decode8, t?.decode8)}`);
     if (t) console.log(`  PyTorch CPU (two runs around ours): step ${t.stepMs.toFixed(0)} ms (samples ${t.stepSamples.map((x) => x.toFixed(0)).join(' ')}); ours ${r.stepSamples.map((x) => x.toFixed(0)).join(' ')}`);
     if (t?.cpuSamples?.length) {
       const [ours, theirs] = [median(r.cpuSamples), median(t.cpuSamples)];

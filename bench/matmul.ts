@@ -61,7 +61,7 @@ export const compileGraph = async (dev: Device, nodes: readonly Node[]) => {
   const kernels = schedule(nodes, scheduleFor(dev));
   const compiled = await compileKernels(dev, kernels);
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
-  const scratch = planScratch(dev, kernels, new Set());
+  const scratch = planScratch(dev, compiled.map((c) => c.kernels), new Set());
   const list = dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!);
   return { kernels, compiled, list, free: (): void => { for (const b of new Set(scratch.values())) dev.free(b); } };
 };

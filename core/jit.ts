@@ -32,6 +32,7 @@ interface Plan {
   /** Results written in place over a donated argument's buffer (writeAt): result node → that placeholder. */
   readonly alias: ReadonlyMap<Node, Node>;
   readonly kernels: number;
+  readonly dispatches: number;
   /** The device's pacing key for this plan's submits (see Device.encode). */
   readonly pace: string;
   /**
@@ -73,6 +74,8 @@ export interface Jitted<A extends unknown[], R> {
   (...args: JitArgs<A>): Promise<R>;
   /** Kernels in the plan for the last signature called (0 before the first call). */
   readonly kernels: number;
+  /** Dispatches they run as (small independent kernels share one): at most `kernels`. */
+  readonly dispatches: number;
   /** Plans held (one per argument signature, at most MAX_PLANS). */
   readonly plans: number;
 }
@@ -113,6 +116,7 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
     return runPlan(dev, plan, args, flat, opts);
   };
   Object.defineProperty(call, 'kernels', { get: () => last?.kernels ?? 0 });
+  Object.defineProperty(call, 'dispatches', { get: () => last?.dispatches ?? 0 });
   Object.defineProperty(call, 'plans', { get: () => plans.size });
   return call as Jitted<A, R>;
 };
@@ -153,8 +157,8 @@ const trace = async <A extends unknown[], R>(dev: Device, f: (...args: A) => R, 
   const alias = new Map([...inPlace].map((k) => [k.out, k.inputs[0]!] as const));
   const compiled = await compileKernels(dev, kernels, inPlace);
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
-  const scratch = planScratch(dev, kernels, new Set(computed), new Set(alias.keys()));
-  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length, pace: `jit#${nextId++}`, lists: new Map() };
+  const scratch = planScratch(dev, compiled.map((c) => c.kernels), new Set(computed), new Set(alias.keys()));
+  return { inputs, numbers, outputs: roots, outDef: out.def, compiled, scratch, alias, kernels: kernels.length, dispatches: compiled.length, pace: `jit#${nextId++}`, lists: new Map() };
 };
 
 const runPlan = <A extends unknown[], R>(dev: Device, plan: Plan, args: A, flat: { leaves: Tensor[] }[], opts: JitOpts): R => {

@@ -14,6 +14,7 @@ import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js
 import { renderAttention } from './wgsl/attention.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
+import { mergeKernels } from './wgsl/merge.js';
 
 export const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
 
@@ -103,26 +104,81 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
   return buf;
 };
 
-/** A lowered kernel with its pipelines compiled. */
-export interface Compiled { readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
+/** Lowered kernels with their pipelines compiled: one kernel, or several independent ones sharing dispatches. */
+export interface Compiled { readonly kernels: readonly Kernel[]; readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
 
-/** Lower and compile kernels (pipelines come from the device's cache when the WGSL was seen before). */
+/** A kernel this small (in workgroups) may share its dispatch with independent ones (core/wgsl/merge.ts). */
+export const MERGE_MAX_WORKGROUPS = 64;
+/** At most this many kernels share one dispatch. */
+const MERGE_MAX_PARTS = 4;
+/** How far back (in kernels) a kernel looks for a dispatch to join. */
+const MERGE_WINDOW = 12;
+
+/**
+ * Group steps into shared dispatches, in order. A step joins an earlier group when both are small (single
+ * dispatches of at most MERGE_MAX_WORKGROUPS workgroups, not writing in place), it reads none of the group's
+ * outputs and no kernel between them does either: the group then runs where the step stood. Whether their
+ * WGSL can share a dispatch (workgroup size, bindings, workgroup memory) is mergeKernels' to say.
+ */
+const groupSteps = (dev: Device, steps: readonly Step[], inPlace: ReadonlySet<Kernel>): { parts: Step[]; merged: RenderedKernel | null }[] => {
+  const limits = {
+    maxBindings: dev.limits.maxStorageBuffersPerShaderStage, maxSharedBytes: dev.limits.maxComputeWorkgroupStorageSize,
+    maxPerDimension: dev.limits.maxComputeWorkgroupsPerDimension,
+  };
+  const producer = new Map<Node, number>();
+  steps.forEach((s, i) => kernelOuts(s.kernel).forEach((o) => producer.set(o, i)));
+  const firstReader = new Map<number, number>();
+  steps.forEach((s, i) => s.kernel.inputs.forEach((n) => {
+    const p = producer.get(n);
+    if (p !== undefined && !firstReader.has(p)) firstReader.set(p, i);
+  }));
+  const small = (s: Step) => s.rendered.length === 1 && !s.rendered[0]!.use && !inPlace.has(s.kernel) && s.kernel.kind !== 'update'
+    && s.rendered[0]!.workgroups.reduce((a, b) => a * b, 1) <= MERGE_MAX_WORKGROUPS;
+  const groups: { parts: Step[]; index: number[]; at: number; merged: RenderedKernel | null }[] = [];
+  steps.forEach((s, i) => {
+    if (small(s)) {
+      for (let g = groups.length - 1; g >= 0 && groups[g]!.at >= i - MERGE_WINDOW; g--) {
+        const G = groups[g]!;
+        if (G.parts.length >= MERGE_MAX_PARTS || !small(G.parts[0]!)) continue;
+        if (G.index.some((m) => (firstReader.get(m) ?? Infinity) <= i)) continue; // read before, or by, this step
+        const merged = mergeKernels([...G.parts, s].map((p) => p.rendered[0]!), limits);
+        if (!merged) continue;
+        groups.splice(g, 1);
+        groups.push({ parts: [...G.parts, s], index: [...G.index, i], at: i, merged });
+        return;
+      }
+    }
+    groups.push({ parts: [s], index: [i], at: i, merged: null });
+  });
+  return groups;
+};
+
+/**
+ * Lower and compile kernels (pipelines come from the device's cache when the WGSL was seen before). Small
+ * independent kernels may share a dispatch (groupSteps), so the result can be shorter than `kernels` and run
+ * some of them later than listed: give planScratch its `kernels` lists, in this order.
+ */
 export const compileKernels = async (dev: Device, kernels: readonly Kernel[], inPlace: ReadonlySet<Kernel> = new Set()): Promise<Compiled[]> => {
   const limit = dev.limits.maxStorageBufferBindingSize;
-  const out: Compiled[] = [];
-  for (const [i, k] of kernels.entries()) {
+  for (const k of kernels) {
     for (const n of [...kernelOuts(k), ...k.inputs]) {
       if (bytesOf(n) > limit) {
         throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} needs a ${bytesOf(n)}-byte buffer, over this adapter's storage binding limit of ${limit} bytes (kernel ${k.kind} for ${k.out.op.name} ${JSON.stringify(k.out.shape)}); split the computation into chunks`);
       }
     }
-    const step = lower(dev, k, i, inPlace.has(k));
+  }
+  const steps = kernels.map((k, i) => lower(dev, k, i, inPlace.has(k)));
+  const out: Compiled[] = [];
+  for (const { parts, merged } of groupSteps(dev, steps, inPlace)) {
+    const step: Step = merged
+      ? { kernel: parts[0]!.kernel, rendered: [merged], bindings: (b) => parts.flatMap((p) => p.bindings(b)) }
+      : parts[0]!;
     const pipelines: GPUComputePipeline[] = [];
     for (const r of step.rendered) {
-      const src = { wgsl: r.wgsl, label: r.label, ops: [k.out.op.name] };
+      const src = { wgsl: r.wgsl, label: r.label, ops: parts.map((p) => p.kernel.out.op.name) };
       pipelines.push(dev.cachedPipeline(src) ?? orThrow(await dev.pipeline(src)()));
     }
-    out.push({ step, pipelines });
+    out.push({ kernels: parts.map((p) => p.kernel), step, pipelines });
   }
   return out;
 };
@@ -138,16 +194,19 @@ export const dispatchesOf = (dev: Device, compiled: readonly Compiled[], bufOf: 
 
 /**
  * Scratch buffers for every kernel output that is not kept: assigned by liveness, so a buffer is reused once
- * its last reader has run. `keep` outputs are left to the caller.
+ * its last reader has run. `steps` lists the kernels of each dispatch group in run order (Compiled.kernels; a
+ * plain kernel is a group of one): a group's outputs are all assigned before any of its inputs is released.
+ * `keep` outputs are left to the caller.
  */
-export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: ReadonlySet<Node>, aliased: ReadonlySet<Node> = new Set()): Map<Node, GPUBuffer> => {
+export const planScratch = (dev: Device, steps: readonly (Kernel | readonly Kernel[])[], keep: ReadonlySet<Node>, aliased: ReadonlySet<Node> = new Set()): Map<Node, GPUBuffer> => {
+  const groups = steps.map((s) => (Array.isArray(s) ? s as readonly Kernel[] : [s as Kernel]));
   const lastUse = new Map<Node, number>();
-  kernels.forEach((k, i) => k.inputs.forEach((n) => lastUse.set(n, i)));
+  groups.forEach((g, i) => g.forEach((k) => k.inputs.forEach((n) => lastUse.set(n, i))));
   const free: GPUBuffer[] = [];
   const sizes = new Map<GPUBuffer, number>();
   const scratch = new Map<Node, GPUBuffer>();
-  kernels.forEach((k, i) => {
-    for (const o of kernelOuts(k)) {
+  groups.forEach((g, i) => {
+    for (const o of g.flatMap(kernelOuts)) {
       if (keep.has(o) || aliased.has(o)) continue;
       const need = bytesOf(o);
       const j = free.findIndex((b) => sizes.get(b)! >= need);
@@ -156,7 +215,7 @@ export const planScratch = (dev: Device, kernels: readonly Kernel[], keep: Reado
       scratch.set(o, buf);
     }
     // Once per node: attention binds its sources positionally, and q and k may be views of one buffer.
-    for (const n of new Set(k.inputs)) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
+    for (const n of new Set(g.flatMap((k) => k.inputs))) if (lastUse.get(n) === i && scratch.has(n)) free.push(scratch.get(n)!);
   });
   return scratch;
 };
@@ -182,7 +241,7 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   for (const k of kernels) for (const n of k.inputs) if (!n.gpu && n.cpu) ensureUploaded(dev, n);
   const keep = new Set(todo);
   for (const n of todo) own(dev, n, dev.alloc(bytesOf(n)));
-  const scratch = planScratch(dev, kernels, keep);
+  const scratch = planScratch(dev, compiled.map((c) => c.kernels), keep);
   dev.encode(dispatchesOf(dev, compiled, (n) => n.gpu?.buffer ?? scratch.get(n)!));
   for (const b of new Set(scratch.values())) dev.free(b);
 };

@@ -14,6 +14,8 @@ import { loadLlama, saveLlama, toHfTensors } from '../models/load.js';
 import { writeSafetensors } from '../models/safetensors.js';
 import { crossEntropy } from '../ops/nn.js';
 import { schedule } from '../core/schedule/index.js';
+import { compileKernels } from '../core/runtime.js';
+import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
 import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
@@ -134,11 +136,18 @@ describe('forward', () => {
       const tokens = C.tensor(Int32Array.from({ length: 8 * 256 }, (_, i) => (i * 7919) % 512), { shape: [8, 256], dtype: 'i32' });
       const [loss, g] = C.valueAndGrad((q: LlamaParams) => crossEntropy(forward(cfg, q, tokens), tokens))(p);
       const next = C.mapTree(p, (w, i) => C.sub(w, C.mul(C.leaves(g)[i]!, 1e-3)));
-      return schedule([loss, ...C.leaves(next)].map((t) => t.node), { prologueBudget: 8, maxInputs: 15 }).length;
+      const kernels = schedule([loss, ...C.leaves(next)].map((t) => t.node), { prologueBudget: 8, maxInputs: 15 });
+      // Small independent kernels (weight and norm-weight gradients) share dispatches on the adapter at hand.
+      const dispatches = gpuDevice ? (await compileKernels(gpuDevice, kernels)).length : kernels.length;
+      return { kernels: kernels.length, dispatches };
     };
-    const perLayer = (await count(2)) - (await count(1));
-    console.log(`stories260K training step: ${perLayer} kernels per layer`);
+    const [one, two] = [await count(1), await count(2)];
+    const perLayer = two.kernels - one.kernels, dispatches = two.dispatches - one.dispatches;
+    console.log(`stories260K training step: ${perLayer} kernels per layer in ${dispatches} dispatches${gpuDevice ? ` on ${gpuDevice.adapter.description || gpuDevice.adapter.device}` : ' (no adapter)'}`);
     expect(perLayer).toBeLessThanOrEqual(23);
+    // lavapipe: the weight gradients pair up (2 dispatches, not 4) and the 2 norm-weight gradients join another
+    // row kernel's dispatch. Tile shapes and limits differ on other adapters.
+    if (gpuDevice?.adapter.isSoftware) expect(dispatches).toBeLessThanOrEqual(19);
   });
 });
 
