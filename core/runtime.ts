@@ -5,7 +5,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { Storage } from './dtype.js';
 import { installWebGPU, type Backend } from './backend.js';
-import { getDevice, orThrow, type Device, type Dispatch } from './device.js';
+import { getDevice, orThrow, type Device, type DeviceError, type Dispatch } from './device.js';
 import type { Node } from './node.js';
 import { numel } from './shape.js';
 import { kernelOuts, schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
@@ -169,16 +169,25 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
   }
   const steps = kernels.map((k, i) => lower(dev, k, i, inPlace.has(k)));
   const out: Compiled[] = [];
-  for (const { parts, merged } of groupSteps(dev, steps, inPlace)) {
-    const step: Step = merged
-      ? { kernel: parts[0]!.kernel, rendered: [merged], bindings: (b) => parts.flatMap((p) => p.bindings(b)) }
-      : parts[0]!;
+  const compile = async (step: Step, ops: string[]): Promise<E.Either<DeviceError, GPUComputePipeline[]>> => {
     const pipelines: GPUComputePipeline[] = [];
     for (const r of step.rendered) {
-      const src = { wgsl: r.wgsl, label: r.label, ops: parts.map((p) => p.kernel.out.op.name) };
-      pipelines.push(dev.cachedPipeline(src) ?? orThrow(await dev.pipeline(src)()));
+      const src = { wgsl: r.wgsl, label: r.label, ops };
+      const cached = dev.cachedPipeline(src);
+      const p = cached ? E.right(cached) : await dev.pipeline(src)();
+      if (E.isLeft(p)) return p;
+      pipelines.push(p.right);
     }
-    out.push({ kernels: parts.map((p) => p.kernel), step, pipelines });
+    return E.right(pipelines);
+  };
+  for (const { parts, merged } of groupSteps(dev, steps, inPlace)) {
+    if (merged) {
+      const step: Step = { kernel: parts[0]!.kernel, rendered: [merged], bindings: (b) => parts.flatMap((p) => p.bindings(b)) };
+      const pipelines = await compile(step, parts.map((p) => p.kernel.out.op.name));
+      // A merge the compiler refuses (WGSL that merge.ts misread) costs only the shared dispatch: the parts run alone.
+      if (E.isRight(pipelines)) { out.push({ kernels: parts.map((p) => p.kernel), step, pipelines: pipelines.right }); continue; }
+    }
+    for (const step of parts) out.push({ kernels: [step.kernel], step, pipelines: orThrow(await compile(step, [step.kernel.out.op.name])) });
   }
   return out;
 };
