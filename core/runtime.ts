@@ -116,39 +116,43 @@ const MERGE_WINDOW = 12;
 
 /**
  * Group steps into shared dispatches, in order. A step joins an earlier group when both are small (single
- * dispatches of at most MERGE_MAX_WORKGROUPS workgroups, not writing in place), it reads none of the group's
- * outputs and no kernel between them does either: the group then runs where the step stood. Whether their
- * WGSL can share a dispatch (workgroup size, bindings, workgroup memory) is mergeKernels' to say.
+ * dispatches of at most MERGE_MAX_WORKGROUPS workgroups, not writing in place), neither reads the other's
+ * outputs, and one of them can move to the other: the group later to the step when nothing in between reads
+ * the group's outputs, or the step earlier to the group when everything it reads is computed before the group.
+ * Whether their WGSL can share a dispatch (workgroup size, bindings, workgroup memory) is mergeKernels' to say.
  */
-const groupSteps = (dev: Device, steps: readonly Step[], inPlace: ReadonlySet<Kernel>): { parts: Step[]; merged: RenderedKernel | null }[] => {
+interface Group { parts: Step[]; index: number[]; at: number; merged: RenderedKernel | null }
+const groupSteps = (dev: Device, steps: readonly Step[], inPlace: ReadonlySet<Kernel>): Group[] => {
   const limits = {
     maxBindings: dev.limits.maxStorageBuffersPerShaderStage, maxSharedBytes: dev.limits.maxComputeWorkgroupStorageSize,
     maxPerDimension: dev.limits.maxComputeWorkgroupsPerDimension,
   };
   const producer = new Map<Node, number>();
   steps.forEach((s, i) => kernelOuts(s.kernel).forEach((o) => producer.set(o, i)));
+  const producers = steps.map((s) => [...new Set(s.kernel.inputs.map((n) => producer.get(n)).filter((p) => p !== undefined))]);
   const firstReader = new Map<number, number>();
-  steps.forEach((s, i) => s.kernel.inputs.forEach((n) => {
-    const p = producer.get(n);
-    if (p !== undefined && !firstReader.has(p)) firstReader.set(p, i);
-  }));
+  producers.forEach((ps, i) => ps.forEach((p) => { if (!firstReader.has(p)) firstReader.set(p, i); }));
   const small = (s: Step) => s.rendered.length === 1 && !s.rendered[0]!.use && !inPlace.has(s.kernel) && s.kernel.kind !== 'update'
     && s.rendered[0]!.workgroups.reduce((a, b) => a * b, 1) <= MERGE_MAX_WORKGROUPS;
-  const groups: { parts: Step[]; index: number[]; at: number; merged: RenderedKernel | null }[] = [];
+  const groups: Group[] = [];
+  const groupOf = new Map<number, Group>();
   steps.forEach((s, i) => {
-    if (small(s)) {
-      for (let g = groups.length - 1; g >= 0 && groups[g]!.at >= i - MERGE_WINDOW; g--) {
-        const G = groups[g]!;
-        if (G.parts.length >= MERGE_MAX_PARTS || !small(G.parts[0]!)) continue;
-        if (G.index.some((m) => (firstReader.get(m) ?? Infinity) <= i)) continue; // read before, or by, this step
-        const merged = mergeKernels([...G.parts, s].map((p) => p.rendered[0]!), limits);
-        if (!merged) continue;
-        groups.splice(g, 1);
-        groups.push({ parts: [...G.parts, s], index: [...G.index, i], at: i, merged });
-        return;
-      }
+    let joined: Group | undefined;
+    for (let g = groups.length - 1; small(s) && g >= 0 && groups[g]!.at >= i - MERGE_WINDOW; g--) {
+      const G = groups[g]!;
+      if (G.parts.length >= MERGE_MAX_PARTS || !small(G.parts[0]!)) continue;
+      const later = G.index.every((m) => (firstReader.get(m) ?? Infinity) > i);
+      const earlier = producers[i]!.every((p) => groupOf.get(p)!.at < G.at);
+      if (!later && !earlier) continue;
+      const merged = mergeKernels([...G.parts, s].map((p) => p.rendered[0]!), limits);
+      if (!merged) continue;
+      G.parts.push(s); G.index.push(i); G.merged = merged;
+      if (!earlier) { groups.splice(g, 1); groups.push(G); G.at = i; }
+      joined = G;
+      break;
     }
-    groups.push({ parts: [s], index: [i], at: i, merged: null });
+    if (!joined) { joined = { parts: [s], index: [i], at: i, merged: null }; groups.push(joined); }
+    groupOf.set(i, joined);
   });
   return groups;
 };
