@@ -33,10 +33,12 @@ const main = async () => {
     outs = [l, ...C.leaves(g)];
   }
   const { kernels, compiled, list, free } = await compileGraph(dev, outs.map((t) => t.node));
-  const describe = (k: (typeof kernels)[number]): string => `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}`;
+  type K = (typeof kernels)[number];
+  const describe = (k: K): string => `${k.kind} ${k.out.op.name} ${JSON.stringify(k.out.shape)}`;
+  const detail = (k: K): string => `${describe(k)}${k.kind === 'matmul' ? ` M${k.M} N${k.N} K${k.K}${k.a.value ? ' A computed' : ''}${k.b.value ? ' B computed' : ''}${k.epilogue ? ' +epilogue' : ''}` : ''}`;
   const show = process.env.WGSL;
   if (show) {
-    for (const [i, k] of kernels.entries()) if (describe(k).includes(show)) console.log(`${describe(k)}:\n${compiled[i]!.step.rendered.map((r) => r.wgsl).join('\n')}`);
+    for (const c of compiled) if (c.kernels.some((k) => describe(k).includes(show))) console.log(`${c.kernels.map(describe).join(' + ')}:\n${c.step.rendered.map((r) => r.wgsl).join('\n')}`);
     return free();
   }
   dev.encode(list);
@@ -44,17 +46,16 @@ const main = async () => {
   const whole = (await timeDispatches(dev, list, { reps: 2, trials: 3 })).medianMs;
   const rows: { ms: number; kind: string; what: string }[] = [];
   let at = 0;
-  for (const [i, k] of kernels.entries()) {
-    const mine = list.slice(at, at + compiled[i]!.step.rendered.length);
+  for (const c of compiled) { // a shared dispatch (small independent kernels) is timed as one
+    const mine = list.slice(at, at + c.step.rendered.length);
     at += mine.length;
     const ms = (await timeDispatches(dev, mine, { reps: 4, trials: 3 })).medianMs || 0;
-    const mm = k.kind === 'matmul' ? ` M${k.M} N${k.N} K${k.K}${k.a.value ? ' A computed' : ''}${k.b.value ? ' B computed' : ''}${k.epilogue ? ' +epilogue' : ''}` : '';
-    rows.push({ ms, kind: k.kind, what: `${describe(k)}${mm}` });
+    rows.push({ ms, kind: c.kernels.length > 1 ? 'shared' : c.kernels[0]!.kind, what: c.kernels.map(detail).join(' + ') });
   }
-  console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels, ${whole.toFixed(3)} ms in one submit`);
+  console.log(`${mode} ${name} on ${dev.adapter.description}: ${kernels.length} kernels in ${compiled.length} dispatches, ${whole.toFixed(3)} ms in one submit`);
   const byKind = new Map<string, [number, number]>();
   for (const { ms, kind } of rows) { const [n, t] = byKind.get(kind) ?? [0, 0]; byKind.set(kind, [n + 1, t + ms]); }
-  console.log([...byKind].map(([k, [n, t]]) => `${k}: ${n} kernels, ${t.toFixed(1)} ms alone`).join('; '));
+  console.log([...byKind].map(([k, [n, t]]) => `${k}: ${n} dispatches, ${t.toFixed(1)} ms alone`).join('; '));
   for (const { ms, what } of rows.sort((a, b) => b.ms - a.ms).slice(0, Number(process.env.TOP ?? 20))) console.log(`${ms.toFixed(3).padStart(9)} ms  ${what}`);
   free();
 };
