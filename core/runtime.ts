@@ -14,7 +14,7 @@ import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js
 import { renderAttention } from './wgsl/attention.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
-import { mergeKernels } from './wgsl/merge.js';
+import { mergeKernels, workgroupCount } from './wgsl/merge.js';
 
 export const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
 
@@ -108,7 +108,7 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
 export interface Compiled { readonly kernels: readonly Kernel[]; readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
 
 /** A kernel this small (in workgroups) may share its dispatch with independent ones (core/wgsl/merge.ts). */
-export const MERGE_MAX_WORKGROUPS = 64;
+const MERGE_MAX_WORKGROUPS = 64;
 /** At most this many kernels share one dispatch. */
 const MERGE_MAX_PARTS = 4;
 /** How far back (in kernels) a kernel looks for a dispatch to join. */
@@ -133,7 +133,7 @@ const groupSteps = (dev: Device, steps: readonly Step[], inPlace: ReadonlySet<Ke
   const firstReader = new Map<number, number>();
   producers.forEach((ps, i) => ps.forEach((p) => { if (!firstReader.has(p)) firstReader.set(p, i); }));
   const small = (s: Step) => s.rendered.length === 1 && !s.rendered[0]!.use && !inPlace.has(s.kernel) && s.kernel.kind !== 'update'
-    && s.rendered[0]!.workgroups.reduce((a, b) => a * b, 1) <= MERGE_MAX_WORKGROUPS;
+    && workgroupCount(s.rendered[0]!.workgroups) <= MERGE_MAX_WORKGROUPS;
   const groups: Group[] = [];
   const groupOf = new Map<number, Group>();
   steps.forEach((s, i) => {
@@ -186,6 +186,7 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
   };
   for (const { parts, merged } of groupSteps(dev, steps, inPlace)) {
     if (merged) {
+      // Its `kernel` is the first part's; Compiled.kernels lists them all. Bindings: each part's, in part order.
       const step: Step = { kernel: parts[0]!.kernel, rendered: [merged], bindings: (b) => parts.flatMap((p) => p.bindings(b)) };
       const pipelines = await compile(step, parts.map((p) => p.kernel.out.op.name));
       // A merge the compiler refuses (WGSL that merge.ts misread) costs only the shared dispatch: the parts run alone.
@@ -207,12 +208,10 @@ export const dispatchesOf = (dev: Device, compiled: readonly Compiled[], bufOf: 
 
 /**
  * Scratch buffers for every kernel output that is not kept: assigned by liveness, so a buffer is reused once
- * its last reader has run. `steps` lists the kernels of each dispatch group in run order (Compiled.kernels; a
- * plain kernel is a group of one): a group's outputs are all assigned before any of its inputs is released.
- * `keep` outputs are left to the caller.
+ * its last reader has run. `groups` lists the kernels of each dispatch in run order (Compiled.kernels): a
+ * group's outputs are all assigned before any of its inputs is released. `keep` outputs are left to the caller.
  */
-export const planScratch = (dev: Device, steps: readonly (Kernel | readonly Kernel[])[], keep: ReadonlySet<Node>, aliased: ReadonlySet<Node> = new Set()): Map<Node, GPUBuffer> => {
-  const groups = steps.map((s) => (Array.isArray(s) ? s as readonly Kernel[] : [s as Kernel]));
+export const planScratch = (dev: Device, groups: readonly (readonly Kernel[])[], keep: ReadonlySet<Node>, aliased: ReadonlySet<Node> = new Set()): Map<Node, GPUBuffer> => {
   const lastUse = new Map<Node, number>();
   groups.forEach((g, i) => g.forEach((k) => k.inputs.forEach((n) => lastUse.set(n, i))));
   const free: GPUBuffer[] = [];

@@ -278,7 +278,7 @@ describe.skipIf(!gpuDevice)('scratch buffers', () => {
     const [a, b, c, d] = [C.exp(x), C.neg(x), C.tanh(x), C.sin(x)].map((t) => t.node);
     const k = (out: Node, inputs: Node[]) => ({ kind: 'gather' as const, out, inputs });
     const kernels = [k(a!, [x.node]), k(b!, [a!, a!]), k(c!, [b!]), k(d!, [b!, c!])];
-    const scratch = planScratch(dev, kernels, new Set());
+    const scratch = planScratch(dev, kernels.map((kk) => [kk]), new Set()); // each its own dispatch
     for (const kk of kernels) {
       const live = kk.inputs.filter((n) => scratch.has(n)).map((n) => scratch.get(n));
       expect(live, `kernel for ${kk.out.op.name}`).not.toContain(scratch.get(kk.out));

@@ -49,7 +49,8 @@ const parse = (wgsl: string): Parsed | null => {
   };
 };
 
-const count = (w: readonly [number, number, number]): number => w[0] * w[1] * w[2];
+/** Workgroups in a dispatch of this grid. */
+export const workgroupCount = (w: readonly [number, number, number]): number => w[0] * w[1] * w[2];
 
 /**
  * One kernel running `parts` (each binding its own buffers, in order, after the previous parts'), or null when
@@ -81,7 +82,7 @@ export const mergeKernels = (parts: readonly RenderedKernel[], limits: MergeLimi
     offset += p.bindings;
     fns.push(`${before.trim()}\nfn p${i}_main(${p.params.map((q) => `${q.name}: ${q.type}`).join(', ')}) ${sub(p.body)}`);
     const [gx, gy] = parts[i]!.workgroups;
-    const n = count(parts[i]!.workgroups);
+    const n = workgroupCount(parts[i]!.workgroups);
     const arg: Record<string, string> = {
       workgroup_id: 'w', local_invocation_id: 'hz_lid', local_invocation_index: 'hz_li',
       global_invocation_id: `w * vec3<u32>(${p.size.join('u, ')}u) + hz_lid`,
