@@ -55,6 +55,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
           ...outs.slice(1).map((n, j) => ({ name: `out${j + 1}`, type: `array<${storeType(n.dtype)}>`, output: true })),
         ],
         prelude: fns.prelude,
+        ...(fns.rows ? { rows: fns.rows } : {}),
       });
       const operands = [...(k.a.value ? [] : [k.a.slot]), ...(k.b.value ? [] : [k.b.slot])];
       return {

@@ -9,6 +9,7 @@ import { contiguous, permuteView, reshapeView, type View } from '../view.js';
 import { broadcastView } from '../interp.js';
 import { bound, flatIndex, iadd, iconst, idxKey, ivar, span, stridedIndex, unflatten, usesVar, type Idx } from './idx.js';
 import type { Cond, Expr, Reduction } from './expr.js';
+import { foldRows } from './rows.js';
 
 export type { Expr, Reduction, Cond } from './expr.js';
 
@@ -26,7 +27,19 @@ export interface Operand {
 }
 
 /** Every node a kernel writes: its `out`, or each of a matmul's stores. */
-export const kernelOuts = (k: Kernel): readonly Node[] => (k.kind === 'matmul' && k.stores ? [...new Set(k.stores.map((s) => s.out))] : [k.out]);
+export const kernelOuts = (k: Kernel): readonly Node[] => {
+  if (k.kind !== 'matmul') return [k.out];
+  const own = k.stores ? [...new Set(k.stores.map((s) => s.out))] : [k.out];
+  return k.rows ? [...own, k.rows.out] : own;
+};
+
+/**
+ * A row kernel folded into the matmul that computes its rows (core/schedule/rows.ts): each workgroup's tile spans
+ * whole rows of the product, so the rows' reductions finish inside it. Its expressions read the value the matmul
+ * stores at (row, col) as `acc`, other buffers from the matmul's inputs, and `e` is the column; `out` gets `value`
+ * per row (`perRow`) or per element.
+ */
+export interface RowEpilogue { readonly out: Node; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean }
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
@@ -43,7 +56,7 @@ export interface Store { readonly out: Node; readonly value: Expr; readonly at: 
 export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
-  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[] })
+  | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[]; readonly rows?: RowEpilogue })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
   /**
    * Fused attention (ops/attention.ts): inputs as the op's sources, except that q, k and v may be read in place
@@ -195,7 +208,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
     kernels.push(k);
   }
-  return kernels.reverse();
+  return fuse ? foldRows(kernels.reverse(), maxInputs) : kernels.reverse();
 };
 
 /** Stored nodes that each take slices of one matmul's result (through slices, transposes, reshapes and pads,
@@ -517,14 +530,11 @@ const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly 
   const keep = shape.map((n, d) => (inA(d) ? 1 : n));
   const rows = numel(keep);
   let domainIdx: readonly Idx[];
-  let rowIdx: Idx[] = [];
+  let rowIdx: readonly Idx[] = [];
   if (sib?.idx) {
     domainIdx = sib.idx;
   } else if (axes.length) {
-    rowIdx = unflatten(ivar('row', rows), keep);
-    const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
-    const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
-    domainIdx = rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v));
+    ({ rowIdx, domainIdx } = rowDomain(shape, axes));
   } else if (mm && rowsOf(mm, x)) {
     // x's leading dimensions are the matmul's rows, flattened: the matmul's row index, unflattened.
     const [row, col] = matmulRowCol(mm);
@@ -640,6 +650,18 @@ const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly 
   if (!axes.length) return { kind: 'elementwise', out: x, inputs, shape, value: walk(x, domainIdx) };
   const value = perRow ? walk(x, unflatten(ivar('row', rows), x.shape)) : walk(x, domainIdx);
   return { kind: 'row', out: x, inputs, shape, axes, reductions, value, perRow, outIdx: perRow ? ivar('row', rows) : flatIndex(domainIdx, shape) };
+};
+
+/**
+ * A row kernel's index variables over `shape` reduced along `axes`: `row` over the kept dimensions (flattened) and
+ * `e` over the reduced ones; `rowIdx` has 0 at the reduced dimensions, `domainIdx` the element's full index.
+ */
+export const rowDomain = (shape: Shape, axes: readonly number[]): { rowIdx: Idx[]; domainIdx: Idx[] } => {
+  const inA = (d: number) => axes.includes(d);
+  const rowIdx = unflatten(ivar('row', numel(shape.map((n, d) => (inA(d) ? 1 : n)))), shape.map((n, d) => (inA(d) ? 1 : n)));
+  const aDims = shape.flatMap((_, d) => (inA(d) ? [d] : []));
+  const aIdx = unflatten(ivar('e', numel(aDims.map((d) => shape[d]!))), aDims.map((d) => shape[d]!));
+  return { rowIdx, domainIdx: rowIdx.map((v, d) => (inA(d) ? aIdx[aDims.indexOf(d)]! : v)) };
 };
 
 /** Index into a broadcast operand: leading dims dropped, size-1 dims pinned to 0. */

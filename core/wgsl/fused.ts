@@ -7,6 +7,7 @@ import { numel } from '../shape.js';
 import { kernelOuts, type Cond, type Expr, type Kernel, type Reduction } from '../schedule/index.js';
 import { idxKey, renderIdx, type Idx } from '../schedule/idx.js';
 import { exprType, literal, LITERAL_PRELUDE, storeType } from './literal.js';
+import type { MatmulRows } from './matmul.js';
 
 export const WG = 64;
 /** Invocations per workgroup of vec4 elementwise kernels: lavapipe pays per workgroup, so fewer and larger. */
@@ -252,12 +253,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * The WGSL functions of a matmul's fused parts, and the input slots they read: `epi(acc, row, col, batch)` for
  * the epilogue, and `pa(batch, row, col)` / `pb(batch, row, col)` for operands computed on load.
  */
-export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[] } => {
+export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelude: string; slots: number[]; rows?: MatmulRows } => {
   const preludes = new Set<string>();
   const slots = new Set<number>();
   // One expression's statements and value; the input slots it reads and the preludes it needs are collected.
+  // A row epilogue's reductions are the parameters r0, r1, … of its functions.
   const emit = (x: Expr): { lines: string[]; v: string } => {
-    const em = new Emitter(() => { throw new Error('a matmul prologue or epilogue has no reductions'); });
+    const em = new Emitter((id) => { if (!k.rows) throw new Error('a matmul prologue or epilogue has no reductions'); return `r${id}`; });
     const v = em.render(x);
     for (const l of [...em.root.lines, v]) for (const m of l.matchAll(/\bin(\d+)\[/g)) slots.add(Number(m[1]));
     em.preludes.forEach((p) => preludes.add(p));
@@ -282,5 +284,18 @@ export const renderMatmulFns = (k: Extract<Kernel, { kind: 'matmul' }>): { prelu
     k.a.value ? fn('fn pa(batch: u32, row: u32, col: u32) -> f32', k.a.value) : '',
     k.b.value ? fn('fn pb(batch: u32, row: u32, col: u32) -> f32', k.b.value) : '',
   ];
-  return { prelude: [...preludes, ...fns.filter((f) => f !== '')].join('\n'), slots: [...slots].sort((x, y) => x - y) };
+  // A row epilogue: reduction i's term and the stored value, as functions of the product's stored value (acc), the
+  // row, the column (e: the row kernel's element), and the reductions before it.
+  let rows: MatmulRows | undefined;
+  if (k.rows) {
+    const { reductions, value, perRow, out } = k.rows;
+    const head = (name: string, n: number) => `fn ${name}(acc: f32, row: u32, e: u32, batch: u32${Array.from({ length: n }, (_, i) => `, r${i}: f32`).join('')}) -> f32`;
+    reductions.forEach((r, i) => fns.push(fn(head(`rs${i}`, i), r.src)));
+    fns.push(fn(head('rv', reductions.length), value));
+    rows = {
+      reductions: reductions.map((r) => ({ identity: literal(r.op.identity(r.dtype), r.dtype), comb: (a: string, b: string) => r.op.wgsl(a, b) })),
+      perRow, out: `out${kernelOuts(k).indexOf(out)}`,
+    };
+  }
+  return { prelude: [...preludes, ...fns.filter((f) => f !== '')].join('\n'), slots: [...slots].sort((x, y) => x - y), ...(rows ? { rows } : {}) };
 };

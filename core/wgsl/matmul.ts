@@ -77,9 +77,22 @@ export interface MatmulSpec {
    */
   readonly aValue?: string;
   readonly bValue?: string;
+  /** Reductions over each row of the stored product, and a further output from them (one tile spans N). */
+  readonly rows?: MatmulRows;
   /** WGSL declarations (structs, helper functions) the epilogue and prologues need. */
   readonly prelude?: string;
   readonly label?: string;
+}
+
+/**
+ * A row epilogue (core/schedule/rows.ts): reduction i folds `rs{i}(v, row, col, batch, r0 … r{i-1})` over each row,
+ * v being the stored value at (row, col); then `rv(v, row, col, batch, r0 …)` goes to binding `out`, at each
+ * element or (perRow) once per row. The functions are the prelude's.
+ */
+export interface MatmulRows {
+  readonly reductions: readonly { readonly identity: string; readonly comb: (a: string, b: string) => string }[];
+  readonly perRow: boolean;
+  readonly out: string;
 }
 
 export interface MatmulKernel {
@@ -297,12 +310,14 @@ ${storeLine(spec, `accv[i * ${u(TN4)} + j / 4u][j % 4u]`, 'r', 'cc', '        ')
       }
     }
   }`;
+  const rowsCode = spec.rows ? rowEpilogue(spec, spec.rows, t) : '';
   const aLoads = Array.from({ length: TM / 4 }, (_, q) => `      let a${q} = As[kk * ${u(BM / 4)} + ly * ${u(TM / 4)} + ${u(q)}];`);
   const bLoads = Array.from({ length: TN4 }, (_, j) => `      let b${j} = Bs[kk * ${u(BN / 4)} + lx * ${u(TN4)} + ${u(j)}];`);
 
   const wgsl = `${header(spec, aVec ? 'array<vec4<f32>>' : 'array<f32>', bVec ? 'array<vec4<f32>>' : 'array<f32>')}
 var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
 var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;
+${spec.rows ? `var<workgroup> Rs: array<f32, ${BM * t.threadsN}>;` : ''}
 
 @compute @workgroup_size(${t.threadsN}, ${t.threadsM}, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -329,6 +344,7 @@ ${fmas.join('\n')}
   let rb = row0 + ly * ${u(TM)};
   let cb = col0 + lx * ${u(4 * TN4)};
 ${stores}
+${rowsCode}
 }
 `;
   return {
@@ -338,6 +354,48 @@ ${stores}
     bindings: bindingNames(spec),
     label: spec.label ?? `matmul_${spec.batch}x${M}x${N}x${K}`,
   };
+}
+
+/**
+ * The row epilogue of a tile spanning whole rows: each invocation folds its columns of each of its rows, the
+ * invocations sharing those rows (threadsN of them) combine their partials through workgroup memory, and then the
+ * value is stored per element (each invocation its own) or per row (the first column of invocations).
+ */
+function rowEpilogue(spec: MatmulSpec, rows: MatmulRows, t: MatmulTiles): string {
+  const { M, N } = spec;
+  const TM = t.perThreadM, TN = t.perThreadN, TX = t.threadsN;
+  if (spec.store || TX * TN < N) throw new Error(`matmulKernel: a row epilogue needs one tile across the ${N} columns and a single store (${spec.label ?? ''})`);
+  const value = (i: string, j: string) => {
+    const acc = `accv[${i} * ${u(TN / 4)} + ${j} / 4u][${j} % 4u]`;
+    return spec.epilogue?.(acc, `rb + ${i}`, `cb + ${j}`, 'batch') ?? acc;
+  };
+  const reds = (n: number, i: string) => Array.from({ length: n }, (_, q) => `, red${q}[${i}]`).join('');
+  const folds = rows.reductions.map((r, q) => `  var red${q}: array<f32, ${TM}>;
+  for (var i = 0u; i < ${u(TM)}; i++) {
+    var p = ${r.identity};
+    for (var j = 0u; j < ${u(TN)}; j++) {
+      if (rb + i < ${u(M)} && cb + j < ${u(N)}) { p = ${r.comb('p', `rs${q}(${value('i', 'j')}, rb + i, cb + j, batch${reds(q, 'i')})`)}; }
+    }
+    Rs[(ly * ${u(TM)} + i) * ${u(TX)} + lx] = p;
+  }
+  workgroupBarrier();
+  for (var i = 0u; i < ${u(TM)}; i++) {
+    var p = ${r.identity};
+    for (var x = 0u; x < ${u(TX)}; x++) { p = ${r.comb('p', `Rs[(ly * ${u(TM)} + i) * ${u(TX)} + x]`)}; }
+    red${q}[i] = p;
+  }
+  workgroupBarrier();`);
+  const n = rows.reductions.length;
+  const store = rows.perRow
+    ? `  if (lx == 0u) {
+    for (var i = 0u; i < ${u(TM)}; i++) { if (rb + i < ${u(M)}) { ${rows.out}[rb + i] = rv(0.0, rb + i, 0u, batch${reds(n, 'i')}); } }
+  }`
+    : `  for (var i = 0u; i < ${u(TM)}; i++) {
+    for (var j = 0u; j < ${u(TN)}; j++) {
+      if (rb + i < ${u(M)} && cb + j < ${u(N)}) { ${rows.out}[(rb + i) * ${u(N)} + cb + j] = rv(${value('i', 'j')}, rb + i, cb + j, batch${reds(n, 'i')}); }
+    }
+  }`;
+  return [...folds, store].join('\n');
 }
 
 /** GEMV for M = 1 or N = 1: out[b, n] = Σ_k v[b, k]·W[b, k, n]; 64 invocations × 4 outputs per workgroup. */
