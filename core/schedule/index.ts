@@ -89,6 +89,8 @@ const BROADCAST_COST = 8;
 /** A matmul operand is computed on load from at most this many buffers. */
 const PROLOGUE_READS = 4;
 const PROLOGUE_BUDGET = 32;
+/** The least budget for an operand that one tile spans (computed once per reader, as a kernel would store it). */
+const ONCE_BUDGET = 16;
 const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
 
 /**
@@ -105,8 +107,10 @@ const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
   // (SwiGLU's silu(gate)·up into the down projection, 64 wide in stories260K, and into its weight gradient: one
   // kernel fewer per layer on lavapipe). Not for a GEMV's matrix (uses 1): its time is the matrix's vec4 loads,
   // which a computed operand gives up.
+  // On a CPU adapter too (a small budget) up to ONCE_BUDGET: RoPE's backward with the q/k/v gradients' concatenation,
+  // computed by the input gradient and the weight gradient of the q/k/v projection (one kernel fewer per layer).
   const once = uses <= 64 && uses > 1;
-  const most = once ? budget : (budget * Math.min(uses, 128)) / 128;
+  const most = once ? Math.max(budget, ONCE_BUDGET) : (budget * Math.min(uses, 128)) / 128;
   const seen = new Set<Node>();
   const reads = new Set<Node>();
   const stack = [o];
