@@ -142,9 +142,10 @@ const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Ten
   const [B, T] = x.shape as [number, number];
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
   const [H, Hkv, D] = [c.nHeads, c.nKvHeads, c.headDim];
-  // q and k heads side by side, rotated by one kernel; attention reads q, k and v in place.
+  // q and k heads side by side, rotated by one kernel (with a cache) or by attention as it loads them (without);
+  // attention reads q, k and v in place.
   const [qkp, vp] = linears(h, [[p.wq, p.wk], p.wv]) as [Tensor, Tensor]; // one matmul: (B, T, ·) each
-  const qk = rope(reshape(qkp, [B, T, H + Hkv, D]), rot); // (B, T, nHeads + nKvHeads, headDim)
+  const qk = kv ? rope(reshape(qkp, [B, T, H + Hkv, D]), rot) : reshape(qkp, [B, T, H + Hkv, D]); // (B, T, nHeads + nKvHeads, headDim)
   const q = slice(qk, [0, 0, 0, 0], [B, T, H, D]); // (B, T, nHeads, headDim)
   let k = slice(qk, [0, 0, H, 0], [B, T, H + Hkv, D]); // (B, T, nKvHeads, headDim)
   let v = reshape(vp, [B, T, Hkv, D]); // (B, T, nKvHeads, headDim)
@@ -159,7 +160,7 @@ const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Ten
     k = permute(slice(written.k, [0, 0, 0, 0], [B, c.nKvHeads, S, c.headDim]), [0, 2, 1, 3]); // (B, S, nKvHeads, headDim)
     v = permute(slice(written.v, [0, 0, 0, 0], [B, c.nKvHeads, S, c.headDim]), [0, 2, 1, 3]); // (B, S, nKvHeads, headDim)
   }
-  const a = causalAttention(q, k, v, { offset: kv?.offset ?? 0, ...(kv?.start ? { start: kv.start } : {}) }); // (B, T, nHeads, headDim)
+  const a = causalAttention(q, k, v, kv ? { offset: kv.offset, ...(kv.start ? { start: kv.start } : {}) } : { rope: rot }); // (B, T, nHeads, headDim)
   const x1 = add(x, linear(reshape(a, [B, T, c.nHeads * c.headDim]), p.wo)); // (B, T, dim)
   const x2 = add(x1, swiglu(rmsNorm(x1, p.ffnNorm, c.normEps), p.w1, p.w3, p.w2)); // (B, T, dim)
   return written ? { x: x2, kv: written } : { x: x2 };

@@ -16,7 +16,7 @@ import { DTypeError, fmt, numel, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { materialize } from '../core/interp.js';
 import { broadcastTo, reshape, slice } from './movement.js';
-import { ATTENTION_ARITY, attnGeom, type AttentionArg } from '../core/wgsl/attention.js';
+import { ATTENTION_ARITY, attentionExtras, attnGeom, type AttentionArg } from '../core/wgsl/attention.js';
 
 export type { AttentionArg, AttentionPart } from '../core/wgsl/attention.js';
 
@@ -24,18 +24,22 @@ const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
   const n = ATTENTION_ARITY[arg.part];
   const [q, k] = src as [Node, Node];
   const bad = (why: string) => new ShapeError(`attention(${arg.part}): ${why}; inputs ${src.map((s) => fmt(s.shape)).join(', ')}`);
-  if (src.length !== n + (arg.offset === null ? 1 : 0) + (arg.start ? 1 : 0)) throw bad(`expected ${n} tensors plus offset/start`);
+  const ex = attentionExtras(arg);
+  if (src.length !== Math.max(n - 1, ex.offset, ex.start, ex.rope) + 1) throw bad(`expected ${n} tensors plus offset/start/rope`);
   if (q.shape.length !== 4 || k.shape.length !== 4) throw bad('q and k must be rank 4');
   const g = attnGeom(q.shape, k.shape, arg.kv);
   if (k.shape[0] !== g.B || k.shape[3] !== g.D || g.H % g.Hkv !== 0) throw bad('k does not match q (batch, head size, or heads not a multiple of kv heads)');
   for (const s of src.slice(0, n)) {
     if (s.dtype !== q.dtype) throw new DTypeError(`attention(${arg.part}): inputs must share a float dtype, got ${src.map((x) => x.dtype).join(', ')}`);
   }
-  const extra = src.slice(n);
-  if (arg.offset === null && (extra[0]!.dtype !== 'i32' || extra[0]!.shape.length !== 0)) throw new DTypeError(`attention: the offset must be an i32 scalar, got ${extra[0]!.dtype}${fmt(extra[0]!.shape)}`);
-  const st = arg.start ? extra[extra.length - 1]! : null;
+  const off = ex.offset >= 0 ? src[ex.offset]! : null;
+  if (off && (off.dtype !== 'i32' || off.shape.length !== 0)) throw new DTypeError(`attention: the offset must be an i32 scalar, got ${off.dtype}${fmt(off.shape)}`);
+  const st = ex.start >= 0 ? src[ex.start]! : null;
   if (st && (st.dtype !== 'i32' || st.shape.length !== 1 || st.shape[0] !== g.B)) throw new DTypeError(`attention: start must be (B,) = (${g.B},) i32, got ${st.dtype}${fmt(st.shape)}`);
   const { B, T, H, D, S, Hkv } = g;
+  const tab = ex.rope >= 0 ? src[ex.rope]! : null;
+  if (tab && !ropeFits(tab, q.dtype, B, T, D)) throw bad(`the RoPE table ${tab.dtype}${fmt(tab.shape)} must be ${q.dtype} (T, 1, D) or (B, T, 1, D)`);
+  if (tab && (arg.kv !== 'bshd' || S !== T || arg.offset !== 0 || arg.start)) throw bad('RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)');
   const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : [B * T * H * (D + 1)];
   return { shape, dtype: q.dtype };
 };
@@ -45,9 +49,30 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
   const n = ATTENTION_ARITY[arg.part];
   const { B, T, H, D, S, Hkv } = attnGeom(src[0]!.view.shape, src[1]!.view.shape, arg.kv);
   const t64 = src.slice(0, n).map((s: Strided) => materialize(s, 'f64'));
-  const extra = src.slice(n).map((s) => materialize(s, 'i32'));
-  const offset = arg.offset ?? extra[0]![0]!;
-  const start = arg.start ? extra[extra.length - 1]! : null;
+  const ex = attentionExtras(arg);
+  const offset = arg.offset ?? materialize(src[ex.offset]!, 'i32')[0]!;
+  const start = ex.start >= 0 ? materialize(src[ex.start]!, 'i32') : null;
+  // RoPE on load: q and k rotated first; the gradients found for the rotated ones are turned back at the end.
+  const tab = ex.rope >= 0 ? materialize(src[ex.rope]!, 'f64') : null;
+  const turn = (x: Float64Array, rows: number, rowOf: (i: number) => number, at: (i: number) => number, sign: number) => {
+    const h = D / 2;
+    for (let i = 0; i < rows; i++) {
+      const o = at(i), c = rowOf(i) * D;
+      for (let d = 0; d < h; d++) {
+        const [lo, hi, cs, sn] = [x[o + d]!, x[o + h + d]!, tab![c + d]!, sign * tab![c + h + d]!];
+        x[o + d] = lo * cs - hi * sn;
+        x[o + h + d] = hi * cs + lo * sn;
+      }
+    }
+  };
+  const batched = src[ex.rope]?.view.shape.length === 4;
+  const tabRow = (b: number, t: number) => (batched ? b * T + t : t);
+  if (tab) {
+    const [q, k] = t64 as [Float64Array, Float64Array];
+    t64[0] = q.slice(); t64[1] = k.slice();
+    turn(t64[0]!, B * T * H, (i) => tabRow(Math.floor(i / (T * H)), Math.floor(i / H) % T), (i) => i * D, 1);
+    turn(t64[1]!, B * S * Hkv, (i) => tabRow(Math.floor(i / (S * Hkv)), Math.floor(i / Hkv) % S), (i) => i * D, 1);
+  }
   const [q, k, v, dO, packed, packedDq] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?, Float64Array?];
   const g = H / Hkv, scale = 1 / Math.sqrt(D), lseAt = B * T * H * D;
   const qRow = (b: number, t: number, h: number) => ((b * T + t) * H + h) * D;
@@ -80,9 +105,17 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
       for (let d = 0; d < D; d++) { res[o + d] = res[o + d]! + scale * ds * q[qi + d]!; res[o + D + d] = res[o + D + d]! + p * dO![qi + d]!; }
     }
   }
+  if (tab && arg.part === 'dq') turn(res, B * T * H, (i) => tabRow(Math.floor(i / (T * H)), Math.floor(i / H) % T), (i) => i * D, -1);
+  if (tab && arg.part === 'dkv') turn(res, B * S * Hkv, (i) => tabRow(Math.floor(i / (S * Hkv)), Math.floor(i / Hkv) % S), (i) => 2 * i * D, -1);
   const r = allocStorage(out.dtype, res.length);
   r.set(res);
   return r;
+};
+
+/** Whether `tab` is a RoPE table for q (B, T, ·, D): (T, 1, D) or (B, T, 1, D) of q's dtype. */
+export const ropeFits = (tab: { readonly shape: readonly number[]; readonly dtype: string }, dtype: string, B: number, T: number, D: number): boolean => {
+  const s = tab.shape;
+  return tab.dtype === dtype && (s.length === 3 || (s.length === 4 && s[0] === B)) && s[s.length - 3] === T && s[s.length - 2] === 1 && s[s.length - 1] === D;
 };
 
 export const attentionOp: CustomOp<AttentionArg> = {

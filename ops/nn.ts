@@ -5,7 +5,7 @@
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
 import { isFloat, type FloatDType } from '../core/dtype.js';
 import { apply, isTensor, Tensor } from '../core/tensor.js';
-import { attentionOp } from './attention.js';
+import { attentionOp, ropeFits } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
 import { matmul } from './matmul.js';
@@ -113,6 +113,12 @@ export interface AttentionOpts {
   readonly offset?: number | Tensor;
   /** (B,) i32: first valid key slot of each row (left padding in batched generation). Default 0. */
   readonly start?: Tensor;
+  /**
+   * A `ropeTable` to rotate q and k by first, query t and key t alike. Self-attention from slot 0 (S = T, no
+   * offset or start) rotates them on load inside the attention kernels, so the rotated heads are never stored,
+   * forward or backward; otherwise `rope` is applied to each.
+   */
+  readonly rope?: Tensor;
 }
 
 /**
@@ -128,14 +134,19 @@ export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: Attention
   const [B, T, H, D] = q.shape as [number, number, number, number];
   const Hkv = k.shape[2]!;
   if (k.shape[0] !== B || k.shape[3] !== D || H % Hkv !== 0 || v.shape.some((d, i) => d !== k.shape[i])) throw bad();
-  const { offset = 0, start } = opts;
+  const { offset = 0, start, rope: table } = opts;
+  if (table) {
+    const onLoad = offset === 0 && !start && k.shape[1] === T && !headMajor(k) && (D % 8 === 0 || D % 4 !== 0) && ropeFits(table.node, q.dtype, B, T, D);
+    if (!onLoad) return causalAttention(rope(q, table), rope(k, table), v, { offset, ...(start ? { start } : {}) });
+  }
   if (typeof offset !== 'number' && (offset.dtype !== 'i32' || offset.rank !== 0)) throw new DTypeError(`causalAttention: a tensor offset must be an i32 scalar, got ${offset.dtype}${fmt(offset.shape)}`);
   if (start && (start.rank !== 1 || start.shape[0] !== B || start.dtype !== 'i32')) throw new ShapeError(`causalAttention: start must be (B,) = (${B},) i32, got ${start.dtype}${fmt(start.shape)}`);
   // Keys and values that are head-major underneath (a KV cache) are read in that layout, not copied.
   const [kh, vh] = [headMajor(k), headMajor(v)];
   const kv = kh && vh ? { kv: 'bhsd' as const, k: kh, v: vh } : { kv: 'bshd' as const, k, v };
-  const extra = [...(typeof offset === 'number' ? [] : [offset]), ...(start ? [start] : [])];
-  const packed = apply(attentionOp, [q, kv.k, kv.v, ...extra], { part: 'out', kv: kv.kv, offset: typeof offset === 'number' ? offset : null, start: !!start });
+  const extra = [...(typeof offset === 'number' ? [] : [offset]), ...(start ? [start] : []), ...(table ? [table] : [])];
+  const arg = { part: 'out', kv: kv.kv, offset: typeof offset === 'number' ? offset : null, start: !!start, ...(table ? { rope: true } : {}) } as const;
+  const packed = apply(attentionOp, [q, kv.k, kv.v, ...extra], arg);
   return reshape(slice(packed, [0], [B * T * H * D]), [B, T, H, D]); // O, without the saved logsumexps
 };
 

@@ -1,6 +1,7 @@
 // Fused attention (ops/attention.ts): values and gradients against attention composed of matmul, mask and softmax
 // (autodiff through ordinary ops, f64 on the interpreter), then its three WebGPU kernels against the interpreter, in
-// both key/value layouts, with and without vec4 heads, a cache offset (number or tensor) and per-row start slots.
+// both key/value layouts, with and without vec4 heads, a cache offset (number or tensor), per-row start slots and RoPE
+// applied on load.
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import type { Tensor } from '../index.js';
 import { interpret } from '../core/interp.js';
 import { runGraph } from '../core/runtime.js';
 import { schedule } from '../core/schedule/index.js';
-import { causalAttention } from '../ops/nn.js';
+import { causalAttention, rope, ropeTable } from '../ops/nn.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
@@ -36,8 +37,11 @@ const composed = (q: Tensor, k: Tensor, v: Tensor, offset: number, start: Tensor
 const caseArb = fc.record({
   B: fc.integer({ min: 1, max: 2 }), T: fc.integer({ min: 1, max: 5 }), extra: fc.nat(3), Hkv: fc.integer({ min: 1, max: 2 }),
   g: fc.integer({ min: 1, max: 3 }), D: fc.constantFrom(2, 3, 8, 20), padded: fc.boolean(), headMajor: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 30 }),
-  packed: fc.boolean(),
-}).map((c) => (c.packed ? { ...c, headMajor: false, extra: 0 } : c)); // packed: one (B, T, ·) buffer holds k and v too
+  packed: fc.boolean(), rope: fc.boolean(), ropeRows: fc.boolean(),
+}).map((c) => (c.packed ? { ...c, headMajor: false, extra: 0 } : c)) // packed: one (B, T, ·) buffer holds k and v too
+  // RoPE (queries and keys at the same positions: S = T, an even head): on load, or by `rope` where attention cannot
+  // (head-major keys, start slots, a head of 4·odd).
+  .map((c) => (c.rope && c.D % 2 === 0 ? { ...c, extra: 0 } : { ...c, rope: false }));
 type Case = typeof caseArb extends fc.Arbitrary<infer X> ? X : never;
 
 /**
@@ -51,20 +55,23 @@ const inputs = (c: Case, dtype: 'f32' | 'f64') => {
   const asBshd = (x: Tensor) => (c.headMajor ? C.permute(x, [0, 2, 1, 3]) : x);
   const start = c.padded ? C.tensor(Array.from({ length: c.B }, (_, i) => Math.min(i + 1, S - 1)), { dtype: 'i32' }) : null;
   const w = t([c.B, c.T, H, c.D], 3);
+  const positions = c.ropeRows ? C.tensor(Array.from({ length: c.B }, (_, b) => Array.from({ length: c.T }, (_, j) => 5 * b + 2 * j)), { dtype: 'i32' }) : C.iota(c.T);
+  const table = c.rope ? ropeTable(positions, c.D, 500, dtype) : null;
   if (c.packed) {
     const all = t([c.B, c.T, (H + 2 * c.Hkv) * c.D], 0);
     const part = (lo: number, n: number) => C.reshape(C.slice(all, [0, 0, lo * c.D], [c.B, c.T, (lo + n) * c.D]), [c.B, c.T, n, c.D]);
-    return { q: part(0, H), k: part(H, c.Hkv), v: part(H + c.Hkv, c.Hkv), w, asBshd, start };
+    return { q: part(0, H), k: part(H, c.Hkv), v: part(H + c.Hkv, c.Hkv), w, asBshd, start, table };
   }
-  return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w, asBshd, start };
+  return { q: t([c.B, c.T, H, c.D], 0), k: t(kvShape, 1), v: t(kvShape, 2), w, asBshd, start, table };
 };
 
 /** Output and the gradients of sum(out · w) with respect to q, k, v. */
 const outAndGrads = (c: Case, dtype: 'f32' | 'f64', attend: 'fused' | 'composed', offsetTensor = false): Tensor[] => {
-  const { q, k, v, w, asBshd, start } = inputs(c, dtype);
+  const { q, k, v, w, asBshd, start, table } = inputs(c, dtype);
+  const turned = (x: Tensor) => (table ? rope(x, table) : x);
   const f = (qq: Tensor, kk: Tensor, vv: Tensor) => attend === 'fused'
-    ? causalAttention(qq, asBshd(kk), asBshd(vv), { offset: offsetTensor ? C.tensor(c.extra, { dtype: 'i32' }) : c.extra, ...(start ? { start } : {}) })
-    : composed(qq, asBshd(kk), asBshd(vv), c.extra, start);
+    ? causalAttention(qq, asBshd(kk), asBshd(vv), { offset: offsetTensor ? C.tensor(c.extra, { dtype: 'i32' }) : c.extra, ...(start ? { start } : {}), ...(table ? { rope: table } : {}) })
+    : composed(turned(qq), turned(asBshd(kk)), asBshd(vv), c.extra, start);
   const [[, out], grads] = C.valueAndGrad(([qq, kk, vv]: Tensor[]) => {
     const o = f(qq!, kk!, vv!);
     return [C.sum(C.mul(o, w)), o] as const;
@@ -78,24 +85,39 @@ describe('fused attention', () => {
       const want = interpret(outAndGrads(c, 'f64', 'composed').map((t) => t.node));
       const got = interpret(outAndGrads(c, 'f64', 'fused').map((t) => t.node));
       got.forEach((g, i) => expect(maxRelDiff(g, want[i]!), `${JSON.stringify(c)} output ${i}`).toBeLessThan(1e-12));
-    }), { numRuns: 40 });
+    }), { numRuns: 40, examples: ropeOnLoad.map((c) => [c]) });
   });
 
   it('forward and backward are 3 kernels: out, dq, dkv — no (T, S) scores in memory', () => {
-    const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, packed: false, seed: 1 };
+    const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, packed: false, seed: 1, rope: false, ropeRows: false };
     const ks = schedule(outAndGrads(c, 'f32', 'fused').map((t) => t.node));
     const att = ks.filter((k) => k.kind === 'attention');
     expect(att.map((k) => (k.out.arg as { part: string }).part).sort()).toEqual(['dkv', 'dq', 'out']);
     expect(ks.every((k) => numel(k.out.shape) < 16 * 16 * 2 * 4)).toBe(true);
   });
 
+  it('RoPE on load adds no kernel but the table\'s (the rotated q and k are never stored), forward or backward', () => {
+    for (const D of [8, 2] as const) {
+      const c: Case = { B: 2, T: 16, extra: 0, Hkv: 2, g: 2, D, padded: false, headMajor: false, packed: true, seed: 1, rope: true, ropeRows: false };
+      const table = inputs(c, 'f32').table!;
+      const count = (x: Case) => schedule(outAndGrads(x, 'f32', 'fused').map((t) => t.node)).length;
+      expect(count(c), `D ${D}`).toBe(count({ ...c, rope: false }) + schedule([table.node]).length);
+    }
+  });
+
   it('second derivatives are refused with a clear error', () => {
-    const c: Case = { B: 1, T: 2, extra: 0, Hkv: 1, g: 1, D: 2, padded: false, headMajor: false, packed: false, seed: 1 };
+    const c: Case = { B: 1, T: 2, extra: 0, Hkv: 1, g: 1, D: 2, padded: false, headMajor: false, packed: false, seed: 1, rope: false, ropeRows: false };
     const { q, k, v } = inputs(c, 'f64');
     const g = C.grad((qq: Tensor) => C.sum(C.grad((x: Tensor) => C.sum(causalAttention(x, k, v)))(qq)));
     expect(() => g(q)).toThrow(/attention\(dq\): second derivatives through fused attention are not supported/);
   });
 });
+
+/** RoPE rotated inside the kernels: vec4 and scalar heads, one table or one per batch row, q/k/v packed or apart. */
+const ropeOnLoad: Case[] = [
+  { B: 2, T: 5, extra: 0, Hkv: 2, g: 2, D: 8, padded: false, headMajor: false, packed: true, seed: 3, rope: true, ropeRows: true },
+  { B: 1, T: 4, extra: 0, Hkv: 1, g: 3, D: 2, padded: false, headMajor: false, packed: false, seed: 4, rope: true, ropeRows: false },
+];
 
 describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
   it('all three kernels equal the interpreter (both layouts, vec4 and scalar heads, offset as number or tensor, start slots)', async () => {
@@ -110,6 +132,6 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
         expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);
         t.dispose();
       }
-    }), { numRuns: 10 });
+    }), { numRuns: 10, examples: ropeOnLoad.map((c) => [c, false] as [Case, boolean]) });
   });
 });

@@ -123,11 +123,11 @@ describe('forward', () => {
     expect(maxAbsDiff(both.subarray(3 * 11), one)).toBeLessThan(1e-6);
   });
 
-  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 18 kernels per layer', async () => {
+  it('a training step (loss, gradient, SGD update) of the stories260K shape schedules to at most 17 kernels per layer', async () => {
     // Kernels per layer: the difference between a 2- and a 1-layer model, with lavapipe's prologue budget and
     // storage-buffer limit (16: the q/k/v and gate/up weights are each updated by their gradient's matmul, and
-    // the SwiGLU backward is stored by the matmul giving its input's gradient). q and k are rotated by one
-    // kernel, and attention reads q, k and v in place. silu(gate)·up is computed on load by the down projection
+    // the SwiGLU backward is stored by the matmul giving its input's gradient). Attention reads q, k and v in place
+    // and rotates q and k as it loads them. silu(gate)·up is computed on load by the down projection
     // and its weight gradient (both 64 wide: each element computed once). The rmsNorm statistics and the rmsNorm
     // backward are folded into the 64-wide matmuls that produce their rows (core/schedule/rows.ts), and RoPE's
     // backward is computed on load by the q/k/v projection's input and weight gradients.
@@ -146,7 +146,7 @@ describe('forward', () => {
     const [one, two] = [await count(1), await count(2)];
     const perLayer = two.kernels - one.kernels, dispatches = two.dispatches - one.dispatches;
     console.log(`stories260K training step: ${perLayer} kernels per layer in ${dispatches} dispatches${gpuDevice ? ` on ${gpuDevice.adapter.description || gpuDevice.adapter.device}` : ' (no adapter)'}`);
-    expect(perLayer).toBeLessThanOrEqual(18);
+    expect(perLayer).toBeLessThanOrEqual(17);
     // lavapipe: the weight gradients pair up (2 dispatches, not 4) and the 2 norm-weight gradients join another
     // row kernel's dispatch. Tile shapes and limits differ on other adapters.
     if (gpuDevice?.adapter.isSoftware) expect(dispatches).toBeLessThanOrEqual(14);

@@ -17,7 +17,19 @@ export interface AttentionArg {
   readonly offset: number | null;
   /** A (B,) i32 input of first valid key slots follows (after the offset input, if any). */
   readonly start: boolean;
+  /**
+   * A RoPE table follows last ((T, 1, D) or (B, T, 1, D): cos | sin, as ropeTable makes): q and k are rotated on
+   * load, query t and key t alike (self-attention from slot 0), and dq, dk are the gradients of the unrotated ones.
+   */
+  readonly rope?: boolean;
 }
+
+/** Where the inputs after the tensors sit: the run-time offset, the start, the RoPE table (-1: absent). */
+export const attentionExtras = (arg: AttentionArg): { offset: number; start: number; rope: number } => {
+  let i = ATTENTION_ARITY[arg.part];
+  const at = (present: boolean) => (present ? i++ : -1);
+  return { offset: at(arg.offset === null), start: at(arg.start), rope: at(arg.rope === true) };
+};
 
 /** Number of tensor inputs before the offset/start inputs, per part. */
 export const ATTENTION_ARITY: Record<AttentionPart, number> = { out: 3, dq: 5, dkv: 6 };
@@ -42,8 +54,23 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const G = H / Hkv, scale = 1 / Math.sqrt(D);
   const vec = D % 4 === 0;
   const VT = vec ? 'vec4<f32>' : 'f32', W = vec ? D / 4 : D;
-  const OFF = arg.offset === null ? `in${n}[0]` : `${arg.offset}`;
-  const START = arg.start ? `in${src.length - 1}[b]` : '0';
+  const ex = attentionExtras(arg);
+  const OFF = arg.offset === null ? `in${ex.offset}[0]` : `${arg.offset}`;
+  const START = arg.start ? `in${ex.start}[b]` : '0';
+  // RoPE on load: turn(x, row, 1) rotates a head by table row `row` (in units of the head's array), −1 undoes it.
+  const tab = ex.rope >= 0 ? k.inputs[ex.rope]! : null;
+  if (tab && (vec && D % 8 !== 0)) throw new Error(`attention: RoPE on load needs a head size divisible by 8 or not by 4, got ${D} (${label})`);
+  const tabRow = (b: string, t: string) => (tab && tab.shape.length === 4 ? `((${b}) * ${T}u + ${t}) * ${W}u` : `(${t}) * ${W}u`);
+  const turn = (x: string, b: string, t: string, sign = '1.0') => (tab ? `${x} = turn(${x}, ${tabRow(b, t)}, ${sign});` : '');
+  const turnFn = tab ? `
+fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
+  var y: array<${VT}, ${W}>;
+  for (var w = 0u; w < ${W / 2}u; w++) {
+    let c = in${ex.rope}[at + w]; let s = in${ex.rope}[at + ${W / 2}u + w] * sign;
+    y[w] = x[w] * c - x[w + ${W / 2}u] * s; y[w + ${W / 2}u] = x[w + ${W / 2}u] * c + x[w] * s;
+  }
+  return y;
+}` : '';
   // Where row (b, t, h) of q, k or v starts, in units of its array: through its view when it is read in place.
   const rowAt = (i: number, b: string, t: string, h: string): string => {
     const v = k.views?.[i];
@@ -54,12 +81,12 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const kRow = (i: number, j: string) => rowAt(i, 'b', `u32(${j})`, 'kh');
   // The packed buffers [O | lse] (out's output, input 4 of dq and dkv) and [dQ | Δ] (dq's output, input 5 of dkv)
   // are read and written as scalars.
-  const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i >= n ? 'i32' : i >= 4 ? 'f32' : VT}>;`;
+  const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i === ex.rope ? VT : i >= n ? 'i32' : i >= 4 ? 'f32' : VT}>;`;
   const outType = arg.part === 'dkv' ? VT : 'f32';
   const LSE = B * T * H * D; // where the lse (Δ) of query row i sits in a packed buffer: LSE + i
   const packedO = (at: string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map((c) => `in4[(${at}) * 4u + ${c}u]`).join(', ')})` : `in4[${at}]`);
   const decls = [...src.map((_, i) => decl(i)), `@group(0) @binding(${src.length}) var<storage, read_write> out0: array<${outType}>;`].join('\n');
-  const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }`;
+  const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }${turnFn}`;
   const loop = (body: string) => `for (var w = 0u; w < ${W}u; w++) { ${body} }`;
   // Query row r of a packed output (out, dq), as scalars.
   const storeRow = (r: number, v: string) => loop(vec ? `let o = ${v}; let at = (row${r} + w) * 4u; out0[at] = o.x; out0[at + 1u] = o.y; out0[at + 2u] = o.z; out0[at + 3u] = o.w;` : `out0[row${r} + w] = ${v};`);
@@ -79,14 +106,15 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   let lo${r} = max(0, min(first, p${r})); let hi${r} = select(-1, min(p${r}, ${S - 1}), ok${r});
   var q${r}: array<${VT}, ${W}>; var m${r} = -3.0e38; var l${r} = 0.0;
   let qrow${r} = ${rowAt(0, 'b', `min(t0 + ${r}u, ${T - 1}u)`, 'h')};
-  ${loop(`q${r}[w] = in0[qrow${r} + w] * ${C2};`)}`)}
+  ${loop(`q${r}[w] = in0[qrow${r} + w];`)} ${turn(`q${r}`, 'b', `min(t0 + ${r}u, ${T - 1}u)`)}
+  ${loop(`q${r}[w] *= ${C2};`)}`)}
   let jlo = lo0; var jhi = hi0;
   ${each((r) => (r ? `jhi = max(jhi, hi${r});` : ''))}`;
   const keyLoop = (body: string) => `
   for (var j = jlo; j <= jhi; j++) {
     let kb = ${kRow(1, 'j')}; let vb = ${kRow(2, 'j')};
     var kr: array<${VT}, ${W}>;
-    ${loop('kr[w] = in1[kb + w];')}
+    ${loop('kr[w] = in1[kb + w];')} ${turn('kr', 'b', 'u32(j)')}
     ${body}
   }`;
   const inRange = (r: number) => `j >= lo${r} && j <= hi${r}`;
@@ -122,6 +150,7 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
       ${loop(`a${r}[w] += ds * kr[w];`)}
     }`, '\n    ')}`)}
   ${each((r) => `if (ok${r}) {
+    ${turn(`a${r}`, 'b', `t0 + ${r}u`, '-1.0')}
     ${storeRow(r, `a${r}[w] * ${f(scale)}`)}
     out0[${LSE}u + row${r} / ${W}u] = d${r};
   }`)}`; break;
@@ -135,14 +164,15 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   ${each((r) => `let ok${r} = jb + ${r}u < ${S}u; let j${r} = i32(jb) + ${r}; let row${r} = ${keyRowAt(`min(jb + ${r}u, ${S - 1}u)`)} * ${W}u;
   let krow${r} = ${rowAt(1, 'b', `min(jb + ${r}u, ${S - 1}u)`, 'kh')}; let vrow${r} = ${rowAt(2, 'b', `min(jb + ${r}u, ${S - 1}u)`, 'kh')};
   var k${r}: array<${VT}, ${W}>; var v${r}: array<${VT}, ${W}>; var dk${r}: array<${VT}, ${W}>; var dv${r}: array<${VT}, ${W}>;
-  ${loop(`k${r}[w] = in1[krow${r} + w] * ${C2}; v${r}[w] = in2[vrow${r} + w];`)}`)}
+  ${loop(`k${r}[w] = in1[krow${r} + w]; v${r}[w] = in2[vrow${r} + w];`)} ${turn(`k${r}`, 'b', `min(jb + ${r}u, ${S - 1}u)`)}
+  ${loop(`k${r}[w] *= ${C2};`)}`)}
   for (var hh = 0u; hh < ${G}u; hh++) {
     let h = kh * ${G}u + hh;
     for (var t = u32(max(0, i32(jb) - ${OFF})); t < ${T}u; t++) {
       let p = i32(t) + ${OFF};
       let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
       var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>;
-      ${loop('qr[w] = in0[qv + w]; gr[w] = in3[qi + w];')}
+      ${loop('qr[w] = in0[qv + w]; gr[w] = in3[qi + w];')} ${turn('qr', 'b', 't')}
       let dd = in5[${LSE}u + qi / ${W}u];
       let lse = in4[${LSE}u + qi / ${W}u] * ${f(LOG2E)};
       ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
@@ -154,7 +184,7 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
       }`, '\n      ')}
     }
   }
-  ${each((r) => `if (ok${r}) { let o = 2u * row${r}; ${loop(`out0[o + w] = dk${r}[w] * ${f(scale)}; out0[o + ${W}u + w] = dv${r}[w];`)} }`)}`;
+  ${each((r) => `if (ok${r}) { ${turn(`dk${r}`, 'b', `jb + ${r}u`, '-1.0')} let o = 2u * row${r}; ${loop(`out0[o + w] = dk${r}[w] * ${f(scale)}; out0[o + ${W}u + w] = dv${r}[w];`)} }`)}`;
       break;
     }
   }
