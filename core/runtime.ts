@@ -2,6 +2,7 @@
 // allocates buffers from the pool with reuse by liveness inside a step, encodes every dispatch into one
 // submit, and reads back only what is asked for. Realised nodes own their buffers until disposed.
 
+import { availableParallelism } from 'node:os';
 import * as E from 'fp-ts/lib/Either.js';
 import type { Storage } from './dtype.js';
 import { installWebGPU, type Backend } from './backend.js';
@@ -108,6 +109,9 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
 /** Lowered kernels with their pipelines compiled: one kernel, or several independent ones sharing dispatches. */
 export interface Compiled { readonly kernels: readonly Kernel[]; readonly step: Step; readonly pipelines: readonly GPUComputePipeline[] }
 
+/** lavapipe's worker threads (LP_NUM_THREADS, else one per core): each runs a contiguous range of a dispatch. */
+const softwareThreads = (): number => Number(process.env.LP_NUM_THREADS) || availableParallelism();
+
 /** A kernel this small (in workgroups) may share its dispatch with independent ones (core/wgsl/merge.ts). */
 const MERGE_MAX_WORKGROUPS = 64;
 /** At most this many kernels share one dispatch. */
@@ -127,6 +131,7 @@ const groupSteps = (dev: Device, steps: readonly Step[], inPlace: ReadonlySet<Ke
   const limits = {
     maxBindings: dev.limits.maxStorageBuffersPerShaderStage, maxSharedBytes: dev.limits.maxComputeWorkgroupStorageSize,
     maxPerDimension: dev.limits.maxComputeWorkgroupsPerDimension,
+    spread: dev.adapter.isSoftware ? softwareThreads() : 1,
   };
   const producer = new Map<Node, number>();
   steps.forEach((s, i) => kernelOuts(s.kernel).forEach((o) => producer.set(o, i)));

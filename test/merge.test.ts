@@ -70,6 +70,31 @@ describe.skipIf(!gpuDevice)('shared dispatches on WebGPU', () => {
     }
   });
 
+  it('dealt across the workers (spread), every workgroup of every part runs exactly once', async () => {
+    // Each invocation counts itself at its global index of its part's output: all ones, nothing past the ends.
+    const part = (n: number, gx: number) => ({
+      wgsl: `@group(0) @binding(0) var<storage, read_write> hits: array<atomic<u32>>;
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) { atomicAdd(&hits[gid.x + gid.y * nw.x * 4u], 1u); }`,
+      workgroups: [gx, n / gx, 1] as const, label: `p${n}`,
+    });
+    for (const spread of [1, 2, 3]) {
+      const m = mergeKernels([part(5, 5), part(6, 2), part(1, 1)], { ...LIMITS, spread })!;
+      if (spread > 1) expect(m.wgsl).toContain(`* ${spread}u + hz_q /`);
+      const sizes = [5, 6, 1].map((n) => n * 4 * 4 + 16); // a guard word past each part's end
+      const bufs = sizes.map((b) => dev.alloc(b));
+      bufs.forEach((b, i) => dev.upload(b, new Uint32Array(sizes[i]! / 4)));
+      const pipeline = await dev.pipeline({ wgsl: m.wgsl, label: 'spread' })();
+      if (pipeline._tag === 'Left') throw new Error(pipeline.left.message);
+      dev.encode([{ pipeline: pipeline.right, bindGroup: dev.bindGroup(pipeline.right, bufs.map((buffer, i) => ({ buffer, size: sizes[i]! }))), workgroups: m.workgroups }]);
+      for (const [i, b] of bufs.entries()) {
+        const got = new Uint32Array((await dev.readback(b, sizes[i]!)).buffer);
+        expect([...got], `spread ${spread}, part ${i}`).toEqual([...Array<number>(sizes[i]! / 4 - 4).fill(1), 0, 0, 0, 0]);
+        dev.free(b);
+      }
+    }
+  });
+
   it('a group\'s outputs never take the buffer of an input the group reads last', () => {
     const x = C.tensor([1, 2, 3, 4]);
     const [a, b, c] = [C.exp(x), C.neg(x), C.tanh(x)].map((t) => t.node);

@@ -1,14 +1,23 @@
 // Horizontal fusion: independent kernels with the same workgroup size run as one dispatch. Each part keeps its
 // WGSL with its module-scope names prefixed, its bindings renumbered after the previous parts', and its entry
-// turned into a function; a new entry gives each workgroup to one part (consecutive blocks, in part order) with
-// the builtins that part would have seen. Workgroup arrays of the same name and element type are shared (no two
-// parts run in one workgroup). Small kernels, such as weight gradients of 1–6 workgroups, then fill the cores
-// together instead of one after another.
+// turned into a function; a new entry gives each workgroup to one part (consecutive blocks, in part order, dealt
+// across the adapter's workers) with the builtins that part would have seen. Workgroup arrays of the same name
+// and element type are shared (no two parts run in one workgroup). Small kernels, such as weight gradients of 1–6
+// workgroups, then fill the cores together instead of one after another.
 
 import type { RenderedKernel } from './fused.js';
 
 /** What a merged dispatch may use: the adapter's limits. */
-export interface MergeLimits { readonly maxBindings: number; readonly maxSharedBytes: number; readonly maxPerDimension: number }
+export interface MergeLimits {
+  readonly maxBindings: number;
+  readonly maxSharedBytes: number;
+  readonly maxPerDimension: number;
+  /**
+   * How many contiguous ranges the adapter's workers split a dispatch into (lavapipe: one per thread; default 1).
+   * The parts' workgroups are dealt across the ranges, so one heavy part does not land on one worker.
+   */
+  readonly spread?: number;
+}
 
 interface Parsed {
   readonly size: readonly [number, number, number];
@@ -96,7 +105,11 @@ export const mergeKernels = (parts: readonly RenderedKernel[], limits: MergeLimi
   }`);
     first += n;
   });
-  const x = Math.min(first, limits.maxPerDimension);
+  // Dispatch slot q runs workgroup v of the parts laid end to end: range r = ⌊q / h⌋ of the spread takes every
+  // spread-th one, v ≡ r (mod spread); slots past the end (v ≥ first) do nothing.
+  const spread = Math.max(1, Math.min(limits.spread ?? 1, first)), h = Math.ceil(first / spread);
+  const slots = spread * h;
+  const x = Math.min(slots, limits.maxPerDimension);
   const enables = [...new Set(parts.flatMap((r) => r.wgsl.match(ENABLE) ?? []).map((e) => e.trim()))];
   const subgroups = parsed.some((p) => p.params.some((q) => q.builtin.startsWith('subgroup')))
     ? ', @builtin(subgroup_invocation_id) hz_sgid: u32, @builtin(subgroup_size) hz_sgsize: u32' : '';
@@ -105,8 +118,9 @@ ${fns.join('\n')}
 @compute @workgroup_size(${parsed[0]!.size.join(', ')})
 fn main(@builtin(workgroup_id) hz_w: vec3<u32>, @builtin(local_invocation_id) hz_lid: vec3<u32>,
         @builtin(local_invocation_index) hz_li: u32, @builtin(num_workgroups) hz_n: vec3<u32>${subgroups}) {
-  let q = hz_w.x + hz_w.y * hz_n.x;
+  let hz_q = hz_w.x + hz_w.y * hz_n.x;
+  let q = ${spread > 1 ? `select(${first}u, (hz_q % ${h}u) * ${spread}u + hz_q / ${h}u, hz_q < ${slots}u)` : 'hz_q'};
   ${branches.join(' else ')}
 }`;
-  return { wgsl, workgroups: [x, Math.ceil(first / x), 1], label: parts.map((r) => r.label).join(' + ') };
+  return { wgsl, workgroups: [x, Math.ceil(slots / x), 1], label: parts.map((r) => r.label).join(' + ') };
 };
