@@ -47,9 +47,9 @@ describe('row kernels folded into matmuls', () => {
 describe.skipIf(!gpuDevice)('row epilogues on WebGPU', () => {
   const dev = gpuDevice!;
   const cases: [string, () => Tensor[]][] = [
+    // Each new shape compiles on its first dispatch (seconds on lavapipe with a cold shader cache): three cover
+    // per-row and per-element results, dependent reductions, an epilogue, ragged and full-width tiles.
     ['rmsNorm 1/rms, 100×48 (ragged tiles)', normed(100, 24, 48)],
-    ['rmsNorm 1/rms, 256×64', normed(256, 32, 64)],
-    ['softmax rows, 37×40', softmaxed(37, 16, 40)],
     ['softmax rows, 130×64', softmaxed(130, 20, 64)],
     ['rmsNorm backward, 70×40', grads(70, 20, 40)],
   ];
