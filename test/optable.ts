@@ -4,6 +4,7 @@
 import fc from 'fast-check';
 import * as C from '../index.js';
 import type { Tensor } from '../index.js';
+import type { FloatDType } from '../core/dtype.js';
 import * as NN from '../ops/nn.js';
 
 export type Shape = readonly number[];
@@ -160,13 +161,16 @@ export const OPS: readonly OpEntry[] = [
     }),
   },
   {
-    name: 'causalAttention', tol32: 1e-4, cases: fc.tuple(fc.integer({ min: 1, max: 2 }), dim, fc.nat(2), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.boolean())
-      .map(([b, t, extra, hkv, g, d, padded]) => {
-        const s = t + extra;
+    // With `rope` (self-attention, an even head): q and k rotated inside the kernels, or by `rope` where they cannot.
+    name: 'causalAttention', tol32: 1e-4, cases: fc.tuple(fc.integer({ min: 1, max: 2 }), dim, fc.nat(2), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.boolean())
+      .map(([b, t, extra0, hkv, g, d0, padded, turned]) => {
+        const d = turned ? 2 * d0 : d0, extra = turned ? 0 : extra0, s = t + extra;
         const start = padded ? { start: C.tensor(Array.from({ length: b }, (_, i) => Math.min(i, extra)), { dtype: 'i32' }) } : {};
+        const rope = (q: Tensor) => (turned ? { rope: NN.ropeTable(C.iota(t), d, 100, q.dtype as FloatDType) } : {});
         return {
           shapes: [[b, t, hkv * g, d], [b, s, hkv, d], [b, s, hkv, d]], domains: ['any', 'any', 'any'] as Domain[],
-          f: (q: Tensor, k: Tensor, v: Tensor) => NN.causalAttention(q, k, v, { offset: extra, ...start }), desc: `causalAttention B${b} T${t} S${s} Hkv${hkv} g${g} D${d}${padded ? ' start' : ''}`,
+          f: (q: Tensor, k: Tensor, v: Tensor) => NN.causalAttention(q, k, v, { offset: extra, ...start, ...rope(q) }),
+          desc: `causalAttention B${b} T${t} S${s} Hkv${hkv} g${g} D${d}${padded ? ' start' : ''}${turned ? ' rope' : ''}`,
         };
       }),
   },
