@@ -10,7 +10,7 @@ import { flatIndex, idxKey } from './idx.js';
 import type { Expr } from './expr.js';
 import { kernelOuts, rowDomain, type Kernel, type RowEpilogue } from './index.js';
 
-export const ROW_EPILOGUE_MAX_N = 64;
+const ROW_EPILOGUE_MAX_N = 64;
 
 type Matmul = Extract<Kernel, { kind: 'matmul' }>;
 type Row = Extract<Kernel, { kind: 'row' }>;
