@@ -2,9 +2,10 @@
 // primitive with three parts, each a single kernel on WebGPU:
 //   out    O = softmax(QKᵀ·scale + mask)·V by an online softmax over the keys of each query row, packed with each
 //          row's logsumexp (lse) as one flat buffer [O (B·T·H·D) | lse (B·T·H)]; causalAttention returns the O view;
-//   dq     dQ = scale · Σⱼ P(dP − Δ)·K per query row, with Δ = dO·O, packed the same way as [dQ | Δ];
-//   dkv    dK, dV per key row (packed as (…, 2, headDim)), summing over the query heads of its group; it reads
-//          each query's Δ from dq's output instead of computing it again for every key row.
+//   dq     dQ = scale · Σⱼ P(dP − Δ)·K per query row, with Δ = dO·O;
+//   dkv    dK, dV per key row (packed as (…, 2, headDim)), summing over the query heads of its group; it takes each
+//          query's Δ again (one more dot per query row it visits), so dq and dkv are independent and can share a
+//          dispatch.
 // The backward parts read P from the saved lse, so no pass recomputes the softmax statistics. The VJP of `out` is
 // built from the other two; those have no VJP (no second derivatives through attention).
 // Query slot p = t + offset attends key slots s with min(start, p) ≤ s ≤ p: causal, and a padding query (p < start)
@@ -40,7 +41,7 @@ const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
   const tab = ex.rope >= 0 ? src[ex.rope]! : null;
   if (tab && !ropeFits(tab, q.dtype, B, T, D)) throw bad(`the RoPE table ${tab.dtype}${fmt(tab.shape)} must be ${q.dtype} (T, 1, D) or (B, T, 1, D)`);
   if (tab && (arg.kv !== 'bshd' || S !== T || arg.offset !== 0 || arg.start)) throw bad('RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)');
-  const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : [B * T * H * (D + 1)];
+  const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : arg.part === 'dq' ? [B, T, H, D] : [B * T * H * (D + 1)];
   return { shape, dtype: q.dtype };
 };
 
@@ -73,7 +74,7 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
     turn(t64[0]!, B * T * H, (i) => tabRow(Math.floor(i / (T * H)), Math.floor(i / H) % T), (i) => i * D, 1);
     turn(t64[1]!, B * S * Hkv, (i) => tabRow(Math.floor(i / (S * Hkv)), Math.floor(i / Hkv) % S), (i) => i * D, 1);
   }
-  const [q, k, v, dO, packed, packedDq] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?, Float64Array?];
+  const [q, k, v, dO, packed] = t64 as [Float64Array, Float64Array, Float64Array, Float64Array?, Float64Array?];
   const g = H / Hkv, scale = 1 / Math.sqrt(D), lseAt = B * T * H * D;
   const qRow = (b: number, t: number, h: number) => ((b * T + t) * H + h) * D;
   const kRow = (b: number, s: number, kh: number) => (arg.kv === 'bshd' ? (b * S + s) * Hkv + kh : (b * Hkv + kh) * S + s) * D;
@@ -92,8 +93,7 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
     const [lo, hi] = keys(b, t), qi = qRow(b, t, h), kh = Math.floor(h / g), row = qi / D;
     const lse = arg.part === 'out' ? lseOf(qi, b, kh, lo, hi) : packed![lseAt + row]!;
     if (arg.part === 'out') res[lseAt + row] = lse;
-    const Drow = arg.part === 'out' ? 0 : arg.part === 'dq' ? dot(dO!, qi, packed!, qi) : packedDq![lseAt + row]!;
-    if (arg.part === 'dq') res[lseAt + row] = Drow;
+    const Drow = arg.part === 'out' ? 0 : dot(dO!, qi, packed!, qi);
     for (let s = lo; s <= hi; s++) {
       const kj = kRow(b, s, kh);
       const p = Math.exp(scale * dot(q, qi, k, kj) - lse);
@@ -131,9 +131,8 @@ export const attentionOp: CustomOp<AttentionArg> = {
     const { B, T, H, D } = attnGeom(q.shape, k.shape, arg.kv);
     // Only O has consumers (the lse is internal), so the cotangent's O part is dO.
     const dO = reshape(slice(broadcastTo(g0, o.shape), [0], [B * T * H * D]), q.shape);
-    const dqd = apply(attentionOp, [q, k, v, dO, o, ...extra], { ...arg, part: 'dq' }); // [dQ | Δ]
-    const dq = reshape(slice(dqd, [0], [B * T * H * D]), q.shape);
-    const dkv = apply(attentionOp, [q, k, v, dO, o, dqd, ...extra], { ...arg, part: 'dkv' }); // (…, 2, D)
+    const dq = apply(attentionOp, [q, k, v, dO, o, ...extra], { ...arg, part: 'dq' });
+    const dkv = apply(attentionOp, [q, k, v, dO, o, ...extra], { ...arg, part: 'dkv' }); // (…, 2, D)
     const half = (i: number) => reshape(slice(dkv, [0, 0, 0, i, 0], [...dkv.shape.slice(0, 3), i + 1, dkv.shape[4]!]), k.shape);
     return [dq, half(0), half(1), ...extra.map(() => null)];
   },

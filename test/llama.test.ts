@@ -147,9 +147,10 @@ describe('forward', () => {
     const perLayer = two.kernels - one.kernels, dispatches = two.dispatches - one.dispatches;
     console.log(`stories260K training step: ${perLayer} kernels per layer in ${dispatches} dispatches${gpuDevice ? ` on ${gpuDevice.adapter.description || gpuDevice.adapter.device}` : ' (no adapter)'}`);
     expect(perLayer).toBeLessThanOrEqual(17);
-    // lavapipe: the weight gradients pair up (2 dispatches, not 4) and the 2 norm-weight gradients join another
-    // row kernel's dispatch. Tile shapes and limits differ on other adapters.
-    if (gpuDevice?.adapter.isSoftware) expect(dispatches).toBeLessThanOrEqual(14);
+    // lavapipe: attention's dq and dk/dv kernels share a dispatch, the weight gradients pair up (2 dispatches, not
+    // 4) and the 2 norm-weight gradients join another row kernel's dispatch. Tile shapes and limits differ on other
+    // adapters.
+    if (gpuDevice?.adapter.isSoftware) expect(dispatches).toBeLessThanOrEqual(13);
   });
 });
 

@@ -32,7 +32,7 @@ export const attentionExtras = (arg: AttentionArg): { offset: number; start: num
 };
 
 /** Number of tensor inputs before the offset/start inputs, per part. */
-export const ATTENTION_ARITY: Record<AttentionPart, number> = { out: 3, dq: 5, dkv: 6 };
+export const ATTENTION_ARITY: Record<AttentionPart, number> = { out: 3, dq: 5, dkv: 5 };
 
 /** Sizes of an attention call, read from q (B, T, H, D) and k in its layout. */
 export interface AttnGeom { readonly B: number; readonly T: number; readonly H: number; readonly D: number; readonly S: number; readonly Hkv: number }
@@ -79,17 +79,16 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
     return `(${(v?.offset ?? 0) / unit}u + ${b} * ${sb! / unit}u + ${t} * ${st! / unit}u + ${h} * ${sh! / unit}u)`;
   };
   const kRow = (i: number, j: string) => rowAt(i, 'b', `u32(${j})`, 'kh');
-  // The packed buffers [O | lse] (out's output, input 4 of dq and dkv) and [dQ | Δ] (dq's output, input 5 of dkv)
-  // are read and written as scalars.
+  // The packed buffer [O | lse] (out's output, input 4 of dq and dkv) is read and written as scalars.
   const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i === ex.rope ? VT : i >= n ? 'i32' : i >= 4 ? 'f32' : VT}>;`;
-  const outType = arg.part === 'dkv' ? VT : 'f32';
-  const LSE = B * T * H * D; // where the lse (Δ) of query row i sits in a packed buffer: LSE + i
+  const outType = arg.part === 'out' ? 'f32' : VT;
+  const LSE = B * T * H * D; // where the lse of query row i sits in the packed buffer: LSE + i
   const packedO = (at: string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map((c) => `in4[(${at}) * 4u + ${c}u]`).join(', ')})` : `in4[${at}]`);
   const decls = [...src.map((_, i) => decl(i)), `@group(0) @binding(${src.length}) var<storage, read_write> out0: array<${outType}>;`].join('\n');
   const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }${turnFn}`;
   const loop = (body: string) => `for (var w = 0u; w < ${W}u; w++) { ${body} }`;
-  // Query row r of a packed output (out, dq), as scalars.
-  const storeRow = (r: number, v: string) => loop(vec ? `let o = ${v}; let at = (row${r} + w) * 4u; out0[at] = o.x; out0[at + 1u] = o.y; out0[at + 2u] = o.z; out0[at + 3u] = o.w;` : `out0[row${r} + w] = ${v};`);
+  // Query row r of out's packed output, as scalars, or of dQ.
+  const storeRow = (r: number, v: string) => loop(vec && arg.part === 'out' ? `let o = ${v}; let at = (row${r} + w) * 4u; out0[at] = o.x; out0[at + 1u] = o.y; out0[at + 2u] = o.z; out0[at + 3u] = o.w;` : `out0[row${r} + w] = ${v};`);
   // Each invocation takes R consecutive rows (queries, or keys for dkv), so every key (query) row it loads from
   // memory serves R rows from registers. Rows are unrolled here: r → variables q0, q1, ….
   // (stories260K, D = 8, on lavapipe: 8 rows took 25–45% less time than 4 in all three parts.)
@@ -152,7 +151,6 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   ${each((r) => `if (ok${r}) {
     ${turn(`a${r}`, 'b', `t0 + ${r}u`, '-1.0')}
     ${storeRow(r, `a${r}[w] * ${f(scale)}`)}
-    out0[${LSE}u + row${r} / ${W}u] = d${r};
   }`)}`; break;
     case 'dkv': {
       // Invocation e = (b, kv head, tile of R key slots), kv head fastest; row r is key slot jb + r.
@@ -171,9 +169,8 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
     for (var t = u32(max(0, i32(jb) - ${OFF})); t < ${T}u; t++) {
       let p = i32(t) + ${OFF};
       let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
-      var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>;
-      ${loop('qr[w] = in0[qv + w]; gr[w] = in3[qi + w];')} ${turn('qr', 'b', 't')}
-      let dd = in5[${LSE}u + qi / ${W}u];
+      var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>; var dd = 0.0;
+      ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], ${packedO('qi + w')});`)} ${turn('qr', 'b', 't')}
       let lse = in4[${LSE}u + qi / ${W}u] * ${f(LOG2E)};
       ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
         var s = 0.0; var dp = 0.0;
