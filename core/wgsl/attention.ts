@@ -79,11 +79,12 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
     return `(${(v?.offset ?? 0) / unit}u + ${b} * ${sb! / unit}u + ${t} * ${st! / unit}u + ${h} * ${sh! / unit}u)`;
   };
   const kRow = (i: number, j: string) => rowAt(i, 'b', `u32(${j})`, 'kh');
-  // The packed buffer [O | lse] (out's output, input 4 of dq and dkv) is read and written as scalars.
-  const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i === ex.rope ? VT : i >= n ? 'i32' : i >= 4 ? 'f32' : VT}>;`;
+  // The packed buffer [O | lse] is written as scalars (out's output) and read as heads (input 4 of dq and dkv):
+  // lse(i) is query row i's logsumexp.
+  const decl = (i: number) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${i === ex.rope || i < n ? VT : 'i32'}>;`;
   const outType = arg.part === 'out' ? 'f32' : VT;
   const LSE = B * T * H * D; // where the lse of query row i sits in the packed buffer: LSE + i
-  const packedO = (at: string) => (vec ? `vec4<f32>(${[0, 1, 2, 3].map((c) => `in4[(${at}) * 4u + ${c}u]`).join(', ')})` : `in4[${at}]`);
+  const lse = (i: string) => (vec ? `in4[(${LSE}u + ${i}) / 4u][(${LSE}u + ${i}) % 4u]` : `in4[${LSE}u + ${i}]`);
   const decls = [...src.map((_, i) => decl(i)), `@group(0) @binding(${src.length}) var<storage, read_write> out0: array<${outType}>;`].join('\n');
   const prelude = `${decls}\nfn dt(a: ${VT}, b: ${VT}) -> f32 { return ${vec ? 'dot(a, b)' : 'a * b'}; }${turnFn}`;
   const loop = (body: string) => `for (var w = 0u; w < ${W}u; w++) { ${body} }`;
@@ -91,8 +92,9 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   const storeRow = (r: number, v: string) => loop(vec && arg.part === 'out' ? `let o = ${v}; let at = (row${r} + w) * 4u; out0[at] = o.x; out0[at + 1u] = o.y; out0[at + 2u] = o.z; out0[at + 3u] = o.w;` : `out0[row${r} + w] = ${v};`);
   // Each invocation takes R consecutive rows (queries, or keys for dkv), so every key (query) row it loads from
   // memory serves R rows from registers. Rows are unrolled here: r → variables q0, q1, ….
-  // (stories260K, D = 8, on lavapipe: 8 rows took 25–45% less time than 4 in all three parts.)
-  const R = Math.min(D <= 8 ? 8 : D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
+  // (stories260K, D = 8, on lavapipe: 8 rows took 25–45% less time than 4 in all three parts; dkv, which also
+  // takes each query's Δ, 16 keys: dq and dkv in one dispatch 13.3–13.7 ms against 16.5 with 8.)
+  const R = Math.min(D <= 8 ? (arg.part === 'dkv' ? 16 : 8) : D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
   const rs = Array.from({ length: R }, (_, r) => r);
   const each = (f: (r: number) => string, sep = '\n  ') => rs.map(f).join(sep);
   const C2 = f(scale * LOG2E);
@@ -137,8 +139,8 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   }`)}`; break;
     case 'dq': body = `${queryRows}
   ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>; var d${r} = 0.0;
-  ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], ${packedO(`row${r} + w`)});`)}
-  let lse${r} = in4[${LSE}u + row${r} / ${W}u] * ${f(LOG2E)};`)}
+  ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], in4[row${r} + w]);`)}
+  let lse${r} = ${lse(`row${r} / ${W}u`)} * ${f(LOG2E)};`)}
   ${keyLoop(`var vr: array<${VT}, ${W}>;
     ${loop('vr[w] = in2[vb + w];')}
     ${each((r) => `if (${inRange(r)}) {
@@ -170,8 +172,8 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
       let p = i32(t) + ${OFF};
       let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
       var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>; var dd = 0.0;
-      ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], ${packedO('qi + w')});`)} ${turn('qr', 'b', 't')}
-      let lse = in4[${LSE}u + qi / ${W}u] * ${f(LOG2E)};
+      ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], in4[qi + w]);`)} ${turn('qr', 'b', 't')}
+      let lse = ${lse(`qi / ${W}u`)} * ${f(LOG2E)};
       ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
         var s = 0.0; var dp = 0.0;
         ${loop(`s += dt(qr[w], k${r}[w]); dp += dt(gr[w], v${r}[w]);`)}
