@@ -1,7 +1,8 @@
 // Fused causal attention (Dao et al. 2022, "FlashAttention"): the (T, S) score matrix is never stored. One
 // primitive with three parts, each a single kernel on WebGPU:
 //   out    O = softmax(QKᵀ·scale + mask)·V by an online softmax over the keys of each query row, packed with each
-//          row's logsumexp (lse) as one flat buffer [O (B·T·H·D) | lse (B·T·H)]; causalAttention returns the O view;
+//          row's logsumexp (lse) as one flat buffer [O (B·T·H·D) | lse (B·T·H, padded to whole vec4s)];
+//          causalAttention returns the O view;
 //   dq     dQ = scale · Σⱼ P(dP − Δ)·K per query row, with Δ = dO·O;
 //   dkv    dK, dV per key row (packed as (…, 2, headDim)), summing over the query heads of its group; it takes each
 //          query's Δ again (one more dot per query row it visits), so dq and dkv are independent and can share a
@@ -41,7 +42,9 @@ const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
   const tab = ex.rope >= 0 ? src[ex.rope]! : null;
   if (tab && !ropeFits(tab, q.dtype, B, T, D)) throw bad(`the RoPE table ${tab.dtype}${fmt(tab.shape)} must be ${q.dtype} (T, 1, D) or (B, T, 1, D)`);
   if (tab && (arg.kv !== 'bshd' || S !== T || arg.offset !== 0 || arg.start)) throw bad('RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)');
-  const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : arg.part === 'dq' ? [B, T, H, D] : [B * T * H * (D + 1)];
+  // [O | lse], the lse padded to whole vec4s: the backward kernels read the buffer as heads of vec4s.
+  const packed = B * T * H * D + Math.ceil((B * T * H) / 4) * 4;
+  const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : arg.part === 'dq' ? [B, T, H, D] : [packed];
   return { shape, dtype: q.dtype };
 };
 

@@ -136,7 +136,8 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
     let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
     ${storeRow(r, `a${r}[w] * inv`)}
     out0[${LSE}u + row${r} / ${W}u] = select(0.0, (m${r} + log2(l${r})) * ${f(LN2)}, l${r} > 0.0);
-  }`)}`; break;
+  }`)}
+  ${k.out.shape[0]! > LSE + B * T * H ? `if (e == 0u) { for (var i = ${LSE + B * T * H}u; i < ${k.out.shape[0]!}u; i++) { out0[i] = 0.0; } }` : ''}`; break;
     case 'dq': body = `${queryRows}
   ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>; var d${r} = 0.0;
   ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], in4[row${r} + w]);`)}
