@@ -118,6 +118,15 @@ describe('pickMatmulTiles', () => {
     const big = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 2048, N: 512 });
     expect(big).toEqual(CPU_TILES);
   });
+  test('on a CPU adapter the invocation grid narrows where that leaves less of the last block empty', () => {
+    const width = (t: MatmulTiles) => t.threadsN * t.perThreadN;
+    // 172 columns: 3 blocks of 64 (192 computed) rather than 2 of 128 (256); 344 fill 3 of 128 as well as 6 of 64.
+    expect(width(pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 2048, N: 172 }))).toBe(64);
+    expect(width(pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 2048, N: 344 }))).toBe(128);
+    const tall = pickMatmulTiles({ adapter: { isSoftware: true }, limits }, { M: 172, N: 2048 });
+    expect(tall.threadsM * tall.perThreadM).toBe(64);
+    expect(pickMatmulTiles({ adapter: { isSoftware: false }, limits }, { M: 2048, N: 172 })).toEqual(GPU_TILES);
+  });
   test('matmulKernel rejects bad shapes', () => {
     const s = { batch: 1, M: 4, N: 4, K: 4, aStrides: { batch: 0, row: 4, col: 1 }, bStrides: { batch: 0, row: 4, col: 1 } };
     expect(() => matmulKernel({ ...s, M: 0 })).toThrow(RangeError);
