@@ -119,6 +119,16 @@ const ropeOnLoad: Case[] = [
   { B: 1, T: 4, extra: 0, Hkv: 1, g: 3, D: 2, padded: false, headMajor: false, packed: false, seed: 4, rope: true, ropeRows: false },
 ];
 
+/**
+ * Sequences longer than an invocation's rows (8 queries; 16 keys for dkv at head size 8): the stretch of keys
+ * (queries) every row attends runs unchecked, the diagonal and the start slots checked.
+ */
+const longRows: Case[] = [
+  { B: 1, T: 37, extra: 0, Hkv: 2, g: 2, D: 8, padded: true, headMajor: false, packed: true, seed: 5, rope: false, ropeRows: false },
+  { B: 2, T: 37, extra: 0, Hkv: 1, g: 2, D: 8, padded: false, headMajor: false, packed: true, seed: 6, rope: true, ropeRows: false },
+  { B: 1, T: 19, extra: 3, Hkv: 1, g: 1, D: 3, padded: false, headMajor: true, packed: false, seed: 7, rope: false, ropeRows: false },
+];
+
 describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
   it('all three kernels equal the interpreter (both layouts, vec4 and scalar heads, offset as number or tensor, start slots)', async () => {
     C.setBackend('webgpu');
@@ -132,6 +142,6 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
         expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)} offset ${offsetTensor ? 'tensor' : 'number'}: output ${i}`).toBeLessThan(2e-5);
         t.dispose();
       }
-    }), { numRuns: 10, examples: ropeOnLoad.map((c) => [c, false] as [Case, boolean]) });
+    }), { numRuns: 10, examples: [...ropeOnLoad, ...longRows].map((c) => [c, false] as [Case, boolean]) });
   });
 });

@@ -109,29 +109,35 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   let qrow${r} = ${rowAt(0, 'b', `min(t0 + ${r}u, ${T - 1}u)`, 'h')};
   ${loop(`q${r}[w] = in0[qrow${r} + w];`)} ${turn(`q${r}`, 'b', `min(t0 + ${r}u, ${T - 1}u)`)}
   ${loop(`q${r}[w] *= ${C2};`)}`)}
-  let jlo = lo0; var jhi = hi0;
-  ${each((r) => (r ? `jhi = max(jhi, hi${r});` : ''))}`;
-  const keyLoop = (body: string) => `
+  let jlo = lo0; var jhi = hi0; var flo = lo0; var fhi = hi0;
+  ${each((r) => (r ? `jhi = max(jhi, hi${r}); flo = max(flo, lo${r}); fhi = min(fhi, hi${r});` : ''))}`;
+  // Keys [flo, fhi] are in every row's range: that stretch runs without per-row conditions (which lavapipe
+  // would run masked); the loop over [jlo, jhi] skips it and checks each row.
+  const keyLoop = (body: (guard: boolean) => string) => `
+  for (var j = flo; j <= fhi; j++) {${keyBody(body(false))}
+  }
   for (var j = jlo; j <= jhi; j++) {
+    if (j == flo && flo <= fhi) { j = fhi; continue; }${keyBody(body(true))}
+  }`;
+  const keyBody = (body: string) => `
     let kb = ${kRow(1, 'j')}; let vb = ${kRow(2, 'j')};
     var kr: array<${VT}, ${W}>;
     ${loop('kr[w] = in1[kb + w];')} ${turn('kr', 'b', 'u32(j)')}
-    ${body}
-  }`;
-  const inRange = (r: number) => `j >= lo${r} && j <= hi${r}`;
+    ${body}`;
+  const inRange = (guard: boolean, r: number, x: string) => (guard ? `if (j >= lo${r} && j <= hi${r}) {${x}}` : `{${x}}`);
   const score = (r: number) => `var s${r} = 0.0; ${loop(`s${r} += dt(q${r}[w], kr[w]);`)}`;
   let body: string;
   switch (arg.part) {
     case 'out': body = `${queryRows}
   ${each((r) => `var a${r}: array<${VT}, ${W}>;`)}
-  ${keyLoop(`var vr: array<${VT}, ${W}>;
+  ${keyLoop((guard) => `var vr: array<${VT}, ${W}>;
     ${loop('vr[w] = in2[vb + w];')}
-    ${each((r) => `if (${inRange(r)}) {
+    ${each((r) => inRange(guard, r, `
       ${score(r)}
       let mn = max(m${r}, s${r}); let c = exp2(m${r} - mn); let pj = exp2(s${r} - mn);
       l${r} = l${r} * c + pj; m${r} = mn;
       ${loop(`a${r}[w] = a${r}[w] * c + pj * vr[w];`)}
-    }`, '\n    ')}`)}
+    `), '\n    ')}`)}
   ${each((r) => `if (ok${r}) {
     let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
     ${storeRow(r, `a${r}[w] * inv`)}
@@ -142,15 +148,15 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   ${each((r) => `var o${r}: array<${VT}, ${W}>; var a${r}: array<${VT}, ${W}>; var d${r} = 0.0;
   ${loop(`o${r}[w] = in3[row${r} + w]; d${r} += dt(o${r}[w], in4[row${r} + w]);`)}
   let lse${r} = ${lse(`row${r} / ${W}u`)} * ${f(LOG2E)};`)}
-  ${keyLoop(`var vr: array<${VT}, ${W}>;
+  ${keyLoop((guard) => `var vr: array<${VT}, ${W}>;
     ${loop('vr[w] = in2[vb + w];')}
-    ${each((r) => `if (${inRange(r)}) {
+    ${each((r) => inRange(guard, r, `
       ${score(r)}
       let pj = exp2(s${r} - lse${r});
       var dp = 0.0; ${loop(`dp += dt(o${r}[w], vr[w]);`)}
       let ds = pj * (dp - d${r});
       ${loop(`a${r}[w] += ds * kr[w];`)}
-    }`, '\n    ')}`)}
+    `), '\n    ')}`)}
   ${each((r) => `if (ok${r}) {
     ${turn(`a${r}`, 'b', `t0 + ${r}u`, '-1.0')}
     ${storeRow(r, `a${r}[w] * ${f(scale)}`)}
@@ -159,6 +165,19 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
       // Invocation e = (b, kv head, tile of R key slots), kv head fastest; row r is key slot jb + r.
       const SB = Math.ceil(S / R);
       const keyRowAt = (j: string) => (arg.kv === 'bshd' ? `((b * ${S}u + ${j}) * ${Hkv}u + kh)` : `((b * ${Hkv}u + kh) * ${S}u + ${j})`);
+      const queryBody = (guard: boolean) => `
+      let p = i32(t) + ${OFF};
+      let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
+      var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>; var dd = 0.0;
+      ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], in4[qi + w]);`)} ${turn('qr', 'b', 't')}
+      let lse = ${lse(`qi / ${W}u`)} * ${f(LOG2E)};
+      ${each((r) => `${guard ? `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) ` : ''}{
+        var s = 0.0; var dp = 0.0;
+        ${loop(`s += dt(qr[w], k${r}[w]); dp += dt(gr[w], v${r}[w]);`)}
+        let pj = exp2(s - lse);
+        let ds = pj * (dp - dd);
+        ${loop(`dv${r}[w] += pj * gr[w]; dk${r}[w] += ds * qr[w];`)}
+      }`, '\n      ')}`;
       body = `
   let kh = e % ${Hkv}u; let jb = ((e / ${Hkv}u) % ${SB}u) * ${R}u; let b = e / ${Hkv * SB}u;
   let first = ${START};
@@ -167,21 +186,14 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   var k${r}: array<${VT}, ${W}>; var v${r}: array<${VT}, ${W}>; var dk${r}: array<${VT}, ${W}>; var dv${r}: array<${VT}, ${W}>;
   ${loop(`k${r}[w] = in1[krow${r} + w]; v${r}[w] = in2[vrow${r} + w];`)} ${turn(`k${r}`, 'b', `min(jb + ${r}u, ${S - 1}u)`)}
   ${loop(`k${r}[w] *= ${C2};`)}`)}
+  // Queries from tfull on see every key of the tile: that stretch runs without per-key conditions.
+  let tstart = u32(max(0, i32(jb) - ${OFF}));
+  let tfull = select(${T}u, min(${T}u, max(tstart, u32(max(0, i32(jb) + ${R - 1} - ${OFF})))), ok${R - 1} && first <= i32(jb));
   for (var hh = 0u; hh < ${G}u; hh++) {
     let h = kh * ${G}u + hh;
-    for (var t = u32(max(0, i32(jb) - ${OFF})); t < ${T}u; t++) {
-      let p = i32(t) + ${OFF};
-      let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
-      var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>; var dd = 0.0;
-      ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], in4[qi + w]);`)} ${turn('qr', 'b', 't')}
-      let lse = ${lse(`qi / ${W}u`)} * ${f(LOG2E)};
-      ${each((r) => `if (ok${r} && j${r} <= p && j${r} >= min(first, p)) {
-        var s = 0.0; var dp = 0.0;
-        ${loop(`s += dt(qr[w], k${r}[w]); dp += dt(gr[w], v${r}[w]);`)}
-        let pj = exp2(s - lse);
-        let ds = pj * (dp - dd);
-        ${loop(`dv${r}[w] += pj * gr[w]; dk${r}[w] += ds * qr[w];`)}
-      }`, '\n      ')}
+    for (var t = tstart; t < tfull; t++) {${queryBody(true)}
+    }
+    for (var t = tfull; t < ${T}u; t++) {${queryBody(false)}
     }
   }
   ${each((r) => `if (ok${r}) { ${turn(`dk${r}`, 'b', `jb + ${r}u`, '-1.0')} let o = 2u * row${r}; ${loop(`out0[o + w] = dk${r}[w] * ${f(scale)}; out0[o + ${W}u + w] = dv${r}[w];`)} }`)}`;
