@@ -127,6 +127,8 @@ const longRows: Case[] = [
   { B: 1, T: 37, extra: 0, Hkv: 2, g: 2, D: 8, padded: true, headMajor: false, packed: true, seed: 5, rope: false, ropeRows: false },
   { B: 2, T: 37, extra: 0, Hkv: 1, g: 2, D: 8, padded: false, headMajor: false, packed: true, seed: 6, rope: true, ropeRows: false },
   { B: 1, T: 19, extra: 3, Hkv: 1, g: 1, D: 3, padded: false, headMajor: true, packed: false, seed: 7, rope: false, ropeRows: false },
+  // Enough query rows (B·H·T/16 ≥ 8 workgroups) for the forward kernel to take 16 per invocation.
+  { B: 2, T: 464, extra: 0, Hkv: 2, g: 4, D: 8, padded: false, headMajor: false, packed: true, seed: 8, rope: true, ropeRows: false },
 ];
 
 describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {

@@ -5,7 +5,7 @@
 
 import type { Kernel } from '../schedule/index.js';
 import { grid, head } from './indexing.js';
-import type { RenderedKernel } from './fused.js';
+import { WG, type RenderedKernel } from './fused.js';
 
 export type AttentionPart = 'out' | 'dq' | 'dkv';
 
@@ -93,8 +93,10 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   // Each invocation takes R consecutive rows (queries, or keys for dkv), so every key (query) row it loads from
   // memory serves R rows from registers. Rows are unrolled here: r → variables q0, q1, ….
   // (stories260K, D = 8, on lavapipe: 8 rows took 25–45% less time than 4 in all three parts; dkv, which also
-  // takes each query's Δ, 16 keys: dq and dkv in one dispatch 13.3–13.7 ms against 16.5 with 8.)
-  const R = Math.min(D <= 8 ? (arg.part === 'dkv' ? 16 : 8) : D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
+  // takes each query's Δ, 16 keys: dq and dkv in one dispatch 13.3–13.7 ms against 16.5 with 8; out, 16 queries
+  // where that still leaves 8 workgroups or more: 5.8–6.1 ms against 6.6–7.0.)
+  const wide = arg.part === 'dkv' || (arg.part === 'out' && Math.ceil((B * H * Math.ceil(T / 16)) / WG) >= 8);
+  const R = Math.min(D <= 8 ? (wide ? 16 : 8) : D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
   const rs = Array.from({ length: R }, (_, r) => r);
   const each = (f: (r: number) => string, sep = '\n  ') => rs.map(f).join(sep);
   const C2 = f(scale * LOG2E);
