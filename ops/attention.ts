@@ -18,7 +18,7 @@ import { DTypeError, fmt, numel, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { materialize } from '../core/interp.js';
 import { broadcastTo, reshape, slice } from './movement.js';
-import { ATTENTION_ARITY, attentionExtras, attnGeom, type AttentionArg } from '../core/wgsl/attention.js';
+import { ATTENTION_ARITY, attentionExtras, attnGeom, type AttentionArg, type AttnGeom } from '../core/wgsl/attention.js';
 
 export type { AttentionArg, AttentionPart } from '../core/wgsl/attention.js';
 
@@ -40,8 +40,8 @@ const infer: CustomOp<AttentionArg>['infer'] = (src, arg) => {
   if (st && (st.dtype !== 'i32' || st.shape.length !== 1 || st.shape[0] !== g.B)) throw new DTypeError(`attention: start must be (B,) = (${g.B},) i32, got ${st.dtype}${fmt(st.shape)}`);
   const { B, T, H, D, S, Hkv } = g;
   const tab = ex.rope >= 0 ? src[ex.rope]! : null;
-  if (tab && !ropeFits(tab, q.dtype, B, T, D)) throw bad(`the RoPE table ${tab.dtype}${fmt(tab.shape)} must be ${q.dtype} (T, 1, D) or (B, T, 1, D)`);
-  if (tab && (arg.kv !== 'bshd' || S !== T || arg.offset !== 0 || arg.start)) throw bad('RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)');
+  const refused = tab && ropeOnLoadRefusal(g, arg, tab, q.dtype);
+  if (refused) throw bad(refused);
   // [O | lse], the lse padded to whole vec4s: the backward kernels read the buffer as heads of vec4s.
   const packed = B * T * H * D + Math.ceil((B * T * H) / 4) * 4;
   const shape = arg.part === 'dkv' ? (arg.kv === 'bshd' ? [B, S, Hkv, 2, D] : [B, Hkv, S, 2, D]) : arg.part === 'dq' ? [B, T, H, D] : [packed];
@@ -115,10 +115,20 @@ const cpu: CustomOp<AttentionArg>['cpu'] = (src, arg, out) => {
   return r;
 };
 
-/** Whether `tab` is a RoPE table for q (B, T, ·, D): (T, 1, D) or (B, T, 1, D) of q's dtype. */
-export const ropeFits = (tab: { readonly shape: readonly number[]; readonly dtype: string }, dtype: string, B: number, T: number, D: number): boolean => {
-  const s = tab.shape;
-  return tab.dtype === dtype && (s.length === 3 || (s.length === 4 && s[0] === B)) && s[s.length - 3] === T && s[s.length - 2] === 1 && s[s.length - 1] === D;
+/**
+ * Why q and k cannot be rotated by `tab` as the kernels load them, or null where they can: the table must be
+ * (T, 1, D) or (B, T, 1, D) of q's dtype, for self-attention from slot 0 (S = T, offset 0, no start, keys
+ * (B, S, Hkv, D)), and a head of vec4s must split into two halves of vec4s (D divisible by 8, or not by 4).
+ */
+export const ropeOnLoadRefusal = (
+  g: AttnGeom, arg: Pick<AttentionArg, 'kv' | 'offset' | 'start'>, tab: { readonly shape: readonly number[]; readonly dtype: string }, dtype: string,
+): string | null => {
+  const { B, T, D, S } = g, s = tab.shape;
+  const fits = tab.dtype === dtype && (s.length === 3 || (s.length === 4 && s[0] === B)) && s[s.length - 3] === T && s[s.length - 2] === 1 && s[s.length - 1] === D;
+  if (!fits) return `the RoPE table ${tab.dtype}${fmt(s)} must be ${dtype} (T, 1, D) or (B, T, 1, D)`;
+  if (arg.kv !== 'bshd' || S !== T || arg.offset !== 0 || arg.start) return 'RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)';
+  if (D % 4 === 0 && D % 8 !== 0) return `RoPE on load needs a head size divisible by 8 or not by 4, got ${D}`;
+  return null;
 };
 
 export const attentionOp: CustomOp<AttentionArg> = {

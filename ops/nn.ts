@@ -5,7 +5,7 @@
 import { DTypeError, fmt, ShapeError } from '../core/shape.js';
 import { isFloat, type FloatDType } from '../core/dtype.js';
 import { apply, isTensor, Tensor } from '../core/tensor.js';
-import { attentionOp, ropeFits } from './attention.js';
+import { attentionOp, ropeOnLoadRefusal } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
 import { matmul } from './matmul.js';
@@ -136,8 +136,9 @@ export const causalAttention = (q: Tensor, k: Tensor, v: Tensor, opts: Attention
   if (k.shape[0] !== B || k.shape[3] !== D || H % Hkv !== 0 || v.shape.some((d, i) => d !== k.shape[i])) throw bad();
   const { offset = 0, start, rope: table } = opts;
   if (table) {
-    const onLoad = offset === 0 && !start && k.shape[1] === T && !headMajor(k) && (D % 8 === 0 || D % 4 !== 0) && ropeFits(table.node, q.dtype, B, T, D);
-    if (!onLoad) return causalAttention(rope(q, table), rope(k, table), v, { offset, ...(start ? { start } : {}) });
+    const g = { B, T, H, D, S: k.shape[1]!, Hkv };
+    const refused = ropeOnLoadRefusal(g, { kv: headMajor(k) ? 'bhsd' : 'bshd', offset: typeof offset === 'number' ? offset : null, start: !!start }, table, q.dtype);
+    if (refused) return causalAttention(rope(q, table), rope(k, table), v, { offset, ...(start ? { start } : {}) });
   }
   if (typeof offset !== 'number' && (offset.dtype !== 'i32' || offset.rank !== 0)) throw new DTypeError(`causalAttention: a tensor offset must be an i32 scalar, got ${offset.dtype}${fmt(offset.shape)}`);
   if (start && (start.rank !== 1 || start.shape[0] !== B || start.dtype !== 'i32')) throw new ShapeError(`causalAttention: start must be (B,) = (${B},) i32, got ${start.dtype}${fmt(start.shape)}`);

@@ -12,6 +12,8 @@ import { interpret } from '../core/interp.js';
 import { runGraph } from '../core/runtime.js';
 import { schedule } from '../core/schedule/index.js';
 import { causalAttention, rope, ropeTable } from '../ops/nn.js';
+import { attentionOp } from '../ops/attention.js';
+import { apply } from '../core/tensor.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
@@ -110,6 +112,18 @@ describe('fused attention', () => {
     const { q, k, v } = inputs(c, 'f64');
     const g = C.grad((qq: Tensor) => C.sum(C.grad((x: Tensor) => C.sum(causalAttention(x, k, v)))(qq)));
     expect(() => g(q)).toThrow(/attention\(dq\): second derivatives through fused attention are not supported/);
+  });
+
+  it('the primitive refuses RoPE on load where its kernels cannot rotate, naming why; causalAttention falls back to rope', () => {
+    const ask = (D: number, T: number, S: number, table: Tensor) => () => apply(attentionOp, [
+      C.zeros([1, T, 2, D]), C.zeros([1, S, 1, D]), C.zeros([1, S, 1, D]), table,
+    ], { part: 'out', kv: 'bshd', offset: 0, start: false, rope: true });
+    expect(ask(4, 3, 3, ropeTable(C.iota(3), 4, 100, 'f32'))).toThrow(/attention\(out\): RoPE on load needs a head size divisible by 8 or not by 4, got 4/);
+    expect(ask(8, 3, 5, ropeTable(C.iota(3), 8, 100, 'f32'))).toThrow(/self-attention from slot 0/);
+    expect(ask(8, 3, 3, ropeTable(C.iota(4), 8, 100, 'f32'))).toThrow(/the RoPE table f32\(4,1,8\) must be f32 \(T, 1, D\)/);
+    const q = C.zeros([1, 3, 2, 4]), k = C.zeros([1, 3, 1, 4]);
+    const ks = schedule([causalAttention(q, k, k, { rope: ropeTable(C.iota(3), 4, 100, 'f32') }).node]);
+    expect(ks.filter((x) => x.kind === 'attention').every((x) => !(x.out.arg as { rope?: boolean }).rope)).toBe(true);
   });
 });
 

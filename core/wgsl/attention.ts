@@ -59,7 +59,6 @@ export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, labe
   const START = arg.start ? `in${ex.start}[b]` : '0';
   // RoPE on load: turn(x, row, 1) rotates a head by table row `row` (in units of the head's array), −1 undoes it.
   const tab = ex.rope >= 0 ? k.inputs[ex.rope]! : null;
-  if (tab && (vec && D % 8 !== 0)) throw new Error(`attention: RoPE on load needs a head size divisible by 8 or not by 4, got ${D} (${label})`);
   const tabRow = (b: string, t: string) => (tab && tab.shape.length === 4 ? `((${b}) * ${T}u + ${t}) * ${W}u` : `(${t}) * ${W}u`);
   const turn = (x: string, b: string, t: string, sign = '1.0') => (tab ? `${x} = turn(${x}, ${tabRow(b, t)}, ${sign});` : '');
   const turnFn = tab ? `
