@@ -302,9 +302,20 @@ function tiledKernel(spec: MatmulSpec): MatmulKernel {
 
   // Accumulators: one array, constant-indexed in the hot loop; the store loop indexes it dynamically, which
   // keeps the bounds-checked epilogue one copy of code (unrolled, it made lavapipe's cold compile ~5× slower).
-  const fmas: string[] = [];
+  // The k loop steps KU at a time, and each accumulator takes one update of KU products: lavapipe keeps the
+  // accumulators in memory and masks every write to them (a load, blend and store per update), so folding four
+  // k steps into one update ran 5–13% faster over the Llama training shapes, and 13% at n = 1024.
+  const KU = BK % 4 === 0 ? 4 : BK % 2 === 0 ? 2 : 1;
+  const loads: string[] = [], fmas: string[] = [];
+  for (let d = 0; d < KU; d++) {
+    for (let q = 0; q < TM / 4; q++) loads.push(`      let a${q}_${d} = As[(kk + ${u(d)}) * ${u(BM / 4)} + ly * ${u(TM / 4)} + ${u(q)}];`);
+    for (let j = 0; j < TN4; j++) loads.push(`      let b${j}_${d} = Bs[(kk + ${u(d)}) * ${u(BN / 4)} + lx * ${u(TN4)} + ${u(j)}];`);
+  }
   for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN4; j++) fmas.push(`      accv[${i * TN4 + j}] += a${i >> 2}.${'xyzw'[i & 3]} * b${j};`);
+    for (let j = 0; j < TN4; j++) {
+      const products = Array.from({ length: KU }, (_, d) => `a${i >> 2}_${d}.${'xyzw'[i & 3]} * b${j}_${d}`);
+      fmas.push(`      accv[${i * TN4 + j}] += ${products.join(' + ')};`);
+    }
   }
   const storeCond = [needM ? `r < ${u(M)}` : '', needN ? `cc < ${u(N)}` : ''].filter((x) => x !== '');
   const stores = `  for (var i = 0u; i < ${u(TM)}; i++) {
@@ -316,8 +327,6 @@ ${storeLine(spec, `accv[i * ${u(TN4)} + j / 4u][j % 4u]`, 'r', 'cc', '        ')
     }
   }`;
   const rowsCode = spec.rows ? rowEpilogue(spec, spec.rows, t) : '';
-  const aLoads = Array.from({ length: TM / 4 }, (_, q) => `      let a${q} = As[kk * ${u(BM / 4)} + ly * ${u(TM / 4)} + ${u(q)}];`);
-  const bLoads = Array.from({ length: TN4 }, (_, j) => `      let b${j} = Bs[kk * ${u(BN / 4)} + lx * ${u(TN4)} + ${u(j)}];`);
 
   const wgsl = `${header(spec, aVec ? 'array<vec4<f32>>' : 'array<f32>', bVec ? 'array<vec4<f32>>' : 'array<f32>')}
 var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
@@ -339,9 +348,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 ${fill('A')}
 ${fill('B')}
     workgroupBarrier();
-    for (var kk = 0u; kk < ${u(BK)}; kk++) {
-${aLoads.join('\n')}
-${bLoads.join('\n')}
+    for (var kk = 0u; kk < ${u(BK)}; kk += ${u(KU)}) {
+${loads.join('\n')}
 ${fmas.join('\n')}
     }
     workgroupBarrier();
