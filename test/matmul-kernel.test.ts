@@ -147,6 +147,9 @@ const cases: readonly Case[] = [
   // Fills whose k comes from the loop counter alone (a k row spans 1 or 2 thread grids), with M, N and K tails.
   { batch: 2, M: 70, N: 75, K: 37, ta: true, tiles: { tileK: 16, threadsM: 4, threadsN: 4, perThreadM: 16, perThreadN: 16 } },
   { batch: 1, M: 130, N: 40, K: 21, ta: true, tiles: { tileK: 8, threadsM: 8, threadsN: 2, perThreadM: 16, perThreadN: 16 } },
+  // The k loop takes 4 steps per accumulator update where tileK allows, else 2 or 1 (tileK 6: 2; 3: 1).
+  { batch: 1, M: 21, N: 18, K: 23, tiles: { tileK: 6, threadsM: 4, threadsN: 4, perThreadM: 4, perThreadN: 4 } },
+  { batch: 1, M: 21, N: 18, K: 23, tb: true, tiles: { tileK: 3, threadsM: 4, threadsN: 4, perThreadM: 4, perThreadN: 4 } },
   { batch: 1, M: 1, N: 100, K: 64 }, // GEMV, row vector, vec4 along N
   { batch: 2, M: 1, N: 70, K: 64, tb: true, epilogue: true }, // GEMV against Wᵀ stored (N, K): vec4 along K
   { batch: 3, M: 45, N: 1, K: 23, ta: true }, // GEMV, column vector, K tail
