@@ -166,8 +166,8 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
       // Invocation e = (b, kv head, tile of R key slots), kv head fastest; row r is key slot jb + r.
       const SB = Math.ceil(S / R);
       const keyRowAt = (j: string) => (arg.kv === 'bshd' ? `((b * ${S}u + ${j}) * ${Hkv}u + kh)` : `((b * ${Hkv}u + kh) * ${S}u + ${j})`);
-      const queryBody = (guard: boolean) => `
-      let p = i32(t) + ${OFF};
+      const queryBody = (guard: boolean) => `${guard ? `
+      let p = i32(t) + ${OFF};` : ''}
       let qi = ((b * ${T}u + t) * ${H}u + h) * ${W}u; let qv = ${rowAt(0, 'b', 't', 'h')};
       var qr: array<${VT}, ${W}>; var gr: array<${VT}, ${W}>; var dd = 0.0;
       ${loop(`qr[w] = in0[qv + w]; gr[w] = in3[qi + w]; dd += dt(gr[w], in4[qi + w]);`)} ${turn('qr', 'b', 't')}
