@@ -1,0 +1,83 @@
+// The demo's synthetic instruction-following tasks: a seeded generator of small problems with one exact answer
+// (reverse a word, add two numbers, sort letters, count a letter, say a word in upper case), each with a plausible
+// wrong answer for preference pairs. Pure: the same seed gives the same problems. No tensors, no files.
+
+/** A seeded pseudo-random stream (mulberry32): uniform floats in [0, 1) and integers, reproducible across runs. */
+export interface Rng { next(): number; int(lo: number, hi: number): number; pick<A>(xs: readonly A[]): A }
+
+export const rng = (seed: number): Rng => {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)); // lo … hi inclusive
+  return { next, int, pick: (xs) => xs[Math.floor(next() * xs.length)]! };
+};
+
+export type TaskKind = 'reverse' | 'add' | 'sort' | 'count' | 'upper';
+export const TASK_KINDS: readonly TaskKind[] = ['reverse', 'add', 'sort', 'count', 'upper'];
+
+/** One problem: the user's instruction, the exact answer, and a plausible wrong answer (never equal to it). */
+export interface Task { readonly kind: TaskKind; readonly prompt: string; readonly answer: string; readonly wrong: string }
+
+/** Letters of the generated words: none occurs in the instructions, so the tokenizer keeps them single pieces. */
+export const LETTERS = 'bgjkqxz';
+const word = (r: Rng, lo: number, hi: number): string => Array.from({ length: r.int(lo, hi) }, () => r.pick([...LETTERS])).join('');
+const rev = (s: string) => [...s].reverse().join('');
+const sorted = (s: string) => [...s].sort().join('');
+
+/** A different string of the same letters (a swap of two unequal neighbours), or a changed letter if none. */
+const perturb = (r: Rng, s: string): string => {
+  const spots = [...s].flatMap((c, i) => (i + 1 < s.length && c !== s[i + 1] ? [i] : []));
+  if (spots.length > 0) {
+    const i = r.pick(spots);
+    return s.slice(0, i) + s[i + 1] + s[i] + s.slice(i + 2);
+  }
+  const i = r.int(0, s.length - 1);
+  const c = LETTERS[(LETTERS.indexOf(s[i]!) + 1) % LETTERS.length]!;
+  return s.slice(0, i) + c + s.slice(i + 1);
+};
+
+const offBy = (r: Rng, n: number): string => String(n === 0 ? 1 : n + r.pick([-1, 1]));
+
+const make: Record<TaskKind, (r: Rng) => Task> = {
+  reverse: (r) => {
+    const w = word(r, 3, 5);
+    return { kind: 'reverse', prompt: `Reverse the word ${w}.`, answer: rev(w), wrong: rev(w) === w ? perturb(r, w) : w };
+  },
+  add: (r) => {
+    const [a, b] = [r.int(0, 9), r.int(0, 9)];
+    return { kind: 'add', prompt: `What is ${a} plus ${b}?`, answer: String(a + b), wrong: offBy(r, a + b) };
+  },
+  sort: (r) => {
+    const w = word(r, 3, 5);
+    const s = sorted(w);
+    return { kind: 'sort', prompt: `Sort the letters of ${w}.`, answer: s, wrong: s === w ? perturb(r, s) : w };
+  },
+  count: (r) => {
+    const w = word(r, 4, 6);
+    const c = r.pick([...w]);
+    const n = [...w].filter((x) => x === c).length;
+    return { kind: 'count', prompt: `How many ${c} are in ${w}?`, answer: String(n), wrong: offBy(r, n) };
+  },
+  upper: (r) => {
+    const w = word(r, 3, 5);
+    return { kind: 'upper', prompt: `Say ${w} in capitals.`, answer: w.toUpperCase(), wrong: w };
+  },
+};
+
+/**
+ * `n` problems from `seed`, the kinds taken in turn (so every kind is equally represented).
+ * @example tasks(0, 2) // [{ kind: 'reverse', prompt: 'Reverse the word cbag.', answer: 'gabc', … }, { kind: 'add', … }]
+ */
+export const tasks = (seed: number, n: number, kinds: readonly TaskKind[] = TASK_KINDS): Task[] => {
+  const r = rng(seed);
+  return Array.from({ length: n }, (_, i) => make[kinds[i % kinds.length]!](r));
+};
+
+/** Whether a model's reply answers the task: exact match after trimming surrounding whitespace. */
+export const isCorrect = (t: Task, reply: string): boolean => reply.trim() === t.answer;
