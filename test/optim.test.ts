@@ -1,0 +1,131 @@
+// AdamW, clipping and schedules against values worked out here from the published formulas (scalar math, written
+// independently of recipes/): PyTorch AdamW docs (torch/optim/adamw.py algorithm box), torch clip_grad_norm_,
+// transformers get_linear_schedule_with_warmup / get_cosine_schedule_with_warmup, open-instruct's floor warmup.
+
+import { describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { data, setBackend, type Tensor } from '../index.js';
+import { adamw, clipByGlobalNorm, globalNorm, leafPaths, type AdamState } from '../recipes/optim.js';
+import { constant, cosineWarmupDecay, linearWarmupDecay, warmupFromRatio } from '../recipes/schedule.js';
+import './setup.js';
+
+setBackend('cpu');
+
+const f64 = (vals: number[], shape: number[]) => C.tensor(Float64Array.from(vals), { shape, dtype: 'f64' });
+const arr = async (t: Tensor) => Array.from(await data(t));
+
+/** The PyTorch AdamW algorithm, one scalar parameter, written as in its documentation (m̂, v̂ form). */
+const torchAdamw = (theta0: number, grads: number[], lrs: number[], o: { b1: number; b2: number; eps: number; wd: number }): number[] => {
+  let theta = theta0, m = 0, v = 0;
+  const out: number[] = [];
+  grads.forEach((g, i) => {
+    const t = i + 1, lr = lrs[i]!;
+    theta = theta - lr * o.wd * theta;
+    m = o.b1 * m + (1 - o.b1) * g;
+    v = o.b2 * v + (1 - o.b2) * g * g;
+    const mHat = m / (1 - o.b1 ** t), vHat = v / (1 - o.b2 ** t);
+    theta = theta - (lr * mHat) / (Math.sqrt(vHat) + o.eps);
+    out.push(theta);
+  });
+  return out;
+};
+
+describe('adamw', () => {
+  it('one step by hand: decay first, then a step of lr·sign(g) (m̂ = g, v̂ = g²)', async () => {
+    const opt = adamw({ lr: 0.1, weightDecay: 0.1, decay: () => true });
+    const p = { w: f64([1, -2], [2]) };
+    const [np, st] = opt.update({ w: f64([0.5, -0.25], [2]) }, opt.init(p), p);
+    // 1 → 1 − 0.1·0.1·1 = 0.99 → 0.99 − 0.1·0.5/(0.5 + 1e-8); −2 → −1.98 → −1.98 + 0.1·0.25/(0.25 + 1e-8)
+    const got = await arr((np as typeof p).w);
+    expect(got[0]).toBeCloseTo(0.99 - 0.1 * 0.5 / (0.5 + 1e-8), 14);
+    expect(got[1]).toBeCloseTo(-1.98 + 0.1 * 0.25 / (0.25 + 1e-8), 14);
+    expect(await arr(st.count)).toEqual([1]);
+  });
+
+  it('five steps with a warmup schedule (lr 0 first), decay and no-decay leaves, non-default betas', async () => {
+    const o = { b1: 0.8, b2: 0.95, eps: 1e-3, wd: 0.3 };
+    const opt = adamw({ lr: 1, b1: o.b1, b2: o.b2, eps: o.eps, weightDecay: o.wd }); // default: rank ≥ 2 decays
+    const lrs = [0, 0.05, 0.1, 0.075, 0.05];
+    const w0 = [0.5, -1, 2, 0.25], b0 = [1, -0.5];
+    const gw = [[0.1, -0.2, 0.3, 0.05], [-0.4, 0.1, 0.2, 0.0], [0.3, 0.3, -0.1, 1.5], [0.0, -0.6, 0.2, -0.2], [0.9, 0.1, 0.0, 0.4]];
+    const gb = [[1, -2], [0.5, 0.5], [-3, 0.1], [0.2, 0.2], [-0.1, 4]];
+    let params = { norm: f64(b0, [2]), w: f64(w0, [2, 2]) };
+    let state: AdamState = opt.init(params);
+    for (let s = 0; s < 5; s++) {
+      const [np, ns] = opt.update({ norm: f64(gb[s]!, [2]), w: f64(gw[s]!, [2, 2]) }, state, params, f64([lrs[s]!], []));
+      params = np as typeof params;
+      state = ns;
+    }
+    const wantW = w0.map((x, j) => torchAdamw(x, gw.map((g) => g[j]!), lrs, o)[4]!);
+    const wantB = b0.map((x, j) => torchAdamw(x, gb.map((g) => g[j]!), lrs, { ...o, wd: 0 })[4]!);
+    const [gotW, gotB] = [await arr(params.w), await arr(params.norm)];
+    gotW.forEach((x, j) => expect(x).toBeCloseTo(wantW[j]!, 12));
+    gotB.forEach((x, j) => expect(x).toBeCloseTo(wantB[j]!, 12));
+    // The vector leaf did not decay: with decay it would differ.
+    const decayedB = torchAdamw(b0[0]!, gb.map((g) => g[0]!), lrs, o)[4]!;
+    expect(Math.abs(gotB[0]! - decayedB)).toBeGreaterThan(1e-4);
+    expect(await arr(state.count)).toEqual([5]);
+  });
+
+  it('the first warmup update (lr 0) leaves parameters unchanged but advances the moments', async () => {
+    const opt = adamw({ lr: 0, weightDecay: 0.5, decay: () => true });
+    const p = { w: f64([3], [1]) };
+    const [np, st] = opt.update({ w: f64([2], [1]) }, opt.init(p), p);
+    expect(await arr((np as typeof p).w)).toEqual([3]);
+    expect((await arr((st.mu as { w: Tensor }).w))[0]).toBeCloseTo(0.1 * 2, 15);
+    expect((await arr((st.nu as { w: Tensor }).w))[0]).toBeCloseTo(0.001 * 4, 15);
+  });
+
+  it('decay predicate sees dotted leaf paths in tree order', () => {
+    const t = f64([1], [1]);
+    expect(leafPaths({ layers: [{ wq: t, attnNorm: t }], norm: t, tokEmb: t })).toEqual(['layers.0.attnNorm', 'layers.0.wq', 'norm', 'tokEmb']);
+  });
+});
+
+describe('clipByGlobalNorm (torch clip_grad_norm_: coef = max_norm / (total + 1e-6), clamped to 1)', () => {
+  const g = () => ({ a: f64([3, 4], [2]), b: f64([12], [1]) }); // total = √(9 + 16 + 144) = 13
+  it('clipped', async () => {
+    const { grads, norm } = clipByGlobalNorm(g(), 1);
+    expect(await arr(norm)).toEqual([13]);
+    const coef = 1 / (13 + 1e-6);
+    const [a, b] = [await arr(grads.a), await arr(grads.b)];
+    [3, 4].forEach((x, i) => expect(a[i]).toBeCloseTo(x * coef, 15));
+    expect(b[0]).toBeCloseTo(12 * coef, 15);
+  });
+  it('unclipped (coefficient above 1 is clamped)', async () => {
+    const { grads, norm } = clipByGlobalNorm(g(), 20);
+    expect(await arr(norm)).toEqual([13]);
+    expect(await arr(grads.a)).toEqual([3, 4]);
+    expect(await arr(grads.b)).toEqual([12]);
+  });
+  it('global norm of several leaves', async () => {
+    expect((await arr(globalNorm({ x: f64([1, 2], [2]), y: [f64([2], [1])] })))[0]).toBeCloseTo(3, 15);
+  });
+});
+
+describe('schedules', () => {
+  it('linear warmup then linear decay (HF): lr 0 at the first update', () => {
+    const f = linearWarmupDecay({ peak: 1, warmupSteps: 2, totalSteps: 10 });
+    // s < W: s/W; else (T − s)/(T − W)
+    expect([0, 1, 2, 3, 6, 10, 11].map(f)).toEqual([0, 0.5, 1, 7 / 8, 4 / 8, 0, 0]);
+    // No warmup: the first update already has the peak.
+    expect(linearWarmupDecay({ peak: 2e-5, warmupSteps: 0, totalSteps: 4 })(0)).toBe(2e-5);
+  });
+  it('cosine warmup decay (HF, half cycle)', () => {
+    const f = cosineWarmupDecay({ peak: 2, warmupSteps: 1, totalSteps: 5 });
+    expect(f(0)).toBe(0);
+    expect(f(1)).toBeCloseTo(2, 15);
+    expect(f(2)).toBeCloseTo(2 * 0.5 * (1 + Math.cos(Math.PI / 4)), 15);
+    expect(f(3)).toBeCloseTo(1, 15);
+    expect(f(5)).toBeCloseTo(0, 15);
+  });
+  it('constant, with and without warmup', () => {
+    expect([0, 5].map(constant({ peak: 3 }))).toEqual([3, 3]);
+    expect([0, 1, 2, 9].map(constant({ peak: 3, warmupSteps: 2 }))).toEqual([0, 1.5, 3, 3]);
+  });
+  it('warmup steps from a ratio are floor(T·ratio) (open-instruct)', () => {
+    expect(warmupFromRatio(100, 0.03)).toBe(3);
+    expect(warmupFromRatio(33, 0.03)).toBe(0);
+    expect(warmupFromRatio(2548, 0.03)).toBe(76);
+  });
+});
