@@ -12,3 +12,4 @@ import './core/runtime.js';
 export { jit, MAX_PLANS, type Jitted, type JitOpts } from './core/jit.js';
 export { deviceCounters, scope } from './core/memory.js';
 export * from './models/index.js';
+export * from './recipes/index.js';

@@ -40,28 +40,29 @@ export const SPACE = '\u2581';
 const UTF8 = new TextEncoder();
 const LONE_SURROGATE = /[\uD800-\uDFFF]/gu; // with /u, paired surrogates form one code point and do not match
 
-/** SentencePiece's identity normaliser: optional whitespace cleanup, dummy prefix, ' ' → '▁'. Empty stays empty. */
-export const normalize = (text: string, s: TokenizerSpec): string => {
+/** SentencePiece's identity normaliser: optional whitespace cleanup, dummy prefix, ' ' → '▁'. Empty stays empty.
+ * `dummyPrefix: false` overrides the spec's add_dummy_prefix (text that follows a special token, HF non-legacy). */
+export const normalize = (text: string, s: TokenizerSpec, dummyPrefix = s.addDummyPrefix): string => {
   let t = text.replace(LONE_SURROGATE, '\uFFFD'); // what UTF-8 encoding does to them anyway
   if (s.removeExtraWhitespaces) t = t.replace(/^ +/, '');
   if (t === '') return '';
   if (s.removeExtraWhitespaces) t = t.replace(/ {2,}/g, ' ');
   const ws = s.escapeWhitespaces ? SPACE : ' ';
   if (s.escapeWhitespaces) t = t.replaceAll(' ', SPACE);
-  if (s.addDummyPrefix && !s.whitespaceSuffix) t = ws + t;
+  if (dummyPrefix && !s.whitespaceSuffix) t = ws + t;
   if (s.removeExtraWhitespaces) {
     let e = t.length;
     while (e > 0 && t[e - 1] === ws) e--;
     t = t.slice(0, e);
   }
-  return s.addDummyPrefix && s.whitespaceSuffix ? t + ws : t;
+  return dummyPrefix && s.whitespaceSuffix ? t + ws : t;
 };
 
 /** The BPE merge loop. Symbols form a linked list over the normalised text (each one a substring); candidate pairs
  * sit in a binary heap ordered by (priority desc, left position asc), so a text of n chars costs O(n log n). A
  * popped pair is stale when either side was merged since; its side lengths then no longer add up (lengths only
  * grow), which is SentencePiece's own check. */
-export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[]) => void) => {
+export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[], dummyPrefix?: boolean) => void) => {
   const { pieces, kinds, merge } = spec;
   const V = pieces.length;
   const ids = new Map<string, number>(); // every piece, as SentencePiece's PieceToId
@@ -197,8 +198,8 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[])
   const wordsSafe = spec.escapeWhitespaces && ![...mergeable.keys()].some((p) => /[^\u2581]\u2581/u.test(p));
   const splitter = spec.splitBeforeSpace ? /(?=\u2581)/u : wordsSafe ? /(?<=[^\u2581])(?=\u2581)/u : null;
   const cache = new Map<string, readonly number[]>();
-  return (text, out) => {
-    const t = normalize(text, spec);
+  return (text, out, dummyPrefix = spec.addDummyPrefix) => {
+    const t = normalize(text, spec, dummyPrefix);
     if (!splitter) { encodeChunk(t, out); return; }
     for (const w of t.split(splitter)) {
       let ids = cache.get(w);

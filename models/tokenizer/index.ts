@@ -13,7 +13,8 @@ export type { TokenizerError, TokenizerSpec } from './bpe.js';
 export type { ModelProto } from './proto.js';
 
 /**
- * SentencePiece BPE tokenizer. `encode` adds BOS unless `{ bos: false }`, EOS only with `{ eos: true }`;
+ * SentencePiece BPE tokenizer. `encode` adds BOS unless `{ bos: false }`, EOS only with `{ eos: true }`, and the
+ * model's dummy prefix '▁' unless `{ dummyPrefix: false }` (text after a special token, as HF non-legacy encodes it);
  * `decode` drops control ids; `decoder()` decodes id by id, emitting text only once its UTF-8 is complete.
  * @example
  * const d = tok.decoder();
@@ -25,7 +26,7 @@ export interface Tokenizer {
   readonly eosId: number;
   readonly unkId: number;
   readonly pieces: readonly string[];
-  encode(text: string, opts?: { bos?: boolean; eos?: boolean }): number[];
+  encode(text: string, opts?: { bos?: boolean; eos?: boolean; dummyPrefix?: boolean }): number[];
   decode(ids: readonly number[]): string;
   decoder(): { push(id: number): string; flush(): string };
 }
@@ -69,7 +70,7 @@ export const makeTokenizer = (spec: TokenizerSpec): Tokenizer => {
     encode: (text, opts) => {
       const out: number[] = [];
       if ((opts?.bos ?? true) && spec.bosId >= 0) out.push(spec.bosId);
-      encodeInto(text, out);
+      encodeInto(text, out, opts?.dummyPrefix);
       if ((opts?.eos ?? false) && spec.eosId >= 0) out.push(spec.eosId);
       return out;
     },

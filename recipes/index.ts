@@ -1,0 +1,6 @@
+// The recipes layer's public API (Tulu 2: chat format, data, SFT, LoRA, DPO). Each helper adds its own line.
+
+export {
+  encodeChat, chatPrompt, pyStrip, IGNORE, CHAT_VARIANTS, ChatError,
+  type Role, type Message, type ChatVariant, type EncodeChatOpts,
+} from './chat.js';
