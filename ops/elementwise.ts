@@ -27,6 +27,29 @@ export const sinOp = unary('sin', Math.sin, (x) => `sin(${x})`, (g, _o, [x]) => 
 export const sqrtOp = unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`, (g, out) => [mul(g, recip(mul(out, 2)))]);
 export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, out) => [mul(g, mul(mul(out, out), -1))]);
 
+// Unary primitives whose WGSL meaning is a helper function (declared once per kernel): f32 helpers, called
+// through a cast for f16. Each is written so that no intermediate overflows for any input, ±inf included.
+const fnUnary = (name: string, cpu: (x: number) => number, fn: string, prelude: string, vjp: ElementwiseOp['vjp']): ElementwiseOp => ({
+  name, kind: 'elementwise', infer: sameDtype(name, true), cpu: (x) => cpu(x[0]!), vjp, wgslPrelude: prelude,
+  wgsl: (x, _i, _a, out) => (out === 'f32' ? `${fn}(${x[0]})` : `${out}(${fn}(f32(${x[0]})))`),
+});
+
+/** σ(x) = 1/(1 + e⁻ˣ), from e^(−|x|) only (never overflows); derivative σ(1 − σ) read from the output, so a
+ * saturated unit gives 0, not inf·0. */
+export const sigmoidOp = fnUnary('sigmoid', (x) => { const e = Math.exp(-Math.abs(x)); return (x >= 0 ? 1 : e) / (1 + e); }, 'cml_sigmoid',
+  'fn cml_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }',
+  (g, out) => [mul(g, mul(out, sub(1, out)))]);
+
+/** softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(e^(−|x|)); derivative σ(x) at every point, 0 included.
+ * WGSL has no log1p: below e^(−|x|) = 1/64 it is its series to the 4th power (relative error < 2e-8). */
+export const softplusOp = fnUnary('softplus', (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))), 'cml_softplus',
+  `fn cml_softplus(x: f32) -> f32 {
+  let e = exp(-abs(x));
+  let l = select(log(1.0 + e), e * (1.0 - e * (0.5 - e * (0.33333334 - e * 0.25))), e < 0.015625);
+  return select(x, 0.0, x < 0.0) + l;
+}`,
+  (g, _o, [x]) => [mul(g, apply(sigmoidOp, [x!]))]);
+
 /** max(x, 0). A primitive so that its derivative reads the output (out > 0): the backward pass then needs
  * only the activation it already keeps, and the pre-activation can stay fused inside its matmul. */
 export const reluOp = unary('relu', (x) => (x > 0 ? x : 0), (x) => `max(${x}, 0.0)`, (g, out) => [mul(g, cast(less(0, out), out.dtype))]);

@@ -77,6 +77,7 @@ export const OPS: readonly OpEntry[] = [
   unaryOp('silu', C.silu),
   unaryOp('gelu', C.gelu),
   unaryOp('softplus', C.softplus),
+  unaryOp('logSigmoid', C.logSigmoid),
   unaryOp('sign·x', (x) => C.mul(C.sign(x), C.square(x))),
   unaryOp('clamp', (x) => C.clamp(x, -0.5, 0.7)),
   unaryOp('pow(x, 2.5)', (x) => C.pow(x, 2.5), 'pos'),
