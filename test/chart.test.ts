@@ -1,0 +1,20 @@
+// Metric charts: Vega-Lite's SVG carries the titles, a mark per series and the right number of bars; PNG bytes
+// start with the PNG signature and have the size the scale asks for.
+import { describe, expect, it } from 'vitest';
+import { chartSvg, svgToPng } from '../recipes/chart.js';
+
+describe('charts', () => {
+  it('draws a loss line per series and accuracy bars per stage, side by side, and renders them to PNG', async () => {
+    const loss = Array.from({ length: 20 }, (_, i) => ({ x: i, y: 2 / (1 + i), series: i < 10 ? 'pretrain' : 'sft' }));
+    const acc = ['untrained', 'sft', 'dpo'].map((x, i) => ({ x, y: [0, 0.5, 0.75][i]!, series: 'held-out' }));
+    const svg = await chartSvg([{ title: 'Loss curve', x: 'step', y: 'loss', points: loss }, { title: 'Accuracy', x: 'stage', y: 'accuracy', points: acc, mark: 'bar', width: 200 }]);
+    expect(svg.startsWith('<svg')).toBe(true);
+    for (const s of ['Loss curve', 'Accuracy', 'pretrain', 'sft', 'untrained', 'dpo']) expect(svg).toContain(s);
+    expect(svg.match(/aria-roledescription="line mark"/g)?.length).toBe(2); // one line per series
+    expect(svg.match(/<path[^>]*aria-roledescription="bar"/g)?.length).toBe(3);
+    const png = await svgToPng(svg, 1);
+    expect([...png.slice(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    const width = new DataView(png.buffer, png.byteOffset + 16, 4).getUint32(0);
+    expect(Math.abs(width - Number(/width="(\d+)"/.exec(svg)![1]))).toBeLessThanOrEqual(1);
+  });
+});
