@@ -1,36 +1,85 @@
 #!/usr/bin/env node
-// The camelid command line: `demo` runs the embedded default job; `generate` continues a prompt with a checkpoint.
+// The camelid command line. Each command is a module exporting a commander `Command`; this file adds them to
+// `program`, gives every command the same error handling (one line `camelid <cmd>: message`, exit code 2 for
+// usage and file problems, 1 for anything else) and runs it when executed as a script.
 
-import { runDemo } from './examples/spirals.js';
-import { parseGenerateArgs, runGenerate, UsageError } from './models/cli-generate.js';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { demoCommand } from './examples/spirals.js';
+import { generateCommand } from './models/cli-generate.js';
+import { UsageError } from './models/cli-options.js';
 
-const usage = `usage:
-  camelid demo [--steps N]
-  camelid generate --model DIR|FILE.bin --prompt TEXT [--tokenizer PATH --max-tokens N --temperature T --top-p P --seed S]`;
+export const program = new Command('camelid')
+  .description('a functional tensor DSL and autodiff framework on WebGPU, with Llama-2 recipes');
 
-const main = async (argv: readonly string[]): Promise<number> => {
-  const [cmd, ...rest] = argv;
-  if (cmd === 'demo') {
-    const i = rest.indexOf('--steps');
-    const steps = i >= 0 ? Number(rest[i + 1]) : 300;
-    if (!Number.isInteger(steps) || steps <= 0) { console.error(`camelid demo: --steps must be a positive integer, got '${rest[i + 1]}'`); return 2; }
-    await runDemo(steps);
+program.addCommand(demoCommand);
+program.addCommand(generateCommand);
+
+export interface CliIo { readonly writeOut: (s: string) => void; readonly writeErr: (s: string) => void }
+const stdio: CliIo = { writeOut: (s) => void process.stdout.write(s), writeErr: (s) => void process.stderr.write(s) };
+
+/** A commander error raised while parsing `cmd`'s arguments (commander's own message starts with `error: `). */
+class ParseExit extends Error {
+  constructor(readonly error: CommanderError, readonly cmd: Command) { super(error.message); }
+}
+
+const commandPath = (cmd: Command): string => (cmd.parent ? `${commandPath(cmd.parent)} ${cmd.name()}` : cmd.name());
+
+// Every command, those added later included, reports through runCli rather than printing and exiting itself.
+// Set up once per command; the output goes to the current call's io.
+let io: CliIo = stdio;
+let running: Command = program;
+const configured = new WeakSet<Command>();
+const configure = (cmd: Command): void => {
+  if (!configured.has(cmd)) {
+    configured.add(cmd);
+    cmd.exitOverride((e) => { throw new ParseExit(e, cmd); });
+    cmd.configureOutput({ writeOut: (s) => io.writeOut(s), writeErr: (s) => io.writeErr(s), outputError: () => {} });
+  }
+  for (const sub of cmd.commands) configure(sub);
+};
+program.hook('preAction', (_self, action) => { running = action; });
+
+// commander prefixes a bad option value with `option '--x <X>' argument 'v' is invalid.`: our parsers' own
+// messages already name the flag and the value.
+const cleanMessage = (e: CommanderError): string =>
+  e.message.replace(/^error: /, '').replace(/^option '[^']*' argument '[\s\S]*' is invalid\. /, '');
+
+/**
+ * Run the command line `argv` (without node and the script); resolves to the process exit code.
+ * @example await runCli(['generate', '--help']) // 0, the flags printed
+ */
+export const runCli = async (argv: readonly string[], out: CliIo = stdio): Promise<number> => {
+  io = out;
+  running = program;
+  configure(program);
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
     return 0;
-  }
-  if (cmd === 'generate') {
-    try {
-      await runGenerate(parseGenerateArgs(rest), (s) => process.stdout.write(s));
-      return 0;
-    } catch (e) {
-      if (e instanceof UsageError) { console.error(`camelid generate: ${e.message}`); return 2; }
-      throw e;
+  } catch (e) {
+    if (e instanceof ParseExit) {
+      if (e.error.exitCode === 0) return 0; // --help, help <cmd>
+      const path = commandPath(e.cmd);
+      // With no command at all, commander has printed the usage already.
+      if (e.error.code !== 'commander.help') io.writeErr(`${path}: ${cleanMessage(e.error)} (see '${path} --help')\n`);
+      return 2;
     }
+    if (e instanceof UsageError) { io.writeErr(`${commandPath(running)}: ${e.message}\n`); return 2; }
+    io.writeErr(`${commandPath(running)}: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
   }
-  console.error(cmd ? `camelid: unknown command '${cmd}'\n${usage}` : usage);
-  return 2;
 };
 
-main(process.argv.slice(2)).then((code) => process.exit(code), (e: unknown) => {
-  console.error(`camelid: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});
+const invokedAsScript = (): boolean => {
+  try {
+    return realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+};
+
+if (invokedAsScript()) {
+  // process.exit, not exitCode: an open GPU device would keep the event loop alive.
+  void runCli(process.argv.slice(2)).then((code) => process.exit(code));
+}

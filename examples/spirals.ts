@@ -4,6 +4,8 @@
 import {
   add, item, logSoftmax, matmul, mean, mul, neg, normal, oneHot, realize, relu, split, sum, key, tensor, valueAndGrad, type Tensor,
 } from '../index.js';
+import { Command } from 'commander';
+import { positiveInt } from '../models/cli-options.js';
 import { sgdStep } from '../recipes/sgd.js';
 
 export interface Mlp { readonly w1: Tensor; readonly b1: Tensor; readonly w2: Tensor; readonly b2: Tensor }
@@ -54,3 +56,9 @@ export const runDemo = async (steps = 300, log: (s: string) => void = console.lo
   }
   return losses;
 };
+
+/** `camelid demo [--steps N]`: the spiral MLP, its loss printed every 50 steps. */
+export const demoCommand = new Command('demo')
+  .description('train a small MLP on two spirals (the embedded default job) and print its loss')
+  .option('--steps <N>', 'SGD steps', positiveInt('--steps'), 300)
+  .action(async (o: { steps: number }) => { await runDemo(o.steps); });

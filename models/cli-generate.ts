@@ -3,13 +3,15 @@
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { Command } from 'commander';
 import * as E from 'fp-ts/lib/Either.js';
 import { key } from '../ops/random.js';
 import { generate } from './generate.js';
 import { loadLlama } from './load.js';
 import { loadTokenizer } from './tokenizer/index.js';
+import { nonNegative, nonNegativeInt, positiveInt, unitInterval, UsageError } from './cli-options.js';
 
-export class UsageError extends Error { override name = 'UsageError'; }
+export { UsageError };
 
 export interface GenerateArgs {
   readonly model: string;
@@ -20,36 +22,6 @@ export interface GenerateArgs {
   readonly topP: number;
   readonly seed: number;
 }
-
-const FLAGS = { '--model': 'model', '--prompt': 'prompt', '--tokenizer': 'tokenizer', '--max-tokens': 'maxTokens', '--temperature': 'temperature', '--top-p': 'topP', '--seed': 'seed' } as const;
-
-/** Parse `--flag value` pairs strictly: unknown flags, missing values and bad numbers are errors. */
-export const parseGenerateArgs = (argv: readonly string[]): GenerateArgs => {
-  const got: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    const flag = argv[i]!;
-    const name = (FLAGS as Record<string, string>)[flag];
-    if (!name) throw new UsageError(`unknown option '${flag}' (expected ${Object.keys(FLAGS).join(', ')})`);
-    const v = argv[i + 1];
-    if (v === undefined) throw new UsageError(`${flag} needs a value`);
-    got[name] = v;
-  }
-  if (!got.model) throw new UsageError('--model DIR (or a llama2.c .bin) is required');
-  if (got.prompt === undefined) throw new UsageError('--prompt TEXT is required');
-  const num = (name: string, dflt: number, ok: (x: number) => boolean, what: string): number => {
-    if (got[name] === undefined) return dflt;
-    const x = Number(got[name]);
-    if (!Number.isFinite(x) || !ok(x)) throw new UsageError(`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be ${what}, got '${got[name]}'`);
-    return x;
-  };
-  return {
-    model: got.model, prompt: got.prompt, ...(got.tokenizer ? { tokenizer: got.tokenizer } : {}),
-    maxTokens: num('maxTokens', 64, (x) => Number.isInteger(x) && x > 0, 'a positive integer'),
-    temperature: num('temperature', 0.8, (x) => x >= 0, '≥ 0'),
-    topP: num('topP', 0.9, (x) => x > 0 && x <= 1, 'in (0, 1]'),
-    seed: num('seed', 0, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer'),
-  };
-};
 
 /** The tokenizer beside a checkpoint: tokenizer.model/.json in its folder or the folder above, else a lone *.model. */
 export const findTokenizer = (model: string): string | null => {
@@ -84,3 +56,23 @@ export const runGenerate = async (a: GenerateArgs, out: (s: string) => void): Pr
   }
   out(`${dec.flush()}\n`);
 };
+
+/** `camelid generate`: commander parses and checks the flags; --model and --prompt are required. */
+export const generateCommand = new Command('generate')
+  .description('continue a prompt with a checkpoint (a Hugging Face folder or a llama2.c .bin), streamed to stdout')
+  .option('--model <DIR|FILE.bin>', 'the checkpoint: a folder with config.json and safetensors, or a llama2.c .bin')
+  .option('--prompt <TEXT>', 'the text to continue')
+  .option('--tokenizer <PATH>', 'tokenizer.model, tokenizer.json or a llama2.c tokenizer .bin (default: found beside the model)')
+  .option('--max-tokens <N>', 'tokens to generate at most', positiveInt('--max-tokens'), 64)
+  .option('--temperature <T>', 'sampling temperature; 0 is greedy', nonNegative('--temperature'), 0.8)
+  .option('--top-p <P>', 'nucleus sampling mass', unitInterval('--top-p'), 0.9)
+  .option('--seed <S>', 'random seed of the sampler', nonNegativeInt('--seed'), 0)
+  .action(async (o: { model?: string; prompt?: string; tokenizer?: string; maxTokens: number; temperature: number; topP: number; seed: number }) => {
+    if (!o.model) throw new UsageError('--model DIR (or a llama2.c .bin) is required');
+    if (o.prompt === undefined) throw new UsageError('--prompt TEXT is required');
+    const args: GenerateArgs = {
+      model: o.model, prompt: o.prompt, ...(o.tokenizer ? { tokenizer: o.tokenizer } : {}),
+      maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed,
+    };
+    await runGenerate(args, (s) => process.stdout.write(s));
+  });

@@ -5,6 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { program, runCli } from '../cli.js';
+import { generateCommand } from '../models/cli-generate.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'cli.js');
@@ -35,5 +37,77 @@ describe('camelid CLI', () => {
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')[0]).toMatch(/^camelid/);
     }
+  });
+});
+
+// In-process: the same program the built CLI runs, with its output captured.
+const cliIn = async (...argv: string[]) => {
+  let out = '', err = '';
+  const code = await runCli(argv, { writeOut: (s) => { out += s; }, writeErr: (s) => { err += s; } });
+  return { code, out, err };
+};
+
+describe('camelid CLI, parsed by commander (in-process)', () => {
+  it('--help lists every command; <cmd> --help lists its flags; both exit 0', async () => {
+    const top = await cliIn('--help');
+    expect(top.code).toBe(0);
+    for (const c of program.commands) expect(top.out).toContain(c.name());
+    const gen = await cliIn('generate', '--help');
+    expect(gen.code).toBe(0);
+    for (const f of ['--model', '--prompt', '--tokenizer', '--max-tokens', '--temperature', '--top-p', '--seed']) expect(gen.out).toContain(f);
+    expect((await cliIn('demo', '--help')).out).toContain('--steps');
+    expect((await cliIn('help', 'generate')).out).toContain('--top-p');
+  });
+
+  it('no command: the usage on stderr, exit 2', async () => {
+    const r = await cliIn();
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('Usage: camelid');
+  });
+
+  it('every command rejects an unknown flag and extra arguments with one line and exit code 2', async () => {
+    const names = program.commands.map((c) => c.name()).filter((n) => n !== 'help');
+    expect(names).toEqual(expect.arrayContaining(['demo', 'generate']));
+    for (const name of names) {
+      const r = await cliIn(name, '--bogus', '1');
+      expect(r.code, name).toBe(2);
+      expect(r.err, name).toBe(`camelid ${name}: unknown option '--bogus' (see 'camelid ${name} --help')\n`);
+    }
+    const extra = await cliIn('demo', 'now');
+    expect(extra.code).toBe(2);
+    expect(extra.err).toMatch(/^camelid demo: too many arguments/);
+  });
+
+  it('unknown commands and top-level flags are refused with exit code 2', async () => {
+    expect(await cliIn('frobnicate')).toEqual({ code: 2, out: '', err: "camelid: unknown command 'frobnicate' (see 'camelid --help')\n" });
+    expect((await cliIn('--bogus')).err).toMatch(/^camelid: unknown option '--bogus'/);
+  });
+
+  it('numbers: --opt=value and --opt value are parsed alike; bad values name the flag and the value', async () => {
+    for (const [args, msg] of [
+      [['demo', '--steps=0'], "--steps must be a positive integer, got '0'"],
+      [['demo', '--steps', '2.5'], "--steps must be a positive integer, got '2.5'"],
+      [['demo', '--steps='], "--steps must be a positive integer, got ''"],
+      [['generate', '--temperature', 'hot'], "--temperature must be ≥ 0, got 'hot'"],
+      [['generate', '--temperature=-1'], "--temperature must be ≥ 0, got '-1'"],
+      [['generate', '--top-p', '0'], "--top-p must be in (0, 1], got '0'"],
+      [['generate', '--top-p=1.5'], "--top-p must be in (0, 1], got '1.5'"],
+      [['generate', '--max-tokens', 'NaN'], "--max-tokens must be a positive integer, got 'NaN'"],
+      [['generate', '--seed=-3'], "--seed must be a non-negative integer, got '-3'"],
+    ] as const) {
+      const r = await cliIn(...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.err, args.join(' ')).toBe(`camelid ${args[0]}: ${msg} (see 'camelid ${args[0]} --help')\n`);
+    }
+    // Good values in both spellings reach the command (which then stops at the missing model).
+    const r = await cliIn('generate', '--model=/nonexistent/m', '--prompt', 'x', '--max-tokens=5', '--temperature', '0', '--top-p=0.5', '--seed', '7');
+    expect(r.code).toBe(2);
+    expect(generateCommand.opts()).toMatchObject({ model: '/nonexistent/m', prompt: 'x', maxTokens: 5, temperature: 0, topP: 0.5, seed: 7 });
+  });
+
+  it('generate: the required flags are named', async () => {
+    expect((await cliIn('generate', '--prompt', 'x')).err).toBe('camelid generate: --model DIR (or a llama2.c .bin) is required\n');
+    expect((await cliIn('generate', '--model', 'm')).err).toBe('camelid generate: --prompt TEXT is required\n');
+    expect((await cliIn('generate', '--model')).err).toMatch(/^camelid generate: option '--model <DIR\|FILE.bin>' argument missing/);
   });
 });
