@@ -61,7 +61,7 @@ export interface Strided { readonly data: Storage; readonly view: View }
 export interface CustomOp<A = unknown> extends OpBase<A> {
   readonly kind: 'custom';
   /** Which hand-written kernel template (core/wgsl) computes it on the GPU. */
-  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update' | 'attention';
+  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update' | 'attention' | 'nf4';
   readonly cpu: (src: readonly Strided[], arg: A, out: Aval) => Storage;
 }
 
@@ -98,8 +98,28 @@ export class Node {
 const argKey = (a: unknown): string =>
   JSON.stringify(a, (_k, v: unknown) => (typeof v === 'number' ? (Object.is(v, -0) ? '-0' : String(v)) : v)) ?? '';
 
-// Hash-consing: structurally equal nodes are the same object while either is alive.
+// Hash-consing: structurally equal nodes are the same object while either is alive. A WeakRef keeps its target
+// alive until the current macrotask ends (the ECMAScript KeepDuringJob rule, on creation and on deref), and the
+// reaper's callbacks run only between macrotasks: a loop that only awaits promises would keep every node it ever
+// made (issue 17). settle() gives the event loop a turn once many nodes were made since the last one.
 const table = new Map<string, WeakRef<Node>>();
+/** Nodes made since the event loop last had a turn (see settle). */
+let madeSinceTurn = 0;
+/** Nodes made between turns of the event loop that settle() grants; a turn costs a few microseconds. */
+const NODES_PER_TURN = 2048;
+const turn = (): Promise<void> => new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
+
+/**
+ * Called where a computation is awaited anyway (realize, data, a jitted step): after NODES_PER_TURN new nodes it
+ * waits for one turn of the event loop, so the nodes made since then that are no longer referenced can be
+ * collected even when the caller never yields. Otherwise it returns null (awaiting that costs one microtask).
+ */
+export const settle = (): Promise<void> | null => {
+  if (madeSinceTurn < NODES_PER_TURN) return null;
+  madeSinceTurn = 0;
+  return turn();
+};
+
 const reaper = new FinalizationRegistry<string>((key) => {
   const ref = table.get(key);
   if (ref && ref.deref() === undefined) table.delete(key);
@@ -112,9 +132,13 @@ export const makeNode = (op: OpDef, src: readonly Node[], arg: unknown): Node =>
   const { shape, dtype } = op.infer(src, arg as never);
   const node = new Node(op, src, arg, shape, dtype, key);
   table.set(key, new WeakRef(node));
+  madeSinceTurn++;
   reaper.register(node, key);
   return node;
 };
+
+/** Entries in the hash-consing table (live nodes, and dead ones not yet reaped): for memory tests. */
+export const internedCount = (): number => table.size;
 
 /** Topological order (inputs first) of everything reachable from `roots`, stopping at realised nodes. */
 export const toposort = (roots: readonly Node[], stopAtRealized = true): Node[] => {

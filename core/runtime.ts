@@ -13,6 +13,7 @@ import { kernelOuts, schedule, type Kernel, type ScheduleOpts } from './schedule
 import { renderElementwise, renderMatmulFns, renderRow, type RenderedKernel } from './wgsl/fused.js';
 import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
 import { renderAttention } from './wgsl/attention.js';
+import { renderNf4 } from './wgsl/nf4.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
 import { mergeKernels, workgroupCount } from './wgsl/merge.js';
@@ -38,6 +39,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
     case 'scatterAdd': return plain(renderScatterAdd(k, label));
     case 'update': return plain(renderUpdate(k, label, inPlace));
     case 'attention': return plain([renderAttention(k, label)]);
+    case 'nf4': return plain(renderNf4(k, label));
     case 'matmul': {
       const fns = renderMatmulFns(k);
       const outs = kernelOuts(k);

@@ -9,28 +9,30 @@ import { full, ones, zeros } from '../ops/create.js';
 import { add, iota, maximum, mul, sub, where } from '../ops/elementwise.js';
 import { pad, permute, reshape, slice } from '../ops/movement.js';
 import { writeAt } from '../ops/update.js';
-import { causalAttention, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu } from '../ops/nn.js';
+import { causalAttention, embedding, linear, linears, rmsNorm, rope, ropeTable, swiglu, weightShape, type Weight } from '../ops/nn.js';
 import { normal, split, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
 
 export type { LlamaConfig } from './config.js';
 
-/** One decoder block; names mirror llama2.c / Meta's checkpoints (Hugging Face names live only in load.ts). */
-export interface LlamaLayer {
+// Names mirror llama2.c / Meta's checkpoints (Hugging Face names live only in load.ts).
+/** One decoder block; `W` is the projections' weight type: plain tensors, or any `Weight` that `linear` reads (LoRA,
+ * NF4; models/lora.ts, models/nf4.ts). */
+export interface LlamaLayer<W extends Weight = Tensor> {
   readonly attnNorm: Tensor; // (dim,)
-  readonly wq: Tensor; // (nHeads·headDim, dim)
-  readonly wk: Tensor; // (nKvHeads·headDim, dim)
-  readonly wv: Tensor; // (nKvHeads·headDim, dim)
-  readonly wo: Tensor; // (dim, nHeads·headDim)
+  readonly wq: W; // (nHeads·headDim, dim)
+  readonly wk: W; // (nKvHeads·headDim, dim)
+  readonly wv: W; // (nKvHeads·headDim, dim)
+  readonly wo: W; // (dim, nHeads·headDim)
   readonly ffnNorm: Tensor; // (dim,)
-  readonly w1: Tensor; // (hiddenDim, dim): gate
-  readonly w2: Tensor; // (dim, hiddenDim): down
-  readonly w3: Tensor; // (hiddenDim, dim): up
+  readonly w1: W; // (hiddenDim, dim): gate
+  readonly w2: W; // (dim, hiddenDim): down
+  readonly w3: W; // (hiddenDim, dim): up
 }
 
-export interface LlamaParams {
+export interface LlamaParams<W extends Weight = Tensor> {
   readonly tokEmb: Tensor; // (vocabSize, dim)
-  readonly layers: readonly LlamaLayer[];
+  readonly layers: readonly LlamaLayer<W>[];
   readonly norm: Tensor; // (dim,)
   /** (vocabSize, dim); absent when `cfg.tieEmbeddings` (the output projection is tokEmb). */
   readonly out?: Tensor;
@@ -51,10 +53,10 @@ export const topShapes = (c: LlamaConfig): { tokEmb: Shape; norm: Shape; out?: S
 });
 
 /** Throws a ShapeError naming the first parameter whose shape the config does not imply. */
-export const checkParams = (c: LlamaConfig, p: LlamaParams): void => {
-  const check = (name: string, t: Tensor | undefined, s: Shape) => {
+export const checkParams = (c: LlamaConfig, p: LlamaParams<Weight>): void => {
+  const check = (name: string, t: Weight | undefined, s: Shape) => {
     if (!t) throw new ShapeError(`llama: parameter ${name} is missing (expected ${fmt(s)} from config)`);
-    if (!sameShape(t.shape, s)) throw new ShapeError(`llama: parameter ${name}: expected ${fmt(s)} from config, got ${fmt(t.shape)}`);
+    if (!sameShape(weightShape(t), s)) throw new ShapeError(`llama: parameter ${name}: expected ${fmt(s)} from config, got ${fmt(weightShape(t))}`);
   };
   const top = topShapes(c);
   check('tokEmb', p.tokEmb, top.tokEmb);
@@ -138,7 +140,7 @@ interface LayerIn {
   readonly kv?: { readonly layer: KvLayer; readonly offset: number | Tensor; readonly start?: Tensor };
 }
 
-const block = (c: LlamaConfig, p: LlamaLayer, { x, rot, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
+const block = (c: LlamaConfig, p: LlamaLayer<Weight>, { x, rot, kv }: LayerIn): { x: Tensor; kv?: KvLayer } => {
   const [B, T] = x.shape as [number, number];
   const h = rmsNorm(x, p.attnNorm, c.normEps); // (B, T, dim)
   const [H, Hkv, D] = [c.nHeads, c.nKvHeads, c.headDim];
@@ -183,9 +185,9 @@ export interface CachedForwardOpts extends ForwardOpts {
  * const logits = forward(cfg, params, tokens); // (B, T) i32 → (B, T, vocabSize)
  * const { logits: next, cache } = forward(cfg, params, last, { cache: prev });
  */
-export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opts?: ForwardOpts): Tensor;
-export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opts: CachedForwardOpts): { logits: Tensor; cache: KvCache };
-export function forward(c: LlamaConfig, params: LlamaParams, tokens: Tensor, opts: ForwardOpts & { cache?: KvCache } = {}): Tensor | { logits: Tensor; cache: KvCache } {
+export function forward(c: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, opts?: ForwardOpts): Tensor;
+export function forward(c: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, opts: CachedForwardOpts): { logits: Tensor; cache: KvCache };
+export function forward(c: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, opts: ForwardOpts & { cache?: KvCache } = {}): Tensor | { logits: Tensor; cache: KvCache } {
   if (tokens.rank !== 2 || (tokens.dtype !== 'i32' && tokens.dtype !== 'u32')) throw new ShapeError(`llama: tokens must be (B, T) i32, got ${tokens.dtype}${fmt(tokens.shape)}`);
   checkParams(c, params);
   const [B, T] = tokens.shape as [number, number];

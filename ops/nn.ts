@@ -2,12 +2,15 @@
 // embedding. Pure functions of other ops (the scheduler fuses them), except attention: the fused primitive of
 // ops/attention.ts, so the (T, S) scores are never stored.
 
-import { DTypeError, fmt, ShapeError } from '../core/shape.js';
+import { DTypeError, fmt, ShapeError, type Shape } from '../core/shape.js';
 import { isFloat, type FloatDType } from '../core/dtype.js';
 import { apply, isTensor, Tensor } from '../core/tensor.js';
 import { attentionOp, ropeOnLoadRefusal } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
+import { zeros } from './create.js';
+import { nf4Linear, type Nf4Weight } from './nf4.js';
+import { bernoulli, type Key } from './random.js';
 import { matmul } from './matmul.js';
 import { div, rsqrt, silu, square } from './math.js';
 import { concat, expandDims, reshape, slice, swapAxes } from './movement.js';
@@ -19,10 +22,51 @@ const CONCAT_MIN_ROWS = 64;
 const isInt = (t: Tensor) => t.dtype === 'i32' || t.dtype === 'u32';
 
 /**
- * x·Wᵀ with W stored as in PyTorch/Hugging Face, (out_features, in_features). The transpose is a view.
+ * A projection weight carrying a low-rank adapter (LoRA, Hu et al. 2021; PEFT `lora/layer.py`): `linear` computes
+ * x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, never the dense W + scale·B·A. Dropout (rate `dropout`, drawn from `key`) acts on
+ * the adapter's input only, as PEFT's `lora_dropout`; without a key the adapter branch is not dropped (evaluation).
+ */
+export interface LoraWeight {
+  readonly kind: 'lora';
+  readonly base: Weight; // (out, in)
+  readonly A: Tensor; // (r, in)
+  readonly B: Tensor; // (out, r)
+  readonly scale: number;
+  readonly dropout: number;
+  readonly key?: Tensor;
+}
+
+/** What `linear` reads as W: a plain (out, in) tensor, a LoRA-adapted weight, or an NF4-quantised one. */
+export type Weight = Tensor | LoraWeight | Nf4Weight;
+
+/** The (out, in) shape of a weight of any kind. */
+export const weightShape = (w: Weight): Shape => (isTensor(w) ? w.shape : w.kind === 'lora' ? weightShape(w.base) : w.shape);
+
+/** x with each element kept with probability 1 − p and scaled by 1/(1 − p) (inverted dropout), keyed. */
+const dropoutKeyed = (x: Tensor, p: number, key: Tensor | undefined): Tensor => {
+  if (p <= 0 || !key) return x;
+  if (p >= 1) throw new RangeError(`linear: LoRA dropout must be in [0, 1), got ${p}`);
+  return where(bernoulli(key as Key, 1 - p, x.shape), mul(x, 1 / (1 - p)), 0); // (…, in)
+};
+
+/** The adapter branch of a LoRA weight: scale·(dropout(x)·Aᵀ)·Bᵀ, the scale applied on the r-wide middle. */
+const loraDelta = (x: Tensor, w: LoraWeight): Tensor => {
+  const [r, inA] = w.A.shape as [number, number];
+  const [outB, rB] = w.B.shape as [number, number];
+  const [out, inW] = weightShape(w.base) as [number, number];
+  if (w.A.rank !== 2 || w.B.rank !== 2 || r !== rB || inA !== inW || outB !== out) {
+    throw new ShapeError(`linear: LoRA A ${fmt(w.A.shape)} and B ${fmt(w.B.shape)} must be (r, in) and (out, r) for a weight ${fmt([out, inW])}`);
+  }
+  return linear(mul(linear(dropoutKeyed(x, w.dropout, w.key), w.A), w.scale), w.B); // (…, out)
+};
+
+/**
+ * x·Wᵀ with W stored as in PyTorch/Hugging Face, (out_features, in_features). The transpose is a view. W may also
+ * be a LoRA weight (base plus adapter branch) or an NF4 one (dequantised inside the matmul, ops/nf4.ts).
  * @example linear(x, wq) // (B, T, dim), (nHeads·headDim, dim) → (B, T, nHeads·headDim)
  */
-export const linear = (x: Tensor, w: Tensor): Tensor => {
+export const linear = (x: Tensor, w: Weight): Tensor => {
+  if (!isTensor(w)) return w.kind === 'lora' ? add(linear(x, w.base), loraDelta(x, w)) : nf4Linear(x, w);
   if (w.rank !== 2) throw new ShapeError(`linear: weight must be (out, in), got ${fmt(w.shape)}`);
   return matmul(x, swapAxes(w));
 };
@@ -33,11 +77,26 @@ export const linear = (x: Tensor, w: Tensor): Tensor => {
  * With many rows the matmul reads the concatenation on load (a prologue); with few (decoding) it would be copied
  * on every call, so those inputs keep separate matmuls. An entry that is a list of weights gives one output, x
  * times their concatenation (q and k for one RoPE): with few rows, the small outputs are concatenated instead.
+ * LoRA weights over plain bases share the concatenated base matmul and add their adapter branches; any other
+ * weight that is not a plain tensor (NF4) takes separate matmuls.
  * @example const [q, k, v] = linears(h, [wq, wk, wv]) // (B, T, dim) → (B, T, out_i) each
  * @example const [qk, v] = linears(h, [[wq, wk], wv]) // qk: (B, T, out_q + out_k)
  */
-export const linears = (x: Tensor, ws: readonly (Tensor | readonly Tensor[])[]): Tensor[] => {
-  const groups = ws.map((w) => (isTensor(w) ? [w] : w)); // concat of one tensor is that tensor
+export const linears = (x: Tensor, ws: readonly (Weight | readonly Weight[])[]): Tensor[] => {
+  const groups = ws.map((w) => (isWeightList(w) ? w : [w])); // concat of one tensor is that tensor
+  const bases = groups.map((g) => g.map((w) => (!isTensor(w) && w.kind === 'lora' ? w.base : w)));
+  if (!bases.every((g) => g.every(isTensor))) return groups.map((g) => concat(g.map((w) => linear(x, w)), -1));
+  const plain = linearsPlain(x, bases as Tensor[][]);
+  return groups.map((g, i) => {
+    if (g.every(isTensor)) return plain[i]!;
+    const deltas = g.map((w) => (isTensor(w) ? zeros([...x.shape.slice(0, -1), w.shape[0]!], x.dtype) : loraDelta(x, w as LoraWeight))); // (…, out_j)
+    return add(plain[i]!, concat(deltas, -1)); // (…, Σ out_j)
+  });
+};
+
+const isWeightList = (w: Weight | readonly Weight[]): w is readonly Weight[] => Array.isArray(w);
+
+const linearsPlain = (x: Tensor, groups: readonly (readonly Tensor[])[]): Tensor[] => {
   if (x.size / x.shape[x.rank - 1]! < CONCAT_MIN_ROWS) return groups.map((g) => concat(g.map((w) => linear(x, w)), -1));
   const y = linear(x, concat(groups.map((g) => concat(g, 0)), 0)); // (…, Σ out_i)
   let at = 0;
@@ -161,7 +220,7 @@ const headMajor = (x: Tensor): Tensor | null => {
  * The SwiGLU feed-forward block (Shazeer 2020): W2 · (silu(W1·x) ⊙ W3·x), weights as (out, in).
  * @example swiglu(x, w1, w3, w2) // (B, T, dim), (hidden, dim), (hidden, dim), (dim, hidden) → (B, T, dim)
  */
-export const swiglu = (x: Tensor, w1: Tensor, w3: Tensor, w2: Tensor): Tensor => {
+export const swiglu = (x: Tensor, w1: Weight, w3: Weight, w2: Weight): Tensor => {
   const [gate, up] = linears(x, [w1, w3]) as [Tensor, Tensor]; // (…, hidden) each
   return linear(mul(silu(gate), up), w2); // (…, dim)
 };

@@ -57,7 +57,7 @@ export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[]; readonly rows?: RowEpilogue })
-  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
+  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' | 'nf4' })
   /**
    * Fused attention (ops/attention.ts): inputs as the op's sources, except that q, k and v may be read in place
    * through a strided view of a stored node (`views[i]`, over the source's shape; absent: contiguous).
