@@ -1,0 +1,121 @@
+// The shared training loop on the interpreter with a tiny Llama: resume reproduces an uninterrupted run's losses
+// exactly, an interrupted checkpoint write leaves the previous checkpoint loadable, a NaN loss stops the run naming
+// the step and batch, metrics.jsonl has its fields, and the step's gradient accumulation is the mean of micro-batch
+// gradients.
+
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { data, initParams, key, leaves, loadLlama, orThrow, saveLlama, setBackend, type LlamaConfig, type LlamaParams, type Tensor } from '../index.js';
+import { sftLoss } from '../recipes/loss.js';
+import { adamw, type AdamState } from '../recipes/optim.js';
+import { linearWarmupDecay } from '../recipes/schedule.js';
+import { stepBody, trainStep } from '../recipes/step.js';
+import { trainLoop, NonFiniteLossError } from '../recipes/train.js';
+import { listCheckpoints, readOptState, readTrainerState, resolveCheckpoint } from '../recipes/checkpoint.js';
+import './setup.js';
+
+setBackend('cpu');
+
+const cfg: LlamaConfig = { dim: 8, hiddenDim: 12, nLayers: 1, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2 };
+interface Batch { tokens: Tensor; labels: Tensor; scale: Tensor }
+const i32 = (rows: number[][]) => C.tensor(rows, { dtype: 'i32' });
+/** Micro-batch i: hand-made ids and labels, a different one for each i (mod 4). */
+const batchAt = (i: number, nanAt = -1): Batch => {
+  const r = i % 4;
+  return {
+    tokens: i32([[1, 3 + r, 5, 7, 2], [1, 4, 6 + r, 8, 2]]),
+    labels: i32([[-100, -100, 5, 7, 2], [-100, -100, -100, 8, 2]]),
+    scale: C.tensor([i === nanAt ? NaN : 1]),
+  };
+};
+const loss = (p: LlamaParams, _f: null, b: Batch) => C.mul(sftLoss(cfg, p, b.tokens, b.labels), C.reshape(b.scale, []));
+const opt = adamw({ lr: 1e-2, weightDecay: 0.1 });
+const schedule = linearWarmupDecay({ peak: 0.05, warmupSteps: 2, totalSteps: 6 });
+const dirs: string[] = [];
+const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'camelid-train-')); dirs.push(d); return d; };
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+const run = async (output: string, extra: { stopAfter?: number; resumeFrom?: string; nanAt?: number; hooks?: Parameters<typeof trainLoop>[0]['checkpointHooks'] } = {}) => {
+  let params = initParams(cfg, key(1), { std: 0.3 });
+  let optState: AdamState = opt.init(params);
+  let resume;
+  if (extra.resumeFrom) {
+    const dir = orThrow(await resolveCheckpoint(extra.resumeFrom));
+    params = orThrow(await loadLlama(dir)()).params;
+    optState = orThrow(await readOptState(dir, opt.init(params) as never)) as AdamState;
+    resume = orThrow(await readTrainerState(dir));
+  }
+  return trainLoop({
+    step: trainStep(loss, { optimizer: opt, clipNorm: 1 }) as never, trainable: params, optState, frozen: null,
+    batchAt: (i) => batchAt(i, extra.nanAt), describeBatch: (i) => `batch ${i}`, tokensOf: () => 10,
+    totalSteps: 6, gradAccum: 2, schedule, output, saveModel: async (d, p: LlamaParams) => orThrow(await saveLlama(d, cfg, p)()),
+    saveEvery: 3, progress: 'none', ...(resume ? { resume } : {}), ...(extra.stopAfter ? { stopAfter: extra.stopAfter } : {}),
+    ...(extra.hooks ? { checkpointHooks: extra.hooks } : {}),
+  });
+};
+
+describe('trainLoop', () => {
+  it('resume after a stop reproduces the uninterrupted loss sequence exactly', async () => {
+    const whole = await run(tmp());
+    expect(whole.losses).toHaveLength(6);
+    expect(whole.losses[5]!).toBeLessThan(whole.losses[0]!);
+    const out = tmp();
+    const first = await run(out, { stopAfter: 3 });
+    expect(first.losses).toEqual(whole.losses.slice(0, 3));
+    expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([3]);
+    const rest = await run(out, { resumeFrom: out });
+    expect([...first.losses, ...rest.losses]).toEqual(whole.losses);
+    // The final folder loads as a model; metrics.jsonl has one line per step with the documented fields.
+    expect(E.isRight(await loadLlama(out)())).toBe(true);
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(lines.map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    for (const k of ['loss', 'lr', 'gradNorm', 'tokensPerSec']) expect(typeof lines[0]![k]).toBe('number');
+    expect(lines[0]!.lr).toBe(0); // warmup: lr 0 on the first update
+    expect(lines.map((l) => l.loss)).toEqual(whole.losses);
+    expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([6]); // the older one pruned once 6 was complete
+  });
+
+  it('a checkpoint write that dies midway leaves the previous checkpoint complete and loadable', async () => {
+    const out = tmp();
+    await expect(run(out, { hooks: { afterFile: (f) => { if (f === 'optimizer.safetensors' && existsSync(join(out, 'checkpoint-3'))) throw new Error('killed'); } } }))
+      .rejects.toThrow(/checkpoint-6: write failed \(killed\)/);
+    expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([3]);
+    expect(readdirSync(out)).toContain('checkpoint-6.tmp'); // the partial write never took the real name
+    const dir = orThrow(await resolveCheckpoint(out));
+    expect(dir).toBe(join(out, 'checkpoint-3'));
+    expect(E.isRight(await loadLlama(dir)())).toBe(true);
+    expect(orThrow(await readTrainerState(dir))).toMatchObject({ step: 3, dataPos: 6 });
+    const p = orThrow(await loadLlama(dir)()).params;
+    expect(E.isRight(await readOptState(dir, opt.init(p)))).toBe(true);
+  });
+
+  it('a NaN loss stops the run naming the step and batch; the last checkpoint stays', async () => {
+    const out = tmp();
+    await expect(run(out, { nanAt: 9 })).rejects.toThrow(NonFiniteLossError);
+    await expect(run(tmp(), { nanAt: 9 })).rejects.toThrow(/loss is NaN at step 5 \(batch 8, batch 9\)/);
+    expect((await listCheckpoints(out)).map((c) => c.step)).toEqual([3]);
+  });
+});
+
+describe('trainStep', () => {
+  it('accumulation: the update from two micro-batches equals the update from their mean gradient', async () => {
+    const p = initParams(cfg, key(2), { std: 0.3, dtype: 'f64' });
+    const b0 = batchAt(0), b1 = batchAt(1);
+    const f64b = (b: Batch) => ({ ...b, scale: C.cast(b.scale, 'f64') });
+    const sgd = { init: () => null, update: (g: unknown, s: null, q: unknown) => [C.zipTrees([q, g] as never, ([a, d]) => C.sub(a!, C.mul(d!, 0.5))), s] as [never, null] };
+    const two = stepBody(loss, { optimizer: sgd })(p, null, null, [f64b(b0), f64b(b1)], 0.5);
+    const g0 = C.grad((q: LlamaParams) => loss(q, null, f64b(b0)))(p), g1 = C.grad((q: LlamaParams) => loss(q, null, f64b(b1)))(p);
+    const want = C.zipTrees([p, g0, g1] as never, ([a, x, y]) => C.sub(a!, C.mul(C.add(x!, y!), 0.25))) as LlamaParams;
+    const [got, exp] = [leaves(two.trainable), leaves(want)];
+    for (let i = 0; i < got.length; i++) {
+      const [a, b] = [await data(got[i]!), await data(exp[i]!)];
+      for (let j = 0; j < a.length; j++) expect(a[j]).toBeCloseTo(b[j]!, 13);
+    }
+    const l0 = (await data(loss(p, null, f64b(b0))))[0]!, l1 = (await data(loss(p, null, f64b(b1))))[0]!;
+    expect((await data(two.loss))[0]).toBeCloseTo((l0 + l1) / 2, 13);
+  });
+});
