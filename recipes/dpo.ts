@@ -1,0 +1,155 @@
+// DPO (Rafailov et al. 2023) as pure functions: the preference losses of four sequence log-prob tensors, and the
+// per-sequence log-probs of a (chosen; rejected) batch in one forward. No data loading (recipes/prefs.ts), no
+// optimizer or loop (the shared step and training loop), no reference bookkeeping (recipes/dpo-ref.ts).
+
+import { ShapeError, fmt } from '../core/shape.js';
+import type { Tensor } from '../core/tensor.js';
+import type { LlamaConfig } from '../models/config.js';
+import { forward, type LlamaParams } from '../models/llama.js';
+import { add, cast, equal, expandDims, greater, iota, logicalNot, logSigmoid, logsumexp, maximum, mean, mul, neg, relu, slice, square, stopGradient, sub, sum, where } from '../ops/index.js';
+import { div } from '../ops/math.js';
+import { linear } from '../ops/nn.js';
+
+/**
+ * The loss family. Formulas (Δ = (π_c − π_r) − (ref_c − ref_r), z = β·Δ):
+ * - 'sigmoid': −(1−ε)·logσ(z) − ε·logσ(−z) on summed log-probs (DPO eq. 7; ε > 0 is cDPO, Mitchell 2023; TRL
+ *   dpo_trainer.py `sigmoid`, EasyLM `dpo_label_smoothing`, open-instruct dpo_utils.py `dpo`).
+ * - 'hinge': relu(1 − z) on summed log-probs (SLiC-HF form; TRL `hinge`, unchanged from Nov 2023 to HEAD).
+ * - 'ipo': (Δ̄ − 1/(2β))² on per-token averaged log-probs (Azar et al. 2023 eq. 17; TRL HEAD divides by the
+ *   completion length, as does TRL since early 2024; EasyLM's `use_ipo` and TRL's Dec 2023 first version applied it
+ *   to summed log-probs: we follow the length-normalised form the issue and TRL HEAD use).
+ * - 'dpo_norm': 'sigmoid' on per-token averaged log-probs (open-instruct HEAD `dpo_norm`, TRL `sigmoid_norm`).
+ * - 'simpo': no reference, −(1−ε)·logσ(β(π̄_c − π̄_r) − γ) − ε·logσ(−…) on averaged log-probs (Meng et al. 2024
+ *   eq. 6). γ here is the margin on the reward scale, as in the paper; open-instruct and TRL's CPO take
+ *   `gamma_beta_ratio` = γ/β instead (default 0.3, so our default γ is 0.3·β).
+ */
+export type DpoKind = 'sigmoid' | 'hinge' | 'ipo' | 'dpo_norm' | 'simpo';
+export const DPO_KINDS: readonly DpoKind[] = ['sigmoid', 'hinge', 'ipo', 'dpo_norm', 'simpo'];
+
+/** Kinds that compare per-token averaged log-probs (they need the token counts). */
+export const averagedKind = (k: DpoKind): boolean => k === 'ipo' || k === 'dpo_norm' || k === 'simpo';
+
+export interface DpoOpts {
+  /** β, the strength of the KL constraint (Tulu 2: 0.1). */
+  readonly beta: number;
+  readonly kind?: DpoKind;
+  /** ε ∈ [0, 0.5): the assumed rate of flipped labels (cDPO); sigmoid, dpo_norm and simpo only. Default 0. */
+  readonly labelSmoothing?: number;
+  /** SimPO's target reward margin γ. Default 0.3·β (open-instruct's gamma_beta_ratio 0.3). */
+  readonly gamma?: number;
+  /** (N,) trained tokens of each chosen / rejected sequence: required by the averaged kinds. */
+  readonly chosenTokens?: Tensor;
+  readonly rejectedTokens?: Tensor;
+}
+
+export interface DpoOut {
+  /** () mean over the N pairs. */
+  readonly loss: Tensor;
+  /** (N,) β·(π_c − ref_c) (of averaged log-probs for the averaged kinds; β·π̄_c for simpo), no gradient. */
+  readonly chosenRewards: Tensor;
+  /** (N,) β·(π_r − ref_r), as chosenRewards. */
+  readonly rejectedRewards: Tensor;
+  /** () fraction of pairs with chosenReward > rejectedReward (ties count as wrong, as TRL's `>`). */
+  readonly accuracy: Tensor;
+  /** () mean of chosenReward − rejectedReward. */
+  readonly margin: Tensor;
+}
+
+const check = (name: string, t: Tensor | null, N: number, dtype: string): void => {
+  if (!t) return;
+  if (t.rank !== 1 || t.shape[0] !== N || t.dtype !== dtype) throw new ShapeError(`dpoLoss: ${name} must be ${dtype}(${N},) like policyChosen, got ${t.dtype}${fmt(t.shape)}`);
+};
+
+/**
+ * The DPO loss family over sequence log-probs (each (N,), summed over the trained tokens) of the policy and the
+ * reference; `refChosen`/`refRejected` may be null for 'simpo' only. Gradients flow into the policy log-probs.
+ * @example
+ * const { loss, chosenRewards, accuracy } = dpoLoss(pc, pr, rc, rr, { beta: 0.1 }); // (N,) ×4 → () loss
+ */
+export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen: Tensor | null, refRejected: Tensor | null, opts: DpoOpts): DpoOut => {
+  const { beta, kind = 'sigmoid', labelSmoothing: eps = 0, gamma = 0.3 * beta } = opts;
+  if (!DPO_KINDS.includes(kind)) throw new RangeError(`dpoLoss: unknown kind '${String(kind)}' (expected one of ${DPO_KINDS.join(', ')})`);
+  if (!(beta > 0) || !Number.isFinite(beta)) throw new RangeError(`dpoLoss: beta must be a positive number, got ${beta}`);
+  if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`dpoLoss: labelSmoothing must be in [0, 0.5), got ${eps}`);
+  if (eps > 0 && (kind === 'hinge' || kind === 'ipo')) throw new RangeError(`dpoLoss: labelSmoothing applies to sigmoid, dpo_norm and simpo, not '${kind}'`);
+  if (policyChosen.rank !== 1) throw new ShapeError(`dpoLoss: policyChosen must be (N,), got ${fmt(policyChosen.shape)}`);
+  const [N, dt] = [policyChosen.shape[0]!, policyChosen.dtype];
+  check('policyRejected', policyRejected, N, dt);
+  check('refChosen', refChosen, N, dt);
+  check('refRejected', refRejected, N, dt);
+  if (kind !== 'simpo' && (!refChosen || !refRejected)) throw new ShapeError(`dpoLoss: kind '${kind}' needs reference log-probs (only simpo goes without)`);
+  // Averaged kinds compare Σ logp / max(n, 1) (open-instruct's clamp(min=1)).
+  let avg = (x: Tensor, _side: 'c' | 'r') => x;
+  if (averagedKind(kind)) {
+    const { chosenTokens: nc, rejectedTokens: nr } = opts;
+    if (!nc || !nr) throw new ShapeError(`dpoLoss: kind '${kind}' averages over tokens: pass chosenTokens and rejectedTokens`);
+    check('chosenTokens', nc, N, dt);
+    check('rejectedTokens', nr, N, dt);
+    avg = (x, side) => div(x, maximum(side === 'c' ? nc : nr, 1)); // (N,)
+  }
+  const [pc, pr] = [avg(policyChosen, 'c'), avg(policyRejected, 'r')]; // (N,) each
+  const useRef = kind !== 'simpo';
+  const sc = useRef ? sub(pc, avg(refChosen!, 'c')) : pc; // (N,) chosen score (log-ratio)
+  const sr = useRef ? sub(pr, avg(refRejected!, 'r')) : pr; // (N,)
+  const delta = sub(sc, sr); // (N,)
+  const smoothSigmoid = (z: Tensor) => (eps === 0 ? neg(logSigmoid(z)) : sub(mul(logSigmoid(z), -(1 - eps)), mul(logSigmoid(neg(z)), eps))); // (N,)
+  const perPair =
+    kind === 'hinge' ? relu(sub(1, mul(delta, beta)))
+    : kind === 'ipo' ? square(sub(delta, 1 / (2 * beta)))
+    : kind === 'simpo' ? smoothSigmoid(sub(mul(delta, beta), gamma))
+    : smoothSigmoid(mul(delta, beta)); // (N,)
+  const chosenRewards = stopGradient(mul(sc, beta)); // (N,)
+  const rejectedRewards = stopGradient(mul(sr, beta)); // (N,)
+  return {
+    loss: mean(perPair), // ()
+    chosenRewards,
+    rejectedRewards,
+    accuracy: mean(cast(greater(chosenRewards, rejectedRewards), dt)), // ()
+    margin: mean(sub(chosenRewards, rejectedRewards)), // ()
+  };
+};
+
+export interface SeqLogprobs {
+  /** (B,) Σ over trained positions of log softmax(logits_{t−1})[labels_t]. */
+  readonly logps: Tensor;
+  /** (B,) the number of trained positions (labels ≠ −100 after the first), in the log-probs' dtype. */
+  readonly tokens: Tensor;
+}
+
+export interface SeqLogprobsOpts {
+  /** Apply the LM head to this many positions at a time (smaller transient logits); default all at once. */
+  readonly chunk?: number;
+  readonly ignoreIndex?: number;
+}
+
+/**
+ * Per-sequence summed log-probabilities of the labels, with the causal shift inside (position t predicts label
+ * t+1; −100 ignored), from the model's hidden states and the LM head: each chunk's logits feed a one-hot select
+ * (iota compare) and a logsumexp, and nothing else reads them.
+ * @example const { logps, tokens } = sequenceLogprobs(cfg, params, ids, labels) // (B, T) i32 ×2 → (B,), (B,)
+ */
+export const sequenceLogprobs = (cfg: LlamaConfig, params: LlamaParams, tokens: Tensor, labels: Tensor, opts: SeqLogprobsOpts = {}): SeqLogprobs => {
+  if (tokens.rank !== 2 || labels.rank !== 2 || tokens.shape[0] !== labels.shape[0] || tokens.shape[1] !== labels.shape[1] || labels.dtype !== 'i32') {
+    throw new ShapeError(`sequenceLogprobs: tokens ${tokens.dtype}${fmt(tokens.shape)} and labels ${labels.dtype}${fmt(labels.shape)} must both be (B, T), labels i32`);
+  }
+  const [B, T] = tokens.shape as [number, number];
+  if (T < 2) throw new ShapeError(`sequenceLogprobs: sequences need at least 2 positions to predict a label, got T = ${T}`);
+  const hidden = forward(cfg, params, tokens, { hidden: true }); // (B, T, dim)
+  const head = cfg.tieEmbeddings ? params.tokEmb : params.out!; // (V, dim)
+  const V = cfg.vocabSize;
+  const chunk = Math.max(1, Math.min(opts.chunk ?? T - 1, T - 1));
+  const ignore = opts.ignoreIndex ?? -100;
+  let logps: Tensor | null = null, count: Tensor | null = null;
+  for (let lo = 0; lo < T - 1; lo += chunk) {
+    const hi = Math.min(lo + chunk, T - 1);
+    const h = slice(hidden, [0, lo, 0], [B, hi, hidden.shape[2]!]); // (B, C, dim): positions lo … hi−1
+    const next = slice(labels, [0, lo + 1], [B, hi + 1]); // (B, C): the labels they predict
+    const logits = linear(h, head); // (B, C, V)
+    const picked = sum(where(equal(expandDims(next, -1), iota(V, 'i32')), logits, 0), -1); // (B, C)
+    const mask = cast(logicalNot(equal(next, ignore)), logits.dtype); // (B, C)
+    const lp = sum(mul(sub(picked, logsumexp(logits, -1)), mask), -1); // (B,)
+    const n = sum(mask, -1); // (B,)
+    [logps, count] = logps && count ? [add(logps, lp), add(count, n)] : [lp, n];
+  }
+  return { logps: logps!, tokens: count! };
+};

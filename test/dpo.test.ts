@@ -1,0 +1,231 @@
+// DPO: each loss kind against numbers worked by hand from the published formulas, its gradient w.r.t. the policy
+// log-probs against finite differences (f64), the gradient at the DPO start (Δ = 0) not 0; sequenceLogprobs against
+// a direct log-softmax of the interpreter's logits and against llama2.c's stories260K logits.
+
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { data, item, setBackend, type Tensor } from '../index.js';
+import type { LlamaConfig } from '../models/config.js';
+import { forward, initParams } from '../models/llama.js';
+import { loadLlama } from '../models/load.js';
+import { dpoLoss, sequenceLogprobs, type DpoKind, type DpoOpts } from '../recipes/dpo.js';
+import { maxAbsDiff, right } from './helpers.js';
+import './setup.js';
+
+setBackend('cpu');
+
+const f64 = (xs: readonly number[]) => C.tensor(Float64Array.from(xs), { dtype: 'f64' });
+const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
+
+// Worked by hand from the formulas (TRL dpo_trainer.py, open-instruct dpo_utils.py, SimPO eq. 6, IPO eq. 17).
+const logSig = (x: number) => (x >= 0 ? -Math.log(1 + Math.exp(-x)) : x - Math.log(1 + Math.exp(x)));
+
+// Three pairs: summed log-probs of the policy and the reference, and token counts.
+const pc = [-12.5, -30.25, -7.0], pr = [-14.0, -29.0, -7.0];
+const rc = [-13.0, -30.0, -6.5], rr = [-13.5, -29.5, -7.25];
+const nc = [5, 12, 3], nr = [7, 10, 4];
+const meanOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+const run = (kind: DpoKind, o: Partial<DpoOpts> = {}) =>
+  dpoLoss(f64(pc), f64(pr), kind === 'simpo' ? null : f64(rc), kind === 'simpo' ? null : f64(rr), { beta: 0.1, kind, chosenTokens: f64(nc), rejectedTokens: f64(nr), ...o });
+
+describe('dpoLoss against hand-worked numbers', () => {
+  const beta = 0.1;
+  // Δ_i = (pc − pr) − (rc − rr) on sums: (1.5 − 0.5, −1.25 − (−0.5), 0 − 0.75) = (1, −0.75, −0.75)
+  const delta = pc.map((_, i) => pc[i]! - pr[i]! - (rc[i]! - rr[i]!));
+  const avgDelta = pc.map((_, i) => pc[i]! / nc[i]! - pr[i]! / nr[i]! - (rc[i]! / nc[i]! - rr[i]! / nr[i]!));
+
+  it('sigmoid: −logσ(βΔ), rewards β(π − ref), accuracy and margin', async () => {
+    expect(delta).toEqual([1, -0.75, -0.75]);
+    const out = run('sigmoid');
+    expect(await item(out.loss)).toBeCloseTo(meanOf(delta.map((d) => -logSig(beta * d))), 12);
+    const cr = pc.map((p, i) => beta * (p - rc[i]!)), rj = pr.map((p, i) => beta * (p - rr[i]!));
+    expect(maxAbsDiff(await data(out.chosenRewards), cr)).toBeLessThan(1e-12);
+    expect(maxAbsDiff(await data(out.rejectedRewards), rj)).toBeLessThan(1e-12);
+    // rewards: c = (0.05, −0.025, −0.05), r = (−0.05, 0.05, 0.025): only the first pair is ordered right
+    expect(await item(out.accuracy)).toBeCloseTo(1 / 3, 12);
+    expect(await item(out.margin)).toBeCloseTo(meanOf(cr.map((c, i) => c - rj[i]!)), 12);
+  });
+
+  it('sigmoid with cDPO label smoothing ε: −(1−ε)logσ(βΔ) − ε·logσ(−βΔ)', async () => {
+    const eps = 0.1;
+    const want = meanOf(delta.map((d) => -(1 - eps) * logSig(beta * d) - eps * logSig(-beta * d)));
+    expect(await item(run('sigmoid', { labelSmoothing: eps }).loss)).toBeCloseTo(want, 12);
+    expect(want).not.toBeCloseTo(meanOf(delta.map((d) => -logSig(beta * d))), 4); // ε really changes the number
+  });
+
+  it('hinge: relu(1 − βΔ)', async () => {
+    const want = meanOf(delta.map((d) => Math.max(0, 1 - beta * d)));
+    expect(await item(run('hinge').loss)).toBeCloseTo(want, 12);
+    // β = 2: the first pair (Δ = 1) sits past the hinge and contributes 0
+    expect(await item(run('hinge', { beta: 2 }).loss)).toBeCloseTo((0 + (1 + 1.5) + (1 + 1.5)) / 3, 12);
+  });
+
+  it('ipo: (Δ̄ − 1/(2β))² on token-averaged log-probs', async () => {
+    const want = meanOf(avgDelta.map((d) => (d - 1 / (2 * beta)) ** 2));
+    expect(await item(run('ipo').loss)).toBeCloseTo(want, 10);
+    const out = run('ipo');
+    expect(maxAbsDiff(await data(out.chosenRewards), pc.map((p, i) => beta * (p / nc[i]! - rc[i]! / nc[i]!)))).toBeLessThan(1e-12);
+  });
+
+  it('dpo_norm: the sigmoid loss on token-averaged log-probs', async () => {
+    const want = meanOf(avgDelta.map((d) => -logSig(beta * d)));
+    expect(await item(run('dpo_norm').loss)).toBeCloseTo(want, 12);
+    expect(want).not.toBeCloseTo(meanOf(delta.map((d) => -logSig(beta * d))), 4);
+  });
+
+  it('simpo: −logσ(β(π̄c − π̄r) − γ), no reference; rewards β·π̄', async () => {
+    const b = 2, gamma = 0.5;
+    const want = meanOf(pc.map((p, i) => -logSig(b * (p / nc[i]! - pr[i]! / nr[i]!) - gamma)));
+    const out = run('simpo', { beta: b, gamma });
+    expect(await item(out.loss)).toBeCloseTo(want, 12);
+    expect(maxAbsDiff(await data(out.chosenRewards), pc.map((p, i) => b * p / nc[i]!))).toBeLessThan(1e-12);
+    // default γ = 0.3·β (open-instruct's gamma_beta_ratio)
+    expect(await item(run('simpo', { beta: b }).loss)).toBeCloseTo(meanOf(pc.map((p, i) => -logSig(b * (p / nc[i]! - pr[i]! / nr[i]!) - 0.3 * b))), 12);
+  });
+
+  it('a token count of 0 averages over 1 (open-instruct clamps at 1)', async () => {
+    const out = dpoLoss(f64([-2]), f64([-3]), f64([-1]), f64([-1]), { beta: 1, kind: 'dpo_norm', chosenTokens: f64([0]), rejectedTokens: f64([1]) });
+    expect(await item(out.loss)).toBeCloseTo(-logSig(1 * (-2 - -3 - (-1 - -1))), 12);
+  });
+
+  it('rejects bad options and shapes by name', () => {
+    expect(() => run('hinge', { labelSmoothing: 0.1 })).toThrow(/labelSmoothing applies to sigmoid/);
+    expect(() => run('sigmoid', { labelSmoothing: 0.5 })).toThrow(/labelSmoothing must be in \[0, 0.5\)/);
+    expect(() => run('sigmoid', { beta: 0 })).toThrow(/beta must be a positive number/);
+    expect(() => run('nope' as DpoKind)).toThrow(/unknown kind 'nope'/);
+    expect(() => dpoLoss(f64(pc), f64(pr), null, null, { beta: 0.1 })).toThrow(/kind 'sigmoid' needs reference/);
+    expect(() => dpoLoss(f64(pc), f64([1, 2]), f64(rc), f64(rr), { beta: 0.1 })).toThrow(/policyRejected must be f64\(3,\)/);
+    expect(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta: 0.1, kind: 'ipo' })).toThrow(/pass chosenTokens and rejectedTokens/);
+  });
+});
+
+describe('dpoLoss gradients (f64, central differences)', () => {
+  const kinds: [DpoKind, Partial<DpoOpts>][] = [
+    ['sigmoid', {}], ['sigmoid', { labelSmoothing: 0.2 }], ['hinge', {}], ['ipo', {}], ['dpo_norm', { labelSmoothing: 0.1 }], ['simpo', { beta: 2 }],
+  ];
+  for (const [kind, o] of kinds) {
+    it(`${kind}${o.labelSmoothing ? ` ε=${o.labelSmoothing}` : ''}: d loss / d (π_c, π_r)`, async () => {
+      const f = (p: { c: Tensor; r: Tensor }) => dpoLoss(p.c, p.r, kind === 'simpo' ? null : f64(rc), kind === 'simpo' ? null : f64(rr), { beta: 0.1, kind, chosenTokens: f64(nc), rejectedTokens: f64(nr), ...o }).loss;
+      const [, g] = C.valueAndGrad(f)({ c: f64(pc), r: f64(pr) });
+      const [gc, gr] = [await data(g.c), await data(g.r)];
+      const h = 1e-6;
+      for (const side of ['c', 'r'] as const) {
+        const base = side === 'c' ? pc : pr;
+        for (let i = 0; i < base.length; i++) {
+          const at = (d: number) => { const x = base.slice(); x[i]! += d; return side === 'c' ? { c: f64(x), r: f64(pr) } : { c: f64(pc), r: f64(x) }; };
+          const fd = ((await item(f(at(h)))) - (await item(f(at(-h))))) / (2 * h);
+          expect(Math.abs((side === 'c' ? gc : gr)[i]! - fd)).toBeLessThan(1e-8);
+        }
+      }
+      // a real signal: the hinge's first pair is inside the margin at β = 0.1, so every kind has gradient here
+      expect(Math.max(...Array.from(gc, Math.abs))).toBeGreaterThan(1e-3);
+    });
+  }
+
+  it('at the DPO start (policy = reference, Δ = 0) the gradient is −β/2 per pair (·(1−2ε) with smoothing), not 0', async () => {
+    const same = [-5, -9];
+    for (const eps of [0, 0.25]) {
+      const f = (c: Tensor) => dpoLoss(c, f64(same), f64(same), f64(same), { beta: 0.1, labelSmoothing: eps }).loss;
+      const g = await data(C.grad(f)(f64(same)));
+      // d/dπ_c of mean_i [−(1−ε)logσ(βΔ_i) − ε logσ(−βΔ_i)] at Δ = 0: (−(1−ε)σ(0) + εσ(0))·β / N = −β(1−2ε)/(2N)
+      for (const v of g) expect(v).toBeCloseTo((-0.1 * (1 - 2 * eps)) / 2 / 2, 12);
+      expect(await item(f(f64(same)))).toBeCloseTo(Math.log(2), 12);
+    }
+  });
+});
+
+// dim 8, 2 layers, vocab 11.
+const tiny: LlamaConfig = {
+  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
+  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
+};
+
+/** Σ_t log softmax(logits[b, t−1])[labels[b, t]] over labels ≠ −100, from the logits on the host. */
+const direct = (logits: ArrayLike<number>, labels: number[][], V: number): { lp: number[]; n: number[] } => {
+  const T = labels[0]!.length;
+  const lp: number[] = [], n: number[] = [];
+  labels.forEach((row, b) => {
+    let s = 0, k = 0;
+    for (let t = 1; t < T; t++) {
+      if (row[t] === -100) continue;
+      const at = (b * T + t - 1) * V;
+      let m = -Infinity;
+      for (let v = 0; v < V; v++) m = Math.max(m, logits[at + v]!);
+      let z = 0;
+      for (let v = 0; v < V; v++) z += Math.exp(logits[at + v]! - m);
+      s += logits[at + row[t]!]! - m - Math.log(z);
+      k++;
+    }
+    lp.push(s); n.push(k);
+  });
+  return { lp, n };
+};
+
+describe('sequenceLogprobs', () => {
+  const tokens = [[1, 5, 3, 9, 2, 0], [4, 4, 10, 7, 6, 8], [1, 2, 3, 4, 0, 0]];
+  const labels = [[-100, -100, 3, 9, 2, -100], [-100, 4, 10, 7, 6, 8], [-100, -100, -100, -100, -100, -100]];
+
+  for (const tie of [false, true]) {
+    it(`equals a direct log-softmax of the interpreter's logits (f64, ${tie ? 'tied' : 'untied'}; whole and chunked head)`, async () => {
+      const cfg = { ...tiny, tieEmbeddings: tie };
+      const p = initParams(cfg, C.key(2), { dtype: 'f64', std: 0.5 });
+      const want = direct(await data(forward(cfg, p, i32(tokens))), labels, cfg.vocabSize);
+      for (const chunk of [undefined, 2]) {
+        const got = sequenceLogprobs(cfg, p, i32(tokens), i32(labels), chunk ? { chunk } : {});
+        expect(got.logps.shape).toEqual([3]);
+        expect(maxAbsDiff(await data(got.logps), want.lp)).toBeLessThan(1e-12);
+        expect(Array.from(await data(got.tokens))).toEqual([3, 5, 0]);
+      }
+      expect(want.lp[0]).toBeLessThan(-1); // real log-probs, not zeros
+    });
+  }
+
+  it('its gradient w.r.t. the parameters matches finite differences (f64)', async () => {
+    const p = initParams(tiny, C.key(4), { dtype: 'f64', std: 0.4 });
+    const dir = C.mapTree(p, (t, i) => C.mul(C.normal(C.key(50 + i), t.shape, 'f64'), 1));
+    const f = (q: typeof p) => C.sum(C.mul(sequenceLogprobs(tiny, q, i32(tokens), i32(labels)).logps, f64([1, -0.5, 3])));
+    const [, g] = C.valueAndGrad(f)(p);
+    const eps = 1e-5;
+    const shift = (s: number) => C.zipTrees([p, dir], ([a, b]) => C.add(a!, C.mul(b!, s)));
+    const fd = ((await item(f(shift(eps)))) - (await item(f(shift(-eps))))) / (2 * eps);
+    let ad = 0;
+    const [gl, dl] = [C.leaves(g), C.leaves(dir)];
+    for (let i = 0; i < gl.length; i++) {
+      const [a, b] = [await data(gl[i]!), await data(dl[i]!)];
+      for (let j = 0; j < a.length; j++) ad += a[j]! * b[j]!;
+    }
+    expect(Math.abs(ad)).toBeGreaterThan(1e-3);
+    expect(Math.abs(ad - fd)).toBeLessThan(1e-7 * (1 + Math.abs(fd)));
+  });
+
+  const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+  const have = existsSync(fixtures);
+  if (!have) {
+    if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing at ${fixtures}`);
+    console.warn(`dpo tests: fixtures not found at ${fixtures}; skipping the stories260K check`);
+  }
+  describe.skipIf(!have)('against llama2.c run.c logits (stories260K)', () => {
+    let ref: Float32Array, ids: number[];
+    beforeAll(async () => {
+      const c = (JSON.parse(await readFile(join(fixtures, 'expected.json'), 'utf8')) as { cases: { all_ids: number[]; logits_file: string; logits_shape: [number, number] }[] }).cases[0]!;
+      const bytes = await readFile(join(fixtures, c.logits_file));
+      ref = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      ids = c.all_ids.slice(0, c.logits_shape[0]);
+    });
+    it('the log-prob of the greedy continuation given the prompt, within 1e-4 of run.c\'s logits', async () => {
+      const { config, params } = right(await loadLlama(join(fixtures, 'hf'))());
+      // Train on ids 10…63 (the prefix masked): the reference rows 9…62 predict them.
+      const lab = ids.map((t, i) => (i >= 10 ? t : -100));
+      const want = direct(ref, [lab], config.vocabSize);
+      const got = sequenceLogprobs(config, params, i32([ids]), i32([lab]));
+      expect(await item(got.tokens)).toBe(ids.length - 10);
+      const err = Math.abs((await item(got.logps)) - want.lp[0]!);
+      console.log(`stories260K: Σ log p of ${ids.length - 10} tokens = ${want.lp[0]!.toFixed(4)} (run.c logits), |ours − run.c| = ${err.toExponential(2)}`);
+      expect(err).toBeLessThan(1e-4);
+    });
+  });
+});
