@@ -57,7 +57,9 @@ export type Kernel =
   | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[]; readonly rows?: RowEpilogue })
-  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' | 'nf4' })
+  | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })
+  /** NF4 matmul (ops/nf4.ts): inputs are the op's sources (x, codes, code book, statistics). */
+  | (KernelBase & { readonly kind: 'nf4' })
   /**
    * Fused attention (ops/attention.ts): inputs as the op's sources, except that q, k and v may be read in place
    * through a strided view of a stored node (`views[i]`, over the source's shape; absent: contiguous).
@@ -499,6 +501,7 @@ const buildBody = (x: Node, ctx: Ctx, sib?: { readonly inputs: Node[]; readonly 
     for (const s of src) if (!isInput(s)) need(s);
     src.forEach(slotOf);
     if (op.template === 'update') return { kind: 'update', out: x, inputs, axis: (x.arg as { axis: number }).axis, lastUse: users.get(x.src[0]!) === 1 };
+    if (op.template === 'nf4') return { kind: 'nf4', out: x, inputs };
     return { kind: op.template, out: x, inputs };
   }
 
