@@ -140,15 +140,16 @@ export const encodeChat = (tok: Tokenizer, messages: readonly Message[], opts: E
 
 /**
  * The generation prompt: BOS, the turns as open-instruct's eval template writes them (system/user content not
- * stripped, assistant content stripped and followed by `</s>\n`), then `<|assistant|>\n`.
+ * stripped, assistant content stripped and followed by `</s>\n`), then `<|assistant|>\n` and `answerPrefix` (text
+ * the reply starts with, tokenized with the prompt as one text: MMLU's "The answer is:").
  * @example
  * chatPrompt(tok, [{ role: 'user', content: 'Hi' }]);
  * // [1, 529,29989,1792,29989,29958,13, 18567,13, 29966,29989,465,22137,29989,29958,13]
  */
-export const chatPrompt = (tok: Tokenizer, messages: readonly Message[], opts: { readonly variant?: ChatVariant } = {}): number[] => {
+export const chatPrompt = (tok: Tokenizer, messages: readonly Message[], opts: { readonly variant?: ChatVariant; readonly answerPrefix?: string } = {}): number[] => {
   messages.forEach((m, i) => {
     if (!Object.hasOwn(HEADER, m.role))
       throw new ChatError(`chatPrompt: message ${i} has role '${String(m.role)}'; expected system, user or assistant`);
   });
-  return segmentEncoder(tok, opts.variant ?? 'hf-legacy')(append(render(messages, 'assistant'), HEADER.assistant));
+  return segmentEncoder(tok, opts.variant ?? 'hf-legacy')(append(render(messages, 'assistant'), HEADER.assistant + (opts.answerPrefix ?? '')));
 };

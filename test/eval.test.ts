@@ -1,0 +1,121 @@
+// The eval harness: readers on the official MMLU CSV and GSM8k JSONL formats (and their malformed rows), answer
+// extraction as open-instruct's GSM8k script does it, the Wilson interval, and the scores checked against a direct
+// computation of the same logits on the real stories260K checkpoint (interpreter).
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { data, setBackend } from '../core/backend.js';
+import { tensor } from '../ops/create.js';
+import { forward, generateIds, loadLlama, loadTokenizer, type LlamaConfig, type LlamaParams, type Tokenizer } from '../models/index.js';
+import { chatPrompt } from '../recipes/chat.js';
+import { accuracy, evalMultipleChoice, greedyReplies, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
+import { leftMessage, right, tempDir } from './helpers.js';
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+const haveFixtures = existsSync(fixtures);
+if (!haveFixtures) {
+  if (process.env.CI === 'true') throw new Error(`eval tests: fixtures missing at ${fixtures}`);
+  console.warn(`eval tests: fixtures not found at ${fixtures}; skipping the stories260K scoring tests`);
+}
+
+describe('eval readers', () => {
+  const dir = tempDir('camelid-eval-');
+
+  it('parses RFC 4180 CSV: quoted commas, newlines and doubled quotes; names the line of a broken quote', () => {
+    const rows = right(parseCsv('a,"b, c","say ""hi""\nthere",d\r\n\n"x",y,,\n', 'f.csv'));
+    expect(rows).toEqual([{ line: 1, fields: ['a', 'b, c', 'say "hi"\nthere', 'd'] }, { line: 4, fields: ['x', 'y', '', ''] }]);
+    expect(leftMessage(parseCsv('q,a\nq2,"open\n', 'f.csv'))).toBe('f.csv:2: a quoted field is not closed before the end of the file');
+    expect(leftMessage(parseCsv('q,a\nab"c,d\n', 'f.csv'))).toBe('f.csv:2: a quote inside an unquoted field');
+  });
+
+  it('reads MMLU test CSVs with the subject from the file name, and names the line of a bad answer', async () => {
+    const f = join(dir.path, 'high_school_physics_test.csv');
+    await writeFile(f, 'What is 1+1?,1,2,3,4,B\n"Which, of these?",x,y,z,"w ""quoted""",D\n');
+    const set = right(await readMmlu(f)());
+    expect(set.subject).toBe('high school physics');
+    expect(set.items).toEqual([
+      { question: 'What is 1+1?', choices: ['1', '2', '3', '4'], answer: 1, line: 1 },
+      { question: 'Which, of these?', choices: ['x', 'y', 'z', 'w "quoted"'], answer: 3, line: 2 },
+    ]);
+    expect(mmluPrompt(set.subject, set.items[1]!, [set.items[0]!])).toBe(
+      'The following are multiple choice questions (with answers) about high school physics.\n\n'
+      + 'What is 1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n' + 'Which, of these?\nA. x\nB. y\nC. z\nD. w "quoted"\nAnswer:');
+    await writeFile(f, 'q,1,2,3,4,A\nq2,1,2,3,4,E\n');
+    expect(leftMessage(await readMmlu(f)())).toBe(`${f}:2: answer is 'E', expected one of A, B, C, D`);
+    await writeFile(f, 'q,A\n');
+    expect(leftMessage(await readMmlu(f)())).toBe(`${f}:1: expected question, at least two choices and the answer letter; got 2 fields`);
+    expect(leftMessage(await readMmlu(join(dir.path, 'none.csv'))())).toBe(`${join(dir.path, 'none.csv')}: cannot read (ENOENT)`);
+  });
+
+  it('reads GSM8k JSONL, takes the target after ####, and names the line and field of a bad row', async () => {
+    const f = join(dir.path, 'test.jsonl');
+    await writeFile(f, `${JSON.stringify({ question: 'Tom has 3 apples and buys 1,200 more. How many?', answer: 'He has 3 + 1200 = <<3+1200=1203>>1203.\n#### 1,203' })}\n\n${JSON.stringify({ question: 'q', answer: 'x\n#### 7' })}\n`);
+    const items = right(await readGsm8k(f)());
+    expect(items.map((i) => [i.target, i.line, i.solution])).toEqual([['1203', 1, 'He has 3 + 1200 = <<3+1200=1203>>1203.'], ['7', 3, 'x']]);
+    await writeFile(f, `${JSON.stringify({ question: 'q', answer: 'x\n#### 7' })}\n{"question": 5, "answer": "#### 1"}\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:2: field 'question' must be a string, got 5`);
+    await writeFile(f, '{"question": "q", "answer": "no final line"}\n');
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: answer has no '#### N' final line`);
+    await writeFile(f, '{"question": "q",\n');
+    expect(leftMessage(await readGsm8k(f)())).toMatch(new RegExp(`^${f.replaceAll('/', '\\/')}:1: not valid JSON`));
+  });
+
+  it('extracts the last number as open-instruct does (commas dropped, decimals kept) and compares numerically', () => {
+    expect(lastNumber('3 + 4 = 7. So the answer is 1,234.')).toBe('1234');
+    expect(lastNumber('It costs -3.5 then .25')).toBe('.25');
+    expect(lastNumber('no digits here')).toBe('no digits here');
+    expect(sameNumber('18.0', '18')).toBe(true);
+    expect(sameNumber('.25', '0.25')).toBe(true);
+    expect(sameNumber('17', '18')).toBe(false);
+    expect(sameNumber('abc', '18')).toBe(false);
+  });
+
+  it('gives the 95% Wilson interval', () => {
+    // p = 0.8, n = 10, z = 1.96: centre (0.8 + 1.9208/10)/1.38415 = 0.71673, half 1.41603·√(0.016 + 0.0096037) = 0.22658.
+    const a = accuracy(8, 10);
+    expect(a.accuracy).toBe(0.8);
+    expect(a.low).toBeCloseTo(0.4902, 3);
+    expect(a.high).toBeCloseTo(0.9433, 3);
+    expect(accuracy(0, 5).low).toBe(0);
+    expect(accuracy(5, 5).high).toBe(1);
+  });
+});
+
+describe.skipIf(!haveFixtures)('eval scoring on stories260K (interpreter)', () => {
+  let cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer;
+  beforeAll(async () => {
+    await setBackend('cpu');
+    ({ config: cfg, params } = right(await loadLlama(join(fixtures, 'hf'))()));
+    tok = right(await loadTokenizer(join(fixtures, 'tok512.model'))());
+  });
+
+  it('MMLU letter scores are the next-token logits of the full forward at each prompt end', async () => {
+    const set = { subject: 'stories', items: [
+      { question: 'Who went to the park?', choices: ['Tom', 'Lily', 'a dog', 'the sun'], answer: 1, line: 1 },
+      { question: 'What was red?', choices: ['a ball', 'the sky'], answer: 0, line: 2 },
+    ] };
+    const { results, acc } = await evalMultipleChoice(cfg, params, tok, set, { batchSize: 2 });
+    for (const [i, it] of set.items.entries()) {
+      const ids = chatPrompt(tok, [{ role: 'user', content: mmluPrompt(set.subject, it) }], { answerPrefix: 'The answer is:' });
+      const logits = await data(forward(cfg, params, tensor([ids], { dtype: 'i32' }))); // (1, T, V)
+      const at = (ids.length - 1) * cfg.vocabSize;
+      const letters = ['A', 'B', 'C', 'D'].slice(0, it.choices.length).map((l) => tok.encode(` ${l}`, { bos: false }).at(-1)!);
+      const direct = letters.map((id) => logits[at + id]!);
+      results[i]!.scores.forEach((s, j) => expect(s).toBeCloseTo(direct[j]!, 4));
+      expect(results[i]!.predicted).toBe(direct.indexOf(Math.max(...direct)));
+    }
+    expect(acc.n).toBe(2);
+    expect(acc.correct).toBe(results.filter((r) => r.predicted === set.items[results.indexOf(r)]!.answer).length);
+  });
+
+  it('greedy replies are the generated ids decoded, cut at a stop string', async () => {
+    const chats = [[{ role: 'user' as const, content: 'Once upon a time' }], [{ role: 'user' as const, content: 'The cat' }]];
+    const replies = await greedyReplies(cfg, params, tok, chats, { maxTokens: 8 });
+    const ids = await generateIds(cfg, params, chats.map((m) => chatPrompt(tok, m)), { maxTokens: 8, temperature: 0, stop: [tok.eosId] });
+    expect(replies).toEqual(ids.map((r) => tok.decode(r)));
+    const word = replies[0]!.trim().split(' ')[1]!;
+    const cut = await greedyReplies(cfg, params, tok, chats.slice(0, 1), { maxTokens: 8, stop: [` ${word}`] });
+    expect(cut[0]).toBe(replies[0]!.slice(0, replies[0]!.indexOf(` ${word}`)));
+  });
+});
