@@ -24,6 +24,8 @@ export interface SampleOptions {
  * @example sampleRow([0.1, 2, -1], 0.5, {}) // 1 (greedy)
  */
 export const sampleRow = (logits: ArrayLike<number>, u: number, opts: SampleOptions = {}): number => {
+  checkSampleOptions('sampleRow', opts);
+  if (!(u >= 0 && u < 1)) throw new RangeError(`sampleRow: u must be in [0, 1), got ${String(u)}`);
   const { temperature = 0, topP = 1 } = opts;
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
@@ -40,6 +42,36 @@ export const sampleRow = (logits: ArrayLike<number>, u: number, opts: SampleOpti
     if (r < 0) return order[i]!;
   }
   return order[n - 1]!;
+};
+
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === 'object' && u !== null;
+
+/** Temperature and topP: a NaN would silently mean greedy or a stream of token 0, so they are checked here. */
+const checkSampleOptions = (where: string, o: SampleOptions): void => {
+  if (!isObject(o)) throw new TypeError(`${where}: options must be an object, got ${String(o)}`);
+  const { temperature, topP } = o;
+  if (temperature !== undefined && !(typeof temperature === 'number' && temperature >= 0 && temperature < Infinity))
+    throw new RangeError(`${where}: temperature must be a finite number ≥ 0, got ${String(temperature)}`);
+  if (topP !== undefined && !(typeof topP === 'number' && topP > 0 && topP <= 1))
+    throw new RangeError(`${where}: topP must be in (0, 1], got ${String(topP)}`);
+};
+
+const isTokenId = (c: LlamaConfig, id: unknown): boolean => typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < c.vocabSize;
+
+/** Every option of generate, checked before anything is allocated; each message names the option and the value. */
+const checkGenerateOptions = (c: LlamaConfig, o: GenerateOptions): void => {
+  checkSampleOptions('generate', o);
+  const { maxTokens, key, stop, padId } = o;
+  if (!(typeof maxTokens === 'number' && Number.isSafeInteger(maxTokens) && maxTokens >= 0))
+    throw new RangeError(`generate: maxTokens must be a non-negative integer, got ${String(maxTokens)}`);
+  if (key !== undefined && !(isObject(key) && key.dtype === 'u32' && key.shape.length === 1 && key.shape[0] === 2))
+    throw new TypeError(`generate: key must be a key (a u32 tensor of shape (2,), from key(seed) or split), got ${isObject(key) ? `${String(key.dtype)}(${String(key.shape)})` : String(key)}`);
+  if (stop !== undefined) {
+    if (!Array.isArray(stop)) throw new TypeError(`generate: stop must be an array of token ids, got ${String(stop)}`);
+    const bad = stop.findIndex((id) => !isTokenId(c, id));
+    if (bad >= 0) throw new RangeError(`generate: stop[${bad}] is ${String(stop[bad])}, not a token id in [0, ${c.vocabSize})`);
+  }
+  if (padId !== undefined && !isTokenId(c, padId)) throw new RangeError(`generate: padId must be a token id in [0, ${c.vocabSize}), got ${String(padId)}`);
 };
 
 export interface GenerateOptions extends SampleOptions {
@@ -97,15 +129,23 @@ const decodeStep = (c: LlamaConfig): ReturnType<typeof makeDecodeStep> => {
  * for await (const { tokens } of generate(cfg, params, [tok.encode('Once upon a time')], { maxTokens: 32 }))
  *   process.stdout.write(tok.decode([tokens[0] ?? 0]));
  */
-export async function* generate(c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): AsyncGenerator<GenerateStep, void, undefined> {
-  const B = prompts.length;
-  const L = Math.max(0, ...prompts.map((p) => p.length));
-  if (B === 0 || prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+export function generate(c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): AsyncGenerator<GenerateStep, void, undefined> {
+  // Checked at the call, before the first step is asked for.
+  checkGenerateOptions(c, opts);
+  if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p))) throw new TypeError('generate: prompts must be an array of token id arrays');
+  if (prompts.length === 0 || prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
   for (const [b, p] of prompts.entries()) {
-    const bad = p.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= c.vocabSize);
+    const bad = p.findIndex((id) => !isTokenId(c, id));
     if (bad >= 0) throw new RangeError(`generate: prompt ${b} token ${bad} is ${p[bad]}, outside [0, ${c.vocabSize})`);
   }
+  const L = Math.max(...prompts.map((p) => p.length));
   if (L > c.seqLen) throw new RangeError(`generate: prompt of ${L} tokens is longer than the context (${c.seqLen})`);
+  return run(c, params, prompts, opts);
+}
+
+async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): AsyncGenerator<GenerateStep, void, undefined> {
+  const B = prompts.length;
+  const L = Math.max(...prompts.map((p) => p.length));
   const steps = Math.min(opts.maxTokens, c.seqLen - L + 1);
   if (steps <= 0) return;
   const { padId = 0, temperature = 0 } = opts;

@@ -90,6 +90,48 @@ describe('generation loop', () => {
   });
 });
 
+describe('generate options are checked at the call, naming the option and the value', () => {
+  const prompt = [[1, 3]];
+  it.each([
+    [{ maxTokens: Number.NaN }, /maxTokens must be a non-negative integer, got NaN/],
+    [{ maxTokens: 1.5 }, /maxTokens must be a non-negative integer, got 1\.5/],
+    [{ maxTokens: undefined }, /maxTokens must be a non-negative integer, got undefined/],
+    [{ maxTokens: -1 }, /maxTokens must be a non-negative integer, got -1/],
+    [{ maxTokens: '4' }, /maxTokens must be a non-negative integer, got 4/],
+    [{ maxTokens: 4, temperature: Number.NaN }, /temperature must be a finite number ≥ 0, got NaN/],
+    [{ maxTokens: 4, temperature: -0.5 }, /temperature must be a finite number ≥ 0, got -0\.5/],
+    [{ maxTokens: 4, temperature: Infinity }, /temperature must be a finite number ≥ 0, got Infinity/],
+    [{ maxTokens: 4, topP: Number.NaN }, /topP must be in \(0, 1\], got NaN/],
+    [{ maxTokens: 4, topP: 0 }, /topP must be in \(0, 1\], got 0/],
+    [{ maxTokens: 4, topP: 1.01 }, /topP must be in \(0, 1\], got 1\.01/],
+    [{ maxTokens: 4, stop: [2, 11] }, /stop\[1\] is 11, not a token id in \[0, 11\)/],
+    [{ maxTokens: 4, stop: [Number.NaN] }, /stop\[0\] is NaN/],
+    [{ maxTokens: 4, stop: 2 }, /stop must be an array of token ids, got 2/],
+    [{ maxTokens: 4, padId: -1 }, /padId must be a token id in \[0, 11\), got -1/],
+    [{ maxTokens: 4, key: 7 }, /key must be a key \(a u32 tensor of shape \(2,\)/],
+  ])('%o', (opts, msg) => {
+    // Thrown by the call itself, before any step is asked for or any tensor made.
+    expect(() => generate(tiny, params, prompt, opts as never)).toThrow(msg);
+  });
+
+  it('a key of the wrong dtype or shape is refused', () => {
+    expect(() => generate(tiny, params, prompt, { maxTokens: 2, key: C.tensor([0, 1], { dtype: 'i32' }) as never })).toThrow(/key must be a key .*got i32\(2\)/);
+    expect(() => generate(tiny, params, prompt, { maxTokens: 2, key: C.tensor([0, 1, 2], { dtype: 'u32' }) as never })).toThrow(/got u32\(3\)/);
+  });
+
+  it('sampleRow checks its options and its uniform', () => {
+    expect(() => sampleRow([1, 2], 0.5, { temperature: Number.NaN })).toThrow(/sampleRow: temperature must be a finite number ≥ 0, got NaN/);
+    expect(() => sampleRow([1, 2], 0.5, { topP: Number.NaN })).toThrow(/sampleRow: topP must be in \(0, 1\], got NaN/);
+    expect(() => sampleRow([1, 2], 1, { temperature: 1 })).toThrow(/sampleRow: u must be in \[0, 1\), got 1/);
+  });
+
+  it('maxTokens 0 produces nothing; valid options still generate', async () => {
+    expect(await generateIds(tiny, params, prompt, { maxTokens: 0 })).toEqual([[]]);
+    const [ids] = await generateIds(tiny, params, prompt, { maxTokens: 3, temperature: 0.7, topP: 0.9, stop: [], padId: 0, key: C.key(1) });
+    expect(ids!.length).toBe(3);
+  });
+});
+
 describe('sampleRow', () => {
   const logits = [1, 3, 3, 0.5, -2];
   it('greedy takes the first maximum', () => {
