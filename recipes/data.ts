@@ -104,7 +104,7 @@ const uniform = (seed: number, stream: number): (() => number) => {
   };
 };
 /** A seeded permutation of 0…n−1 (Fisher–Yates). */
-export const permutation = (n: number, seed: number, stream = 0): number[] => {
+export const seededPermutation = (n: number, seed: number, stream = 0): number[] => {
   const p = Array.from({ length: n }, (_, i) => i);
   const u = uniform(seed, stream);
   for (let i = n - 1; i > 0; i--) { const j = Math.floor(u() * (i + 1)); [p[i], p[j]] = [p[j]!, p[i]!]; }
@@ -167,7 +167,7 @@ const weighted = (xs: readonly Example[], w: number, seed: number, stream: numbe
   const out: Example[] = [];
   for (let k = 0; k < Math.floor(w); k++) out.push(...xs);
   const extra = Math.round((w - Math.floor(w)) * xs.length);
-  if (extra > 0) for (const i of permutation(xs.length, seed, stream).slice(0, extra).sort((a, b) => a - b)) out.push(xs[i]!);
+  if (extra > 0) for (const i of seededPermutation(xs.length, seed, stream).slice(0, extra).sort((a, b) => a - b)) out.push(xs[i]!);
   return out;
 };
 
@@ -192,7 +192,7 @@ export const loadChatData = (tok: Tokenizer, sources: readonly DataSource[], opt
     if (E.isLeft(got)) return got;
     const { examples, stats } = got.right;
     const nEval = Math.round(frac * examples.length);
-    const order = nEval > 0 ? permutation(examples.length, seed, 2 * i + 1) : null;
+    const order = nEval > 0 ? seededPermutation(examples.length, seed, 2 * i + 1) : null;
     const held = order ? new Set(order.slice(0, nEval)) : new Set<number>();
     const mine = weighted(examples.filter((_, k) => !held.has(k)), s.weight ?? 1, seed, 2 * i + 2);
     train.push(...mine);
@@ -206,7 +206,7 @@ export const loadChatData = (tok: Tokenizer, sources: readonly DataSource[], opt
     files.push({ ...got.right.stats, train: 0, eval: got.right.examples.length });
   }
   if (train.length === 0) return E.left(dataError('empty', sources.map((s) => s.path).join(', '), 'no training example left (every row skipped, dropped or weighted 0)'));
-  return E.right({ train: permutation(train.length, seed, 0).map((k) => train[k]!), eval: evalSet, files });
+  return E.right({ train: seededPermutation(train.length, seed, 0).map((k) => train[k]!), eval: evalSet, files });
 };
 
 /** One line per file for the run's log: rows, skips, drops, and what went to train and eval. */
@@ -255,7 +255,7 @@ export const makeBatches = (examples: readonly Example[], opts: BatchOpts): Batc
   examples.forEach((e, i) => {
     if (e.ids.length !== e.labels.length) throw new RangeError(`makeBatches: example ${i} has ${e.ids.length} ids but ${e.labels.length} labels`);
   });
-  const order = shuffle ? permutation(examples.length, seed, 2 * epoch) : examples.map((_, i) => i);
+  const order = shuffle ? seededPermutation(examples.length, seed, 2 * epoch) : examples.map((_, i) => i);
   let groups: number[][] = [];
   const pool = bucketByLength ? POOL * batchSize : examples.length;
   for (let p = 0; p < order.length; p += pool) {
@@ -264,7 +264,7 @@ export const makeBatches = (examples: readonly Example[], opts: BatchOpts): Batc
     for (let q = 0; q < chunk.length; q += batchSize) groups.push(chunk.slice(q, q + batchSize));
   }
   if (dropLast) groups = groups.filter((g) => g.length === batchSize);
-  if (bucketByLength && shuffle) { const perm = permutation(groups.length, seed, 2 * epoch + 1); groups = perm.map((k) => groups[k]!); }
+  if (bucketByLength && shuffle) { const perm = seededPermutation(groups.length, seed, 2 * epoch + 1); groups = perm.map((k) => groups[k]!); }
   return groups.map((rows) => {
     const longest = Math.max(1, ...rows.map((r) => examples[r]!.ids.length));
     const T = Math.ceil(longest / padToMultiple) * padToMultiple, B = rows.length;

@@ -5,7 +5,7 @@ export {
   type Role, type Message, type ChatVariant, type EncodeChatOpts,
 } from './chat.js';
 export {
-  loadChatData, readChatRows, parseChatRow, describeData, makeBatches, batchTensors, defaultPadId, permutation, ChatRow, ChatMessage,
+  loadChatData, readChatRows, parseChatRow, describeData, makeBatches, batchTensors, defaultPadId, seededPermutation, ChatRow, ChatMessage,
   type Example, type Batch, type BatchOpts, type DataError, type DataSource, type LoadChatOpts, type FileStats, type ChatData,
 } from './data.js';
 export {

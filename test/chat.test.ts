@@ -115,6 +115,13 @@ describe.skipIf(!have)('encodeChat on the Llama 2 tokenizer', () => {
     expect(encodeChat(tok, one, { train: 'last' })).toEqual(encodeChat(tok, one));
   });
 
+  it("an assistant-first conversation: open-instruct masks nothing but BOS; train: 'last' masks its header", () => {
+    const head = [529, 29989, 465, 22137, 29989, 29958, 13]; // "▁<|assistant|>\n": the text's first segment has the dummy prefix
+    const ids = [1, ...head, 10994, 29991, 2];
+    expect(encodeChat(tok, [M('assistant', 'Hello!')])).toEqual({ ids, labels: [IGNORE, ...head, 10994, 29991, 2] });
+    expect(encodeChat(tok, [M('assistant', 'Hello!')], { train: 'last' })).toEqual({ ids, labels: [...rep(8), 10994, 29991, 2] });
+  });
+
   it('the generation prompt: golden, and user content not stripped', () => {
     expect(chatPrompt(tok, [M('user', 'Hi')])).toEqual([1, 529, 29989, 1792, 29989, 29958, 13, 18567, 13, ...ASSIST]);
     expect(tok.decode(chatPrompt(tok, [M('user', ' Hi ')]))).toBe('<|user|>\n Hi \n<|assistant|>\n');
