@@ -2,7 +2,7 @@
 // through the scheduler to Dawn. The default is WebGPU when an adapter opens, else the interpreter (said once).
 
 import type { Storage } from './dtype.js';
-import type { Node } from './node.js';
+import { settle, type Node } from './node.js';
 import { numel } from './shape.js';
 import { interpret } from './interp.js';
 import { Tensor } from './tensor.js';
@@ -85,12 +85,14 @@ export const getBackend = (): Promise<Backend> => {
 
 /** Compute the values of tensors (they then act as leaves of later graphs). */
 export const realize = async (...ts: readonly Tensor[]): Promise<void> => {
+  await settle();
   const b = await getBackend();
   await b.realize(ts.map((t) => t.node));
 };
 
 /** The value as a flat typed array (Float32Array for f32/f16, Float64Array, Int32Array, Uint32Array, Uint8Array for bool). */
 export const data = async (t: Tensor): Promise<Storage> => {
+  await settle();
   const b = await getBackend();
   if (!t.node.realized) await b.realize([t.node]);
   return b.read(t.node);

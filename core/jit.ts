@@ -4,7 +4,7 @@
 // Number arguments are traced as f32 scalars whose value is written per call (never baked into WGSL).
 
 import type { DType } from './dtype.js';
-import { makeNode, type BufferOp, type Node } from './node.js';
+import { makeNode, settle, type BufferOp, type Node } from './node.js';
 import type { Shape } from './shape.js';
 import { Tensor, isTensor } from './tensor.js';
 import { flatten, unflatten } from './tree.js';
@@ -91,6 +91,7 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
   const plans = new Map<string, Plan>();
   let last: Plan | null = null;
   const call = async (...args: A): Promise<R> => {
+    await settle();
     const backend = await getBackend();
     const dev = backend.name === 'webgpu' ? await webgpuDevice() : null;
     if (!dev) {
