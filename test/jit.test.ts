@@ -78,6 +78,27 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     cache.dispose();
   });
 
+  it('a donated input read again after its update in the same step is copied, not overwritten: it keeps its old values there', async () => {
+    // writeAt may write over a donated dst only where the update is its last reader. Here the step also reads the
+    // old cache after the update (next − cache, in one kernel with next, so necessarily after it; and a sum of it):
+    // written in place, next − cache would be 0 at the new row instead of x − old, and the sum would see x.
+    C.setBackend('webgpu');
+    const step = C.jit((cache: Tensor, x: Tensor, pos: Tensor) => {
+      const next = C.writeAt(cache, x, pos, 1); // (2, 4, 3)
+      return [next, C.sub(next, cache), C.sum(cache)] as const;
+    }, { donate: [0], intArgs: [2] });
+    const old = Float32Array.from({ length: 24 }, (_, i) => i + 1);
+    const cache = C.tensor(old, { shape: [2, 4, 3] });
+    await C.realize(cache);
+    const x = C.tensor(new Float32Array(6).fill(100), { shape: [2, 1, 3] });
+    const [next, diff, total] = await step(cache, x, 2);
+    const want = Array.from(old, (v, i) => (Math.floor(i / 3) % 4 === 2 ? 100 - v : 0)); // only row 2 of each batch changed
+    expect(Array.from(await C.data(diff))).toEqual(want);
+    expect(await C.item(total)).toBe(300); // 1 + … + 24
+    expect(Array.from(await C.data(next))).toEqual(Array.from(old, (v, i) => (Math.floor(i / 3) % 4 === 2 ? 100 : v)));
+    for (const t of [next, diff, total, x]) t.dispose();
+  });
+
   it('number arguments are uniforms: a new value needs no recompile', async () => {
     C.setBackend('webgpu');
     const f = C.jit((a: Tensor, s: number) => C.mul(a, s));
