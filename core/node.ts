@@ -61,7 +61,7 @@ export interface Strided { readonly data: Storage; readonly view: View }
 export interface CustomOp<A = unknown> extends OpBase<A> {
   readonly kind: 'custom';
   /** Which hand-written kernel template (core/wgsl) computes it on the GPU. */
-  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update' | 'attention';
+  readonly template: 'matmul' | 'gather' | 'scatterAdd' | 'update' | 'attention' | 'nf4';
   readonly cpu: (src: readonly Strided[], arg: A, out: Aval) => Storage;
 }
 
