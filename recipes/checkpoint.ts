@@ -11,7 +11,7 @@ import * as t from 'io-ts';
 import { data } from '../core/backend.js';
 import { fmt, sameShape } from '../core/shape.js';
 import type { Tensor } from '../core/tensor.js';
-import { flatten, unflatten, type Tree } from '../core/tree.js';
+import { flatten, unflatten } from '../core/tree.js';
 import { fromStorage } from '../ops/create.js';
 import { openCheckpoint, writeSafetensors } from '../models/safetensors.js';
 import { leafPaths } from './optim.js';
@@ -36,7 +36,7 @@ export const checkpointName = (step: number): string => `checkpoint-${step}`;
 export interface CheckpointParts {
   /** Writes the model's files into the (temporary) folder it is given. */
   readonly model: (dir: string) => Promise<void>;
-  readonly optState: Tree;
+  readonly optState: unknown;
   readonly trainer: TrainerState;
 }
 
@@ -129,7 +129,7 @@ export const readTrainerState = async (dir: string): Promise<E.Either<Error, Tra
  * Reads optimizer.safetensors into a tree shaped like `template` (e.g. `optimizer.init(params)`), checking that
  * every leaf is there with its shape.
  */
-export const readOptState = async <S extends Tree>(dir: string, template: S): Promise<E.Either<Error, S>> => {
+export const readOptState = async <S>(dir: string, template: S): Promise<E.Either<Error, S>> => {
   const file = join(dir, OPTIMIZER_FILE);
   const ck = await openCheckpoint(file)();
   if (E.isLeft(ck)) return E.left(new Error(ck.left.message));

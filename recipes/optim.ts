@@ -4,7 +4,7 @@
 
 import { isFloat } from '../core/dtype.js';
 import { isTensor, type Tensor } from '../core/tensor.js';
-import { flatten, mapTree, unflatten, type Tree } from '../core/tree.js';
+import { flatten, mapTree, unflatten } from '../core/tree.js';
 import { full } from '../ops/create.js';
 import { add, cast, exp2, mul, recip, sqrt, sub } from '../ops/elementwise.js';
 import { minimum, square } from '../ops/math.js';
@@ -15,16 +15,16 @@ export type Lr = number | Tensor;
 
 /** An optimizer over trees of the same structure as the parameters it was initialised with. */
 export interface Optimizer<S> {
-  init(params: Tree): S;
+  init(params: unknown): S;
   /** New parameters and state; `lr` overrides the optimizer's own learning rate for this update. */
-  update(grads: Tree, state: S, params: Tree, lr?: Lr): [Tree, S];
+  update<P>(grads: P, state: S, params: P, lr?: Lr): [P, S];
 }
 
 /** AdamW state: the update count (a scalar tensor, 0 before the first update) and the two moment trees. */
 export interface AdamState {
   readonly count: Tensor; // ()
-  readonly mu: Tree;
-  readonly nu: Tree;
+  readonly mu: unknown;
+  readonly nu: unknown;
 }
 
 export interface AdamwOpts {
@@ -101,7 +101,7 @@ export const adamw = (opts: AdamwOpts): Optimizer<AdamState> => {
         M.push(mi);
         V.push(vi);
       });
-      return [unflatten(p.def, P), { count: t, mu: unflatten(m.def, M), nu: unflatten(v.def, V) }];
+      return [unflatten<never>(p.def, P), { count: t, mu: unflatten(m.def, M), nu: unflatten(v.def, V) }];
     },
   };
 };
@@ -111,7 +111,7 @@ export const adamw = (opts: AdamwOpts): Optimizer<AdamState> => {
  * per-leaf norms). Accumulated in f32 at least.
  * @example globalNorm({ a: tensor([3]), b: tensor([4]) }) // 5
  */
-export const globalNorm = (tree: Tree): Tensor => {
+export const globalNorm = (tree: unknown): Tensor => {
   const ls = flatten(tree).leaves;
   if (ls.length === 0) return full([], 0, 'f32');
   const parts = ls.map((g) => sum(square(g))); // () each
@@ -123,7 +123,7 @@ export const globalNorm = (tree: Tree): Tensor => {
  * returns the clipped tree and `total` (the norm before clipping).
  * @example const { grads, norm } = clipByGlobalNorm(g, 1.0);
  */
-export const clipByGlobalNorm = <T extends Tree>(grads: T, maxNorm: number): { grads: T; norm: Tensor } => {
+export const clipByGlobalNorm = <T>(grads: T, maxNorm: number): { grads: T; norm: Tensor } => {
   const norm = globalNorm(grads); // ()
   const coef = minimum(mul(recip(add(norm, 1e-6)), maxNorm), 1); // ()
   return { grads: mapTree(grads, (g) => mul(g, cast(coef, g.dtype))), norm };

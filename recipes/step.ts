@@ -52,8 +52,8 @@ export const stepBody = <P, S, F, B>(lossFn: LossFn<P, F, B>, opts: StepOpts<S>)
     return [loss!, aux] as const;
   };
   const [[loss, aux], grads] = valueAndGrad(total, { hasAux: true })(trainable);
-  const clip = opts.clipNorm ? clipByGlobalNorm(grads as Tree, opts.clipNorm) : { grads: grads as Tree, norm: globalNorm(grads as Tree) };
-  const [np, ns] = opts.optimizer.update(clip.grads, state, trainable as Tree, lr);
+  const clip = opts.clipNorm ? clipByGlobalNorm(grads, opts.clipNorm) : { grads, norm: globalNorm(grads) };
+  const [np, ns] = opts.optimizer.update(clip.grads, state, trainable, lr);
   // Return the trainable tree in its own structure (the optimizer rebuilt it from flatten's definition).
   return { trainable: unflatten<P>(flatten(trainable).def, flatten(np).leaves), state: ns, loss, gradNorm: clip.norm, aux };
 };

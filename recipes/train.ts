@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import cliProgress from 'cli-progress';
 import { data, getBackend } from '../core/backend.js';
-import { flatten, unflatten, type Tree } from '../core/tree.js';
+import { flatten, unflatten } from '../core/tree.js';
 import type { Tensor } from '../core/tensor.js';
 import { fromStorage } from '../ops/create.js';
 import { checkpointName, pruneCheckpoints, writeCheckpoint, type TrainerState, type WriteHooks } from './checkpoint.js';
@@ -94,7 +94,7 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
   bar?.start(o.totalSteps, step, { loss: '-', lr: '-', tps: '-' });
   const save = async (s: number) => {
     const dir = join(o.output, checkpointName(s));
-    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state as Tree, trainer: { step: s, dataPos: pos, key: [key[0], key[1]] } }, o.checkpointHooks)();
+    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]] } }, o.checkpointHooks)();
     if (E.isLeft(r)) throw r.left;
     await pruneCheckpoints(o.output, o.keepCheckpoints ?? 1);
   };

@@ -46,7 +46,7 @@ const run = async (output: string, extra: { stopAfter?: number; resumeFrom?: str
   if (extra.resumeFrom) {
     const dir = orThrow(await resolveCheckpoint(extra.resumeFrom));
     params = orThrow(await loadLlama(dir)()).params;
-    optState = orThrow(await readOptState(dir, opt.init(params) as never)) as AdamState;
+    optState = orThrow(await readOptState(dir, opt.init(params)));
     resume = orThrow(await readTrainerState(dir));
   }
   return trainLoop({
