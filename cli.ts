@@ -9,12 +9,14 @@ import { Command, CommanderError } from 'commander';
 import { demoCommand } from './examples/spirals.js';
 import { generateCommand } from './models/cli-generate.js';
 import { UsageError } from './models/cli-options.js';
+import { evalCommand } from './recipes/cli-eval.js';
 
 export const program = new Command('camelid')
   .description('a functional tensor DSL and autodiff framework on WebGPU, with Llama-2 recipes');
 
 program.addCommand(demoCommand);
 program.addCommand(generateCommand);
+program.addCommand(evalCommand);
 
 export interface CliIo { readonly writeOut: (s: string) => void; readonly writeErr: (s: string) => void }
 const stdio: CliIo = { writeOut: (s) => void process.stdout.write(s), writeErr: (s) => void process.stderr.write(s) };

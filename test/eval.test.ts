@@ -119,3 +119,42 @@ describe.skipIf(!haveFixtures)('eval scoring on stories260K (interpreter)', () =
     expect(cut[0]).toBe(replies[0]!.slice(0, replies[0]!.indexOf(` ${word}`)));
   });
 });
+
+describe.skipIf(!haveFixtures)('camelid eval', () => {
+  const dir = tempDir('camelid-eval-cli-');
+  const run = async (argv: string[]) => {
+    const { runCli } = await import('../cli.js');
+    let out = '', err = '';
+    const code = await runCli(argv, { writeOut: (s) => { out += s; }, writeErr: (s) => { err += s; } });
+    return { code, out, err };
+  };
+
+  it('scores an MMLU file with shots from its first rows and writes one JSON line per scored item', async () => {
+    await setBackend('cpu');
+    const data = join(dir.path, 'stories_test.csv');
+    await writeFile(data, 'Who is happy?,Tom,Lily,B\nWhat is big?,a cat,a tree,B\nWhat is red?,a ball,the sky,A\n');
+    const output = join(dir.path, 'items.jsonl');
+    const writes: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((s: string) => { writes.push(s); return true; }) as typeof process.stdout.write;
+    let r;
+    try { r = await run(['eval', '--model', join(fixtures, 'hf'), '--tokenizer', join(fixtures, 'tok512.model'), '--task', 'mmlu', '--data', data, '--shots', '1', '--output', output]); }
+    finally { process.stdout.write = write; }
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const lines = (await (await import('node:fs/promises')).readFile(output, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { line: number; correct: boolean });
+    expect(lines.map((l) => l.line)).toEqual([2, 3]);
+    const correct = lines.filter((l) => l.correct).length;
+    expect(writes.join('')).toMatch(new RegExp(`^mmlu stories, 1-shot: exact match [0-9.]+% \\[[0-9.]+, [0-9.]+\\] \\(${correct}/2\\)\\n$`));
+  });
+
+  it('refuses a missing task, an unknown task and a tokenizer of another vocabulary, naming them', async () => {
+    expect(await run(['eval', '--model', join(fixtures, 'hf'), '--data', 'x.csv'])).toMatchObject({ code: 2, err: 'camelid eval: --task mmlu|gsm8k is required\n' });
+    const bad = await run(['eval', '--model', join(fixtures, 'hf'), '--task', 'bbh', '--data', 'x']);
+    expect(bad).toMatchObject({ code: 2, err: "camelid eval: --task must be mmlu or gsm8k, got 'bbh' (see 'camelid eval --help')\n" });
+    const tok32k = resolve(fixtures, '../llama2-tokenizer-32k');
+    const mismatch = await run(['eval', '--model', join(fixtures, 'hf'), '--tokenizer', tok32k, '--task', 'mmlu', '--data', 'x.csv']);
+    expect(mismatch.code).toBe(2);
+    expect(mismatch.err).toMatch(/has 32000 tokens but model .* has vocab_size 512/);
+  });
+});
