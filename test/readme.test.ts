@@ -26,7 +26,18 @@ it('README example runs and prints a loss and a gradient', async () => {
   const lse = (a: number, b: number) => Math.log(Math.exp(a) + Math.exp(b));
   const expected = -((-0.3 - lse(-0.25, -0.3)) + (0.275 - lse(0.275, 0.5))) / 2;
   expect(loss).toBeCloseTo(expected, 5);
+  // ∂loss/∂logits = (softmax − one-hot)/2 per row (cross-entropy of a softmax, averaged over 2 rows), and
+  // ∂loss/∂w = xᵀ·∂loss/∂logits: gw[i][j] = Σ_r x[r][i]·d[r][j].
+  const softmax = (a: number, b: number) => [Math.exp(a - lse(a, b)), Math.exp(b - lse(a, b))];
+  const [s0, s1] = [softmax(-0.25, -0.3), softmax(0.275, 0.5)];
+  const d = [[s0[0]! / 2, (s0[1]! - 1) / 2], [(s1[0]! - 1) / 2, s1[1]! / 2]];
+  const x = [[0.5, -1.0], [2.0, 0.25]];
+  const want = [0, 1].map((i) => [0, 1].map((j) => x[0]![i]! * d[0]![j]! + x[1]![i]! * d[1]![j]!));
   expect(gw).toHaveLength(2);
+  gw.forEach((row, i) => {
+    expect(row).toHaveLength(2);
+    row.forEach((g, j) => expect(g, `grads.w[${i}][${j}]`).toBeCloseTo(want[i]![j]!, 5));
+  });
 });
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
