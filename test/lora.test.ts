@@ -1,7 +1,10 @@
 // LoRA on the interpreter: PEFT's init (A ~ U(±1/√in), B = 0, so the adapted model starts as the base, exactly),
 // merged == adapted forward, gradients for the adapters only (no base weight gradient in the graph) against
-// finite differences in f64, keyed dropout on the adapter input only, disable == base, and mismatch errors.
+// finite differences in f64, keyed dropout on the adapter input only, disable == base, mismatch errors, and PEFT
+// adapter folders (round trip, a folder laid out as PEFT writes it, mismatches naming the key).
 
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
@@ -10,9 +13,11 @@ import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams, type LlamaParams } from '../models/llama.js';
 import { checkAdapters, disable, lora, LORA_TARGETS, loraScale, merge, withLora, type LoraAdapters } from '../models/lora.js';
 import { crossEntropy, linear, type LoraWeight } from '../ops/nn.js';
+import { loadAdapters, saveAdapters } from '../models/peft.js';
+import { openSafetensors, writeSafetensors, bf16ToF32, f32ToBf16 } from '../models/safetensors.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { maxAbsDiff } from './helpers.js';
+import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 
 setBackend('cpu');
 
@@ -170,5 +175,77 @@ describe('LoRA mismatches are errors naming the adapter', () => {
     expect(() => withLora(base, { ...a, layers: [a.layers[0]!, { ...a.layers[1]!, wz: a.layers[1]!.wq } as never] })).toThrow(/layers\[1\]\.wz: unknown target/);
     expect(() => lora(base, { r: 0, alpha: 1, key: C.key(0) })).toThrow(/r must be a positive integer/);
     expect(() => lora(base, { r: 2, alpha: 1, targets: ['q_proj' as never], key: C.key(0) })).toThrow(/unknown target 'q_proj'/);
+  });
+});
+
+describe('PEFT adapter folders', () => {
+  const tmp = tempDir('camelid-peft-');
+  const base = initParams(tiny, C.key(1), { dtype: 'f32' });
+  const f32 = (t: Tensor, seed: number) => C.tensor(Float32Array.from(fillValues(t.size, 'unit', seed)), { shape: t.shape, dtype: 'f32' });
+
+  it('round trip: config fields and every adapter bit-identical', async () => {
+    const a0 = lora(base, { r: 3, alpha: 6, dropout: 0.05, targets: ['wq', 'wv', 'w2'], key: C.key(9), rslora: true });
+    const a = { ...a0, layers: a0.layers.map((l, i) => Object.fromEntries(Object.entries(l).map(([t, p], j) => [t, { A: p!.A, B: f32(p!.B, 70 + 10 * i + j) }]))) };
+    const dir = join(tmp.path, 'rt');
+    right(await saveAdapters(dir, a, { baseModel: 'tiny' })());
+    const cfg = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg).toMatchObject({ r: 3, lora_alpha: 6, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj', 'down_proj'], bias: 'none', task_type: 'CAUSAL_LM', use_rslora: true, peft_type: 'LORA' });
+    const back = right(await loadAdapters(dir, base)());
+    expect({ ...back, layers: null }).toEqual({ ...a, layers: null });
+    for (let i = 0; i < 2; i++) for (const t of ['wq', 'wv', 'w2'] as const) for (const m of ['A', 'B'] as const) {
+      expect([...(await data(back.layers[i]![t]![m]))]).toEqual([...(await data(a.layers[i]![t]![m]))]);
+    }
+    const f = right(await openSafetensors(join(dir, 'adapter_model.safetensors'))());
+    expect(f.tensors.map((t) => t.name).sort()).toContain('base_model.model.model.layers.1.mlp.down_proj.lora_B.weight');
+    expect(f.info('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight')?.shape).toEqual([3, 8]);
+    await f.close();
+  });
+
+  /** A folder laid out as PEFT's save_pretrained writes one (bf16 weights, its own config fields, set-ordered targets). */
+  const peftFolder = async (name: string, tensors: { name: string; shape: number[]; seed: number }[], cfg: Record<string, unknown> = {}) => {
+    const dir = join(tmp.path, name);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'adapter_config.json'), JSON.stringify({
+      alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: 'meta-llama/Llama-2-7b-hf', bias: 'none', fan_in_fan_out: false,
+      inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null, loftq_config: {}, lora_alpha: 16,
+      lora_dropout: 0.1, megatron_config: null, megatron_core: 'megatron.core', modules_to_save: null, peft_type: 'LORA', r: 2,
+      rank_pattern: {}, revision: null, target_modules: ['v_proj', 'q_proj'], task_type: 'CAUSAL_LM', use_dora: false, use_rslora: false, ...cfg,
+    }));
+    right(await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors.map((t) => ({
+      name: t.name, dtype: 'BF16' as const, shape: t.shape, data: Float32Array.from(fillValues(t.shape[0]! * t.shape[1]!, 'unit', t.seed)),
+    })))());
+    return dir;
+  };
+  const key = (i: number, m: string, ab: string) => `base_model.model.model.layers.${i}.self_attn.${m}.lora_${ab}.weight`;
+  const qv = (i: number) => [
+    { name: key(i, 'q_proj', 'A'), shape: [2, 8], seed: 10 * i + 1 }, { name: key(i, 'q_proj', 'B'), shape: [8, 2], seed: 10 * i + 2 },
+    { name: key(i, 'v_proj', 'A'), shape: [2, 8], seed: 10 * i + 3 }, { name: key(i, 'v_proj', 'B'), shape: [4, 2], seed: 10 * i + 4 },
+  ];
+
+  it('reads a folder written the way PEFT writes it (bf16, q/v targets, α 16, r 2)', async () => {
+    const dir = await peftFolder('peft', [...qv(0), ...qv(1)]);
+    const a = right(await loadAdapters(dir, base)());
+    expect({ r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets }).toEqual({ r: 2, alpha: 16, dropout: 0.1, rslora: false, targets: ['wq', 'wv'] });
+    expect(loraScale(a)).toBe(8);
+    // bf16 of fillValues(…, seed 13): the file holds the top 16 bits (round to nearest even) of each f32.
+    const want = Float32Array.from(fillValues(16, 'unit', 13)).map((v) => bf16ToF32(f32ToBf16(v)));
+    expect([...(await data(a.layers[1]!.wv!.A))]).toEqual([...want]);
+    expect(a.layers[0]!.w1).toBeUndefined();
+  });
+
+  it('mismatches are Lefts naming the key: shape, layer count, unknown target, missing adapter', async () => {
+    const shape = await peftFolder('shape', [...qv(0), ...qv(1).slice(0, 3), { name: key(1, 'v_proj', 'B'), shape: [8, 2], seed: 9 }]);
+    expect(leftMessage(await loadAdapters(shape, base)())).toMatch(/layers\.1\.self_attn\.v_proj\.lora_B\.weight.*expected \(4,2\).*file has \(8,2\)|expected \(4,2\).*file has \(8,2\).*v_proj\.lora_B/);
+    const deep = await peftFolder('deep', [...qv(0), ...qv(1), ...qv(2)]);
+    expect(leftMessage(await loadAdapters(deep, base)())).toMatch(/layers\.2\.self_attn\.q_proj\.lora_A\.weight|layer 2 does not exist/);
+    expect(leftMessage(await loadAdapters(deep, base)())).toMatch(/base model has 2 layers/);
+    const head = await peftFolder('head', [...qv(0), ...qv(1)], { target_modules: ['q_proj', 'v_proj', 'lm_head'] });
+    expect(leftMessage(await loadAdapters(head, base)())).toMatch(/target_modules.*"lm_head"/);
+    const stray = await peftFolder('stray', [...qv(0), ...qv(1), { name: key(0, 'k_proj', 'A'), shape: [2, 8], seed: 5 }]);
+    expect(leftMessage(await loadAdapters(stray, base)())).toMatch(/k_proj\.lora_A\.weight.*not in the config's target_modules|not in the config's target_modules.*k_proj/);
+    const missing = await peftFolder('missing', [...qv(0), ...qv(1).slice(1)]);
+    expect(leftMessage(await loadAdapters(missing, base)())).toMatch(/layers\.1\.self_attn\.q_proj\.lora_A\.weight/);
+    const fanIn = await peftFolder('fan', [...qv(0), ...qv(1)], { fan_in_fan_out: true });
+    expect(leftMessage(await loadAdapters(fanIn, base)())).toMatch(/fan_in_fan_out/);
   });
 });
