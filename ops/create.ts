@@ -2,7 +2,7 @@
 
 import { allocStorage, coerce, isDType, type DType, type Storage } from '../core/dtype.js';
 import { makeNode, type BufferOp } from '../core/node.js';
-import { checkShape, fmt, numel, ShapeError, type Shape } from '../core/shape.js';
+import { checkShape, DTypeError, fmt, numel, ShapeError, type Shape } from '../core/shape.js';
 import { Tensor } from '../core/tensor.js';
 import { add, cast, iota, mul } from './elementwise.js';
 import { scalar } from './lift.js';
@@ -50,10 +50,38 @@ const shapeOf = (x: NestedArray, path: string): number[] => {
 
 export interface TensorOpts { readonly dtype?: DType; readonly shape?: Shape }
 
+const HOLDS: Partial<Record<DType, string>> = {
+  i32: 'an integer in [-2147483648, 2147483647]', u32: 'an integer in [0, 4294967295]', bool: 'true, false, 0 or 1',
+};
+
 /**
- * A tensor from nested arrays, a number, or a typed array (with `shape`). Non-finite values are allowed.
+ * The value a dtype stores for x, or a DTypeError naming the element when an integer or bool dtype cannot hold x
+ * exactly (NaN, ±Infinity, a fraction, out of range, or a bool other than 0/1): never a silent truncation or wrap.
+ * Float dtypes round as usual. `where` names the element (a flat index, or a nested path like [1][0]).
+ */
+const store = (op: string, dtype: DType, x: number, where: () => string): number => {
+  const v = coerce(dtype, x);
+  if (v !== x && HOLDS[dtype] !== undefined) {
+    throw new DTypeError(`${op}: ${where()} is ${x}, which ${dtype} cannot hold (${HOLDS[dtype]}); ${dtype === 'bool' ? 'to take truthiness on purpose' : 'to truncate on purpose'}, build a float tensor and cast() it`);
+  }
+  return v;
+};
+
+/** Nested-array path of flat element i in shape, e.g. [1][0]. */
+const pathOf = (shape: Shape, i: number): string => {
+  let s = '';
+  for (let d = shape.length - 1, r = i; d >= 0; d--) { s = `[${r % shape[d]!}]${s}`; r = Math.floor(r / shape[d]!); }
+  return s || '(the scalar)';
+};
+
+/**
+ * A tensor from nested arrays, a number, or a typed array (with `shape`). Float dtypes take any value (rounded to
+ * the dtype; non-finite allowed). i32, u32 and bool take only values they hold exactly: a fraction, NaN, ±Infinity,
+ * an out-of-range integer, or a bool other than true/false/0/1 is a DTypeError naming the element (to truncate on
+ * purpose, build a float tensor and `cast` it).
  * @example tensor([[1, 2], [3, 4]]) // f32 (2, 2)
  * @example tensor(new Float32Array(6), { shape: [2, 3] })
+ * @example tensor([3, 1, 4], { dtype: 'i32' }) // tensor([1.5], { dtype: 'i32' }) throws
  */
 export const tensor = (data: NestedArray | TypedInput, opts: TensorOpts = {}): Tensor => {
   if (opts.dtype !== undefined && !isDType(opts.dtype)) throw new ShapeError(`tensor: unknown dtype '${String(opts.dtype)}' (expected f32, f64, f16, i32, u32 or bool)`);
@@ -61,7 +89,7 @@ export const tensor = (data: NestedArray | TypedInput, opts: TensorOpts = {}): T
     const dtype = opts.dtype ?? dtypeOfTyped(data);
     const shape = opts.shape ?? [data.length];
     const out = allocStorage(dtype, data.length);
-    for (let i = 0; i < data.length; i++) out[i] = coerce(dtype, data[i]!);
+    for (let i = 0; i < data.length; i++) out[i] = store('tensor', dtype, data[i]!, () => `element at index ${i}`);
     return fromStorage(out, shape, dtype);
   }
   const shape = shapeOf(data, '');
@@ -69,12 +97,13 @@ export const tensor = (data: NestedArray | TypedInput, opts: TensorOpts = {}): T
   const flat = (Array.isArray(data) ? (data as unknown[]).flat(Infinity) : [data]) as (number | boolean)[];
   const dtype = opts.dtype ?? (typeof flat[0] === 'boolean' ? 'bool' : 'f32');
   const out = allocStorage(dtype, flat.length);
-  for (let i = 0; i < flat.length; i++) out[i] = coerce(dtype, Number(flat[i]));
+  for (let i = 0; i < flat.length; i++) out[i] = store('tensor', dtype, Number(flat[i]), () => `element ${pathOf(shape, i)}`);
   return fromStorage(out, opts.shape ?? shape, dtype);
 };
 
-/** A constant-filled tensor (no buffer: the value is broadcast in index math). */
-export const full = (shape: Shape, value: number, dtype: DType = 'f32'): Tensor => broadcastTo(scalar(value, dtype), checkShape('full', shape));
+/** A constant-filled tensor (no buffer: the value is broadcast in index math); the value must fit the dtype as in tensor(). */
+export const full = (shape: Shape, value: number, dtype: DType = 'f32'): Tensor =>
+  broadcastTo(scalar(store('full', dtype, value, () => 'the value'), dtype), checkShape('full', shape));
 export const zeros = (shape: Shape, dtype: DType = 'f32'): Tensor => full(shape, 0, dtype);
 export const ones = (shape: Shape, dtype: DType = 'f32'): Tensor => full(shape, 1, dtype);
 export const zerosLike = (x: Tensor): Tensor => zeros(x.shape, x.dtype);
