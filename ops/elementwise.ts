@@ -41,14 +41,73 @@ export const sigmoidOp = fnUnary('sigmoid', (x) => { const e = Math.exp(-Math.ab
   (g, out) => [mul(g, mul(out, sub(1, out)))]);
 
 /** softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(e^(−|x|)); derivative σ(x) at every point, 0 included.
- * WGSL has no log1p: below e^(−|x|) = 1/64 it is its series to the 4th power (relative error < 2e-8). */
+ * WGSL has no log1p: below e^(−|x|) = 1/8 it is its series to the 8th power (relative error < 7e-9). */
 export const softplusOp = fnUnary('softplus', (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))), 'cml_softplus',
   `fn cml_softplus(x: f32) -> f32 {
   let e = exp(-abs(x));
-  let l = select(log(1.0 + e), e * (1.0 - e * (0.5 - e * (0.33333334 - e * 0.25))), e < 0.015625);
+  let l = select(log(1.0 + e), e * (1.0 - e * (0.5 - e * (0.33333334 - e * (0.25 - e * (0.2 - e * (0.16666667 - e * (0.14285715 - e * 0.125))))))), e < 0.125);
   return select(x, 0.0, x < 0.0) + l;
 }`,
   (g, _o, [x]) => [mul(g, apply(sigmoidOp, [x!]))]);
+
+/** tanh x; derivative 1 − tanh² read from the output (0 when saturated: 2σ(2x) − 1 gave NaN below −50 in f32).
+ * WGSL: its Taylor series to x⁷ below |x| = 1/8 (keeps tanh(tiny) = tiny), else (1 − e)/(1 + e) with e = e^(−2|x|). */
+export const tanhOp = fnUnary('tanh', Math.tanh, 'cml_tanh',
+  `fn cml_tanh(x: f32) -> f32 {
+  let a = abs(x);
+  let x2 = x * x;
+  let e = exp(-2.0 * a);
+  let t = (1.0 - e) / (1.0 + e);
+  return select(select(t, -t, x < 0.0), x * (1.0 - x2 * (0.33333334 - x2 * (0.13333334 - x2 * 0.053968254))), a < 0.125);
+}`,
+  (g, out) => [mul(g, sub(1, mul(out, out)))]);
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+/** erf in f64: below 2.5 the series 2/√π·e^(−x²)·Σ (2x²)ⁿ x/(2n+1)!! (all terms positive: no cancellation), above
+ * it 1 − erfc by erfc's continued fraction e^(−x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …)))) (A&S 7.1.2, 7.1.14). */
+const erfCpu = (x: number): number => {
+  const a = Math.abs(x);
+  if (!(a < 6)) return Number.isNaN(x) ? x : Math.sign(x); // |erf| rounds to 1 beyond 5.9 in f64
+  let r: number;
+  if (a < 2.5) {
+    const q = 2 * a * a;
+    let [t, s] = [a, a];
+    for (let n = 1; n < 200 && t > s * 1e-17; n++) { t *= q / (2 * n + 1); s += t; }
+    r = TWO_OVER_SQRT_PI * Math.exp(-a * a) * s;
+  } else {
+    let f = a;
+    for (let k = 60; k >= 1; k--) f = a + k / 2 / f;
+    r = 1 - Math.exp(-a * a) / (Math.sqrt(Math.PI) * f);
+  }
+  return x < 0 ? -r : x === 0 ? x : r;
+};
+/** The error function; derivative 2/√π·e^(−x²). WGSL: the same two forms in f32 (series below 1.5, a 24-term
+ * continued fraction to 4, ±1 beyond), with e^(−x²) from x² split exactly by fma; within 4 f32 ulps of erf. */
+export const erfOp = fnUnary('erf', erfCpu, 'cml_erf',
+  `fn cml_erf(x: f32) -> f32 {
+  let a = abs(x);
+  if (a >= 4.0) { return sign(x); }
+  let hi = a * a;
+  let e = exp(-hi) * (1.0 - fma(a, a, -hi));
+  var r: f32;
+  if (a < 1.5) {
+    let q = 2.0 * hi;
+    var t = a;
+    var s = a;
+    for (var n = 1; n < 40; n++) {
+      t = t * q / f32(2 * n + 1);
+      s = s + t;
+      if (t < s * 3e-8) { break; }
+    }
+    r = 1.1283791671 * e * s;
+  } else {
+    var f = a;
+    for (var k = 24; k >= 1; k--) { f = a + f32(k) * 0.5 / f; }
+    r = 1.0 - e / (1.7724538509 * f);
+  }
+  return select(r, -r, x < 0.0);
+}`,
+  (g, _o, [x]) => [mul(g, mul(exp2(mul(mul(x!, x!), -Math.LOG2E)), TWO_OVER_SQRT_PI))]);
 
 /** max(x, 0). A primitive so that its derivative reads the output (out > 0): the backward pass then needs
  * only the activation it already keeps, and the pre-activation can stay fused inside its matmul. */
@@ -80,6 +139,30 @@ export const maxOp = binary('max', Math.max, (a, b) => `max(${a}, ${b})`, (g, _o
   const share = add(cast(less(b!, a!), a!.dtype), mul(cast(equal(a!, b!), a!.dtype), 0.5));
   return [mul(g, share), mul(g, sub(1, share))];
 });
+/** numpy's power: x^p, also for negative x with an integral p (sign from p's parity; NaN for a fractional p),
+ * 0^p = 0 or inf, x^0 = 1 and 1^p = 1 even for NaN, (−1)^±inf = 1. WGSL: |x|^p as exp2(p·log2|x|), sign fixed.
+ * VJP as JAX's: ∂x = p·x^(p−1) (0 where p = 0), ∂p = log(x)·x^p with log 0 read as 0 (x^p is 0 or inf there). */
+export const powOp: ElementwiseOp = {
+  ...binary('pow', (x, p) => (p === 0 || x === 1 ? 1 : x === -1 && Math.abs(p) === Infinity ? 1 : Math.pow(x, p)), () => '',
+    (g, out, [x, p]) => {
+      const dx = where(equal(p!, 0), 0, mul(p!, apply(powOp, [x!, sub(p!, 1)])));
+      const logx = mul(log2(where(equal(x!, 0), 1, x!)), LN2);
+      return [mul(g, dx), mul(g, mul(out, logx))];
+    }),
+  infer: sameDtype('pow', true),
+  wgsl: ([x, p], _i, _a, out) => (out === 'f32' ? `cml_pow(${x}, ${p})` : `${out}(cml_pow(f32(${x}), f32(${p})))`),
+  wgslPrelude: `fn cml_pow(x: f32, p: f32) -> f32 {
+  let a = abs(x);
+  if (p == 0.0 || x == 1.0 || (a == 1.0 && abs(p) == f32_bits(0x7f800000u))) { return 1.0; }
+  let r = exp2(p * log2(a));
+  if (x < 0.0) {
+    if (floor(p) != p) { return select(f32_bits(0x7fc00000u), r, a == f32_bits(0x7f800000u)); } // (−inf)^2.5 = inf
+    return select(r, -r, fract(p * 0.5) == 0.5);
+  }
+  return r;
+}`,
+};
+
 export const cmpltOp = binary('cmplt', (a, b) => (a < b ? 1 : 0), (a, b) => `(${a} < ${b})`, () => [null, null], 'bool');
 export const cmpeqOp = binary('cmpeq', (a, b) => (a === b ? 1 : 0), (a, b) => `(${a} == ${b})`, () => [null, null], 'bool');
 

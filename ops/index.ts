@@ -5,7 +5,9 @@ export {
   add, mul, sub, neg, maximum, less, greater, equal, lessEqual, greaterEqual, logicalNot, where, cast, exp2, log2, sin, sqrt, recip,
   stopGradient, iota,
 } from './elementwise.js';
-export { div, exp, log, rsqrt, square, cos, pow, abs, minimum, clamp, relu, sigmoid, tanh, silu, gelu, softplus, logSigmoid, sign } from './math.js';
+export { div, exp, log, rsqrt, square, cos, pow, abs, minimum, clamp, relu, sigmoid, tanh, erf, silu, gelu, softplus, logSigmoid, sign,
+  type GeluOpts,
+} from './math.js';
 export { sum, max, min, mean, variance, logsumexp, softmax, logSoftmax, argmax, type ReduceOpts } from './reduce.js';
 export { reshape, permute, pad, shrink, slice, broadcastTo, transpose, swapAxes, squeeze, expandDims, concat, stack } from './movement.js';
 export { matmul } from './matmul.js';
