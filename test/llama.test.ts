@@ -14,6 +14,7 @@ import { loadLlama, saveLlama, toHfTensors } from '../models/load.js';
 import { writeSafetensors } from '../models/safetensors.js';
 import { crossEntropy } from '../ops/nn.js';
 import { schedule } from '../core/schedule/index.js';
+import { toposort } from '../core/node.js';
 import { compileKernels } from '../core/runtime.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
@@ -53,6 +54,21 @@ describe.skipIf(!haveFixtures)('stories260K golden logits (llama2.c run.c refere
       expect(err).toBeLessThan(1e-4);
     });
   }
+
+  it('the plain path rotating q and k with rope() (positions (1, T) for a batch of 2: attention cannot rotate on load) gives the reference logits', async () => {
+    // Without a cache, attention rotates q and k as it loads them; a RoPE table that is not per row of the batch
+    // (here shared by 2 rows) is refused there, and causalAttention rotates with rope() first. So rope() itself is
+    // pinned to run.c on the plain path too, not only through the cache.
+    const { config, params } = right(await loadLlama(join(fixtures, 'hf'))());
+    const positions = C.reshape(C.iota(rows), [1, rows]); // (1, T) i32
+    const logits = forward(config, params, i32([ids, ids]), { positions }); // (2, 64, 512)
+    const attn = toposort([logits.node]).filter((n) => n.op.name === 'attention');
+    expect(attn.length).toBe(config.nLayers);
+    expect(attn.every((n) => !(n.arg as { rope?: boolean }).rope)).toBe(true); // rotated before, by rope()
+    const got = await data(logits);
+    const V = config.vocabSize;
+    for (const b of [0, 1]) expect(maxAbsDiff(got.subarray(b * rows * V, (b + 1) * rows * V), ref), `row ${b}`).toBeLessThan(1e-4);
+  });
 
   it('the KV-cache path (prefill, a 4-token chunk, then single tokens) gives the same logits', async () => {
     const { config, params } = right(await loadLlama(join(fixtures, 'hf'))());
