@@ -1,6 +1,7 @@
-// DPO (Rafailov et al. 2023) as pure functions: the preference losses of four sequence log-prob tensors, and the
-// per-sequence log-probs of a (chosen; rejected) batch in one forward. No data loading (recipes/prefs.ts), no
-// optimizer or loop (the shared step and training loop), no reference bookkeeping (recipes/dpo-ref.ts).
+// DPO (Rafailov et al. 2023) as pure functions: the preference losses of four sequence log-prob tensors, the
+// per-sequence log-probs of a (chosen; rejected) batch in one forward, and the loss the generic step trains with
+// (the reference from disabled LoRA adapters, a frozen copy, or cached log-probs in the batch). No data loading
+// (recipes/prefs.ts), no optimizer or loop (step.ts, train.ts), no cache files (recipes/dpo-ref.ts).
 
 import { ShapeError, fmt } from '../core/shape.js';
 import type { Tensor } from '../core/tensor.js';
@@ -8,7 +9,8 @@ import type { LlamaConfig } from '../models/config.js';
 import { forward, type LlamaParams } from '../models/llama.js';
 import { add, cast, equal, expandDims, greater, iota, logicalNot, logSigmoid, logsumexp, maximum, mean, mul, neg, relu, slice, square, stopGradient, sub, sum, where } from '../ops/index.js';
 import { div } from '../ops/math.js';
-import { linear } from '../ops/nn.js';
+import { linear, type Weight } from '../ops/nn.js';
+import { disable, withLora, type LoraAdapters } from '../models/lora.js';
 
 /**
  * The loss family. Formulas (Δ = (π_c − π_r) − (ref_c − ref_r), z = β·Δ):
@@ -128,7 +130,7 @@ export interface SeqLogprobsOpts {
  * (iota compare) and a logsumexp, and nothing else reads them.
  * @example const { logps, tokens } = sequenceLogprobs(cfg, params, ids, labels) // (B, T) i32 ×2 → (B,), (B,)
  */
-export const sequenceLogprobs = (cfg: LlamaConfig, params: LlamaParams, tokens: Tensor, labels: Tensor, opts: SeqLogprobsOpts = {}): SeqLogprobs => {
+export const sequenceLogprobs = (cfg: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, labels: Tensor, opts: SeqLogprobsOpts = {}): SeqLogprobs => {
   if (tokens.rank !== 2 || labels.rank !== 2 || tokens.shape[0] !== labels.shape[0] || tokens.shape[1] !== labels.shape[1] || labels.dtype !== 'i32') {
     throw new ShapeError(`sequenceLogprobs: tokens ${tokens.dtype}${fmt(tokens.shape)} and labels ${labels.dtype}${fmt(labels.shape)} must both be (B, T), labels i32`);
   }
@@ -152,4 +154,87 @@ export const sequenceLogprobs = (cfg: LlamaConfig, params: LlamaParams, tokens: 
     [logps, count] = logps && count ? [add(logps, lp), add(count, n)] : [lp, n];
   }
   return { logps: logps!, tokens: count! };
+};
+
+export interface PairLogprobs {
+  readonly chosen: Tensor; // (N,) summed log-probs of the chosen rows
+  readonly rejected: Tensor; // (N,)
+  readonly chosenTokens: Tensor; // (N,) trained tokens
+  readonly rejectedTokens: Tensor; // (N,)
+}
+
+/**
+ * Log-probs of N pairs stored as 2N rows (chosen rows first, then the rejected ones, as prefs.ts batches them),
+ * in one forward of the whole (2N, T) batch, split after.
+ * @example const { chosen, rejected } = pairLogprobs(cfg, params, tokens, labels) // (2N, T) ×2 → (N,) each
+ */
+export const pairLogprobs = (cfg: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, labels: Tensor, opts: SeqLogprobsOpts = {}): PairLogprobs => {
+  const B = tokens.shape[0]!;
+  if (B % 2 !== 0) throw new ShapeError(`pairLogprobs: a batch of pairs has an even number of rows (chosen then rejected), got ${fmt(tokens.shape)}`);
+  const N = B / 2;
+  const { logps, tokens: n } = sequenceLogprobs(cfg, params, tokens, labels, opts); // (2N,) each
+  const half = (x: Tensor, i: 0 | 1) => slice(x, [i * N], [(i + 1) * N]); // (N,)
+  return { chosen: half(logps, 0), rejected: half(logps, 1), chosenTokens: half(n, 0), rejectedTokens: half(n, 1) };
+};
+
+/** A DPO micro-batch: N pairs as 2N rows, with the reference log-probs when they come from a cache. */
+export interface DpoBatch {
+  readonly tokens: Tensor; // (2N, T) i32: chosen rows, then rejected
+  readonly labels: Tensor; // (2N, T) i32
+  readonly refChosen?: Tensor; // (N,) cached reference log-probs (summed)
+  readonly refRejected?: Tensor; // (N,)
+}
+
+/** Where the policy's parameters, and the reference's when a step computes them, come from. */
+export interface DpoModel<P, F> {
+  readonly policy: (trainable: P, frozen: F) => LlamaParams<Weight>;
+  /** Absent: every batch carries cached reference log-probs (or the kind is simpo). */
+  readonly reference?: (trainable: P, frozen: F) => LlamaParams<Weight>;
+}
+
+/** (a) LoRA: trainable = adapters, frozen = the base; the reference is the same base with the adapters disabled
+ * (open-instruct `disable_adapter()`, TRL without a ref_model): no second copy of the weights. */
+export const loraReference: DpoModel<LoraAdapters, LlamaParams<Weight>> = {
+  policy: (a, base) => withLora(base, a),
+  reference: (a, base) => disable(withLora(base, a)),
+};
+
+/** (c) Full fine-tuning: trainable = the policy, frozen = a separate frozen copy (EasyLM's reference params). */
+export const frozenReference: DpoModel<LlamaParams, LlamaParams<Weight>> = { policy: (p) => p, reference: (_p, ref) => ref };
+
+/** (b) Cached reference log-probs in every batch: the policy alone is run; `policy` says how to build it. */
+export const cachedReference = <P, F>(policy: (trainable: P, frozen: F) => LlamaParams<Weight>): DpoModel<P, F> => ({ policy });
+
+/** Metric names (TRL's and open-instruct's), each a () mean over the batch's pairs. */
+export type DpoMetrics = {
+  readonly 'rewards/chosen': Tensor;
+  readonly 'rewards/rejected': Tensor;
+  readonly 'rewards/accuracy': Tensor;
+  readonly 'rewards/margin': Tensor;
+  readonly 'logps/chosen': Tensor;
+  readonly 'logps/rejected': Tensor;
+};
+
+/** A LossFn (step.ts) whose metrics are typed. */
+export type DpoLossFn<P, F> = (trainable: P, frozen: F, batch: DpoBatch) => { readonly loss: Tensor; readonly aux: DpoMetrics };
+
+/**
+ * The loss the generic step (step.ts `trainStep`) trains with: policy log-probs of the batch in one forward, the
+ * reference's from the batch (cache) or from `model.reference` (no gradient), `dpoLoss`, and the reward metrics.
+ * @example const step = trainStep(dpoLossFn(cfg, loraReference, { beta: 0.1 }), { optimizer: adamw({ lr: 5e-7 }) })
+ */
+export const dpoLossFn = <P, F>(cfg: LlamaConfig, model: DpoModel<P, F>, opts: DpoOpts & SeqLogprobsOpts): DpoLossFn<P, F> => (trainable, frozen, batch) => {
+  const pol = pairLogprobs(cfg, model.policy(trainable, frozen), batch.tokens, batch.labels, opts);
+  let ref: { c: Tensor; r: Tensor } | null = null;
+  if (batch.refChosen && batch.refRejected) ref = { c: batch.refChosen, r: batch.refRejected };
+  else if (model.reference && opts.kind !== 'simpo') {
+    const r = pairLogprobs(cfg, model.reference(trainable, frozen), batch.tokens, batch.labels, opts);
+    ref = { c: stopGradient(r.chosen), r: stopGradient(r.rejected) };
+  }
+  const out = dpoLoss(pol.chosen, pol.rejected, ref?.c ?? null, ref?.r ?? null, { ...opts, chosenTokens: pol.chosenTokens, rejectedTokens: pol.rejectedTokens });
+  const aux: DpoMetrics = {
+    'rewards/chosen': mean(out.chosenRewards), 'rewards/rejected': mean(out.rejectedRewards), 'rewards/accuracy': out.accuracy,
+    'rewards/margin': out.margin, 'logps/chosen': mean(stopGradient(pol.chosen)), 'logps/rejected': mean(stopGradient(pol.rejected)),
+  };
+  return { loss: out.loss, aux };
 };

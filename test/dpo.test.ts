@@ -1,9 +1,10 @@
 // DPO: each loss kind against numbers worked by hand from the published formulas, its gradient w.r.t. the policy
 // log-probs against finite differences (f64), the gradient at the DPO start (Δ = 0) not 0; sequenceLogprobs against
-// a direct log-softmax of the interpreter's logits and against llama2.c's stories260K logits.
+// a direct log-softmax of the interpreter's logits and against llama2.c's stories260K logits; the three reference
+// modes agree and the reference cache is invalidated by model, data or template.
 
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
@@ -11,8 +12,11 @@ import { data, item, setBackend, type Tensor } from '../index.js';
 import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams } from '../models/llama.js';
 import { loadLlama } from '../models/load.js';
-import { dpoLoss, sequenceLogprobs, type DpoKind, type DpoOpts } from '../recipes/dpo.js';
-import { maxAbsDiff, right } from './helpers.js';
+import { lora, merge, type LoraAdapters } from '../models/lora.js';
+import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoOpts } from '../recipes/dpo.js';
+import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch } from '../recipes/dpo-ref.js';
+import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/prefs.js';
+import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -227,5 +231,83 @@ describe('sequenceLogprobs', () => {
       console.log(`stories260K: Σ log p of ${ids.length - 10} tokens = ${want.lp[0]!.toFixed(4)} (run.c logits), |ours − run.c| = ${err.toExponential(2)}`);
       expect(err).toBeLessThan(1e-4);
     });
+  });
+});
+
+describe('reference log-probs three ways', () => {
+  const cfg: LlamaConfig = { ...tiny, tieEmbeddings: false };
+  const base = initParams(cfg, C.key(11), { dtype: 'f64', std: 0.5 });
+  // B random (not PEFT's zeros) so the policy differs from the reference.
+  const init = lora(base, { r: 2, alpha: 4, key: C.key(12) });
+  const adapters: LoraAdapters = { ...init, layers: init.layers.map((l, i) => Object.fromEntries(Object.entries(l).map(([k, p], j) => [k, { A: p!.A, B: C.mul(C.normal(C.key(100 + 10 * i + j), p!.B.shape, 'f64'), 0.3) }]))) };
+  const side = (ids: number[], from: number) => ({ ids, labels: ids.map((x, i) => (i < from ? -100 : x)) });
+  const pairs: EncodedPair[] = [
+    { chosen: side([1, 5, 3, 9, 2], 3), rejected: side([1, 5, 3, 7, 7, 2], 3) },
+    { chosen: side([1, 4, 6, 2], 2), rejected: side([1, 4, 8, 8, 2], 2) },
+    { chosen: side([1, 10, 3, 3, 2], 2), rejected: side([1, 10, 5, 2], 2) },
+  ];
+  const [b] = makePrefBatches(pairs, { batchSize: 3, padId: 0 });
+  const batch = prefBatchTensors(b!);
+  const opts = { beta: 0.5 };
+  const copy = async <T>(tree: T): Promise<T> => C.unflatten<T>(C.flatten(tree).def, await Promise.all(C.leaves(tree).map(async (l) => C.fromStorage((await data(l)).slice(), l.shape, l.dtype))));
+  const tmp = tempDir('camelid-dpo-ref-');
+
+  it('(a) disabled adapters, (b) a cache, (c) a frozen copy: the same loss, metrics and gradient', async () => {
+    const a = dpoLossFn(cfg, loraReference, opts)(adapters, base, batch);
+    const frozenCopy = await copy(base);
+    const c = dpoLossFn(cfg, frozenReference, opts)(merge(base, adapters), frozenCopy, batch);
+    const ref = await computeRefLogps(cfg, base, pairs, { batchSize: 2, padId: 0, padToMultiple: 1 });
+    const hit = right(await cachedRefLogps(tmp.path, { model: await hashParams(base), data: hashPairs(pairs), template: 't' }, async () => ref)());
+    const bb = dpoLossFn(cfg, cachedReference(loraReference.policy), opts)(adapters, base, { ...batch, ...refBatch(hit.logps, b!.index, 'f64') });
+    const la = await item(a.loss);
+    expect(Math.abs(la - Math.log(2))).toBeGreaterThan(1e-3); // the policy really differs from the reference
+    for (const other of [bb, c]) {
+      expect(Math.abs((await item(other.loss)) - la)).toBeLessThan(1e-10);
+      for (const k of Object.keys(a.aux) as (keyof DpoMetrics)[]) expect(Math.abs((await item(other.aux[k])) - (await item(a.aux[k])))).toBeLessThan(1e-10);
+    }
+    // the reference log-probs themselves, against a plain forward of the base
+    const want = direct(await data(forward(cfg, base, batch.tokens)), (await C.toArray(batch.labels)) as number[][], cfg.vocabSize);
+    expect(maxAbsDiff([...ref.chosen, ...ref.rejected], want.lp)).toBeLessThan(1e-12);
+    // gradients w.r.t. the adapters: (a) and (b) agree
+    const ga = C.grad((q: LoraAdapters) => (dpoLossFn(cfg, loraReference, opts)(q, base, batch)).loss)(adapters);
+    const gb = C.grad((q: LoraAdapters) => (dpoLossFn(cfg, cachedReference(loraReference.policy), opts)(q, base, { ...batch, ...refBatch(hit.logps, b!.index, 'f64') })).loss)(adapters);
+    const [la2, lb2] = [C.leaves(ga), C.leaves(gb)];
+    expect(la2.length).toBe(28);
+    let norm = 0;
+    for (let i = 0; i < la2.length; i++) {
+      const [x, y] = [await data(la2[i]!), await data(lb2[i]!)];
+      expect(maxAbsDiff(x, y)).toBeLessThan(1e-12);
+      norm += Array.from(x).reduce((s, v) => s + v * v, 0);
+    }
+    expect(Math.sqrt(norm)).toBeGreaterThan(1e-3);
+  });
+
+  it('the cache is reused for the same model, data and template, and recomputed when any changes', async () => {
+    const dir = join(tmp.path, 'inval');
+    let computed = 0;
+    const compute = async () => { computed++; return computeRefLogps(cfg, base, pairs, { batchSize: 3, padId: 0 }); };
+    const parts = { model: await hashParams(base), data: hashPairs(pairs), template: 'tulu hf-legacy max 8192' };
+    const first = right(await cachedRefLogps(dir, parts, compute)());
+    const again = right(await cachedRefLogps(dir, parts, compute)());
+    expect([first.hit, again.hit, computed]).toEqual([false, true, 1]);
+    expect(Array.from(again.logps.chosen)).toEqual(Array.from(first.logps.chosen));
+    // one weight element changed → another model hash
+    const edited = { ...base, norm: C.add(base.norm, C.tensor(Float64Array.from({ length: cfg.dim }, (_, i) => (i === 3 ? 1e-9 : 0)), { dtype: 'f64' })) };
+    const otherModel = await hashParams(edited);
+    expect(otherModel).not.toBe(parts.model);
+    expect(await hashParams(await copy(base))).toBe(parts.model);
+    // one label changed → another data hash
+    const otherData = hashPairs([pairs[0]!, { ...pairs[1]!, chosen: { ...pairs[1]!.chosen, labels: [-100, -100, -100, 2] } }, pairs[2]!]);
+    expect(otherData).not.toBe(parts.data);
+    for (const changed of [{ ...parts, model: otherModel }, { ...parts, data: otherData }, { ...parts, template: 'tulu hf max 8192' }]) {
+      const r = right(await cachedRefLogps(dir, changed, compute)());
+      expect(r.hit).toBe(false);
+      expect(r.file).not.toBe(first.file);
+    }
+    expect(computed).toBe(4);
+    // a damaged file is a Left naming it, not silently recomputed or trusted
+    await writeFile(first.file, '{"key": 1}');
+    expect(leftMessage(await cachedRefLogps(dir, parts, compute)())).toMatch(/not a reference log-prob cache/);
+    expect(() => refBatch(first.logps, Int32Array.from([5]))).toThrow(/pair 5 is not in the cache of 3 pairs/);
   });
 });
