@@ -4,7 +4,8 @@
 
 import { isTensor, type Tensor } from '../core/tensor.js';
 import { flatten, unflatten, zipTrees, type Tree } from '../core/tree.js';
-import { jit, type Jitted } from '../core/jit.js';
+import { jit } from '../core/jit.js';
+import { realize } from '../core/backend.js';
 import { add, mul } from '../ops/elementwise.js';
 import { valueAndGrad } from '../ops/grad.js';
 import { clipByGlobalNorm, globalNorm, type Lr, type Optimizer } from './optim.js';
@@ -28,6 +29,13 @@ export interface StepOut<P, S> {
 }
 
 /** The step's body: (trainable, state, frozen, micro-batches, lr) → StepOut. */
+/** The jitted step; `kernels` and `dispatches` describe its plan for the last shapes called. */
+export interface TrainStep<P, S, F, B> {
+  (trainable: P, state: S, frozen: F, micro: readonly B[], lr: number): Promise<StepOut<P, S>>;
+  readonly kernels: number;
+  readonly dispatches: number;
+}
+
 export type StepFn<P, S, F, B> = (trainable: P, state: S, frozen: F, micro: readonly B[], lr: Lr) => StepOut<P, S>;
 
 /**
@@ -65,5 +73,15 @@ export const stepBody = <P, S, F, B>(lossFn: LossFn<P, F, B>, opts: StepOpts<S>)
  * const step = trainStep((p, _f, b: { tokens: Tensor; labels: Tensor }) => sftLoss(cfg, p, b.tokens, b.labels), { optimizer: opt, clipNorm: 1 });
  * const { trainable, state: s, loss } = await step(params, state, null, [batch], schedule(i));
  */
-export const trainStep = <P, S, F, B>(lossFn: LossFn<P, F, B>, opts: StepOpts<S>): Jitted<[P, S, F, readonly B[], Tensor], StepOut<P, S>> =>
-  jit((trainable: P, state: S, frozen: F, micro: readonly B[], lr: Tensor) => stepBody(lossFn, opts)(trainable, state, frozen, micro, lr), { donate: [0, 1] });
+export const trainStep = <P, S, F, B>(lossFn: LossFn<P, F, B>, opts: StepOpts<S>): TrainStep<P, S, F, B> => {
+  const step = jit((trainable: P, state: S, frozen: F, micro: readonly B[], lr: Tensor) => stepBody(lossFn, opts)(trainable, state, frozen, micro, lr), { donate: [0, 1] });
+  const call = async (trainable: P, state: S, frozen: F, micro: readonly B[], lr: number): Promise<StepOut<P, S>> => {
+    // A compiled step binds buffers: lazy inputs (fresh init, optimizer zeros) are computed once here.
+    const lazy = [trainable, state, frozen, micro].flatMap((x) => flatten(x).leaves).filter((t) => !t.node.realized);
+    if (lazy.length) await realize(...lazy);
+    return step(trainable, state, frozen, micro, lr);
+  };
+  Object.defineProperty(call, 'kernels', { get: () => step.kernels });
+  Object.defineProperty(call, 'dispatches', { get: () => step.dispatches });
+  return call as TrainStep<P, S, F, B>;
+};
