@@ -1,7 +1,8 @@
 // NF4 (bitsandbytes rules, RECIPES-FACTS §6.2): the code books, packing order (element 2k in the high nibble), the
 // nearest-code and tie rule, short last blocks and double quantisation against vectors worked by hand from the
 // rules; the per-block error bound as a property; and the NF4 matmul (forward and input gradient) on the
-// interpreter against a plain matmul of the dequantised weight, and on WebGPU against the interpreter.
+// interpreter against a plain matmul of the dequantised weight, and on WebGPU against the interpreter; bitsandbytes'
+// 4-bit safetensors layout read and written.
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -9,13 +10,18 @@ import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { interpret } from '../core/interp.js';
 import { schedule } from '../core/schedule/index.js';
-import { absmaxOf, dequantizeNf4, DYNAMIC_MAP, NF4_CODE, nf4Weight, quantizeNf4, type Nf4Quantized } from '../models/nf4.js';
+import { join } from 'node:path';
+import { absmaxOf, dequantizeNf4, DYNAMIC_MAP, NF4_CODE, nf4Weight, quantizeBase, quantizeNf4, type Nf4Quantized } from '../models/nf4.js';
+import { loadBnb4bit, readBnb, saveBnb4bit } from '../models/bnb.js';
+import type { LlamaConfig } from '../models/config.js';
+import { forward, initParams } from '../models/llama.js';
+import { openCheckpoint, writeSafetensors } from '../models/safetensors.js';
 import { nf4Dense, nf4Linear } from '../ops/nf4.js';
 import { linear } from '../ops/nn.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { maxAbsDiff, maxRelDiff } from './helpers.js';
+import { leftMessage, maxAbsDiff, maxRelDiff, right, tempDir } from './helpers.js';
 
 setBackend('cpu');
 const f = Math.fround;
@@ -191,5 +197,67 @@ describe.skipIf(!gpuDevice)('NF4 matmul on WebGPU', () => {
     } finally {
       setBackend('cpu');
     }
+  });
+});
+
+describe('bitsandbytes 4-bit safetensors', () => {
+  const tmp = tempDir('camelid-bnb-');
+  const tinyCfg: LlamaConfig = {
+    dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
+    normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
+  };
+
+  it('round trip of a quantised model: every NF4 tensor bit-identical, the same logits', async () => {
+    const base = await quantizeBase(initParams(tinyCfg, C.key(1), { std: 0.3 }), { blockSize: 32 });
+    const dir = join(tmp.path, 'rt');
+    right(await saveBnb4bit(dir, tinyCfg, base)());
+    const f = right(await openCheckpoint(dir)());
+    const names = f.tensors.map((t) => t.name);
+    expect(names).toContain('model.layers.1.mlp.down_proj.weight.quant_state.bitsandbytes__nf4');
+    expect(f.info('model.layers.1.mlp.down_proj.weight')).toEqual({ name: 'model.layers.1.mlp.down_proj.weight', dtype: 'U8', shape: [48, 1] });
+    expect(f.info('model.layers.1.mlp.down_proj.weight.absmax')?.dtype).toBe('U8');
+    await f.close();
+    const { config, params } = right(await loadBnb4bit(dir)());
+    expect(config).toEqual(tinyCfg);
+    expect(C.leaves(params).length).toBe(C.leaves(base).length);
+    for (const [a, b] of C.leaves(params).map((t, i) => [t, C.leaves(base)[i]!] as const)) expect([...(await data(a))]).toEqual([...(await data(b))]);
+    const tokens = C.tensor([[1, 5, 3, 9]], { dtype: 'i32' });
+    expect([...(await data(forward(tinyCfg, params, tokens)))]).toEqual([...(await data(forward(tinyCfg, base, tokens)))]);
+  });
+
+  /** One weight written as bitsandbytes writes it: json.dumps blob, U8 codes (n/2, 1), nested statistics. */
+  const bnbFile = async (name: string, state: string, packedLen = 32) => {
+    const path = join(tmp.path, `${name}.safetensors`);
+    const w = 'model.layers.0.self_attn.q_proj.weight';
+    right(await writeSafetensors(path, [
+      { name: w, dtype: 'U8', shape: [packedLen, 1], data: new Uint8Array(packedLen).fill(0xf7) },
+      { name: `${w}.absmax`, dtype: 'U8', shape: [1], data: Uint8Array.of(255) },
+      { name: `${w}.quant_map`, dtype: 'F32', shape: [16], data: Float32Array.from(NF4_CODE) },
+      { name: `${w}.nested_absmax`, dtype: 'F32', shape: [1], data: Float32Array.of(0.5) },
+      { name: `${w}.nested_quant_map`, dtype: 'F32', shape: [256], data: Float32Array.from(DYNAMIC_MAP) },
+      { name: `${w}.quant_state.bitsandbytes__nf4`, dtype: 'U8', shape: [state.length], data: new TextEncoder().encode(state) },
+    ])());
+    return { ck: right(await openCheckpoint(path)()), w };
+  };
+
+  it('reads a weight laid out as bitsandbytes writes it: bytes 0xF7 → codes 15, 7; absmax = map[255]·0.5 + 0.25 = 0.75', async () => {
+    const { ck, w } = await bnbFile('hand', '{"quant_type": "nf4", "absmax_dtype": "float32", "blocksize": 64, "dtype": "bfloat16", "shape": [8, 8], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.25}');
+    const q = right(await readBnb(ck, w, [8, 8]));
+    await ck.close();
+    const dense = await data(nf4Dense(nf4Weight(q)));
+    expect([...dense]).toEqual(Array.from({ length: 64 }, (_, e) => (e % 2 ? 0 : 0.75)));
+  });
+
+  it('mismatches name the tensor: shape against the model, packed length, quant type', async () => {
+    const state = (shape: string, type = 'nf4') => `{"quant_type": "${type}", "blocksize": 64, "dtype": "bfloat16", "shape": ${shape}, "nested_blocksize": 256, "nested_offset": 0.25}`;
+    const a = await bnbFile('shape', state('[8, 8]'));
+    expect(leftMessage(await readBnb(a.ck, a.w, [4, 8]))).toMatch(/q_proj\.weight\.quant_state\.bitsandbytes__nf4.*quant state shape \(8,8\), the model expects \(4,8\)|quant state shape \(8,8\), the model expects \(4,8\).*q_proj/);
+    await a.ck.close();
+    const b = await bnbFile('packed', state('[8, 8]'), 30);
+    expect(leftMessage(await readBnb(b.ck, b.w, [8, 8]))).toMatch(/30 packed bytes, \(8,8\) needs 32/);
+    await b.ck.close();
+    const c = await bnbFile('fp4', state('[8, 8]', 'fp4'));
+    expect(leftMessage(await readBnb(c.ck, c.w, [8, 8]))).toMatch(/quant_type "nf4"/);
+    await c.ck.close();
   });
 });

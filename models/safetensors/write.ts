@@ -8,9 +8,10 @@ import { f32ToBf16Array, f32ToF16Array } from './halfFloat.js';
 import { checkpointError, dtypeSize, hostIsLittleEndian, ioProblem, type CheckpointError } from './header.js';
 import { indexFileName, singleFileName } from './read.js';
 
-export type WritableDType = 'F32' | 'F16' | 'BF16';
-/** F32 takes a Float32Array; F16/BF16 take raw 16-bit patterns (written as is) or a Float32Array (rounded to nearest even). */
-export type TensorData = Float32Array | Uint16Array;
+export type WritableDType = 'F32' | 'F16' | 'BF16' | 'U8';
+/** F32 takes a Float32Array; F16/BF16 take raw 16-bit patterns (written as is) or a Float32Array (rounded to nearest even);
+ * U8 a Uint8Array (bitsandbytes' packed 4-bit weights). */
+export type TensorData = Float32Array | Uint16Array | Uint8Array;
 
 export interface TensorToWrite {
   readonly name: string;
@@ -38,8 +39,8 @@ const plan = (file: string, tensors: Iterable<TensorToWrite>): E.Either<Checkpoi
     if (t.name === '__metadata__' || seen.has(t.name))
       return E.left(checkpointError(file, t.name === '__metadata__' ? 'reserved tensor name' : 'duplicate tensor name', t.name));
     seen.add(t.name);
-    if (!(t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16'))
-      return E.left(checkpointError(file, `cannot write dtype ${String(t.dtype)} (F32, F16 or BF16)`, t.name));
+    if (!(t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16' || t.dtype === 'U8'))
+      return E.left(checkpointError(file, `cannot write dtype ${String(t.dtype)} (F32, F16, BF16 or U8)`, t.name));
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
       return E.left(checkpointError(file, `shape must hold non-negative integers, got ${JSON.stringify(t.shape)}`, t.name));
     out.push({ t, bytes: t.shape.reduce((a, d) => a * d, 1) * dtypeSize[t.dtype] });
@@ -83,6 +84,8 @@ const encode = async (file: string, { t, bytes }: Planned): Promise<Uint8Array> 
   let stored: TensorData = data;
   if (t.dtype === 'F32' && !(data instanceof Float32Array))
     throw new WriteFailure(checkpointError(file, 'F32 data must be a Float32Array', t.name));
+  if ((t.dtype === 'U8') !== (data instanceof Uint8Array))
+    throw new WriteFailure(checkpointError(file, 'U8 data must be a Uint8Array (and only U8 data)', t.name));
   if (t.dtype !== 'F32' && data instanceof Float32Array) stored = t.dtype === 'BF16' ? f32ToBf16Array(data) : f32ToF16Array(data);
   return new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
 };
