@@ -100,6 +100,9 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
       return out;
     }
     const flat = args.map((a) => (typeof a === 'number' ? { leaves: [] as Tensor[], def: null } : flatten(a)));
+    // A plan binds buffers: arguments still lazy (a fresh init, optimizer zeros) are computed first.
+    const lazy = flat.flatMap((f) => f.leaves).filter((t) => !t.node.realized);
+    if (lazy.length) await backend.realize(lazy.map((t) => t.node));
     const key = JSON.stringify(args.map((a, i) => (typeof a === 'number' ? 'n' : flat[i]!.leaves.map((t) => [t.shape, t.dtype]))))
       + JSON.stringify(args.map((a) => (typeof a === 'number' ? 0 : structureKey(a))));
     let plan = plans.get(key);

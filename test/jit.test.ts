@@ -175,4 +175,13 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     t.dispose();
     c.dispose();
   });
+
+  it('arguments that are still lazy graphs (a fresh init, a broadcast constant) are computed before the plan binds them', async () => {
+    C.setBackend('webgpu');
+    const f = C.jit((p: { w: Tensor; b: Tensor }, v: Tensor) => C.add(C.matmul(v, p.w), p.b));
+    const p = { w: C.mul(C.ones([3, 2]), 2), b: C.add(C.tensor([1, -1]), 0) }; // neither realised
+    const v = C.tensor([[1, 2, 3]]);
+    expect(await C.toArray(await f(p, v))).toEqual([[13, 11]]);
+    expect(await C.toArray(await f({ w: C.mul(C.ones([3, 2]), 3), b: C.zeros([2]) }, v))).toEqual([[18, 18]]);
+  });
 });
