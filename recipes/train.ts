@@ -28,6 +28,8 @@ export interface TrainLoopOpts<P, S, F, B> {
   readonly frozen: F;
   /** Micro-batch number i of the run (i is the data position: the same i gives the same batch, so resume is exact). */
   readonly batchAt: (i: number) => B;
+  /** Free each micro-batch's tensors after its step (batches made per step; GPU buffers back to the pool). */
+  readonly disposeBatches?: boolean;
   /** Says which data a micro-batch holds, for errors ("epoch 1, batch 17"). */
   readonly describeBatch?: (i: number) => string;
   /** Tokens a micro-batch processes (tokens/s). */
@@ -111,6 +113,7 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
       for (const [i, t] of auxLeaves.entries()) aux[auxPaths[i] || 'aux'] = (await data(t))[0]!;
       const secs = (performance.now() - t0) / 1000;
       for (const t of [out.loss, out.gradNorm, ...auxLeaves]) t.dispose();
+      if (o.disposeBatches) for (const t of flatten(micro).leaves) t.dispose();
       if (!Number.isFinite(loss)) {
         const which = Array.from({ length: GA }, (_, j) => o.describeBatch?.(pos + j) ?? `micro-batch ${pos + j}`).join(', ');
         throw new NonFiniteLossError(`loss is ${loss} at step ${step + 1} (${which}); stopped, the last complete checkpoint in ${o.output} is kept`);

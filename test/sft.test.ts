@@ -1,0 +1,114 @@
+// `camelid sft` end to end on stories260K (interpreter, tiny: short sequences, one padded T): loss falls, the output
+// folder loads and `camelid generate` runs on it; runSft resumed from a checkpoint repeats an uninterrupted run's
+// losses; config errors name the key, the field, or both vocabulary sizes.
+
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadLlama, setBackend } from '../index.js';
+import { runCli } from '../cli.js';
+import { parseSftConfig, resolveSftConfig, runSft, TULU2_SFT } from '../recipes/sft.js';
+import './setup.js';
+
+setBackend('cpu');
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
+const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
+const have = existsSync(model) && existsSync(tok);
+if (!have) {
+  if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
+  console.warn(`SKIPPING sft end-to-end tests: no fixtures at ${fixtures}`);
+}
+const dirs: string[] = [];
+const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'camelid-sft-')); dirs.push(d); return d; };
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+const rows = [
+  [{ role: 'user', content: 'Who is Lily?' }, { role: 'assistant', content: 'Lily is a little girl.' }],
+  [{ role: 'system', content: 'Be kind.' }, { role: 'user', content: 'What did the cat do?' }, { role: 'assistant', content: 'The cat played in the park.' }],
+  [{ role: 'user', content: 'Say hi.' }, { role: 'assistant', content: 'Hi! I am happy.' }, { role: 'user', content: 'Again.' }, { role: 'assistant', content: 'Hi!' }],
+  [{ role: 'user', content: 'Where is the ball?' }, { role: 'assistant', content: 'The ball is in the box.' }],
+];
+const writeData = (dir: string) => {
+  const f = join(dir, 'chat.jsonl');
+  writeFileSync(f, rows.map((m, i) => JSON.stringify({ id: `r${i}`, messages: m })).join('\n') + '\n');
+  return f;
+};
+const cliIn = async (...argv: string[]) => {
+  let out = '', err = '';
+  const code = await runCli(argv, { writeOut: (s) => { out += s; }, writeErr: (s) => { err += s; } });
+  return { code, out, err };
+};
+const small = { maxSeqLen: 40, batchSize: 2, gradAccum: 1, padToMultiple: 40, lr: 3e-3, warmupRatio: 0, clipNorm: 1 };
+
+describe('sft config', () => {
+  it('unknown keys are rejected by name; fields are checked by name', () => {
+    const bad = parseSftConfig({ model: 'm', lerning_rate: 1, batchSize: 2 }, 'cfg.json');
+    expect(E.isLeft(bad) && bad.left).toMatch(/cfg\.json: unknown key 'lerning_rate'/);
+    const badData = parseSftConfig({ data: [{ path: 'a', wieght: 2 }] }, 'cfg.json');
+    expect(E.isLeft(badData) && badData.left).toMatch(/'data\.0\.wieght'/);
+    const badType = parseSftConfig({ batchSize: 0, lossReduction: 'avg' }, 'cfg.json');
+    expect(E.isLeft(badType) && badType.left).toMatch(/batchSize must be an integer > 0/);
+    expect(E.isLeft(badType) && badType.left).toMatch(/lossReduction/);
+  });
+  it('defaults ← tulu2 preset ← file ← flags; epochs xor steps; required fields', () => {
+    const r = resolveSftConfig([{ preset: 'tulu2', model: 'm', data: [{ path: 'd' }], output: 'o', lr: 1e-5 }, { batchSize: 4 }]);
+    expect(E.isRight(r) && r.right).toMatchObject({ ...TULU2_SFT, lr: 1e-5, batchSize: 4, epochs: 2, gradAccum: 128, maxSeqLen: 8192, clipNorm: 1, warmupRatio: 0.03, schedule: 'linear' });
+    const s = resolveSftConfig([{ model: 'm', data: [{ path: 'd' }], output: 'o' }, { steps: 5 }]);
+    expect(E.isRight(s) && s.right.steps === 5 && s.right.epochs === undefined).toBe(true);
+    expect(resolveSftConfig([{ model: 'm', data: [{ path: 'd' }], output: 'o', epochs: 1, steps: 3 }])).toEqual(E.left('config: give epochs or steps, not both'));
+    expect(resolveSftConfig([{ model: 'm' }])).toEqual(E.left('config: missing data, output'));
+  });
+  it.skipIf(!have)('a model and tokenizer that disagree on vocabulary size: an error naming both', async () => {
+    const d = tmp();
+    const r = await cliIn('sft', '--model', model, '--tokenizer', join(fixtures, 'llama2-tokenizer-32k/tokenizer.model'), '--data', writeData(d), '--output', join(d, 'out'), '--steps', '1');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/tokenizer .*llama2-tokenizer-32k\/tokenizer\.model has 32000 tokens but model .*stories260K\/hf has vocab_size 512/);
+  });
+  it('an unknown flag or config key fails the command with exit code 2', async () => {
+    const d = tmp();
+    writeFileSync(join(d, 'c.json'), JSON.stringify({ model, oops: 1 }));
+    const r = await cliIn('sft', '--config', join(d, 'c.json'));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/unknown key 'oops'/);
+    expect((await cliIn('sft', '--bogus', '1')).code).toBe(2);
+  });
+});
+
+describe.skipIf(!have)('camelid sft on stories260K (interpreter)', () => {
+  it('trains from a config file plus flag overrides: loss falls, the folder loads and generates', async () => {
+    const d = tmp(), out = join(d, 'out');
+    writeFileSync(join(d, 'cfg.json'), JSON.stringify({ model, tokenizer: tok, data: [{ path: writeData(d) }], output: out, epochs: 4, ...small, lr: 1 }));
+    const r = await cliIn('sft', '--config', join(d, 'cfg.json'), '--lr', '3e-3', '--progress', 'none', '--saveEvery', '4');
+    expect(r.code, r.err).toBe(0);
+    const m = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number; lr: number });
+    expect(m.map((x) => x.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]); // 4 epochs × 2 batches
+    expect(m[0]!.lr).toBeCloseTo(3e-3, 12); // the flag won over the file's lr 1
+    expect(m[7]!.loss).toBeLessThan(m[0]!.loss - 0.1);
+    expect(E.isRight(await loadLlama(out)())).toBe(true);
+    expect(existsSync(join(out, 'tokenizer.model'))).toBe(true);
+    expect(existsSync(join(out, 'checkpoint-8', 'optimizer.safetensors'))).toBe(true);
+    // generate streams to process.stdout: capture it.
+    let text = '';
+    const orig = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((s: string | Uint8Array) => { text += String(s); return true; }) as typeof process.stdout.write;
+    let g;
+    try { g = await cliIn('generate', '--model', out, '--prompt', 'Lily', '--temperature', '0', '--max-tokens', '4'); } finally { process.stdout.write = orig; }
+    expect(g.code, g.err).toBe(0);
+    expect(text.startsWith('Lily')).toBe(true);
+    expect(text.trim().length).toBeGreaterThan('Lily'.length);
+  });
+
+  it('runSft resumed from its checkpoint repeats the uninterrupted run (same losses)', async () => {
+    const d = tmp(), data = [{ path: writeData(d) }];
+    const cfg = (output: string, extra = {}) => { const r = resolveSftConfig([{ model, tokenizer: tok, data, output, steps: 4, saveEvery: 2, ...small, warmupRatio: 0.5, ...extra }]); if (E.isLeft(r)) throw new Error(r.left); return r.right; };
+    const quiet = { log: () => {}, progress: 'none' as const };
+    const whole = await runSft(cfg(join(d, 'a')), quiet);
+    const first = await runSft(cfg(join(d, 'b')), { ...quiet, stopAfter: 2 });
+    const rest = await runSft(cfg(join(d, 'b'), { resume: join(d, 'b') }), quiet);
+    expect(whole.losses).toHaveLength(4);
+    expect([...first.losses, ...rest.losses]).toEqual(whole.losses);
+  });
+});
