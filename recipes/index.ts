@@ -12,3 +12,13 @@ export {
   parsePrefs, readPrefs, toPair, encodePairs, makePrefBatches, prefBatchTensors, shuffledOrder, PrefError, MessagesPrefRow, StringPrefRow,
   type PrefPair, type ParsedPrefs, type EncodedPair, type EncodePairsOpts, type PrefBatch, type PrefBatchOpts,
 } from './prefs.js';
+export { sftLoss, shiftLabels, tokenNll, reduceNll, IGNORE_LABEL, type LossReduction } from './loss.js';
+export { adamw, clipByGlobalNorm, globalNorm, leafPaths, type Optimizer, type AdamState, type AdamwOpts, type Lr } from './optim.js';
+export { linearWarmupDecay, cosineWarmupDecay, constant, warmupFromRatio, makeSchedule, type Schedule, type ScheduleName, type WarmupDecayOpts } from './schedule.js';
+export { trainStep, stepBody, type TrainStep, type StepFn, type StepOut, type StepOpts, type LossFn, type LossOut } from './step.js';
+export { trainLoop, NonFiniteLossError, type TrainLoopOpts, type TrainResult, type StepMetrics } from './train.js';
+export {
+  writeCheckpoint, readOptState, readTrainerState, resolveCheckpoint, listCheckpoints, pruneCheckpoints, checkpointName, copyInto,
+  TrainerState, CheckpointWriteError, type CheckpointParts, type WriteHooks,
+} from './checkpoint.js';
+export { runSft, parseSftConfig, resolveSftConfig, SFT_DEFAULTS, TULU2_SFT, SFT_KEYS, type SftConfig, type SftConfigPartial, type SftRun } from './sft.js';
