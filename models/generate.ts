@@ -5,8 +5,8 @@
 import type { FloatDType } from '../core/dtype.js';
 import { data, getBackend, realize } from '../core/backend.js';
 import type { Tensor } from '../core/tensor.js';
-import { fromStorage, tensor } from '../ops/create.js';
-import { slice } from '../ops/movement.js';
+import { fromStorage, tensor, zeros } from '../ops/create.js';
+import { concat, slice } from '../ops/movement.js';
 import { key as makeKey, uniform, type Key } from '../ops/random.js';
 import type { LlamaConfig } from './config.js';
 import { emptyCache, forward, type KvCache, type KvLayer, type LlamaParams } from './llama.js';
@@ -106,6 +106,19 @@ const settleCache = async (last: Tensor, cache: KvCache): Promise<[Tensor, KvCac
   return [l!, { ...cache, layers }];
 };
 
+/** Steps the cache first has room for; it doubles when full (up to what maxTokens and the context allow). */
+const FIRST_ROOM = 256;
+
+/** The cache with `extra` more empty slots at the end of every layer (a new plan on WebGPU: shapes change). */
+const growCache = async (cache: KvCache, extra: number): Promise<KvCache> => {
+  const [B, Hkv, , D] = cache.layers[0]!.k.shape as [number, number, number, number];
+  const empty = zeros([B, Hkv, extra, D], cache.layers[0]!.k.dtype as FloatDType); // (B, nKvHeads, extra, headDim)
+  const grown = await settle(cache.layers.flatMap((l) => [concat([l.k, empty], 2), concat([l.v, empty], 2)])); // (B, nKvHeads, maxT + extra, headDim) each
+  cache.layers.forEach((l) => { l.k.dispose(); l.v.dispose(); });
+  empty.dispose();
+  return { ...cache, layers: cache.layers.map((_, i) => ({ k: grown[2 * i]!, v: grown[2 * i + 1]! })) };
+};
+
 /** One decode step as a compiled plan: (params, cache layers, ids (B, 1), position, start) → (logits, layers). */
 const makeDecodeStep = (c: LlamaConfig) =>
   jit((p: LlamaParams, layers: readonly KvLayer[], ids: Tensor, pos: Tensor, start: Tensor | null) => {
@@ -154,9 +167,17 @@ async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (read
   const ids = tensor(prompts.map((p, b) => [...Array<number>(pads[b]!).fill(padId), ...p]), { dtype: 'i32' }); // (B, L)
   const start = pads.some((n) => n > 0) ? { start: tensor(pads, { dtype: 'i32' }) } : {}; // (B,)
   const dtype = params.tokEmb.dtype as FloatDType;
-  const u = temperature > 0 ? await data(uniform(opts.key ?? makeKey(0), [steps, B], 'f32')) : null; // (steps, B)
+  // The cache and the sampling uniforms cover `room` steps and grow as the steps come: a huge maxTokens and context
+  // allocate only what the generation reaches. Uniforms are counter-based, so a longer draw extends a shorter one.
+  let room = Math.min(steps, FIRST_ROOM);
+  const draw = async (n: number) => { // (n, B) uniforms, read to the host; their device copy is freed at once
+    if (!(temperature > 0)) return null;
+    const u = uniform(opts.key ?? makeKey(0), [n, B], 'f32'); // (n, B)
+    try { return await data(u); } finally { u.dispose(); }
+  };
+  let u = await draw(room);
 
-  const first = forward(c, params, ids, { cache: emptyCache(c, B, L + steps - 1, { dtype, ...start }) }); // (B, L, V)
+  const first = forward(c, params, ids, { cache: emptyCache(c, B, L + room - 1, { dtype, ...start }) }); // (B, L, V)
   let [last, cache] = await settleCache(slice(first.logits, [0, L - 1, 0], [B, L, c.vocabSize]), first.cache); // (B, 1, V)
   // The loop owns the cache and logits it realises: each step frees the previous ones (device memory), and the
   // last ones are freed when the caller finishes or stops iterating.
@@ -173,6 +194,12 @@ async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (read
       yield { step, tokens };
       tokens.forEach((t, b) => { if (t !== null && stop.has(t)) done[b] = true; });
       if (step === steps - 1 || done.every(Boolean)) return;
+      if (step === room - 1) { // the cache's last slot (L + room − 2) is written; this token needs the next one
+        const more = Math.min(steps, 2 * room) - room;
+        cache = await growCache(cache, more);
+        room += more;
+        u = await draw(room);
+      }
       const fed = tensor(tokens.map((t) => [t ?? padId]), { dtype: 'i32' }); // (B, 1)
       if (compiled) {
         // The cache layers are donated: the step writes them in place and returns them as its own.

@@ -90,6 +90,37 @@ describe('generation loop', () => {
   });
 });
 
+describe('the KV cache grows with the steps actually taken', () => {
+  it('past the first 256 steps, every sampled token is what the uncached forward and uniform(key, [steps, 1]) give', async () => {
+    const long: LlamaConfig = { ...tiny, seqLen: 1000 };
+    const prompt = [1, 3];
+    const n = 300; // the cache starts with room for 256 steps and doubles
+    const opts = { maxTokens: n, temperature: 1, topP: 0.95, stop: [], key: C.key(3) } as const;
+    const [ids] = await generateIds(long, params, [prompt], opts);
+    expect(ids!.length).toBe(n);
+    // Reference: one forward of the whole sequence without a cache, and the uniforms drawn at once.
+    const seq = [...prompt, ...ids!.slice(0, -1)];
+    const logits = await C.data(C.forward(long, params, C.tensor([seq], { dtype: 'i32' }))) as Float32Array; // (1, T, V)
+    const u = await C.data(C.uniform(C.key(3), [n, 1]));
+    const V = long.vocabSize;
+    const expected = ids!.map((_, s) => sampleRow(logits.subarray((prompt.length - 1 + s) * V, (prompt.length + s) * V), u[s]!, opts));
+    expect(ids).toEqual(expected);
+  });
+
+  it('a context of 2^30 and maxTokens 2^30 allocate only what is generated (a caller stopping after 260 steps)', async () => {
+    const huge: LlamaConfig = { ...tiny, seqLen: 2 ** 30 };
+    const before = process.memoryUsage().rss;
+    let steps = 0;
+    for await (const { tokens } of generate(huge, params, [[1, 3]], { maxTokens: 2 ** 30, temperature: 0.8, stop: [], key: C.key(4) })) {
+      expect(tokens[0]).toBeTypeOf('number');
+      if (++steps === 260) break;
+    }
+    expect(steps).toBe(260);
+    // Sized by maxTokens, the uniforms alone would be 4 GiB and the cache 2 × 2 layers × 16 GiB.
+    expect(process.memoryUsage().rss - before).toBeLessThan(512 * 2 ** 20);
+  });
+});
+
 describe('generate options are checked at the call, naming the option and the value', () => {
   const prompt = [[1, 3]];
   it.each([
