@@ -1,4 +1,4 @@
-// npm run bench [matmul|steps|llama]: each benchmark printed as a ratio against a baseline measured in the same run.
+// npm run bench [matmul|steps|llama|sft]: each benchmark printed as a ratio against a baseline measured in the same run.
 
 import { stepsMain } from './steps.js';
 
@@ -12,6 +12,10 @@ const main = async () => {
   if (which === 'all' || which === 'llama') {
     const { llamaMain } = await import('./llama.js');
     await llamaMain();
+  }
+  if (which === 'all' || which === 'sft') {
+    const { sftMain } = await import('./sft.js');
+    await sftMain();
   }
 };
 

@@ -61,3 +61,29 @@ it.skipIf(!existsSync(fixtures))('README Llama example runs and streams the refe
   }
   expect(out).toMatch(/^, there was a little girl named Lily/);
 });
+
+it.skipIf(!existsSync(fixtures))('README SFT example runs: AdamW steps in one jitted plan, loss falls, the model is saved', async () => {
+  const root = resolve(import.meta.dirname, '..');
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /## SFT\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(block).toBeDefined();
+  const dir = mkdtempSync(join(root, 'test', '.readme-'));
+  const file = join(dir, 'sft.mts');
+  const logs: string[] = [];
+  const orig = console.log;
+  try {
+    const code = block!.replaceAll("'camelid'", `'${join(root, 'index.ts')}'`).replace("'out/my-sft'", `'${join(dir, 'my-sft')}'`);
+    writeFileSync(file, `import { setBackend } from '${join(root, 'index.ts')}';\nsetBackend('cpu');\n${code}`);
+    console.log = (...a: unknown[]) => { logs.push(a.map(String).join(' ')); };
+    process.chdir(root);
+    await import(file);
+    const losses = logs.map((l) => Number(/loss (\S+)/.exec(l)?.[1]));
+    expect(losses).toHaveLength(6);
+    expect(losses[1]).toBe(losses[0]); // lr 0 on the first update
+    expect(losses[5]!).toBeLessThan(losses[0]! - 0.05);
+    expect(existsSync(join(dir, 'my-sft', 'model.safetensors'))).toBe(true);
+  } finally {
+    console.log = orig;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
