@@ -25,7 +25,9 @@ export const exp2Op = unary('exp2', (x) => 2 ** x, (x) => `exp2(${x})`, (g, out)
 export const log2Op = unary('log2', Math.log2, (x) => `log2(${x})`, (g, _o, [x]) => [mul(g, recip(mul(x!, LN2)))]);
 export const sinOp = unary('sin', Math.sin, (x) => `sin(${x})`, (g, _o, [x]) => [mul(g, sin(add(x!, Math.PI / 2)))]);
 export const sqrtOp = unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`, (g, out) => [mul(g, recip(mul(out, 2)))]);
-export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, out) => [mul(g, mul(mul(out, out), -1))]);
+// −g·out·out, multiplied in that order: g·out first keeps a/b's ∂b = −(g·a·(1/b))·(1/b) in range where (1/b)² alone
+// under- or overflows (b = 1e30 or 1e−20 in f32).
+export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, out) => [mul(mul(mul(g, out), out), -1)]);
 
 // Unary primitives whose WGSL meaning is a helper function (declared once per kernel): f32 helpers, called
 // through a cast for f16. Each is written so that no intermediate overflows for any input, ±inf included.
@@ -111,7 +113,7 @@ export const erfOp = fnUnary('erf', erfCpu, 'cml_erf',
 
 /** max(x, 0). A primitive so that its derivative reads the output (out > 0): the backward pass then needs
  * only the activation it already keeps, and the pre-activation can stay fused inside its matmul. */
-export const reluOp = unary('relu', (x) => (x > 0 ? x : 0), (x) => `max(${x}, 0.0)`, (g, out) => [mul(g, cast(less(0, out), out.dtype))]);
+export const reluOp = unary('relu', (x) => (x > 0 || Number.isNaN(x) ? x : 0), (x) => `select(${x}, 0.0, ${x} <= 0.0)`, (g, out) => [mul(g, cast(less(0, out), out.dtype))]);
 
 /** The identity that blocks gradients. */
 export const stopGradientOp: ElementwiseOp = {
@@ -134,11 +136,21 @@ export const addOp = binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`, (
 // x·x (square) gets one cotangent 2·g·x rather than g·x twice: one term for the scheduler, not two to add.
 export const mulOp = binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`, (g, _o, [a, b]) =>
   a!.node === b!.node ? [mul(mul(g, a!), 2), null] : [mul(g, b!), mul(g, a!)]);
-/** Elementwise maximum; at ties the gradient is split evenly. */
-export const maxOp = binary('max', Math.max, (a, b) => `max(${a}, ${b})`, (g, _o, [a, b]) => {
+// WGSL's max of a NaN is unspecified (lavapipe returns the other operand) and compilers fold x != x away: in f32
+// NaN is found by its bits and propagated, as Math.max does.
+/** Elementwise maximum; at ties the gradient is split evenly, as JAX's lax.max (its `_balanced_eq`) and PyTorch. */
+const maxBinary = binary('max', Math.max, () => '', (g, _o, [a, b]) => {
   const share = add(cast(less(b!, a!), a!.dtype), mul(cast(equal(a!, b!), a!.dtype), 0.5));
   return [mul(g, share), mul(g, sub(1, share))];
 });
+export const maxOp: ElementwiseOp = {
+  ...maxBinary,
+  wgsl: ([a, b], _i, _a, out) => (out === 'f32' ? `cml_fmax(${a}, ${b})` : `max(${a}, ${b})`),
+  wgslPrelude: `fn cml_fmax(a: f32, b: f32) -> f32 {
+  let nan = (bitcast<u32>(a) & 0x7fffffffu) > 0x7f800000u || (bitcast<u32>(b) & 0x7fffffffu) > 0x7f800000u;
+  return select(max(a, b), a + b, nan);
+}`,
+};
 /** numpy's power: x^p, also for negative x with an integral p (sign from p's parity; NaN for a fractional p),
  * 0^p = 0 or inf, x^0 = 1 and 1^p = 1 even for NaN, (−1)^±inf = 1. WGSL: |x|^p as exp2(p·log2|x|), sign fixed.
  * VJP as JAX's: ∂x = p·x^(p−1) (0 where p = 0), ∂p = log(x)·x^p with log 0 read as 0 (x^p is 0 or inf there). */
@@ -154,9 +166,11 @@ export const powOp: ElementwiseOp = {
   wgslPrelude: `fn cml_pow(x: f32, p: f32) -> f32 {
   let a = abs(x);
   if (p == 0.0 || x == 1.0 || (a == 1.0 && abs(p) == f32_bits(0x7f800000u))) { return 1.0; }
-  let r = exp2(p * log2(a));
-  if (x < 0.0) {
-    if (floor(p) != p) { return select(f32_bits(0x7fc00000u), r, a == f32_bits(0x7f800000u)); } // (−inf)^2.5 = inf
+  let inf = f32_bits(0x7f800000u);
+  // 0^p: 0 for p > 0, inf for p < 0 (lavapipe's exp2(p·log2 0) gives 0 for both); NaN for a NaN p.
+  let r = select(exp2(p * log2(a)), select(select(0.0, inf, p < 0.0), p, (bitcast<u32>(p) & 0x7fffffffu) > 0x7f800000u), a == 0.0);
+  if (bitcast<u32>(x) >= 0x80000000u) { // sign bit set: negative, −0 or −inf
+    if (floor(p) != p) { return select(f32_bits(0x7fc00000u), r, a == 0.0 || a == inf); } // (−inf)^2.5 = inf, (−0)^2.5 = 0
     return select(r, -r, fract(p * 0.5) == 0.5);
   }
   return r;

@@ -5,8 +5,8 @@ import type { ReduceArg, ReduceOp } from '../core/node.js';
 import { fmt, normAxes, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { isFloat, type DType } from '../core/dtype.js';
-import { add, cast, equal, iota, mul, neg, stopGradient, sub, where } from './elementwise.js';
-import { div, exp, log } from './math.js';
+import { add, cast, equal, iota, less, mul, neg, stopGradient, sub, where } from './elementwise.js';
+import { abs, div, exp, log } from './math.js';
 import { broadcastTo, reshape } from './movement.js';
 
 const reduceRule = (name: string): ReduceOp['infer'] => ([x], { axes }: ReduceArg) => {
@@ -27,7 +27,8 @@ export const sumOp: ReduceOp = {
   vjp: (g, _o, [x]) => [broadcastTo(g, x!.shape)],
 };
 
-/** Max reduction; tied maxima share the gradient evenly. */
+/** Max reduction; tied maxima share the gradient evenly (JAX's reduce_max rule: indicator / count; PyTorch's amax
+ * does the same). NaN is skipped on the interpreter (unspecified on WebGPU), where numpy and JAX propagate it. */
 export const maxReduceOp: ReduceOp = {
   name: 'max',
   kind: 'reduce',
@@ -54,6 +55,7 @@ const reduceWith = (op: ReduceOp, x: Tensor, axis: Axes, keepDims = false): Tens
 /** Sum over `axis` (one axis, a list, or all when omitted). */
 export const sum = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(sumOp, x, axis, opts.keepDims);
 export const max = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(maxReduceOp, x, axis, opts.keepDims);
+/** Min reduction, as −max(−x): tied minima share the gradient evenly. */
 export const min = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => neg(max(neg(x), axis, opts));
 
 const count = (x: Tensor, axis: Axes): number => normAxes('mean', axis, x.rank).reduce((n, a) => n * x.shape[a]!, 1);
@@ -64,9 +66,11 @@ export const variance = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor 
   return mean(mul(d, d), axis, opts);
 };
 
-/** log Σ exp(x), stable: the max is subtracted first (and gets no gradient: it cancels). */
+/** log Σ exp(x), stable: the max is subtracted first (and gets no gradient: it cancels). An infinite max is read as
+ * 0, so a row of −inf gives −inf (not NaN) and a row holding +inf gives +inf, as JAX and PyTorch. */
 export const logsumexp = (x: Tensor, axis: Axes = -1, opts: ReduceOpts = {}): Tensor => {
-  const m = stopGradient(max(x, axis, { keepDims: true }));
+  const mx = max(x, axis, { keepDims: true });
+  const m = stopGradient(where(less(abs(mx), Infinity), mx, 0));
   const r = add(log(sum(exp(sub(x, m)), axis, { keepDims: true })), m);
   return opts.keepDims ? r : reshape(r, r.shape.filter((_, i) => !normAxes('logsumexp', axis, x.rank).includes(i)));
 };
@@ -78,7 +82,7 @@ export const softmax = (x: Tensor, axis = -1): Tensor => {
 
 export const logSoftmax = (x: Tensor, axis = -1): Tensor => sub(x, logsumexp(x, axis, { keepDims: true }));
 
-/** Index of the first maximum along `axis` (i32). */
+/** Index of the first maximum along `axis` (i32): ties go to the lowest index, as numpy, JAX and PyTorch. */
 export const argmax = (x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor => {
   const a = normAxes('argmax', axis, x.rank)[0]!;
   const n = x.shape[a]!;
