@@ -3,7 +3,7 @@
 // a direct log-softmax of the interpreter's logits and against llama2.c's stories260K logits; the three reference
 // modes agree and the reference cache is invalidated by model, data or template.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +16,9 @@ import { lora, merge, type LoraAdapters } from '../models/lora.js';
 import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoOpts } from '../recipes/dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch } from '../recipes/dpo-ref.js';
 import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/prefs.js';
+import { adamw } from '../recipes/optim.js';
+import { trainStep } from '../recipes/step.js';
+import { trainLoop } from '../recipes/train.js';
 import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 import './setup.js';
 
@@ -309,5 +312,55 @@ describe('reference log-probs three ways', () => {
     await writeFile(first.file, '{"key": 1}');
     expect(leftMessage(await cachedRefLogps(dir, parts, compute)())).toMatch(/not a reference log-prob cache/);
     expect(() => refBatch(first.logps, Int32Array.from([5]))).toThrow(/pair 5 is not in the cache of 3 pairs/);
+  });
+});
+
+describe('a short DPO run raises rewards/accuracy (interpreter)', () => {
+  // Synthetic preferences at the token level: the instruction "repeat" (3) then three letters (6…11) and SEP (5);
+  // the chosen answer follows it (the letters as given), the rejected one does not (reversed). 270 pairs to train
+  // on, 90 held out (different letter triples). A random tiny model, LoRA r 4, reference = the disabled adapters,
+  // β 0.1 as Tulu 2, AdamW lr 1e-2, batches of 8 pairs, through trainStep and trainLoop.
+  const L = 6;
+  const pairOf = (w: number[]): EncodedPair => {
+    const prompt = [1, 3, ...w.map((x) => 6 + x), 5];
+    const side = (ans: number[]) => { const ids = [...prompt, ...ans.map((x) => 6 + x), 2]; return { ids, labels: ids.map((x, i) => (i < prompt.length ? -100 : x)) }; };
+    return { chosen: side(w), rejected: side([...w].reverse()) };
+  };
+  const all: EncodedPair[] = [];
+  for (let a = 0; a < L; a++) for (let b = 0; b < L; b++) for (let c = 0; c < L; c++) if (a !== c) all.push(pairOf([a, b, c]));
+  const train = all.filter((_, i) => i % 4 !== 0), held = all.filter((_, i) => i % 4 === 0);
+  const cfg: LlamaConfig = { ...tiny, dim: 16, hiddenDim: 32, nLayers: 1, nHeads: 2, nKvHeads: 1, headDim: 8, vocabSize: 12 };
+  const base = initParams(cfg, C.key(0), { std: 0.3 });
+  const lossFn = dpoLossFn(cfg, loraReference, { beta: 0.1 });
+  const N = 8, steps = 150, perEpoch = Math.floor(train.length / N);
+  const tmp = tempDir('camelid-dpo-run-');
+  const heldAccuracy = async (a: LoraAdapters) => {
+    let right = 0;
+    for (const b of makePrefBatches(held, { batchSize: 45, padId: 0 })) right += (await item(lossFn(a, base, prefBatchTensors(b)).aux['rewards/accuracy'])) * b.N;
+    return right / held.length;
+  };
+
+  it(`${steps} steps: training accuracy and held-out accuracy well above 0.5`, async () => {
+    const opt = adamw({ lr: 1e-2, weightDecay: 0 });
+    const adapters = lora(base, { r: 4, alpha: 8, key: C.key(1) });
+    expect(await heldAccuracy(adapters)).toBe(0); // policy = reference: every reward 0, ties count as wrong
+    const r = await trainLoop({
+      step: trainStep(lossFn, { optimizer: opt }) as never, trainable: adapters, optState: opt.init(adapters), frozen: base,
+      batchAt: (i) => prefBatchTensors(makePrefBatches(train, { batchSize: N, padId: 0, seed: 3, epoch: Math.floor(i / perEpoch), keepLast: false })[i % perEpoch]!),
+      totalSteps: steps, schedule: () => 1e-2, output: tmp.path, progress: 'none', saveModel: async () => {},
+    });
+    const metrics = readFileSync(join(tmp.path, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(metrics).toHaveLength(steps);
+    for (const k of ['loss', 'lr', 'gradNorm', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracy', 'rewards/margin', 'logps/chosen', 'logps/rejected']) expect(metrics[0]).toHaveProperty([k]);
+    expect(metrics[0]!.loss).toBeCloseTo(Math.log(2), 6); // the DPO start
+    expect(metrics[0]!['rewards/accuracy']).toBe(0);
+    const last = metrics.slice(-20), mean = (k: string) => last.reduce((s, m) => s + m[k]!, 0) / last.length;
+    const heldOut = await heldAccuracy(r.trainable as LoraAdapters);
+    console.log(`DPO ${steps} steps: training rewards/accuracy (last 20 steps) ${mean('rewards/accuracy').toFixed(3)}, margin ${mean('rewards/margin').toFixed(3)}, loss ${mean('loss').toFixed(3)}; held-out accuracy ${heldOut.toFixed(3)}`);
+    // measured (seeded, deterministic): 0.994 training, 0.933 held out, loss 0.327, margin 1.04
+    expect(mean('rewards/accuracy')).toBeGreaterThan(0.8);
+    expect(mean('rewards/margin')).toBeGreaterThan(0);
+    expect(mean('loss')).toBeLessThan(0.5);
+    expect(heldOut).toBeGreaterThan(0.75);
   });
 });
