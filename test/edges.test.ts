@@ -156,3 +156,44 @@ describe.skipIf(!gpuDevice)('edges on WebGPU, f32 (PyTorch float32)', () => suit
 describe('every exported elementwise and reduction op has an edge row', () => {
   it('covers the table', () => expect(Object.keys(EXPECTED).filter((k) => !(k in ROWS))).toEqual([]));
 });
+
+// Ties, by hand (the conventions documented next to each op): a tie's cotangent is shared evenly (JAX's
+// _balanced_eq for maximum/minimum, _reduce_chooser_jvp_rule's indicator/count for max/min reductions), argmax
+// takes the first maximum (numpy, JAX and PyTorch), relu′(0) = 0 and abs′(0) = 1 (JAX's rules).
+const ties = (backend: Backend) => {
+  beforeAll(() => C.setBackend(backend));
+  const grads = async (f: (...xs: Tensor[]) => Tensor, ...xs: number[][]) => {
+    const [y, back] = C.vjp((ps: Tensor[]) => C.sum(f(...ps)), xs.map((x) => C.tensor(x)));
+    const gs = back(C.onesLike(y));
+    return Promise.all(gs.map(async (g) => Array.from(await C.data(g))));
+  };
+  it('maximum and minimum split a tie evenly, at 0, −0 = 0, ±inf and 1e30', async () => {
+    const [a, b] = [[0, 0, 2, Infinity, -Infinity, 1e30, 1], [0, -0, 2, Infinity, -Infinity, 1e30, 2]];
+    expect(await grads(C.maximum, a, b)).toEqual([[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1]]);
+    expect(await grads(C.minimum, a, b)).toEqual([[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0]]);
+  });
+  it('max and min reductions give each of k tied extremes 1/k, over one axis and over all', async () => {
+    const x = [[1, 3, 3, 2], [2, 2, 2, 2], [-1, -3, -3, 5]];
+    const [g] = await grads((t) => C.max(C.reshape(t, [3, 4]), -1), x.flat());
+    expect(g).toEqual([0, 0.5, 0.5, 0, 0.25, 0.25, 0.25, 0.25, 0, 0, 0, 1]);
+    const [h] = await grads((t) => C.min(C.reshape(t, [3, 4]), -1), x.flat());
+    expect(h).toEqual([1, 0, 0, 0, 0.25, 0.25, 0.25, 0.25, 0, 0.5, 0.5, 0]);
+    const [k] = await grads((t) => C.max(t), [3, 1, 3, 3, -Infinity]);
+    expect(k!.map((v) => +v.toFixed(7))).toEqual([0.3333333, 0, 0.3333333, 0.3333333, 0]);
+  });
+  it('clamp at a bound gives x half (jnp.clip), inside all, outside none', async () => {
+    const [g] = await grads((t) => C.clamp(t, -1, 2), [-1, 2, 0, -3, 5]);
+    expect(g).toEqual([0.5, 0.5, 1, 0, 0]);
+  });
+  it('relu′(±0) = 0 and abs′(±0) = 1', async () => {
+    expect((await grads(C.relu, [0, -0, 1e-30, -1e-30]))[0]).toEqual([0, 0, 1, 0]);
+    expect((await grads(C.abs, [0, -0, 1e-30, -1e-30]))[0]).toEqual([1, 1, 1, -1]);
+  });
+  it('argmax takes the first of tied maxima (rows of ties, of −inf, holding +inf)', async () => {
+    const x = C.tensor([[1, 3, 3, 2], [2, 2, 2, 2], [-Infinity, -Infinity, -Infinity, -Infinity], [-Infinity, 0, -Infinity, 0], [1, Infinity, 2, Infinity]]);
+    expect(Array.from(await C.data(C.argmax(x, -1)))).toEqual([1, 0, 0, 1, 1]);
+    expect(Array.from(await C.data(C.argmax(x, 0)))).toEqual([1, 4, 0, 4]);
+  });
+};
+describe('ties on the interpreter', () => ties('cpu'));
+describe.skipIf(!gpuDevice)('ties on WebGPU', () => ties('webgpu'));
