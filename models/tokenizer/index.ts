@@ -7,6 +7,7 @@ import { basename, join } from 'node:path';
 import { makeEncoder, PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
 import { specFromTokenizerJson } from './hf.js';
 import { parseModelProto, specFromModelProto } from './proto.js';
+import { specFromLlama2cTokenizer } from './llama2c.js';
 
 export { PieceKind } from './bpe.js';
 export type { TokenizerError, TokenizerSpec } from './bpe.js';
@@ -68,6 +69,7 @@ export const makeTokenizer = (spec: TokenizerSpec): Tokenizer => {
   return {
     vocabSize: spec.pieces.length, bosId: spec.bosId, eosId: spec.eosId, unkId: spec.unkId, pieces: spec.pieces,
     encode: (text, opts) => {
+      if (typeof text !== 'string') throw new TypeError(`encode: text must be a string, got ${text === null ? 'null' : typeof text}`);
       const out: number[] = [];
       if ((opts?.bos ?? true) && spec.bosId >= 0) out.push(spec.bosId);
       encodeInto(text, out, opts?.dummyPrefix);
@@ -108,6 +110,17 @@ export const tokenizerFromJson = (json: unknown, source = 'tokenizer.json'): E.E
   return E.isLeft(spec) ? spec : E.right(makeTokenizer(spec.right));
 };
 
+/**
+ * A tokenizer from llama2.c tokenizer.bin bytes (as its run.c reads them; the model format is read by loadLlama).
+ * @example
+ * const tok = orThrow(tokenizerFromLlama2c(readFileSync('tok512.bin'), 'tok512.bin'));
+ * tok.encode('Once upon a time'); // [1, 403, 407, 261, 378]
+ */
+export const tokenizerFromLlama2c = (bytes: Uint8Array, source = 'tokenizer.bin'): E.Either<TokenizerError, Tokenizer> => {
+  const spec = specFromLlama2cTokenizer(bytes, source);
+  return E.isLeft(spec) ? spec : E.right(makeTokenizer(spec.right));
+};
+
 const ioError = (file: string, e: unknown): TokenizerError => {
   const code = (e as { code?: string }).code;
   const what = code === 'ENOENT' ? 'no such file or directory' : code === 'EACCES' ? 'permission denied' : String(e);
@@ -116,11 +129,12 @@ const ioError = (file: string, e: unknown): TokenizerError => {
 
 const exists = (p: string): Promise<boolean> => stat(p).then((s) => s.isFile(), () => false);
 
-/** Reads one tokenizer file; `.json` by name means Hugging Face, anything else a SentencePiece ModelProto. */
+/** Reads one tokenizer file; by name, `.json` is Hugging Face, `.bin` llama2.c, anything else a SentencePiece ModelProto. */
 const loadFile = async (file: string): Promise<E.Either<TokenizerError, Tokenizer>> => {
   let bytes: Uint8Array;
   try { bytes = await readFile(file); }
   catch (e) { return E.left(ioError(file, e)); }
+  if (file.endsWith('.bin')) return tokenizerFromLlama2c(bytes, file);
   if (!file.endsWith('.json')) return tokenizerFromModelProto(bytes, file);
   let json: unknown;
   try { json = JSON.parse(new TextDecoder().decode(bytes)); }
@@ -129,7 +143,8 @@ const loadFile = async (file: string): Promise<E.Either<TokenizerError, Tokenize
 };
 
 /**
- * Loads `tokenizer.model`, `tokenizer.json`, or a directory holding either (the `.model` is preferred).
+ * Loads `tokenizer.model`, `tokenizer.json`, a llama2.c `tokenizer.bin`, or a directory holding the first two (the
+ * `.model` is preferred).
  * @example
  * const tok = orThrow(await loadTokenizer('../shared/fixtures/llama2-tokenizer-32k')());
  * tok.encode('Hello world'); // [1, 15043, 3186]
