@@ -22,3 +22,8 @@ export {
   TrainerState, CheckpointWriteError, type CheckpointParts, type WriteHooks,
 } from './checkpoint.js';
 export { runSft, parseSftConfig, resolveSftConfig, SFT_DEFAULTS, TULU2_SFT, SFT_KEYS, type SftConfig, type SftConfigPartial, type SftRun } from './sft.js';
+export {
+  dpoLoss, sequenceLogprobs, pairLogprobs, dpoLossFn, loraReference, frozenReference, cachedReference, averagedKind, DPO_KINDS,
+  type DpoKind, type DpoOpts, type DpoOut, type SeqLogprobs, type SeqLogprobsOpts, type PairLogprobs, type DpoBatch, type DpoModel, type DpoMetrics, type DpoLossFn,
+} from './dpo.js';
+export { computeRefLogps, cachedRefLogps, refCacheKey, hashPairs, hashParams, refBatch, type RefLogps, type RefCacheParts, type RefPassOpts } from './dpo-ref.js';
