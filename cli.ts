@@ -11,6 +11,7 @@ import { generateCommand } from './models/cli-generate.js';
 import { UsageError } from './models/cli-options.js';
 import { evalCommand } from './recipes/cli-eval.js';
 import { sftCommand } from './recipes/cli-sft.js';
+import { mergeCommand } from './recipes/cli-merge.js';
 
 export const program = new Command('camelid')
   .description('a functional tensor DSL and autodiff framework on WebGPU, with Llama-2 recipes');
@@ -19,6 +20,7 @@ program.addCommand(demoCommand);
 program.addCommand(generateCommand);
 program.addCommand(evalCommand);
 program.addCommand(sftCommand);
+program.addCommand(mergeCommand);
 
 export interface CliIo { readonly writeOut: (s: string) => void; readonly writeErr: (s: string) => void }
 const stdio: CliIo = { writeOut: (s) => void process.stdout.write(s), writeErr: (s) => void process.stderr.write(s) };

@@ -22,6 +22,8 @@ const HELP: Record<string, string> = {
   padToMultiple: 'pad each batch to a multiple of this many tokens (fewer compiled shapes)', evalEvery: 'eval loss every N steps (0: off)',
   saveEvery: 'checkpoint every N steps (0: only at the end)', keepCheckpoints: 'complete checkpoints kept', logEvery: 'metrics every N steps',
   resume: 'continue from a checkpoint folder (or an output folder: its newest checkpoint)',
+  lora: 'train LoRA adapters: r=64,alpha=16,dropout=0.1[,targets=wq+wk+…|q_proj+…][,rslora=true]; checkpoints are PEFT adapter folders',
+  qlora: 'QLoRA: the base projections in NF4 (double quantisation), LoRA on top (Tulu 2: r 64, alpha 16, dropout 0.1 unless --lora)',
 };
 
 /** Flag values as config fields: numbers parsed (the codec then checks them), data entries as {path, weight?}. */
@@ -46,7 +48,7 @@ export const sftCommand = new Command('sft')
   .option('--progress <MODE>', 'auto | bar | lines | none', 'auto');
 for (const k of SFT_KEYS) {
   const repeat = k === 'data' || k === 'evalData';
-  sftCommand.option(repeat ? `--${k} <VALUE...>` : `--${k} <VALUE>`, HELP[k] ?? k);
+  sftCommand.option(k === 'qlora' ? '--qlora' : repeat ? `--${k} <VALUE...>` : `--${k} <VALUE>`, HELP[k] ?? k);
 }
 sftCommand.action(async (o: Record<string, unknown>) => {
   const layers: SftConfigPartial[] = [];

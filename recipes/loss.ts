@@ -9,6 +9,7 @@ import { div } from '../ops/math.js';
 import { expandDims, pad, slice } from '../ops/movement.js';
 import { logsumexp, sum } from '../ops/reduce.js';
 import { forward, type LlamaParams } from '../models/llama.js';
+import type { Weight } from '../ops/nn.js';
 import type { LlamaConfig } from '../models/config.js';
 
 /** The ignored label (PyTorch CrossEntropyLoss ignore_index; open-instruct masks prompts with it). */
@@ -62,7 +63,7 @@ export const reduceNll = (nll: Tensor, mask: Tensor, reduction: LossReduction): 
  * const loss = sftLoss(cfg, params, tokens, labels, { reduction: 'mean' }); // ()
  * const [l, g] = valueAndGrad((p: LlamaParams) => sftLoss(cfg, p, tokens, labels))(params);
  */
-export const sftLoss = (cfg: LlamaConfig, params: LlamaParams, tokens: Tensor, labels: Tensor, opts: { reduction?: LossReduction } = {}): Tensor => {
+export const sftLoss = (cfg: LlamaConfig, params: LlamaParams<Weight>, tokens: Tensor, labels: Tensor, opts: { reduction?: LossReduction } = {}): Tensor => {
   if (labels.dtype !== 'i32') throw new DTypeError(`sftLoss: labels must be i32, got ${labels.dtype}${fmt(labels.shape)}`);
   if (labels.rank !== 2 || tokens.rank !== 2 || labels.shape[0] !== tokens.shape[0] || labels.shape[1] !== tokens.shape[1]) {
     throw new ShapeError(`sftLoss: tokens ${fmt(tokens.shape)} and labels ${fmt(labels.shape)} must both be (B, T)`);

@@ -21,6 +21,10 @@ import { adamw, type AdamState } from './optim.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
 import { trainLoop, type TrainResult } from './train.js';
+import { loraRun, LoraSetting } from './lora-sft.js';
+import { tensor } from '../ops/create.js';
+import type { LoraAdapters } from '../models/lora.js';
+import type { Weight } from '../ops/nn.js';
 
 const positive = (name: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
   (u, c) => (typeof u === 'number' && Number.isFinite(u) && u > 0 ? t.success(u) : t.failure(u, c, `${name} must be a number > 0`)), (x) => x);
@@ -62,6 +66,10 @@ const fields = {
   keepCheckpoints: posInt('keepCheckpoints'),
   logEvery: posInt('logEvery'),
   resume: t.string,
+  /** LoRA adapters instead of full fine-tuning (models/lora.ts; recipes/lora-sft.ts). */
+  lora: LoraSetting,
+  /** QLoRA: the base's projections in NF4 with double quantisation, LoRA on top (Tulu 2's settings unless `lora`). */
+  qlora: t.boolean,
 };
 export const SftConfigPartial = t.partial(fields, 'SftConfig');
 export type SftConfigPartial = t.TypeOf<typeof SftConfigPartial>;
@@ -117,7 +125,7 @@ export const resolveSftConfig = (layers: readonly SftConfigPartial[]): E.Either<
   return E.right(merged as SftConfig);
 };
 
-export interface SftRun extends TrainResult<LlamaParams, AdamState> { readonly totalSteps: number; readonly output: string }
+export interface SftRun extends TrainResult<LlamaParams | LoraAdapters, AdamState> { readonly totalSteps: number; readonly output: string }
 
 /**
  * Runs SFT from a resolved config: loads everything, trains, writes checkpoints and the final model into `output`.
@@ -141,12 +149,19 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
   // Resume: weights, optimizer state and position from the checkpoint; otherwise the model as given.
   const resumeDir = c.resume ? await resolveCheckpoint(c.resume) : undefined;
   if (resumeDir && E.isLeft(resumeDir)) throw new UsageError(resumeDir.left.message);
-  const loaded = await loadLlama(resumeDir ? resumeDir.right : c.model)();
+  // A LoRA checkpoint holds adapters: the base always comes from the model.
+  const tuneLora = !!(c.lora || c.qlora);
+  const loaded = await loadLlama(resumeDir && !tuneLora ? resumeDir.right : c.model)();
   if (E.isLeft(loaded)) throw new UsageError(loaded.left.message);
   const { config, params } = loaded.right;
   if (config.vocabSize !== tok.right.vocabSize) throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${config.vocabSize}`);
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
-  let optState = optimizer.init(params);
+  const run = tuneLora ? await loraRun(config, params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
+  if (run) log(run.summary);
+  /** The parameters the loss reads: the model itself, or the base with the adapters (dropout keyed per micro-batch). */
+  const adapt = (p: unknown, f: unknown, k?: Tensor): LlamaParams<Weight> => (run ? run.params(p as LoraAdapters, f as LlamaParams<Weight>, k) : (p as LlamaParams));
+  const trainable: LlamaParams | LoraAdapters = run ? run.trainable : params;
+  let optState = optimizer.init(trainable);
   let resume;
   if (resumeDir && E.isRight(resumeDir)) {
     const st = await readOptState(resumeDir.right, optState);
@@ -169,10 +184,11 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
     if (cached?.epoch !== epoch) cached = { epoch, batches: makeBatches(train, { ...batchOpts, epoch }) };
     return cached.batches[i % perEpoch]!;
   };
-  const lossFn = (p: LlamaParams, _f: null, b: { tokens: Tensor; labels: Tensor }) => sftLoss(config, p, b.tokens, b.labels, { reduction: c.lossReduction });
+  const lossFn = (p: LlamaParams | LoraAdapters, f: unknown, b: { tokens: Tensor; labels: Tensor; key?: Tensor }) => sftLoss(config, adapt(p, f, b.key), b.tokens, b.labels, { reduction: c.lossReduction });
   const evalBatches = chat.right.eval.length ? makeBatches(chat.right.eval, { ...batchOpts, shuffle: false }) : [];
-  const evalStep = jit((p: LlamaParams, b: { tokens: Tensor; labels: Tensor }) => sftLoss(config, p, b.tokens, b.labels, { reduction: c.lossReduction }));
-  const evalLoss = async (p: LlamaParams): Promise<number> => {
+  const evalStep = jit((p: LlamaParams<Weight>, b: { tokens: Tensor; labels: Tensor }) => sftLoss(config, p, b.tokens, b.labels, { reduction: c.lossReduction }));
+  const evalLoss = async (tp: LlamaParams | LoraAdapters, f: unknown): Promise<number> => {
+    const p = adapt(tp, f);
     let total = 0;
     for (const hb of evalBatches) {
       const b = batchTensors(hb);
@@ -185,15 +201,18 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
   const warmup = warmupFromRatio(totalSteps, c.warmupRatio);
   log(`sft: ${train.length} train examples, ${perEpoch} batches of ${c.batchSize} per epoch, ${totalSteps} steps of ${c.gradAccum} micro-batches, warmup ${warmup}, lr ${c.lr} (${c.schedule})`);
   const r = await trainLoop({
-    step: trainStep(lossFn, { optimizer, clipNorm: c.clipNorm }), trainable: params, optState, frozen: null,
-    batchAt: (i) => batchTensors(hostBatch(i)), disposeBatches: true,
+    step: trainStep(lossFn, { optimizer, clipNorm: c.clipNorm }), trainable, optState, frozen: run ? run.frozen : null,
+    batchAt: (i) => ({ ...batchTensors(hostBatch(i)), ...(run ? { key: tensor([c.seed, i], { dtype: 'u32' }) } : {}) }), disposeBatches: true,
     describeBatch: (i) => `epoch ${Math.floor(i / perEpoch) + 1}, batch ${(i % perEpoch) + 1} (examples ${hostBatch(i).rows.join(', ')})`,
     tokensOf: (b) => b.tokens.size,
     totalSteps, gradAccum: c.gradAccum, schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
     output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery,
     saveModel: async (dir, p) => {
-      const s = await saveLlama(dir, config, p)();
-      if (E.isLeft(s)) throw new Error(s.left.message);
+      if (run) await run.save(dir, p as LoraAdapters);
+      else {
+        const s = await saveLlama(dir, config, p as LlamaParams)();
+        if (E.isLeft(s)) throw new Error(s.left.message);
+      }
       await copyInto(tokPath, dir, tokPath.endsWith('.json') ? 'tokenizer.json' : basename(tokPath).endsWith('.model') ? 'tokenizer.model' : basename(tokPath));
     },
     ...(evalBatches.length && c.evalEvery ? { evalEvery: c.evalEvery, evalLoss } : {}),

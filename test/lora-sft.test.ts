@@ -1,0 +1,124 @@
+// `camelid sft --lora / --qlora` and `camelid merge` on stories260K (interpreter): the strict lora setting, loss
+// falls for LoRA and QLoRA, checkpoints and the output are PEFT adapter folders, a resumed run repeats the
+// uninterrupted losses (dropout keyed per micro-batch), and the merged dense model gives the adapted logits.
+
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { data, loadLlama, setBackend } from '../index.js';
+import { runCli } from '../cli.js';
+import { forward } from '../models/llama.js';
+import { withLora } from '../models/lora.js';
+import { loadAdapters } from '../models/peft.js';
+import { parseSftConfig, resolveSftConfig, runSft } from '../recipes/sft.js';
+import './setup.js';
+import { maxAbsDiff } from './helpers.js';
+
+setBackend('cpu');
+
+const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
+const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
+const have = existsSync(model) && existsSync(tok);
+if (!have) {
+  if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
+  console.warn(`SKIPPING LoRA SFT tests: no fixtures at ${fixtures}`);
+}
+const dirs: string[] = [];
+const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'camelid-lora-sft-')); dirs.push(d); return d; };
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+const rows = [
+  [{ role: 'user', content: 'Who is Lily?' }, { role: 'assistant', content: 'Lily is a little girl.' }],
+  [{ role: 'user', content: 'What did the cat do?' }, { role: 'assistant', content: 'The cat played in the park.' }],
+  [{ role: 'user', content: 'Say hi.' }, { role: 'assistant', content: 'Hi! I am happy.' }],
+  [{ role: 'user', content: 'Where is the ball?' }, { role: 'assistant', content: 'The ball is in the box.' }],
+];
+const writeData = (dir: string) => {
+  const f = join(dir, 'chat.jsonl');
+  writeFileSync(f, rows.map((m, i) => JSON.stringify({ id: `r${i}`, messages: m })).join('\n') + '\n');
+  return f;
+};
+const cliIn = async (...argv: string[]) => {
+  let out = '', err = '';
+  const code = await runCli(argv, { writeOut: (s) => { out += s; }, writeErr: (s) => { err += s; } });
+  return { code, out, err };
+};
+const small = ['--maxSeqLen', '40', '--batchSize', '2', '--padToMultiple', '40', '--progress', 'none', '--clipNorm', '1'];
+const epochMean = (m: readonly { loss: number }[], e: number) => (m[2 * e]!.loss + m[2 * e + 1]!.loss) / 2;
+const metrics = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number });
+
+describe('the lora setting', () => {
+  it('the flag string and the object form; unknown keys, bad values and targets named', () => {
+    const r = parseSftConfig({ lora: 'r=8,alpha=16,dropout=0.1,targets=q_proj+wv' }, 'flags');
+    expect(E.isRight(r) && r.right.lora).toEqual({ r: 8, alpha: 16, dropout: 0.1, targets: ['wq', 'wv'] });
+    const o = parseSftConfig({ lora: { r: 4, alpha: 4, rslora: true }, qlora: true }, 'cfg.json');
+    expect(E.isRight(o) && o.right).toEqual({ lora: { r: 4, alpha: 4, rslora: true }, qlora: true });
+    const bad = (lora: unknown) => { const x = parseSftConfig({ lora }, 'cfg.json'); return E.isLeft(x) ? x.left : 'accepted'; };
+    expect(bad({ r: 4, alpha: 4, rank: 2 })).toMatch(/lora: unknown key 'rank'/);
+    expect(bad('r=0,alpha=4')).toMatch(/r must be an integer > 0/);
+    expect(bad('r=4,alpha=4,dropout=1')).toMatch(/dropout must be in \[0, 1\)/);
+    expect(bad('r=4,alpha=4,targets=lm_head')).toMatch(/unknown target "lm_head"/);
+    expect(bad('r4,alpha=4')).toMatch(/'r4' is not key=value/);
+  });
+});
+
+describe.skipIf(!have)('LoRA and QLoRA SFT on stories260K (interpreter)', () => {
+  it('--lora: loss falls; checkpoints and output are adapter folders; merge gives the adapted logits', async () => {
+    const d = tmp(), out = join(d, 'out');
+    const r = await cliIn('sft', '--model', model, '--tokenizer', tok, '--data', writeData(d), '--output', out, '--steps', '6', '--saveEvery', '3',
+      '--lr', '5e-3', '--lora', 'r=4,alpha=8,dropout=0.1', ...small);
+    expect(r.code, r.err).toBe(0);
+    const m = metrics(out);
+    console.log(`LoRA SFT losses: ${m.map((x) => x.loss.toFixed(4)).join(' ')}`);
+    expect(m.map((x) => x.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    // Two batches per epoch, each epoch the same four examples: the third epoch's mean loss is well below the first's.
+    expect(epochMean(m, 2)).toBeLessThan(epochMean(m, 0) - 0.3);
+    for (const dir of [out, join(out, 'checkpoint-6')]) {
+      expect(existsSync(join(dir, 'adapter_config.json'))).toBe(true);
+      expect(existsSync(join(dir, 'adapter_model.safetensors'))).toBe(true);
+      expect(existsSync(join(dir, 'model.safetensors'))).toBe(false);
+    }
+    const merged = join(d, 'merged');
+    const g = await cliIn('merge', '--model', model, '--adapter', out, '--output', merged);
+    expect(g.code, g.err).toBe(0);
+    const base = (await loadLlama(model)()) as E.Right<{ config: C.LlamaConfig; params: C.LlamaParams }>;
+    const a = await loadAdapters(out, base.right.params)();
+    if (E.isLeft(a)) throw new Error(a.left.message);
+    const dense = (await loadLlama(merged)()) as E.Right<{ config: C.LlamaConfig; params: C.LlamaParams }>;
+    const tokens = C.tensor([[1, 403, 407, 261, 378]], { dtype: 'i32' });
+    const want = await data(forward(base.right.config, withLora(base.right.params, a.right), tokens));
+    expect(maxAbsDiff(await data(forward(dense.right.config, dense.right.params, tokens)), want)).toBeLessThan(1e-4);
+    expect(maxAbsDiff(want, await data(forward(base.right.config, base.right.params, tokens)))).toBeGreaterThan(1e-3);
+    expect(existsSync(join(merged, 'tokenizer.model'))).toBe(true);
+    expect((await cliIn('merge', '--model', model, '--output', merged)).code).toBe(2); // --adapter is required
+  });
+
+  it('a resumed LoRA run (dropout 0.1) repeats the uninterrupted losses', async () => {
+    const d = tmp(), dataFiles = [{ path: writeData(d) }];
+    const cfg = (output: string, extra = {}) => {
+      const r = resolveSftConfig([{ model, tokenizer: tok, data: dataFiles, output, steps: 4, saveEvery: 2, maxSeqLen: 40, batchSize: 2, padToMultiple: 40, lr: 2e-2, lora: { r: 2, alpha: 4, dropout: 0.1, targets: ['wq', 'wv', 'w2'] }, ...extra }]);
+      if (E.isLeft(r)) throw new Error(r.left);
+      return r.right;
+    };
+    const quiet = { log: () => {}, progress: 'none' as const };
+    const whole = await runSft(cfg(join(d, 'a')), quiet);
+    const first = await runSft(cfg(join(d, 'b')), { ...quiet, stopAfter: 2 });
+    const rest = await runSft(cfg(join(d, 'b'), { resume: join(d, 'b') }), quiet);
+    expect(whole.losses).toHaveLength(4);
+    expect([...first.losses, ...rest.losses]).toEqual(whole.losses);
+  });
+
+  it('--qlora: NF4 base with adapters, loss falls', async () => {
+    const d = tmp(), out = join(d, 'out');
+    const r = await cliIn('sft', '--model', model, '--tokenizer', tok, '--data', writeData(d), '--output', out, '--steps', '6',
+      '--lr', '5e-3', '--qlora', '--lora', 'r=4,alpha=8,dropout=0', ...small);
+    expect(r.code, r.err).toBe(0);
+    const m = metrics(out);
+    console.log(`QLoRA SFT losses: ${m.map((x) => x.loss.toFixed(4)).join(' ')}`);
+    expect(epochMean(m, 2)).toBeLessThan(epochMean(m, 0) - 0.3);
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ r: 4, lora_alpha: 8, lora_dropout: 0 });
+  });
+});
