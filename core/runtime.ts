@@ -6,12 +6,12 @@ import { availableParallelism } from 'node:os';
 import * as E from 'fp-ts/lib/Either.js';
 import type { Storage } from './dtype.js';
 import { installWebGPU, type Backend } from './backend.js';
-import { getDevice, orThrow, type Device, type DeviceError, type Dispatch } from './device.js';
+import { DeviceFailure, getDevice, orThrow, type Device, type DeviceError, type Dispatch } from './device.js';
 import type { Node } from './node.js';
 import { numel } from './shape.js';
 import { kernelOuts, schedule, type Kernel, type ScheduleOpts } from './schedule/index.js';
 import { renderElementwise, renderMatmulFns, renderRow, type RenderedKernel } from './wgsl/fused.js';
-import { renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
+import { checkIndices, faultError, renderGather, renderScatterAdd, renderUpdate } from './wgsl/indexing.js';
 import { renderAttention } from './wgsl/attention.js';
 import { renderNf4 } from './wgsl/nf4.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
@@ -31,7 +31,7 @@ export interface Step { readonly kernel: Kernel; readonly rendered: readonly Ren
 /** WGSL and binding order for one kernel. */
 export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step => {
   const label = `k${i}:${k.kind}:${k.out.op.name}${JSON.stringify(k.out.shape)}`;
-  const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out)] });
+  const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out), ...(r.some((x) => x.faults) ? [dev.faults] : [])] });
   switch (k.kind) {
     case 'elementwise': return plain([renderElementwise(k, label)]);
     case 'row': return plain([renderRow(k, label, dev.features.subgroups)]);
@@ -211,6 +211,7 @@ export const dispatchesOf = (dev: Device, compiled: readonly Compiled[], bufOf: 
     const bufs = step.bindings(bufOf);
     return step.rendered.map((r, j) => ({
       pipeline: pipelines[j]!, bindGroup: dev.bindGroup(pipelines[j]!, r.use ? r.use.map((x) => bufs[x]!) : bufs), workgroups: r.workgroups,
+      ...(r.faults ? { faults: true } : {}),
     }));
   });
 
@@ -255,6 +256,11 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   const todo = [...new Set(roots.filter((n) => !n.gpu))]; // a node listed twice gets one buffer
   if (!todo.length) return;
   const kernels = schedule(todo, { ...scheduleFor(dev), ...opts });
+  // Indices known on the host (token ids) are checked here, as the interpreter does; the kernels report the others.
+  for (const k of kernels) {
+    const ix = (k.kind === 'gather' || k.kind === 'scatterAdd') ? k.inputs[1]!.cpu : null;
+    if (ix) checkIndices(k.out.op.name, ix, k.kind === 'gather' ? k.inputs[0]!.shape[0]! : k.out.shape[0]!);
+  }
   const compiled = await compileKernels(dev, kernels);
   // Uploads happen at queue time, before this submit runs: they must never land in a buffer that a kernel
   // of this same submit uses as scratch, so every input is uploaded before any scratch is handed out.
@@ -266,7 +272,17 @@ export const runGraph = async (dev: Device, roots: readonly Node[], opts: Schedu
   for (const b of new Set(scratch.values())) dev.free(b);
 };
 
+/** A node's value from its GPU buffer; a fault a kernel reported since the last readback is thrown as its op's error. */
 const readNode = async (dev: Device, n: Node): Promise<Storage> => {
+  try {
+    return await readBuffer(dev, n);
+  } catch (err) {
+    if (err instanceof DeviceFailure && err.error._tag === 'Fault') throw faultError(err.error.words);
+    throw err;
+  }
+};
+
+const readBuffer = async (dev: Device, n: Node): Promise<Storage> => {
   if (n.cpu) return n.cpu;
   if (!n.gpu) throw new Error('webgpu: node is not realised');
   const count = numel(n.shape);

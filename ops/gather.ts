@@ -5,6 +5,7 @@ import type { CustomOp } from '../core/node.js';
 import { DTypeError, fmt, numel, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { materialize } from '../core/interp.js';
+import { indexRangeError } from '../core/wgsl/indexing.js';
 import { cast, equal, iota } from './elementwise.js';
 import { expandDims } from './movement.js';
 
@@ -13,11 +14,15 @@ const checkIndex = (op: string, idx: { dtype: DType; shape: readonly number[] })
 };
 
 const rowOf = (op: string, i: number, n: number, k: number): number => {
-  if (!(i >= 0 && i < n)) throw new ShapeError(`${op}: index ${i} at position ${k} is out of range [0, ${n})`);
+  if (!(i >= 0 && i < n)) throw indexRangeError(op, i, k, n);
   return i;
 };
 
-/** table (V, …rest), idx (…I) → (…I, …rest). Out-of-range indices are an error on the CPU (clamped on GPUs). */
+/**
+ * table (V, …rest), idx (…I) → (…I, …rest). An index out of [0, V) is a ShapeError naming it, its position and
+ * the range on every backend: at realisation when the indices come from the host; on WebGPU, for indices computed
+ * on the device, at the next readback (the kernel reports into the device's fault words).
+ */
 export const gatherOp: CustomOp<null> = {
   name: 'gather',
   kind: 'custom',

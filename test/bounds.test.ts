@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
+import { gpuDevice } from './gpu.js';
 
 describe('integer and bool tensors from host values (§4)', () => {
   const cases: [string, () => unknown, RegExp][] = [
@@ -43,5 +44,72 @@ describe('integer and bool tensors from host values (§4)', () => {
   it('cast is the explicit conversion (truncation toward zero)', async () => {
     C.setBackend('cpu');
     expect(await C.toArray(C.cast(C.tensor([1.7, -2.5, 3]), 'i32'))).toEqual([1, -2, 3]);
+  });
+});
+
+// §1: tiny shapes (each new gather/scatterAdd shape is a lavapipe compile), the same expectations on both backends.
+const i32 = (v: number[]) => C.tensor(v, { dtype: 'i32' });
+const table = () => C.tensor([[1, 2], [3, 4], [5, 6]]); // (3, 2)
+/** Indices computed on the device (on WebGPU): base + offset, so the kernel itself meets the bad index. */
+const computed = (offsets: number[]) => C.add(i32(offsets.map((_, i) => i)), i32(offsets));
+
+for (const backend of ['cpu', 'webgpu'] as const) {
+  describe.skipIf(backend === 'webgpu' && !gpuDevice)(`out-of-range indices on ${backend} (§1)`, () => {
+    it('gather with indices from the host: the first bad one, its position and the range', async () => {
+      C.setBackend(backend);
+      for (const [ids, msg] of [
+        [[0, 3], 'gather: index 3 at position 1 is out of range [0, 3)'],
+        [[5, 0], 'gather: index 5 at position 0 is out of range [0, 3)'],
+        [[0, -1], 'gather: index -1 at position 1 is out of range [0, 3)'],
+        [[2 ** 31 - 1, 0], 'gather: index 2147483647 at position 0 is out of range [0, 3)'],
+      ] as const) {
+        await expect(C.toArray(C.gather(table(), i32([...ids])))).rejects.toThrow(msg);
+      }
+    });
+
+    it('gather with indices computed on the device, i32 and u32', async () => {
+      C.setBackend(backend);
+      await expect(C.toArray(C.gather(table(), computed([0, 599, 0])))).rejects.toThrow('gather: index 600 at position 1 is out of range [0, 3)');
+      await expect(C.toArray(C.gather(table(), computed([0, 0, -3])))).rejects.toThrow('gather: index -1 at position 2 is out of range [0, 3)');
+      const u = C.add(C.tensor([0, 1, 2], { dtype: 'u32' }), C.tensor([0, 0, 4294967293], { dtype: 'u32' }));
+      await expect(C.toArray(C.gather(table(), u))).rejects.toThrow('gather: index 4294967295 at position 2 is out of range [0, 3)');
+      // After a reported fault the next computation is clean, and in-range values are right.
+      expect(await C.toArray(C.gather(table(), computed([2, 1, -2])))).toEqual([[5, 6], [5, 6], [1, 2]]);
+    });
+
+    it('scatterAdd with indices from the host and from the device', async () => {
+      C.setBackend(backend);
+      const upd = () => C.tensor([[1, 1], [2, 2]]);
+      await expect(C.toArray(C.scatterAdd(upd(), i32([0, 3]), 3))).rejects.toThrow('scatterAdd: index 3 at position 1 is out of range [0, 3)');
+      await expect(C.toArray(C.scatterAdd(upd(), computed([0, 7]), 3))).rejects.toThrow('scatterAdd: index 8 at position 1 is out of range [0, 3)');
+      expect(await C.toArray(C.scatterAdd(upd(), computed([1, 1]), 3))).toEqual([[0, 0], [1, 1], [2, 2]]);
+    });
+
+    it('the gradient of a lookup (scatterAdd in the backward pass) refuses the same index', async () => {
+      C.setBackend(backend);
+      const loss = (t: C.Tensor) => C.sum(C.gather(t, computed([0, 5, 0])));
+      await expect(C.toArray(C.grad(loss)(table()))).rejects.toThrow('index 6 at position 1 is out of range [0, 3)');
+    });
+  });
+}
+
+describe.skipIf(!gpuDevice)('device-side index faults (§1, WebGPU)', () => {
+  it('a jitted step reports at the next readback, even of another tensor; the fault is then cleared', async () => {
+    C.setBackend('webgpu');
+    const step = C.jit((t: C.Tensor, i: C.Tensor) => C.gather(t, i));
+    const ok = await step(table(), i32([1, 0]));
+    expect(await C.toArray(ok)).toEqual([[3, 4], [1, 2]]);
+    const bad = await step(table(), i32([1, 9])); // never read
+    const other = C.mul(C.tensor([1, 2]), 3);
+    await expect(C.toArray(other)).rejects.toThrow('gather: index 9 at position 1 is out of range [0, 3)');
+    expect(await C.toArray(other)).toEqual([3, 6]);
+    bad.dispose();
+  });
+
+  it('reading the fault words costs no extra submit: one encode and one readback per toArray', async () => {
+    C.setBackend('webgpu');
+    const before = (await C.deviceCounters())!.submits;
+    expect(await C.toArray(C.gather(table(), computed([1, 0, -2])))).toEqual([[3, 4], [3, 4], [1, 2]]);
+    expect((await C.deviceCounters())!.submits - before).toBe(2);
   });
 });

@@ -25,7 +25,12 @@ export type DeviceError =
     }
   | { readonly _tag: 'OutOfMemory'; readonly message: string; readonly bytes: number }
   | { readonly _tag: 'DeviceLost'; readonly message: string; readonly reason: string }
-  | { readonly _tag: 'Internal'; readonly message: string };
+  | { readonly _tag: 'Internal'; readonly message: string }
+  /**
+   * A kernel reported a fault into the device's fault words (Device.faults), found by the next readback: `words`
+   * are what it wrote; the runtime turns them into the op's own error (e.g. gather's out-of-range index).
+   */
+  | { readonly _tag: 'Fault'; readonly message: string; readonly words: readonly number[] };
 
 /** Thrown where an API is synchronous or a Promise (alloc, encode, readback, sync); carries the typed error. */
 export class DeviceFailure extends Error {

@@ -9,7 +9,7 @@ import { type DeviceError, DeviceFailure, fromGpuError } from './errors.js';
 import { type KernelSource, PipelineCache } from './pipelines.js';
 import { Pacer } from './pace.js';
 import { quietly } from './quiet.js';
-import { BufferPool, type BufferKind, type PoolCounters } from './pool.js';
+import { BufferPool, Usage, type BufferKind, type PoolCounters } from './pool.js';
 
 /** The adapter limits a kernel generator needs; requested at their real (adapter) values, not the defaults. */
 export interface DeviceLimits {
@@ -54,7 +54,15 @@ export interface Dispatch {
   readonly pipeline: GPUComputePipeline;
   readonly bindGroup: GPUBindGroup;
   readonly workgroups: readonly [number, number, number];
+  /** It binds Device.faults and may report a fault there: the next readback then takes the fault words along. */
+  readonly faults?: boolean;
 }
+
+/**
+ * Bytes of the fault words that kernels report into (Device.faults): word 0 counts reports, and the first
+ * report's words follow (what they mean is the reporting kernel's business, see core/wgsl/indexing.ts).
+ */
+export const FAULT_BYTES = 32;
 
 type TypedArray = Float32Array | Int32Array | Uint32Array | Uint8Array | Uint16Array | Float64Array;
 
@@ -84,6 +92,9 @@ export class Device {
   private submits = 0;
   // Waits sleep through most of a paced submit's learned GPU time first (see ./pace.ts).
   private readonly pacer = new Pacer();
+  private faultWords: GPUBuffer | null = null;
+  // A dispatch that binds the fault words was encoded since a readback last took them.
+  private faultsPending = false;
 
   constructor(gpu: GPU, device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: DeviceFeatures) {
     this.gpu = gpu;
@@ -132,6 +143,17 @@ export class Device {
     return this.pool.alloc(bytes, kind);
   }
 
+  /**
+   * The fault words (FAULT_BYTES, zero until a kernel reports): a kernel that can fail on data (an index out of
+   * range) binds them and reports instead of failing silently. No extra submit or wait: the next readback after
+   * such a dispatch copies the words along with its data and clears them in the same submit, and throws a
+   * DeviceFailure tagged 'Fault' (carrying the words) when one was reported.
+   */
+  get faults(): GPUBuffer {
+    this.faultWords ??= this.live().createBuffer({ size: FAULT_BYTES, usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST, label: 'faults' });
+    return this.faultWords;
+  }
+
   /** Give a buffer back to the pool; the caller must not use it afterwards (work already submitted is fine). */
   free(buf: GPUBuffer): void {
     this.pool.free(buf);
@@ -178,6 +200,7 @@ export class Device {
         });
       }
       if (x === 0 || y === 0 || z === 0) continue;
+      if (d.faults) this.faultsPending = true;
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, d.bindGroup);
       pass.dispatchWorkgroups(x, y, z);
@@ -209,7 +232,8 @@ export class Device {
 
   /**
    * Copy `bytes` bytes of a buffer back to the host through a pooled MAP_READ staging buffer, into `into`
-   * (preallocated: the fast path) or a new Float32Array.
+   * (preallocated: the fast path) or a new Float32Array. When a dispatch that may report faults ran since the
+   * last readback, the fault words come back in the same copy: a reported fault is thrown (tag 'Fault').
    */
   readback(buf: GPUBuffer, bytes: number): Promise<Float32Array>;
   readback<T extends TypedArray>(buf: GPUBuffer, bytes: number, into: T, srcOffset?: number): Promise<T>;
@@ -218,14 +242,25 @@ export class Device {
     const out = into ?? new Float32Array(bytes / 4);
     if (out.byteLength < bytes) throw new RangeError(`readback: destination holds ${out.byteLength} bytes, ${bytes} requested`);
     if (bytes === 0) return out;
-    const stage = this.pool.alloc(bytes, 'staging');
+    // bytes is a multiple of 4 (copies require it), so the fault words start 4-aligned right after the data.
+    const faults = this.faultsPending ? this.faultWords : null;
+    const total = bytes + (faults ? FAULT_BYTES : 0);
+    const stage = this.pool.alloc(total, 'staging');
+    let words: Uint32Array | null = null;
     try {
       const enc = device.createCommandEncoder({ label: 'readback' });
       enc.copyBufferToBuffer(buf, srcOffset, stage, 0, bytes);
+      if (faults) {
+        enc.copyBufferToBuffer(faults, 0, stage, bytes, FAULT_BYTES);
+        enc.clearBuffer(faults);
+        this.faultsPending = false;
+      }
       device.queue.submit([enc.finish()]);
       this.submits++;
-      await this.wait(() => stage.mapAsync(1 /* GPUMapMode.READ */, 0, bytes));
-      new Uint8Array(out.buffer, out.byteOffset, bytes).set(new Uint8Array(stage.getMappedRange(0, bytes)));
+      await this.wait(() => stage.mapAsync(1 /* GPUMapMode.READ */, 0, total));
+      const mapped = stage.getMappedRange(0, total);
+      new Uint8Array(out.buffer, out.byteOffset, bytes).set(new Uint8Array(mapped, 0, bytes));
+      if (faults) words = new Uint32Array(mapped.slice(bytes, total));
     } catch (err) {
       this.check();
       throw err instanceof DeviceFailure ? err : new DeviceFailure({ _tag: 'Internal', message: `readback: ${String(err)}` });
@@ -234,6 +269,9 @@ export class Device {
       this.pool.free(stage);
     }
     this.check();
+    if (words !== null && words[0] !== 0) {
+      throw new DeviceFailure({ _tag: 'Fault', message: `a kernel reported a fault (words ${[...words].join(', ')})`, words: [...words] });
+    }
     return out;
   }
 
@@ -255,6 +293,8 @@ export class Device {
     this.pool.destroyAll();
     this.groups.clear();
     this.pipelines.clear();
+    this.faultWords?.destroy();
+    this.faultWords = null;
     this.gpuDevice.destroy();
     this.gpu = null;
   }

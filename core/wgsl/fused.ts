@@ -101,6 +101,8 @@ export interface RenderedKernel {
   readonly label: string;
   /** Which of the step's buffers it binds, in binding order (default: all). */
   readonly use?: readonly number[];
+  /** It binds the device's fault words as its last binding and may report into them (core/wgsl/indexing.ts). */
+  readonly faults?: boolean;
 }
 
 const grid = (n: number): [number, number, number] => {

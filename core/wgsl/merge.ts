@@ -69,6 +69,9 @@ export const workgroupCount = (w: readonly [number, number, number]): number => 
 export const mergeKernels = (parts: readonly RenderedKernel[], limits: MergeLimits): RenderedKernel | null => {
   const ps = parts.map((r) => parse(r.wgsl));
   if (ps.length < 2 || ps.some((p) => p === null || p.size.join() !== ps[0]!.size.join())) return null;
+  // Each reporting part binds the one fault buffer read-write: two such bindings in a dispatch would alias.
+  const faults = parts.filter((r) => r.faults).length;
+  if (faults > 1) return null;
   const parsed = ps as Parsed[];
   if (parsed.reduce((s, p) => s + p.bindings, 0) > limits.maxBindings) return null;
   // Workgroup arrays: one per name and element type, as long as the longest.
@@ -122,5 +125,5 @@ fn main(@builtin(workgroup_id) hz_w: vec3<u32>, @builtin(local_invocation_id) hz
   let q = ${spread > 1 ? `select(${first}u, (hz_q % ${h}u) * ${spread}u + hz_q / ${h}u, hz_q < ${slots}u)` : 'hz_q'};
   ${branches.join(' else ')}
 }`;
-  return { wgsl, workgroups: [x, Math.ceil(slots / x), 1], label: parts.map((r) => r.label).join(' + ') };
+  return { wgsl, workgroups: [x, Math.ceil(slots / x), 1], label: parts.map((r) => r.label).join(' + '), ...(faults ? { faults: true } : {}) };
 };
