@@ -54,6 +54,10 @@ export const materialize = (s: Strided, like: Node['dtype']): Storage => {
 
 export class InterpError extends Error { override name = 'InterpError'; }
 
+/** A RangeError from allocating a node's storage (or its inputs' contiguous copies), named with the op and shape. */
+const allocationError = (n: Node, err: RangeError): InterpError =>
+  new InterpError(`interp: ${n.op.name} ${fmt(n.shape)} ${n.dtype} (${numel(n.shape)} elements, ${numel(n.shape) * allocStorage(n.dtype, 0).BYTES_PER_ELEMENT} bytes) could not be allocated on the host: ${err.message}`);
+
 const evalNode = (n: Node, get: (m: Node) => Strided): Strided => {
   const op = n.op;
   const size = numel(n.shape);
@@ -130,12 +134,22 @@ export const interpret = (roots: readonly Node[], bound: ReadonlyMap<Node, Stora
   for (const n of order) {
     const b = bound.get(n) ?? n.cpu;
     if (b) { vals.set(n, { data: b, view: contiguous(n.shape) }); continue; }
-    vals.set(n, evalNode(n, get));
+    try {
+      vals.set(n, evalNode(n, get));
+    } catch (err) {
+      throw err instanceof RangeError ? allocationError(n, err) : err;
+    }
     for (const s of n.src) {
       const u = (uses.get(s) ?? 0) - 1;
       uses.set(s, u);
       if (u === 0) vals.delete(s);
     }
   }
-  return roots.map((r) => materialize(get(r), r.dtype));
+  return roots.map((r) => {
+    try {
+      return materialize(get(r), r.dtype);
+    } catch (err) {
+      throw err instanceof RangeError ? allocationError(r, err) : err;
+    }
+  });
 };

@@ -113,3 +113,12 @@ describe.skipIf(!gpuDevice)('device-side index faults (§1, WebGPU)', () => {
     expect((await C.deviceCounters())!.submits - before).toBe(2);
   });
 });
+
+describe('host allocation failures name the op and shape (§9)', () => {
+  it('an interpreter result too large for a typed array', async () => {
+    C.setBackend('cpu');
+    const big = C.add(C.zeros([100000, 100000]), 1);
+    await expect(C.toArray(big)).rejects.toThrow(/^interp: add \(100000,100000\) f32 \(10000000000 elements, 40000000000 bytes\) could not be allocated on the host: Invalid typed array length/);
+    await expect(C.toArray(C.matmul(C.zeros([70000, 2]), C.zeros([2, 70000])))).rejects.toThrow(/interp: matmul \(70000,70000\) f32 .* could not be allocated/);
+  });
+});
