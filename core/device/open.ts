@@ -9,6 +9,7 @@ import { type DeviceError, DeviceFailure, fromGpuError } from './errors.js';
 import { type KernelSource, PipelineCache } from './pipelines.js';
 import { Pacer } from './pace.js';
 import { quietly } from './quiet.js';
+import { DAWN_LIMIT_NOTICE, filterNativeStderr } from './stderr.js';
 import { BufferPool, Usage, type BufferKind, type PoolCounters } from './pool.js';
 
 /** The adapter limits a kernel generator needs; requested at their real (adapter) values, not the defaults. */
@@ -328,7 +329,8 @@ export const openDevice = (): TaskEither<DeviceError, Device> => async () => {
   } catch (err) {
     return E.left({ _tag: 'NoAdapter', message: `Dawn could not start (webgpu package): ${String(err)}` });
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' }).catch(() => null);
+  // Dawn prints its limit-clamping notices while it enumerates adapters (inside this call): keep them from the user.
+  const adapter = await filterNativeStderr(() => gpu.requestAdapter({ powerPreference: 'high-performance' }), DAWN_LIMIT_NOTICE).catch(() => null);
   if (adapter === null) {
     return E.left({
       _tag: 'NoAdapter',
