@@ -70,23 +70,28 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
   }
 };
 
-const leakWarned = { done: false };
-/** With CAMELID_TRACE_LEAKS set, each buffer remembers where it was given out, and a leak warning says where. */
-const traceLeaks = typeof process !== 'undefined' && !!process.env.CAMELID_TRACE_LEAKS;
+/**
+ * A realised tensor garbage-collected without dispose() gets its buffer back into the pool here, silently: that is
+ * correct, only later than dispose() would have been. With CAMELID_TRACE_LEAKS set (read when the buffer is given
+ * out), each computed tensor remembers where it was realised and its collection is reported with that place, to
+ * find what holds device memory longer than meant. GPU copies of host data (uploads) are never reported: they
+ * are camelid's cache of a host tensor, not a value the caller asked to compute.
+ */
+const traceLeaks = (): boolean => typeof process !== 'undefined' && !!process.env.CAMELID_TRACE_LEAKS;
 const leaks = new FinalizationRegistry<{ dev: Device; buf: GPUBuffer; at?: string }>(({ dev, buf, at }) => {
   if (!dev.isOpen) return;
   dev.free(buf);
-  if (!leakWarned.done || at) {
-    leakWarned.done = true;
-    console.warn(`camelid: a realised tensor was garbage-collected without dispose(); its GPU buffer went back to the pool. Use dispose(), \`using\`, or scope() to free memory deterministically.${at ? `\nIt was realised at${at}` : ' (CAMELID_TRACE_LEAKS=1 says where each one was realised.)'}`);
-  }
+  if (at) console.warn(`camelid: a realised tensor was garbage-collected without dispose(); its GPU buffer went back to the pool (use dispose(), \`using\`, or scope() to free it at once). It was realised at${at}`);
 });
 
 /** Nodes given buffers inside each open scope() (innermost last). */
 export const scopes: Set<Node>[] = [];
 
-/** Give a node a GPU buffer that it owns (freed by dispose, or by the leak detector as a last resort). */
-export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
+/**
+ * Give a node a GPU buffer that it owns (freed by dispose, or when the node is collected). `upload`: the buffer is
+ * a copy of the node's host data, never reported by CAMELID_TRACE_LEAKS.
+ */
+export const own = (dev: Device, n: Node, buf: GPUBuffer, upload = false): void => {
   scopes[scopes.length - 1]?.add(n);
   let freed = false;
   const token = {};
@@ -95,7 +100,7 @@ export const own = (dev: Device, n: Node, buf: GPUBuffer): void => {
     free: () => { if (!freed) { freed = true; leaks.unregister(token); dev.free(buf); } },
     release: () => { freed = true; leaks.unregister(token); },
   };
-  const at = traceLeaks ? ` (${n.dtype} ${JSON.stringify(n.shape)})\n${new Error().stack?.split('\n').slice(2, 9).join('\n') ?? ''}` : undefined;
+  const at = !upload && traceLeaks() ? ` (${n.dtype} ${JSON.stringify(n.shape)})\n${new Error().stack?.split('\n').slice(2, 9).join('\n') ?? ''}` : undefined;
   leaks.register(n, { dev, buf, ...(at ? { at } : {}) }, token);
 };
 
@@ -104,7 +109,7 @@ export const ensureUploaded = (dev: Device, n: Node): GPUBuffer => {
   if (!n.cpu) throw new Error(`webgpu: ${n.op.name} ${JSON.stringify(n.shape)} has no value to upload`);
   const buf = dev.alloc(bytesOf(n));
   dev.upload(buf, hostLayout(n, n.cpu));
-  own(dev, n, buf);
+  own(dev, n, buf, true);
   return buf;
 };
 
