@@ -4,7 +4,9 @@ import { defineConfig } from 'tsup';
 export default defineConfig({
   entry: { index: 'index.ts', cli: 'cli.ts' },
   format: ['esm'],
-  dts: true,
+  // The published types must check in a consumer's strict tsc without skipLibCheck (test/consumer.test.ts): members
+  // marked @internal (a node's GPU buffer, typed with @webgpu/types, which need the DOM library) are left out.
+  dts: { compilerOptions: { stripInternal: true } },
   sourcemap: true,
   clean: true,
   target: 'node20',

@@ -83,6 +83,7 @@ export class Node {
   readonly id = nextId++;
   /** Realised value, cached here once computed (the node then acts as a leaf). */
   cpu: Storage | null = null;
+  /** @internal Kept out of the published types (stripInternal): they would need the WebGPU typings, and DOM's. */
   gpu: DeviceBuffer | null = null;
   constructor(
     readonly op: OpDef,
