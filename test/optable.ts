@@ -235,6 +235,15 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   generate: 'sampling', generateIds: 'sampling', sampleRow: 'sampling (host)',
 };
 
+/** Inputs where numerics break: zeros of both signs, tiny, the f32 saturation points of exp/sigmoid/tanh (±20…±100),
+ * huge, infinite, NaN. Finite differences are invalid at kinks and meaningless at ±inf, so these feed the
+ * edge properties in grad.test (exact ties, f32 against f64, no NaN gradient at a finite input), not the FD check. */
+export const EDGE_VALUES: readonly number[] = [
+  0, -0, 1e-20, -1e-20, 1, -1, 3.9, -3.9, 20, -20, 50, -50, 88, -88, 89, -89, 90, -90, 100, -100, 1e30, -1e30, Infinity, -Infinity, NaN,
+];
+/** An edge value half of the time, else a double in [−120, 120] (exact in f32 after Math.fround). */
+export const edgeValue: fc.Arbitrary<number> = fc.oneof(fc.constantFrom(...EDGE_VALUES), fc.double({ min: -120, max: 120, noNaN: true }).map(Math.fround));
+
 /** Deterministic values in a domain from a seed (fast-check draws the seed). */
 export const fillValues = (n: number, domain: Domain, seed: number): number[] => {
   let s = (seed >>> 0) || 1;
