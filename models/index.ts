@@ -11,3 +11,7 @@ export {
 export { loadLlama, saveLlama, toHfTensors, HF_NAMES, type LoadError } from './load.js';
 export { generate, generateIds, sampleRow, type GenerateOptions, type GenerateStep, type SampleOptions } from './generate.js';
 export { loadTokenizer, tokenizerFromModelProto, tokenizerFromJson, type Tokenizer, type TokenizerError } from './tokenizer/index.js';
+export { lora, withLora, merge, disable, checkAdapters, loraScale, LORA_TARGETS, type LoraAdapters, type LoraOpts, type LoraPair, type LoraTarget, type WithLoraOpts } from './lora.js';
+export { saveAdapters, loadAdapters, peftKey, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './peft.js';
+export { quantizeNf4, dequantizeNf4, absmaxOf, nf4Weight, quantizeBase, NF4_CODE, DYNAMIC_MAP, type Nf4Quantized, type Nf4Nested, type QuantizeOpts, type Nf4Weight } from './nf4.js';
+export { loadBnb4bit, saveBnb4bit, bnbTensors, readBnb, nf4FromWeight } from './bnb.js';

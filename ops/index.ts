@@ -16,4 +16,5 @@ export { writeAt } from './update.js';
 export { key, split, uniform, normal, bernoulli, type Key } from './random.js';
 export { vjp, grad, valueAndGrad, type GradOpts } from './grad.js';
 export { scalar, type TensorLike } from './lift.js';
-export { linear, linears, rmsNorm, rope, ropeTable, causalAttention, swiglu, crossEntropy, embedding, type AttentionOpts, type CrossEntropyOpts } from './nn.js';
+export { linear, linears, rmsNorm, rope, ropeTable, causalAttention, swiglu, crossEntropy, embedding, weightShape, type AttentionOpts, type CrossEntropyOpts, type LoraWeight, type Weight } from './nn.js';
+export { nf4Linear, nf4Dense } from './nf4.js';
