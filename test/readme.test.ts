@@ -87,3 +87,29 @@ it.skipIf(!existsSync(fixtures))('README SFT example runs: AdamW steps in one ji
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it.skipIf(!existsSync(fixtures))('README DPO example runs: loss ln 2 at the start, then falls as the chosen side gains', async () => {
+  const root = resolve(import.meta.dirname, '..');
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /## DPO\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(block).toBeDefined();
+  const dir = mkdtempSync(join(root, 'test', '.readme-'));
+  const file = join(dir, 'dpo.mts');
+  const logs: string[] = [];
+  const orig = console.log;
+  try {
+    writeFileSync(file, `import { setBackend } from '${join(root, 'index.ts')}';\nsetBackend('cpu');\n${block!.replaceAll("'camelid'", `'${join(root, 'index.ts')}'`)}`);
+    console.log = (...a: unknown[]) => { logs.push(a.map(String).join(' ')); };
+    process.chdir(root);
+    await import(file);
+    const losses = logs.map((l) => Number(/loss (\S+)/.exec(l)?.[1]));
+    expect(losses).toHaveLength(4);
+    expect(losses[0]).toBeCloseTo(Math.log(2), 4);
+    expect(losses[3]!).toBeLessThan(losses[0]! - 0.01);
+    process.stderr.write(`README DPO: ${logs.join(' | ')}\n`);
+    expect(logs[3]).toMatch(/accuracy 1 /);
+  } finally {
+    console.log = orig;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
