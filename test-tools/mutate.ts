@@ -1,0 +1,28 @@
+// `npm run mutate [-- folder… --stryker-option…]`: StrykerJS over the folders of test-tools/mutation-folders.mjs
+// (all by default), then the score per folder and every survivor. Not in CI: a full run takes hours on 2 cores.
+// Arguments naming a folder choose it; all others go to `stryker run` (e.g. --concurrency 1).
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { FOLDERS, selected } from './mutation-folders.mjs';
+import { printSummary } from './mutation-summary.js';
+
+const root = resolve(import.meta.dirname, '..');
+const args = process.argv.slice(2);
+const folders = args.filter((a) => a in FOLDERS);
+const passed = args.filter((a) => !(a in FOLDERS));
+const names = selected(folders.length ? folders.join(',') : undefined);
+// The sandboxes are .scratch-stryker/sandbox-*/, so a test's ../../shared/fixtures is .scratch-stryker/shared:
+// point it at the fixtures beside the checkout, where the tests find them normally.
+const shared = resolve(root, '../shared');
+const link = join(root, '.scratch-stryker', 'shared');
+if (existsSync(shared) && !existsSync(link)) { mkdirSync(join(root, '.scratch-stryker'), { recursive: true }); symlinkSync(shared, link); }
+const report = join(root, '.scratch-mutation', 'mutation.json');
+rmSync(report, { force: true }); // never summarise an earlier run's report
+console.log(`mutate: ${names.join(', ')}`);
+const run = spawnSync(join(root, 'node_modules', '.bin', 'stryker'), ['run', ...passed], {
+  cwd: root, stdio: 'inherit', env: { ...process.env, CAMELID_MUTATE: names.join(',') },
+});
+if (existsSync(report)) printSummary(report);
+process.exit(run.status ?? 1);

@@ -1,0 +1,44 @@
+// The layers `npm run mutate` puts under StrykerJS: for each, the files it mutates and the interpreter-only test
+// files that can kill those mutants (no test file that opens the GPU: Stryker runs each test file many times).
+// Shared by stryker.config.mjs, vitest.mutate.config.ts and test-tools/mutate.ts; CAMELID_MUTATE (folders,
+// comma-separated) narrows a run to some of them.
+
+/** @type {Record<string, { mutate: string[]; tests: string[] }>} */
+export const FOLDERS = {
+  ops: {
+    mutate: ['ops/**/*.ts', '!ops/index.ts'],
+    tests: ['grad', 'laws', 'composite', 'nn', 'errors', 'sampling'],
+  },
+  'core/autodiff.ts': {
+    mutate: ['core/autodiff.ts'],
+    tests: ['grad', 'laws', 'composite', 'nn'],
+  },
+  'models/tokenizer': {
+    mutate: ['models/tokenizer/**/*.ts', '!models/tokenizer/index.ts'],
+    tests: ['tokenizer'],
+  },
+  'models/safetensors': {
+    mutate: ['models/safetensors/**/*.ts', 'models/safetensors.ts'],
+    tests: ['safetensors'],
+  },
+  'models/generate.ts': {
+    mutate: ['models/generate.ts'],
+    tests: ['generate', 'sampling'],
+  },
+  recipes: {
+    // The CLI front ends and the demo data are I/O glue, tested through cli.test (which spawns processes).
+    mutate: ['recipes/**/*.ts', '!recipes/index.ts', '!recipes/cli-*.ts', '!recipes/demo/**'],
+    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart'],
+  },
+};
+
+/** The folders a run covers: CAMELID_MUTATE's list, or all. Unknown names are an error naming the known ones. */
+export const selected = (env = process.env.CAMELID_MUTATE) => {
+  const names = env ? env.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(FOLDERS);
+  const bad = names.filter((n) => !(n in FOLDERS));
+  if (bad.length) throw new Error(`mutate: unknown folder ${bad.join(', ')}; known: ${Object.keys(FOLDERS).join(', ')}`);
+  return names;
+};
+
+export const mutateGlobs = (names = selected()) => [...new Set(names.flatMap((n) => FOLDERS[n].mutate))];
+export const testFiles = (names = selected()) => [...new Set(names.flatMap((n) => FOLDERS[n].tests))].map((t) => `test/${t}.test.ts`);
