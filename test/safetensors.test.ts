@@ -299,6 +299,30 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
       bytes: () => stFile('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}', 24),
       expect: ['tensor "b"', 'overlap tensor "a" at [0, 16]'],
     },
+    // The format requires the tensors to tile the data section: no trailing bytes, no holes, no repeated keys.
+    { name: 'trailing-bytes', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', 12), expect: ['4 trailing bytes after the last tensor\'s data (the data section is 12 bytes, the tensors cover 8)'] },
+    { name: 'no-tensors-but-data', bytes: () => stFile('{"__metadata__": {}}', 4), expect: ['4 trailing bytes after the last tensor\'s data'] },
+    {
+      name: 'hole',
+      bytes: () => stFile('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}', 12),
+      expect: ['tensor "b"', 'data_offsets [8, 12] leave a hole of 4 bytes after tensor "a" (ends at 4)'],
+    },
+    { name: 'hole-at-start', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', 8), expect: ['tensor "w"', 'leave a hole of 4 bytes at the start of the data section'] },
+    {
+      name: 'repeated-key',
+      bytes: () => stFile('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4),
+      expect: ['header repeats the key "w"'],
+    },
+    {
+      name: 'repeated-field',
+      bytes: () => stFile('{"w": {"dtype": "F32", "shape": [2], "shape": [1], "data_offsets": [0, 4]}}', 4),
+      expect: ['header repeats the key "shape" in "w"'],
+    },
+    {
+      name: 'repeated-metadata',
+      bytes: () => stFile('{"__metadata__": {"format": "pt", "x": "[\\"a\\", \\"b\\"]", "format": "np"}}', 0),
+      expect: ['header repeats the key "format" in "__metadata__"'],
+    },
   ];
 
   for (const c of cases)
@@ -329,7 +353,8 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
 
   it('a missing file names the file', async () => {
     const path = join(tmp.path, 'absent.safetensors');
-    expect(leftMessage(await openSafetensors(path)())).toContain(`${path}: cannot open (ENOENT`);
+    expect(leftMessage(await openSafetensors(path)())).toBe(`${path}: cannot open (no such file or directory)`);
+    expect(leftMessage(await readSafetensorsHeader(path)())).toBe(`${path}: cannot open (no such file or directory)`);
     expect(leftMessage(await openCheckpoint(path)())).toContain(path);
   });
 
@@ -368,7 +393,8 @@ describe('malformed sharded checkpoints are Lefts naming the index, shard and te
   const bad: { name: string; map: unknown; s2?: string[]; expect: string[] }[] = [
     { name: 'missing shard', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's3.safetensors' }, expect: ['tensor "c"', 'shard "s3.safetensors" named in weight_map does not exist'] },
     { name: 'missing tensor', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors', d: 's2.safetensors' }, expect: ['tensor "d"', 'shard "s2.safetensors", which does not contain it'] },
-    { name: 'tensor in two shards', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' }, s2: ['c', 'a'], expect: ['tensor "a"', 'present in shard "s2.safetensors" and in shard "s1.safetensors"'] },
+    { name: 'tensor in two shards', map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' }, s2: ['c', 'a'], expect: ['tensor "a"', 'weight_map places it in shard "s1.safetensors", but its data is in shard "s2.safetensors" and also in "s1.safetensors"'] },
+    { name: 'wrong shard', map: { a: 's2.safetensors', b: 's1.safetensors', c: 's2.safetensors' }, expect: ['tensor "a"', 'weight_map places it in shard "s2.safetensors", but its data is in shard "s1.safetensors"'] },
     { name: 'unlisted tensor', map: { a: 's1.safetensors', c: 's2.safetensors' }, expect: ['tensor "b"', 'missing from weight_map'] },
     { name: 'escaping shard path', map: { a: '../s1.safetensors' }, expect: ['tensor "a"', 'inside the checkpoint folder'] },
     { name: 'invalid JSON', map: '{"weight_map": {', expect: ['invalid JSON'] },

@@ -29,8 +29,18 @@ export const checkpointError = (file: string, problem: string, tensor?: string):
     ? { _tag: 'CheckpointError', file, message: `${file}: ${problem}` }
     : { _tag: 'CheckpointError', file, tensor, message: `${file}: tensor "${tensor}": ${problem}` };
 
-export const ioProblem = (e: unknown): string =>
-  e instanceof Error ? `${(e as NodeJS.ErrnoException).code ?? e.name}: ${e.message}` : String(e);
+const IO_CODES = new Map([
+  ['ENOENT', 'no such file or directory'], ['EACCES', 'permission denied'], ['EPERM', 'operation not permitted'],
+  ['EISDIR', 'is a directory'], ['ENOTDIR', 'not a directory'], ['EMFILE', 'too many open files'], ['ELOOP', 'too many symbolic links'],
+]);
+
+/** A file system error in words, once: Node's messages repeat the code and the path ("ENOENT: …, open '/x'"), and
+ * callers name the file themselves. */
+export const ioProblem = (e: unknown): string => {
+  if (!(e instanceof Error)) return String(e);
+  const known = IO_CODES.get((e as NodeJS.ErrnoException).code ?? '');
+  return known ?? e.message.replace(/^[A-Z][A-Z0-9_]*: /, '').replace(/, [a-z_]+ '[^']*'( -> '[^']*')?$/, '');
+};
 
 /** Safetensors stores little-endian bytes; typed arrays use the host's order. */
 export const hostIsLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -93,6 +103,36 @@ const parseEntry = (file: string, name: string, v: unknown, dataBytes: number): 
 };
 
 /**
+ * The first key that repeats within one JSON object of `text` (already known to be valid JSON), with the path of
+ * that object; JSON.parse would silently keep the last value.
+ */
+const repeatedKey = (text: string): { key: string; at: string } | null => {
+  // One frame per open object or array: the keys seen (objects), the key now being read, its path.
+  const stack: { keys: Set<string> | null; path: string; expectKey: boolean; last: string }[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    const top = stack[stack.length - 1];
+    if (ch === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (top?.keys && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return { key, at: top.path };
+        top.keys.add(key);
+        top.last = key;
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (ch === '{' || ch === '[') {
+      const path = top ? (top.keys ? (top.path ? `${top.path}.${top.last}` : top.last) : `${top.path}[]`) : '';
+      stack.push({ keys: ch === '{' ? new Set() : null, path, expectKey: true, last: '' });
+    } else if (ch === '}' || ch === ']') stack.pop();
+    else if (ch === ',' && top?.keys) top.expectKey = true;
+  }
+  return null;
+};
+
+/**
  * Parses and validates header JSON bytes (without the length prefix) of a file of `fileSize` bytes.
  * @example
  * parseSafetensorsHeader('m.safetensors', bytes, 8 + bytes.length + 16) // Right({ tensors: [...], metadata })
@@ -108,6 +148,8 @@ export const parseSafetensorsHeader = (file: string, bytes: Uint8Array, fileSize
     return E.left(checkpointError(file, `header is not valid UTF-8 JSON (${e instanceof Error ? e.message : String(e)})`));
   }
   if (!isRecord(json)) return E.left(checkpointError(file, `header must be a JSON object, got ${show(json)}`));
+  const repeated = repeatedKey(new TextDecoder().decode(bytes));
+  if (repeated) return E.left(checkpointError(file, `header repeats the key ${JSON.stringify(repeated.key)}${repeated.at ? ` in "${repeated.at}"` : ''}`));
   let metadata: Record<string, string> = {};
   const tensors: TensorEntry[] = [];
   for (const [name, v] of Object.entries(json)) {
@@ -122,13 +164,22 @@ export const parseSafetensorsHeader = (file: string, bytes: Uint8Array, fileSize
     tensors.push(entry.right);
   }
   tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < tensors.length; i++) {
-    const prev = tensors[i - 1]!;
-    const cur = tensors[i]!;
-    if (cur.begin < prev.end)
+  // As the format (and its reference implementation) requires: the tensors tile the data section exactly, in
+  // order, with no overlap, no hole and nothing after the last one.
+  let end = 0;
+  for (const [i, cur] of tensors.entries()) {
+    const prev = tensors[i - 1];
+    if (prev && cur.begin < prev.end)
       return E.left(checkpointError(file,
         `data_offsets [${cur.begin}, ${cur.end}] overlap tensor "${prev.name}" at [${prev.begin}, ${prev.end}]`, cur.name));
+    if (cur.begin > end)
+      return E.left(checkpointError(file, prev
+        ? `data_offsets [${cur.begin}, ${cur.end}] leave a hole of ${cur.begin - end} bytes after tensor "${prev.name}" (ends at ${end})`
+        : `data_offsets [${cur.begin}, ${cur.end}] leave a hole of ${cur.begin} bytes at the start of the data section`, cur.name));
+    end = cur.end;
   }
+  if (end < dataBytes)
+    return E.left(checkpointError(file, `${dataBytes - end} trailing bytes after the last tensor's data (the data section is ${dataBytes} bytes, the tensors cover ${end})`));
   return E.right({ file, fileSize, dataStart, tensors, metadata });
 };
 

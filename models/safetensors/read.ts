@@ -188,7 +188,11 @@ const openSharded = async (indexPath: string): Promise<E.Either<CheckpointError,
     for (const t of f.tensors) {
       const listed = weightMap.get(t.name);
       if (listed === undefined) return fail(checkpointError(indexPath, `present in shard "${shard}" but missing from weight_map`, t.name));
-      if (listed !== shard) return fail(checkpointError(indexPath, `present in shard "${shard}" and in shard "${listed}"`, t.name));
+      if (listed !== shard) {
+        // The index maps the tensor to `listed`; the data sits in `shard` (and, if `listed` also holds it, there too).
+        const also = shards.get(listed)?.info(t.name) ? ` and also in "${listed}"` : '';
+        return fail(checkpointError(indexPath, `weight_map places it in shard "${listed}", but its data is in shard "${shard}"${also}`, t.name));
+      }
       owner.set(t.name, f);
       tensors.push(t);
     }
