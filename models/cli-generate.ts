@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import * as E from 'fp-ts/lib/Either.js';
 import { key } from '../ops/random.js';
 import { generate } from './generate.js';
+import { checkVocab } from './config.js';
 import { loadLlama } from './load.js';
 import { loadTokenizer } from './tokenizer/index.js';
 import { nonNegative, nonNegativeInt, positiveInt, unitInterval, UsageError } from './cli-options.js';
@@ -36,6 +37,8 @@ export const findTokenizer = (model: string): string | null => {
 
 /** Stream the continuation to `out` as it is produced. */
 export const runGenerate = async (a: GenerateArgs, out: (s: string) => void): Promise<void> => {
+  // The model first: a missing model is reported as such, not as a tokenizer that cannot be found beside it.
+  if (!existsSync(a.model)) throw new UsageError(`${a.model}: cannot open model (no such file or directory)`);
   const tokPath = a.tokenizer ?? findTokenizer(a.model);
   if (!tokPath) throw new UsageError(`no tokenizer found beside ${a.model}: pass --tokenizer PATH`);
   const tok = await loadTokenizer(tokPath)();
@@ -43,16 +46,22 @@ export const runGenerate = async (a: GenerateArgs, out: (s: string) => void): Pr
   const m = await loadLlama(a.model)();
   if (E.isLeft(m)) throw new UsageError(m.left.message);
   const { config, params } = m.right;
+  const fits = checkVocab(config, tok.right, { model: a.model, tokenizer: tokPath });
+  if (E.isLeft(fits)) throw new UsageError(fits.left.message);
   const ids = tok.right.encode(a.prompt, { bos: true });
   const dec = tok.right.decoder();
   for (const id of ids.slice(1)) dec.push(id); // the prompt is context, not output
   dec.flush();
   out(a.prompt);
-  const opts = { maxTokens: a.maxTokens, temperature: a.temperature, topP: a.topP, key: key(a.seed) };
-  for await (const { tokens } of generate(config, params, [ids], opts)) {
-    const t = tokens[0];
-    if (t === null || t === undefined || t === config.eosId) break;
-    out(dec.push(t));
+  const k = key(a.seed);
+  try {
+    for await (const { tokens } of generate(config, params, [ids], { maxTokens: a.maxTokens, temperature: a.temperature, topP: a.topP, key: k })) {
+      const t = tokens[0];
+      if (t === null || t === undefined || t === config.eosId) break;
+      out(dec.push(t));
+    }
+  } finally {
+    k.dispose();
   }
   out(`${dec.flush()}\n`);
 };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import * as t from 'io-ts';
+import { ioProblem } from './safetensors/header.js';
 
 /** A Llama-architecture model's shape and numerics, named as in the model code. */
 export interface LlamaConfig {
@@ -41,7 +42,7 @@ export const configError = (file: string, issues: readonly ConfigIssue[], what =
   _tag: 'ConfigError',
   file,
   issues,
-  message: `${file}: ${what}: ` + issues.map((i) => `field "${i.field}": expected ${i.expected}, got ${i.got}`).join('; '),
+  message: `${file}: ${what}` + (issues.length ? ': ' : '') + issues.map((i) => `field "${i.field}": expected ${i.expected}, got ${i.got}`).join('; '),
 });
 
 const refined = (name: string, ok: (u: unknown) => boolean): t.Type<number, number, unknown> =>
@@ -101,7 +102,9 @@ export const reportIoTsErrors = (errors: t.Errors): ConfigIssue[] => {
   const seen = new Map<string, ConfigIssue>();
   for (const e of errors) {
     const field = e.context.slice(1).map((c) => c.key).join('.') || '(root)';
-    const expected = e.context[e.context.length - 1]?.type.name ?? 'a valid value';
+    const type = e.context[e.context.length - 1]?.type;
+    // An object codec's name lists every field (hundreds of characters): say what kind of value was expected.
+    const expected = type instanceof t.InterfaceType ? 'a JSON object' : type?.name ?? 'a valid value';
     if (!seen.has(field)) seen.set(field, { field, expected, got: show(e.value) });
   }
   return [...seen.values()];
@@ -146,8 +149,6 @@ export const parseLlamaConfig = (json: unknown, source: string): E.Either<Config
   return E.isLeft(mapped) ? E.left(configError(source, mapped.left)) : mapped;
 };
 
-const ioMessage = (e: unknown): string =>
-  e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.name) + ': ' + e.message : String(e);
 
 /**
  * Reads `config.json` from a model directory, or the given file.
@@ -163,7 +164,7 @@ export const loadLlamaConfig =
       if ((await stat(dirOrFile)).isDirectory()) file = join(dirOrFile, 'config.json');
       text = await readFile(file, 'utf8');
     } catch (e) {
-      return E.left(configError(file, [], `cannot read config (${ioMessage(e)})`));
+      return E.left(configError(file, [], `cannot read config (${ioProblem(e)})`));
     }
     let json: unknown;
     try {
@@ -173,6 +174,25 @@ export const loadLlamaConfig =
     }
     return parseLlamaConfig(json, file);
   };
+
+/**
+ * A tokenizer fits a model when it has exactly vocab_size tokens: otherwise ids past the embedding table come out
+ * of it (garbage text, or an out-of-range failure mid-stream). The message names both sizes, and the files if given.
+ * @example
+ * const ok = checkVocab(cfg, tok, { model: 'stories260K/hf', tokenizer: 'tok512.model' }); // Right(undefined)
+ */
+export const checkVocab = (
+  c: { readonly vocabSize: number }, tok: { readonly vocabSize: number }, files: { readonly model?: string; readonly tokenizer?: string } = {},
+): E.Either<ConfigError, void> => {
+  if (tok.vocabSize === c.vocabSize) return E.right(undefined);
+  const model = files.model ?? 'the model';
+  const tokenizer = files.tokenizer ? `the tokenizer ${files.tokenizer}` : 'the tokenizer';
+  return E.left({
+    _tag: 'ConfigError', file: files.model ?? files.tokenizer ?? '',
+    issues: [{ field: 'vocab_size', expected: `${tok.vocabSize} (the tokenizer's size)`, got: String(c.vocabSize) }],
+    message: `${tokenizer} has ${tok.vocabSize} tokens but ${model} has vocab_size ${c.vocabSize}: they do not belong together (pass the tokenizer the model was trained with)`,
+  });
+};
 
 /**
  * The Hugging Face config.json fields for a config; `parseLlamaConfig(toHfConfig(c), f)` gives back `c`.

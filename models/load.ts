@@ -14,6 +14,7 @@ import { configError, loadLlamaConfig, toHfConfig, type ConfigError, type LlamaC
 import { layerKeys, layerShapes, topShapes, type LayerKey, type LlamaLayer, type LlamaParams } from './llama.js';
 import { readLlama2c } from './llama2c.js';
 import { checkpointError, openCheckpoint, writeSafetensors, type CheckpointError } from './safetensors.js';
+import { ioProblem } from './safetensors/header.js';
 
 export type LoadError = ConfigError | CheckpointError;
 
@@ -120,7 +121,7 @@ export const loadLlama = (path: string): TaskEither<LoadError, { config: LlamaCo
   try {
     isDir = (await stat(path)).isDirectory();
   } catch (e) {
-    return E.left(configError(path, [], `cannot open model (${e instanceof Error ? e.message : String(e)})`));
+    return E.left(configError(path, [], `cannot open model (${ioProblem(e)})`));
   }
   if (isDir) return fromHf(path, path);
   if (path.endsWith('.bin')) return fromLlama2c(path);
@@ -152,7 +153,7 @@ export const saveLlama = (dir: string, c: LlamaConfig, params: LlamaParams): Tas
     await mkdir(dir, { recursive: true });
     await writeFile(file, JSON.stringify(toHfConfig(c), null, 2) + '\n');
   } catch (e) {
-    return E.left(configError(file, [], `cannot write (${e instanceof Error ? e.message : String(e)})`));
+    return E.left(configError(file, [], `cannot write (${ioProblem(e)})`));
   }
   const tensors = toHfTensors(c, params).map(({ name, tensor }) => ({ name, dtype: 'F32' as const, shape: tensor.shape, data: () => asF32(tensor) }));
   return writeSafetensors(join(dir, 'model.safetensors'), tensors)();

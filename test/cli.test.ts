@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { program, runCli } from '../cli.js';
 import { generateCommand } from '../models/cli-generate.js';
 
@@ -69,7 +69,9 @@ describe('camelid CLI, parsed by commander (in-process)', () => {
     const names = program.commands.map((c) => c.name()).filter((n) => n !== 'help');
     expect(names).toEqual(expect.arrayContaining(['demo', 'generate']));
     for (const name of names) {
-      const r = await cliIn(name, '--bogus', '1');
+      // commander reports a missing required option before an unknown one: give the required ones a value.
+      const required = program.commands.find((c) => c.name() === name)!.options.filter((o) => o.mandatory).flatMap((o) => [o.long!, '1']);
+      const r = await cliIn(name, ...required, '--bogus', '1');
       expect(r.code, name).toBe(2);
       expect(r.err, name).toBe(`camelid ${name}: unknown option '--bogus' (see 'camelid ${name} --help')\n`);
     }
@@ -109,5 +111,37 @@ describe('camelid CLI, parsed by commander (in-process)', () => {
     expect((await cliIn('generate', '--prompt', 'x')).err).toBe('camelid generate: --model DIR (or a llama2.c .bin) is required\n');
     expect((await cliIn('generate', '--model', 'm')).err).toBe('camelid generate: --prompt TEXT is required\n');
     expect((await cliIn('generate', '--model')).err).toMatch(/^camelid generate: option '--model <DIR\|FILE.bin>' argument missing/);
+  });
+});
+
+describe.skipIf(!existsSync(fixtures))('camelid generate: model and tokenizer (in-process)', () => {
+  const ref = () => (JSON.parse(readFileSync(join(fixtures, 'expected.json'), 'utf8')) as { cases: { runc_stdout: string }[] }).cases[0]!.runc_stdout;
+  // generate streams to process.stdout: capture it.
+  const withStdout = async (argv: string[]) => {
+    let stdout = '';
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { stdout += String(s); return true; });
+    try { return { ...(await cliIn(...argv)), stdout }; } finally { spy.mockRestore(); }
+  };
+
+  it('a tokenizer of another size is refused before anything is printed, naming both sizes and files', async () => {
+    const tok = resolve(fixtures, '../llama2-tokenizer-32k/tokenizer.model');
+    const model = join(fixtures, 'hf');
+    const r = await withStdout(['generate', '--model', model, '--tokenizer', tok, '--prompt', 'Once upon a time']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.err).toBe(`camelid generate: the tokenizer ${tok} has 32000 tokens but ${model} has vocab_size 512: they do not belong together (pass the tokenizer the model was trained with)\n`);
+  });
+
+  it('a missing model is reported as the missing model', async () => {
+    const r = await withStdout(['generate', '--model', '/nonexistent/model', '--prompt', 'x']);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe('camelid generate: /nonexistent/model: cannot open model (no such file or directory)\n');
+  });
+
+  it("--tokenizer tok512.bin (llama2.c's format) gives run.c's greedy continuation", async () => {
+    const r = await withStdout(['generate', '--model', join(fixtures, 'stories260K.bin'), '--tokenizer', join(fixtures, 'tok512.bin'), '--prompt', 'Once upon a time', '--temperature=0', '--max-tokens=30']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(60);
+    expect(ref().startsWith(r.stdout.trimEnd())).toBe(true);
   });
 });

@@ -5,8 +5,9 @@ import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import {
-  codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig,
+  checkVocab, codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig,
 } from '../models/config.js';
+import { loadLlama } from '../models/load.js';
 import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
@@ -59,8 +60,10 @@ describe('parseLlamaConfig', () => {
     expect(msg).toContain('field "rms_norm_eps": expected a positive finite number, got -1');
   });
 
-  it('rejects a config that is not an object', () => {
-    expect(leftMessage(parseLlamaConfig([1, 2], 'c.json'))).toContain('c.json');
+  it('rejects a config that is not an object in one short line (not a dump of the io-ts type)', () => {
+    expect(leftMessage(parseLlamaConfig([1, 2], 'c.json'))).toBe('c.json: invalid Llama config: field "(root)": expected a JSON object, got [1,2]');
+    expect(leftMessage(parseLlamaConfig('x', 'c.json'))).toBe('c.json: invalid Llama config: field "(root)": expected a JSON object, got "x"');
+    expect(leftMessage(parseLlamaConfig(null, 'c.json'))).toBe('c.json: invalid Llama config: field "(root)": expected a JSON object, got null');
   });
 
   it('rejects heads not divisible by kv heads, naming the field', () => {
@@ -123,10 +126,14 @@ describe('toHfConfig', () => {
 describe('loadLlamaConfig errors', () => {
   const tmp = tempDir('camelid-config-');
 
-  it('names a missing file', async () => {
-    const msg = leftMessage(await loadLlamaConfig(join(tmp.path, 'nope'))());
-    expect(msg).toContain(join(tmp.path, 'nope'));
-    expect(msg).toContain('ENOENT');
+  it('names a missing file once, with no code repeated and nothing trailing', async () => {
+    const nope = join(tmp.path, 'nope');
+    expect(leftMessage(await loadLlamaConfig(nope)())).toBe(`${nope}: cannot read config (no such file or directory)`);
+    expect(leftMessage(await loadLlama(nope)())).toBe(`${nope}: cannot open model (no such file or directory)`);
+    expect(leftMessage(await loadLlama(join(tmp.path, 'model.pt'))())).toBe(`${join(tmp.path, 'model.pt')}: cannot open model (no such file or directory)`);
+    await writeFile(join(tmp.path, 'model.pt'), 'x');
+    expect(leftMessage(await loadLlama(join(tmp.path, 'model.pt'))())).toBe(
+      `${join(tmp.path, 'model.pt')}: cannot tell the format of 'model.pt' (expected a folder, a .safetensors, a .index.json or a llama2.c .bin)`);
   });
 
   it('names a folder without config.json by its config.json path', async () => {
@@ -137,8 +144,7 @@ describe('loadLlamaConfig errors', () => {
     const f = join(tmp.path, 'bad.json');
     await writeFile(f, '{"hidden_size": 64,');
     const msg = leftMessage(await loadLlamaConfig(f)());
-    expect(msg).toContain(f);
-    expect(msg).toContain('invalid JSON');
+    expect(msg).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: invalid JSON \\([^)]+\\)$`));
   });
 
   it('reports a missing hidden_size with the file', async () => {
@@ -148,5 +154,18 @@ describe('loadLlamaConfig errors', () => {
     const msg = leftMessage(await loadLlamaConfig(f)());
     expect(msg).toContain(f);
     expect(msg).toContain('"hidden_size"');
+  });
+});
+
+describe('checkVocab: a tokenizer must have exactly the model\'s vocab_size tokens', () => {
+  const cfg = { vocabSize: 512 };
+  it('accepts equal sizes', () => {
+    expect(checkVocab(cfg, { vocabSize: 512 })).toEqual(E.right(undefined));
+  });
+  it('refuses a bigger or a smaller tokenizer, naming both sizes and both files', () => {
+    expect(leftMessage(checkVocab(cfg, { vocabSize: 32000 }, { model: 'stories260K/hf', tokenizer: 'llama2/tokenizer.model' }))).toBe(
+      'the tokenizer llama2/tokenizer.model has 32000 tokens but stories260K/hf has vocab_size 512: they do not belong together (pass the tokenizer the model was trained with)');
+    expect(leftMessage(checkVocab({ vocabSize: 32000 }, { vocabSize: 512 }))).toBe(
+      'the tokenizer has 512 tokens but the model has vocab_size 32000: they do not belong together (pass the tokenizer the model was trained with)');
   });
 });
