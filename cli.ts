@@ -6,11 +6,12 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { demoCommand } from './examples/spirals.js';
+import { demoCommand } from './recipes/demo/cli.js';
 import { generateCommand } from './models/cli-generate.js';
 import { UsageError } from './models/cli-options.js';
 import { evalCommand } from './recipes/cli-eval.js';
 import { sftCommand } from './recipes/cli-sft.js';
+import { dpoCommand } from './recipes/cli-dpo.js';
 import { mergeCommand } from './recipes/cli-merge.js';
 
 export const program = new Command('camelid')
@@ -20,6 +21,7 @@ program.addCommand(demoCommand);
 program.addCommand(generateCommand);
 program.addCommand(evalCommand);
 program.addCommand(sftCommand);
+program.addCommand(dpoCommand);
 program.addCommand(mergeCommand);
 
 export interface CliIo { readonly writeOut: (s: string) => void; readonly writeErr: (s: string) => void }

@@ -27,3 +27,4 @@ export {
   type DpoKind, type DpoOpts, type DpoOut, type SeqLogprobs, type SeqLogprobsOpts, type PairLogprobs, type DpoBatch, type DpoModel, type DpoMetrics, type DpoLossFn,
 } from './dpo.js';
 export { computeRefLogps, cachedRefLogps, refCacheKey, hashPairs, hashParams, refBatch, type RefLogps, type RefCacheParts, type RefPassOpts } from './dpo-ref.js';
+export { runDpo, parseDpoConfig, resolveDpoConfig, DPO_DEFAULTS, TULU2_DPO, DPO_KEYS, type DpoConfig, type DpoConfigPartial, type DpoRun } from './dpo-run.js';

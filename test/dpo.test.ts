@@ -3,9 +3,10 @@
 // a direct log-softmax of the interpreter's logits and against llama2.c's stories260K logits; the three reference
 // modes agree and the reference cache is invalidated by model, data or template.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, item, setBackend, type Tensor } from '../index.js';
@@ -19,6 +20,8 @@ import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/
 import { adamw } from '../recipes/optim.js';
 import { trainStep } from '../recipes/step.js';
 import { trainLoop } from '../recipes/train.js';
+import { parseDpoConfig, resolveDpoConfig, runDpo, TULU2_DPO, type DpoConfigPartial } from '../recipes/dpo-run.js';
+import { runCli } from '../cli.js';
 import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 import './setup.js';
 
@@ -362,5 +365,69 @@ describe('a short DPO run raises rewards/accuracy (interpreter)', () => {
     expect(mean('rewards/margin')).toBeGreaterThan(0);
     expect(mean('loss')).toBeLessThan(0.5);
     expect(heldOut).toBeGreaterThan(0.75);
+  });
+});
+
+describe.skipIf(!existsSync(resolve(import.meta.dirname, '../../shared/fixtures/stories260K')))('camelid dpo (stories260K on the interpreter)', () => {
+  const fx = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
+  const tmp = tempDir('camelid-dpo-cli-');
+  const rows = [
+    { prompt: 'Tell a story about a cat.', chosen: 'Once upon a time there was a cat. The cat was happy.', rejected: 'No.' },
+    { prompt: 'Who is Lily?', chosen: 'Lily is a little girl who likes to play.', rejected: 'A dog ran.' },
+    { chosen: [{ role: 'user', content: 'Say hi.' }, { role: 'assistant', content: 'Hi! How are you?' }], rejected: [{ role: 'user', content: 'Say hi.' }, { role: 'assistant', content: 'Go.' }], score_chosen: 9, score_rejected: 2 },
+    { prompt: 'What did Tom see?', chosen: 'Tom saw a big red ball in the park.', rejected: 'Tom.' },
+  ];
+  const quiet = () => {};
+  const ok = <A>(e: E.Either<string, A>): A => { if (E.isLeft(e)) throw new Error(e.left); return e.right; };
+  const bad = <A>(e: E.Either<string, A>): string => (E.isLeft(e) ? e.left : 'a Right');
+  const settings = async (extra: Record<string, unknown>) => {
+    const data = join(tmp.path, 'prefs.jsonl');
+    await writeFile(data, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    return ok(resolveDpoConfig([{ model: join(fx, 'hf'), tokenizer: join(fx, 'tok512.model'), data: [data], maxSeqLen: 64, batchSize: 2, steps: 2, lr: 1e-3, padToMultiple: 8, ...extra } as DpoConfigPartial]));
+  };
+  const metrics = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+
+  it("frozen-copy and cached reference runs give the same losses; the cache is reused by the next run", async () => {
+    const frozen = await runDpo(await settings({ output: join(tmp.path, 'frozen'), reference: 'frozen' }), { log: quiet, progress: 'none' });
+    const cachedDir = join(tmp.path, 'cache');
+    const cached = await runDpo(await settings({ output: cachedDir, reference: 'cache' }), { log: quiet, progress: 'none' });
+    expect(frozen.losses).toHaveLength(2);
+    expect(frozen.losses[0]).toBeCloseTo(Math.log(2), 6); // policy = reference at the start
+    expect(Math.abs(frozen.losses[1]! - Math.log(2))).toBeGreaterThan(1e-4); // it moved
+    expect(Math.abs(cached.losses[1]! - frozen.losses[1]!)).toBeLessThan(1e-5);
+    expect(cached.refCacheHit).toBe(false);
+    const again = await runDpo(await settings({ output: join(tmp.path, 'cache2'), reference: 'cache', refCacheDir: join(cachedDir, 'ref-cache'), steps: 1 }), { log: quiet, progress: 'none' });
+    expect(again.refCacheHit).toBe(true);
+    const m = metrics(join(tmp.path, 'frozen'));
+    for (const k of ['loss', 'lr', 'gradNorm', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracy', 'rewards/margin', 'logps/chosen', 'logps/rejected']) expect(m[1]).toHaveProperty([k]);
+    expect(m[1]!['logps/chosen']).toBeLessThan(-1);
+    expect(right(await loadLlama(join(tmp.path, 'frozen'))()).config.vocabSize).toBe(512); // the policy saved
+  });
+
+  it('LoRA: the reference is the base under disabled adapters (the default), adapters saved as a PEFT folder', async () => {
+    const out = join(tmp.path, 'lora');
+    const lines: string[] = [];
+    const r = await runDpo(await settings({ output: out, lora: { r: 4, alpha: 8 }, lr: 1e-2 }), { log: (s) => lines.push(s), progress: 'none' });
+    expect(r.losses[0]).toBeCloseTo(Math.log(2), 6); // B = 0: policy = reference
+    expect(r.losses[1]!).toBeLessThan(Math.log(2) - 1e-4);
+    expect(lines.join('\n')).toMatch(/reference adapter/);
+    expect(readdirSync(out)).toContain('adapter_model.safetensors');
+  });
+
+  it('the command: --help, the tulu2-dpo preset, and settings errors named', async () => {
+    let out = '', err = '';
+    const io = { writeOut: (s: string) => { out += s; }, writeErr: (s: string) => { err += s; } };
+    expect(await runCli(['dpo', '--help'], io)).toBe(0);
+    for (const flag of ['--beta', '--loss', '--reference', '--lora', '--qlora', '--preset']) expect(out).toContain(flag);
+    const cfgFile = join(tmp.path, 'cfg.json');
+    await writeFile(cfgFile, JSON.stringify({ preset: 'tulu2-dpo', model: 'm', data: ['d.jsonl'], output: 'o', betta: 0.2 }));
+    expect(await runCli(['dpo', '--config', cfgFile], io)).toBe(2);
+    expect(err).toMatch(/camelid dpo: .*cfg\.json: unknown key 'betta'/);
+    const tulu = ok(resolveDpoConfig([TULU2_DPO, { model: 'm', data: ['d'], output: 'o' }]));
+    expect([tulu.beta, tulu.lr, tulu.epochs, tulu.warmupRatio, tulu.batchSize * tulu.gradAccum, tulu.maxSeqLen, tulu.schedule]).toEqual([0.1, 5e-7, 3, 0.1, 32, 8192, 'linear']);
+    expect(ok(resolveDpoConfig([{ preset: 'tulu2-dpo', model: 'm', data: ['d'], output: 'o', lr: 1e-6 }])).lr).toBe(1e-6);
+    expect(bad(resolveDpoConfig([{ model: 'm', data: ['d'], output: 'o', reference: 'adapter' }]))).toMatch(/reference 'adapter' needs lora or qlora/);
+    expect(bad(parseDpoConfig({ loss: 'kto' }, 'x.json'))).toMatch(/x\.json: loss/);
+    expect(bad(resolveDpoConfig([{ data: ['d'] }]))).toMatch(/missing model, output/);
   });
 });
