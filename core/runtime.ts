@@ -39,7 +39,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
     case 'scatterAdd': return plain(renderScatterAdd(k, label));
     case 'update': return plain(renderUpdate(k, label, inPlace));
     case 'attention': return plain([renderAttention(k, label)]);
-    case 'nf4': return plain(renderNf4(k, label));
+    case 'nf4': return plain(renderNf4(k, label, (shape) => pickMatmulTiles(dev, shape)));
     case 'matmul': {
       const fns = renderMatmulFns(k);
       const outs = kernelOuts(k);
