@@ -22,6 +22,7 @@ import { trainStep } from '../recipes/step.js';
 import { trainLoop } from '../recipes/train.js';
 import { parseDpoConfig, resolveDpoConfig, runDpo, TULU2_DPO, type DpoConfigPartial } from '../recipes/dpo-run.js';
 import { runCli } from '../cli.js';
+import { kernelOuts, schedule } from '../core/schedule/index.js';
 import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 import './setup.js';
 
@@ -429,5 +430,22 @@ describe.skipIf(!existsSync(resolve(import.meta.dirname, '../../shared/fixtures/
     expect(bad(resolveDpoConfig([{ model: 'm', data: ['d'], output: 'o', reference: 'adapter' }]))).toMatch(/reference 'adapter' needs lora or qlora/);
     expect(bad(parseDpoConfig({ loss: 'kto' }, 'x.json'))).toMatch(/x\.json: loss/);
     expect(bad(resolveDpoConfig([{ data: ['d'] }]))).toMatch(/missing model, output/);
+  });
+});
+
+describe('sequenceLogprobs: what the scheduler stores', () => {
+  // The LM head's logits (B·(T−1), V) are one matmul output read by one row kernel (the one-hot select and the
+  // logsumexp in one pass over V); the backward stores softmax − one-hot once. No other vocab-wide tensor exists.
+  it('one vocab-wide buffer forward (the logits), two with the gradient (the logits and their cotangent)', async () => {
+    const cfg: LlamaConfig = { ...tiny, dim: 64, hiddenDim: 172, nLayers: 1, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512, seqLen: 64, tieEmbeddings: true };
+    const p = initParams(cfg, C.key(0));
+    await C.realize(...C.leaves(p));
+    const ids = C.tensor(Int32Array.from({ length: 4 * 64 }, (_, i) => (i * 7919) % 512), { shape: [4, 64], dtype: 'i32' });
+    await C.realize(ids);
+    const wide = (roots: Tensor[]) => schedule(roots.map((t) => t.node)).flatMap(kernelOuts).filter((n) => n.shape.reduce((a, b) => a * b, 1) >= 4 * 63 * 512);
+    const fwd = wide([sequenceLogprobs(cfg, p, ids, ids).logps]);
+    expect(fwd.map((n) => n.shape)).toEqual([[252, 512]]);
+    const [v, g] = C.valueAndGrad((q: typeof p) => C.sum(sequenceLogprobs(cfg, q, ids, ids).logps))(p);
+    expect(wide([v, ...C.leaves(g)])).toHaveLength(2);
   });
 });
