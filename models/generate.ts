@@ -170,9 +170,10 @@ async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (read
   // The cache and the sampling uniforms cover `room` steps and grow as the steps come: a huge maxTokens and context
   // allocate only what the generation reaches. Uniforms are counter-based, so a longer draw extends a shorter one.
   let room = Math.min(steps, FIRST_ROOM);
+  const ownKey = temperature > 0 && !opts.key ? makeKey(0) : null; // freed with the loop's tensors
   const draw = async (n: number) => { // (n, B) uniforms, read to the host; their device copy is freed at once
     if (!(temperature > 0)) return null;
-    const u = uniform(opts.key ?? makeKey(0), [n, B], 'f32'); // (n, B)
+    const u = uniform(opts.key ?? ownKey!, [n, B], 'f32'); // (n, B)
     try { return await data(u); } finally { u.dispose(); }
   };
   let u = await draw(room);
@@ -181,7 +182,7 @@ async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (read
   let [last, cache] = await settleCache(slice(first.logits, [0, L - 1, 0], [B, L, c.vocabSize]), first.cache); // (B, 1, V)
   // The loop owns the cache and logits it realises: each step frees the previous ones (device memory), and the
   // last ones are freed when the caller finishes or stops iterating.
-  const owned = () => [last, ...cache.layers.flatMap((l) => [l.k, l.v]), ids, ...(start.start ? [start.start] : [])];
+  const owned = () => [last, ...cache.layers.flatMap((l) => [l.k, l.v]), ids, ...(start.start ? [start.start] : []), ...(ownKey ? [ownKey] : [])];
   const done = Array<boolean>(B).fill(false);
   // On WebGPU every decode step replays one compiled plan: the position is a run-time scalar and the donated
   // cache is written in place (writeAt), so a token costs one submit and no compile, copy or allocation.

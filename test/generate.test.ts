@@ -13,6 +13,7 @@ import { loadLlama } from '../models/load.js';
 import { loadTokenizer } from '../models/tokenizer/index.js';
 import './setup.js';
 import { right } from './helpers.js';
+import { gpuDevice } from './gpu.js';
 
 setBackend('cpu');
 
@@ -185,5 +186,31 @@ describe('sampleRow', () => {
     expect(sampleRow(logits, 0.999, { temperature: 1, topP: 0.85 })).toBe(2);
     expect(sampleRow(logits, 0.999, { temperature: 1, topP: 0.95 })).toBe(0);
     expect(sampleRow(logits, 0.999, { temperature: 1, topP: 1e-9 })).toBe(1);
+  });
+});
+
+describe.skipIf(!gpuDevice || !haveFixtures)('sampling on WebGPU frees what it makes', () => {
+  it('after a sampled generate (own key, or the default one), device bytes in use are back where they were', async () => {
+    setBackend('webgpu');
+    try {
+      const { config, params } = right(await loadLlama(join(fixtures, 'hf'))());
+      const c = (JSON.parse(await readFile(join(fixtures, 'expected.json'), 'utf8')) as { cases: Case[] }).cases[0]!;
+      // The stories260K shapes of llama-webgpu.test (24 tokens): its shaders are compiled already.
+      const run = async (key?: C.Key) => {
+        let n = 0;
+        for await (const _ of generate(config, params, [c.prompt_ids], { maxTokens: 24, temperature: 1, stop: [], ...(key ? { key } : {}) })) n++;
+        return n;
+      };
+      expect(await run()).toBe(24); // uploads the parameters, compiles the plans
+      const before = gpuDevice!.counters.bytesInUse;
+      expect(await run()).toBe(24);
+      expect(gpuDevice!.counters.bytesInUse).toBe(before); // the uniforms and the default key are freed
+      const k = C.key(3);
+      expect(await run(k)).toBe(24);
+      k.dispose(); // the caller's key is the caller's to free
+      expect(gpuDevice!.counters.bytesInUse).toBe(before);
+    } finally {
+      setBackend('cpu');
+    }
   });
 });
