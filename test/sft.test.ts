@@ -30,7 +30,10 @@ const rows = [
   [{ role: 'system', content: 'Be kind.' }, { role: 'user', content: 'What did the cat do?' }, { role: 'assistant', content: 'The cat played in the park.' }],
   [{ role: 'user', content: 'Say hi.' }, { role: 'assistant', content: 'Hi! I am happy.' }, { role: 'user', content: 'Again.' }, { role: 'assistant', content: 'Hi!' }],
   [{ role: 'user', content: 'Where is the ball?' }, { role: 'assistant', content: 'The ball is in the box.' }],
+  [{ role: 'user', content: 'Is the sun out?' }, { role: 'assistant', content: 'Yes, it is a sunny day.' }],
 ];
+// At maxSeqLen 40 the system-turn row keeps no trained token (tok512 spells the markers in many pieces) and is
+// dropped: 4 usable rows; with evalFraction 0.2 one is held out and 3 train (2 batches of 2 per epoch).
 const writeData = (dir: string) => {
   const f = join(dir, 'chat.jsonl');
   writeFileSync(f, rows.map((m, i) => JSON.stringify({ id: `r${i}`, messages: m })).join('\n') + '\n');
@@ -81,9 +84,13 @@ describe.skipIf(!have)('camelid sft on stories260K (interpreter)', () => {
   it('trains from a config file plus flag overrides: loss falls, the folder loads and generates', async () => {
     const d = tmp(), out = join(d, 'out');
     writeFileSync(join(d, 'cfg.json'), JSON.stringify({ model, tokenizer: tok, data: [{ path: writeData(d) }], output: out, epochs: 4, ...small, lr: 1 }));
-    const r = await cliIn('sft', '--config', join(d, 'cfg.json'), '--lr', '3e-3', '--progress', 'none', '--saveEvery', '4');
+    const r = await cliIn('sft', '--config', join(d, 'cfg.json'), '--lr', '3e-3', '--progress', 'none', '--saveEvery', '4', '--evalFraction', '0.2', '--evalEvery', '4');
     expect(r.code, r.err).toBe(0);
-    const m = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number; lr: number });
+    const all = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number; lr: number; evalLoss?: number });
+    const evals = all.filter((x) => x.evalLoss !== undefined), m = all.filter((x) => x.evalLoss === undefined);
+    expect(all.map((x) => x.step), JSON.stringify(all)).toEqual([1, 2, 3, 4, 4, 5, 6, 7, 8, 8]);
+    expect(evals.map((x) => x.step)).toEqual([4, 8]); // eval every 4 steps and at the end
+    expect(Number.isFinite(evals[0]!.evalLoss)).toBe(true);
     expect(m.map((x) => x.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]); // 4 epochs × 2 batches
     expect(m[0]!.lr).toBeCloseTo(3e-3, 12); // the flag won over the file's lr 1
     expect(m[7]!.loss).toBeLessThan(m[0]!.loss - 0.1);
