@@ -50,7 +50,10 @@ const fsyncPath = async (path: string): Promise<void> => {
   try { await fh.sync(); } finally { await fh.close(); }
 };
 
-/** Copies a file into a folder (the tokenizer beside a checkpoint), keeping its name unless `as` is given. */
+/**
+ * Copies a file into a folder (the tokenizer beside a checkpoint), keeping its name unless `as` is given.
+ * @example await copyInto('tok512.model', dir, 'tokenizer.model');
+ */
 export const copyInto = async (file: string, dir: string, as?: string): Promise<void> => { await copyFile(file, join(dir, as ?? basename(file))); };
 
 /**
@@ -89,13 +92,19 @@ export const writeCheckpoint = (dir: string, parts: CheckpointParts, hooks: Writ
   }
 };
 
-/** Complete checkpoints in an output folder, oldest first (temporary folders of an interrupted write are ignored). */
+/**
+ * Complete checkpoints in an output folder, oldest first (temporary folders of an interrupted write are ignored).
+ * @example (await listCheckpoints('runs/sft')).at(-1)?.dir // runs/sft/checkpoint-200
+ */
 export const listCheckpoints = async (out: string): Promise<{ step: number; dir: string }[]> => {
   const names = await readdir(out).catch(() => [] as string[]);
   return names.flatMap((n) => { const m = /^checkpoint-(\d+)$/.exec(n); return m ? [{ step: Number(m[1]), dir: join(out, n) }] : []; }).sort((a, b) => a.step - b.step);
 };
 
-/** Removes all complete checkpoints but the newest `keep`. */
+/**
+ * Removes all complete checkpoints but the newest `keep`.
+ * @example await pruneCheckpoints('runs/sft', 2);
+ */
 export const pruneCheckpoints = async (out: string, keep: number): Promise<void> => {
   const all = await listCheckpoints(out);
   for (const c of all.slice(0, Math.max(0, all.length - keep))) await rm(c.dir, { recursive: true, force: true });
@@ -112,7 +121,10 @@ export const resolveCheckpoint = async (path: string): Promise<E.Either<Error, s
   return last ? E.right(last.dir) : E.left(new Error(`resume: ${path} holds no ${TRAINER_FILE} and no complete checkpoint-N folder`));
 };
 
-/** trainer_state.json, checked. */
+/**
+ * trainer_state.json, checked.
+ * @example const { step, dataPos } = orThrow(await readTrainerState(dir));
+ */
 export const readTrainerState = async (dir: string): Promise<E.Either<Error, TrainerState>> => {
   const file = join(dir, TRAINER_FILE);
   try {
@@ -128,6 +140,7 @@ export const readTrainerState = async (dir: string): Promise<E.Either<Error, Tra
 /**
  * Reads optimizer.safetensors into a tree shaped like `template` (e.g. `optimizer.init(params)`), checking that
  * every leaf is there with its shape.
+ * @example const state = orThrow(await readOptState(dir, opt.init(params)));
  */
 export const readOptState = async <S>(dir: string, template: S): Promise<E.Either<Error, S>> => {
   const file = join(dir, OPTIMIZER_FILE);

@@ -26,7 +26,10 @@ const HELP: Record<string, string> = {
   qlora: 'QLoRA: the base projections in NF4 (double quantisation), LoRA on top (Tulu 2: r 64, alpha 16, dropout 0.1 unless --lora)',
 };
 
-/** Flag values as config fields: numbers parsed (the codec then checks them), data entries as {path, weight?}. */
+/**
+ * Flag values as config fields: numbers parsed (the codec then checks them), data entries as {path, weight?}.
+ * @example flagsToConfig({ lr: '1e-5', data: ['a.jsonl', 'b.jsonl:2'] }) // { lr: 1e-5, data: [{ path: 'a.jsonl' }, { path: 'b.jsonl', weight: 2 }] }
+ */
 export const flagsToConfig = (o: Record<string, unknown>): Record<string, unknown> => {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) {

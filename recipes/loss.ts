@@ -48,7 +48,10 @@ export const tokenNll = (logits: Tensor, targets: Tensor): { nll: Tensor; mask: 
   return { nll: mul(sub(logsumexp(logits, -1), picked), mask), mask }; // (B, T) each
 };
 
-/** Reduce masked token losses by `reduction` (see LossReduction). */
+/**
+ * Reduce masked token losses by `reduction` (see LossReduction).
+ * @example reduceNll(nll, mask, 'sum') // (B, T), (B, T) → ()
+ */
 export const reduceNll = (nll: Tensor, mask: Tensor, reduction: LossReduction): Tensor => {
   if (reduction === 'sum') return div(sum(nll), maximum(sum(mask), 1)); // ()
   const perRow = div(sum(nll, -1), maximum(sum(mask, -1), 1)); // (B,)

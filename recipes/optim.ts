@@ -42,7 +42,10 @@ export interface AdamwOpts {
   readonly decay?: (path: string, leaf: Tensor) => boolean;
 }
 
-/** Dotted paths of a tree's tensor leaves, in flatten's order (record keys sorted, arrays in order). */
+/**
+ * Dotted paths of a tree's tensor leaves, in flatten's order (record keys sorted, arrays in order).
+ * @example leafPaths({ layers: [{ wq }], norm }) // ['layers.0.wq', 'norm']
+ */
 export const leafPaths = (tree: unknown): string[] => {
   const out: string[] = [];
   const walk = (x: unknown, path: string): void => {

@@ -10,7 +10,10 @@ export interface WarmupDecayOpts {
   readonly totalSteps: number;
 }
 
-/** Warmup steps from a ratio as open-instruct computes them: int(T·ratio), a floor (finetune.py `get_scheduler`). */
+/**
+ * Warmup steps from a ratio as open-instruct computes them: int(T·ratio), a floor (finetune.py `get_scheduler`).
+ * @example warmupFromRatio(100, 0.03) // 3
+ */
 export const warmupFromRatio = (totalSteps: number, ratio: number): number => Math.floor(totalSteps * ratio);
 
 /**
@@ -41,6 +44,9 @@ export const constant = ({ peak, warmupSteps: W = 0 }: { peak: number; warmupSte
 
 export type ScheduleName = 'linear' | 'cosine' | 'constant';
 
-/** A schedule by name (the config's `schedule` field). */
+/**
+ * A schedule by name (the config's `schedule` field).
+ * @example makeSchedule('cosine', { peak: 1e-4, warmupSteps: 10, totalSteps: 1000 })(10) // 1e-4
+ */
 export const makeSchedule = (name: ScheduleName, o: WarmupDecayOpts): Schedule =>
   name === 'linear' ? linearWarmupDecay(o) : name === 'cosine' ? cosineWarmupDecay(o) : constant(o);

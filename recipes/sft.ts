@@ -94,7 +94,10 @@ export const TULU2_SFT: SftConfigPartial = {
 
 const PRESETS = { tulu2: TULU2_SFT } as const;
 
-/** Checks one layer of settings (a config file, the flags): unknown keys by name, then every field's type. */
+/**
+ * Checks one layer of settings (a config file, the flags): unknown keys by name, then every field's type.
+ * @example parseSftConfig({ lerning_rate: 1 }, 'cfg.json') // Left: cfg.json: unknown key 'lerning_rate' (known: …)
+ */
 export const parseSftConfig = (raw: unknown, source: string): E.Either<string, SftConfigPartial> => {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return E.left(`${source}: expected a JSON object of settings`);
   const unknown = Object.keys(raw).filter((k) => !(SFT_KEYS as string[]).includes(k));
@@ -112,7 +115,10 @@ export const parseSftConfig = (raw: unknown, source: string): E.Either<string, S
   return E.right(r.right);
 };
 
-/** Defaults ← preset ← config file ← flags; then the required fields and `epochs` xor `steps`. */
+/**
+ * Defaults ← preset ← config file ← flags; then the required fields and `epochs` xor `steps`.
+ * @example resolveSftConfig([{ preset: 'tulu2', model: 'm', data: [{ path: 'd.jsonl' }], output: 'o' }, { lr: 1e-5 }])
+ */
 export const resolveSftConfig = (layers: readonly SftConfigPartial[]): E.Either<string, SftConfig> => {
   const preset = layers.reduce<string | undefined>((p, l) => l.preset ?? p, undefined);
   const merged: SftConfigPartial = Object.assign({}, SFT_DEFAULTS, preset ? PRESETS[preset as keyof typeof PRESETS] : {}, ...layers);
