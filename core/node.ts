@@ -35,6 +35,8 @@ export interface ElementwiseOp<A = unknown> extends OpBase<A> {
   readonly wgslPrelude?: string;
   /** The value is its first input (tags, stopGradient): the scheduler sees through it. */
   readonly identity?: boolean;
+  /** What recomputing it inline costs the scheduler, in simple ops (default 1): sigmoid, erf… are several. */
+  readonly cost?: number;
 }
 
 export interface ReduceArg { readonly axes: readonly number[] }

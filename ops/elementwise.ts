@@ -31,20 +31,22 @@ export const recipOp = unary('recip', (x) => 1 / x, (x) => `(1.0 / ${x})`, (g, o
 
 // Unary primitives whose WGSL meaning is a helper function (declared once per kernel): f32 helpers, called
 // through a cast for f16. Each is written so that no intermediate overflows for any input, ±inf included.
-const fnUnary = (name: string, cpu: (x: number) => number, fn: string, prelude: string, vjp: ElementwiseOp['vjp']): ElementwiseOp => ({
-  name, kind: 'elementwise', infer: sameDtype(name, true), cpu: (x) => cpu(x[0]!), vjp, wgslPrelude: prelude,
+// `cost` (the scheduler's recomputation estimate) is what the compositions they replace counted, so fusion
+// decisions (a SwiGLU operand computed on load, say) stay as they were.
+const fnUnary = (name: string, cost: number, cpu: (x: number) => number, fn: string, prelude: string, vjp: ElementwiseOp['vjp']): ElementwiseOp => ({
+  name, kind: 'elementwise', cost, infer: sameDtype(name, true), cpu: (x) => cpu(x[0]!), vjp, wgslPrelude: prelude,
   wgsl: (x, _i, _a, out) => (out === 'f32' ? `${fn}(${x[0]})` : `${out}(${fn}(f32(${x[0]})))`),
 });
 
 /** σ(x) = 1/(1 + e⁻ˣ), from e^(−|x|) only (never overflows); derivative σ(1 − σ) read from the output, so a
  * saturated unit gives 0, not inf·0. */
-export const sigmoidOp = fnUnary('sigmoid', (x) => { const e = Math.exp(-Math.abs(x)); return (x >= 0 ? 1 : e) / (1 + e); }, 'cml_sigmoid',
+export const sigmoidOp = fnUnary('sigmoid', 6, (x) => { const e = Math.exp(-Math.abs(x)); return (x >= 0 ? 1 : e) / (1 + e); }, 'cml_sigmoid',
   'fn cml_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e, 1.0, x >= 0.0) / (1.0 + e); }',
   (g, out) => [mul(g, mul(out, sub(1, out)))]);
 
 /** softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(e^(−|x|)); derivative σ(x) at every point, 0 included.
  * WGSL has no log1p: below e^(−|x|) = 1/8 it is its series to the 8th power (relative error < 7e-9). */
-export const softplusOp = fnUnary('softplus', (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))), 'cml_softplus',
+export const softplusOp = fnUnary('softplus', 12, (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))), 'cml_softplus',
   `fn cml_softplus(x: f32) -> f32 {
   let e = exp(-abs(x));
   let l = select(log(1.0 + e), e * (1.0 - e * (0.5 - e * (0.33333334 - e * (0.25 - e * (0.2 - e * (0.16666667 - e * (0.14285715 - e * 0.125))))))), e < 0.125);
@@ -54,7 +56,7 @@ export const softplusOp = fnUnary('softplus', (x) => Math.max(x, 0) + Math.log1p
 
 /** tanh x; derivative 1 − tanh² read from the output (0 when saturated: 2σ(2x) − 1 gave NaN below −50 in f32).
  * WGSL: its Taylor series to x⁷ below |x| = 1/8 (keeps tanh(tiny) = tiny), else (1 − e)/(1 + e) with e = e^(−2|x|). */
-export const tanhOp = fnUnary('tanh', Math.tanh, 'cml_tanh',
+export const tanhOp = fnUnary('tanh', 10, Math.tanh, 'cml_tanh',
   `fn cml_tanh(x: f32) -> f32 {
   let a = abs(x);
   let x2 = x * x;
@@ -85,7 +87,7 @@ const erfCpu = (x: number): number => {
 };
 /** The error function; derivative 2/√π·e^(−x²). WGSL: the same two forms in f32 (series below 1.5, a 24-term
  * continued fraction to 4, ±1 beyond), with e^(−x²) from x² split exactly by fma; within 4 f32 ulps of erf. */
-export const erfOp = fnUnary('erf', erfCpu, 'cml_erf',
+export const erfOp = fnUnary('erf', 24, erfCpu, 'cml_erf',
   `fn cml_erf(x: f32) -> f32 {
   let a = abs(x);
   if (a >= 4.0) { return sign(x); }
@@ -162,6 +164,7 @@ export const powOp: ElementwiseOp = {
       return [mul(g, dx), mul(g, mul(out, logx))];
     }),
   infer: sameDtype('pow', true),
+  cost: 6,
   wgsl: ([x, p], _i, _a, out) => (out === 'f32' ? `cml_pow(${x}, ${p})` : `${out}(cml_pow(f32(${x}), f32(${p})))`),
   wgslPrelude: `fn cml_pow(x: f32, p: f32) -> f32 {
   let a = abs(x);

@@ -126,7 +126,7 @@ const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
     const rowValue = n.op.kind === 'reduce' || (numel(n.shape) < numel(o.shape) && reducesUnder(n, ctx).length > 0);
     if (isInput(n) || mat.has(n) || rowValue) { reads.add(n); continue; }
     if (n.op.kind !== 'elementwise' && n.op.kind !== 'movement') return false;
-    if (n.op.kind === 'elementwise' && !n.op.identity && !(once && n.src.length === 0) && ++ops + reads.size > most) return false;
+    if (n.op.kind === 'elementwise' && !n.op.identity && !(once && n.src.length === 0) && (ops += n.op.cost ?? 1) + reads.size > most) return false;
     stack.push(...n.src);
   }
   return reads.size <= PROLOGUE_READS && ops + reads.size <= most;
@@ -148,7 +148,7 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     if (isInput(n)) { cost.set(n, 0); continue; }
     if (k === 'custom') { mat.add(n); cost.set(n, 0); continue; }
     if (!fuse && k !== 'movement' && n.src.length > 0 && !(k === 'elementwise' && n.op.identity)) mat.add(n);
-    const c = (k === 'reduce' ? 8 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
+    const c = (k === 'reduce' ? 8 : k === 'elementwise' ? n.op.cost ?? 1 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
     // A costly value broadcast to many times its size (RoPE's cos/sin table, over batch and heads) is stored once,
