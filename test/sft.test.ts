@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadLlama, setBackend } from '../index.js';
 import { runCli } from '../cli.js';
 import { parseSftConfig, resolveSftConfig, runSft, TULU2_SFT } from '../recipes/sft.js';
+import { flagsToConfig } from '../recipes/cli-sft.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -58,7 +59,9 @@ describe('sft config', () => {
   });
   it('defaults ← tulu2 preset ← file ← flags; epochs xor steps; required fields', () => {
     const r = resolveSftConfig([{ preset: 'tulu2', model: 'm', data: [{ path: 'd' }], output: 'o', lr: 1e-5 }, { batchSize: 4 }]);
-    expect(E.isRight(r) && r.right).toMatchObject({ ...TULU2_SFT, lr: 1e-5, batchSize: 4, epochs: 2, gradAccum: 128, maxSeqLen: 8192, clipNorm: 1, warmupRatio: 0.03, schedule: 'linear' });
+    expect(E.isRight(r) && r.right).toMatchObject({ lr: 1e-5, batchSize: 4, epochs: 2, gradAccum: 128, maxSeqLen: 8192, clipNorm: 1, warmupRatio: 0.03, weightDecay: 0, schedule: 'linear' });
+    // The Tulu 2 paper's SFT values (App. B): lr 2e-5, 2 epochs, warmup 0.03, wd 0, length 8192, batch 128, clip 1.
+    expect(TULU2_SFT).toEqual({ lr: 2e-5, epochs: 2, warmupRatio: 0.03, weightDecay: 0, maxSeqLen: 8192, batchSize: 1, gradAccum: 128, schedule: 'linear', clipNorm: 1 });
     const s = resolveSftConfig([{ model: 'm', data: [{ path: 'd' }], output: 'o' }, { steps: 5 }]);
     expect(E.isRight(s) && s.right.steps === 5 && s.right.epochs === undefined).toBe(true);
     expect(resolveSftConfig([{ model: 'm', data: [{ path: 'd' }], output: 'o', epochs: 1, steps: 3 }])).toEqual(E.left('config: give epochs or steps, not both'));
@@ -69,6 +72,13 @@ describe('sft config', () => {
     const r = await cliIn('sft', '--model', model, '--tokenizer', join(fixtures, 'llama2-tokenizer-32k/tokenizer.model'), '--data', writeData(d), '--output', join(d, 'out'), '--steps', '1');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/tokenizer .*llama2-tokenizer-32k\/tokenizer\.model has 32000 tokens but model .*stories260K\/hf has vocab_size 512/);
+  });
+  it('sft --help lists every config key as a flag; flags become config fields', async () => {
+    const h = await cliIn('sft', '--help');
+    expect(h.code).toBe(0);
+    for (const f of ['--config', '--preset', '--model', '--data', '--maxSeqLen', '--gradAccum', '--lossReduction', '--resume']) expect(h.out).toContain(f);
+    expect(flagsToConfig({ lr: '1e-5', data: ['a.jsonl', 'b.jsonl:2'], variant: 'hf' })).toEqual({ lr: 1e-5, data: [{ path: 'a.jsonl' }, { path: 'b.jsonl', weight: 2 }], variant: 'hf' });
+    expect(() => flagsToConfig({ lr: 'fast' })).toThrow(/--lr must be a number, got 'fast'/);
   });
   it('an unknown flag or config key fails the command with exit code 2', async () => {
     const d = tmp();
