@@ -32,6 +32,15 @@ export const FOLDERS = {
   },
 };
 
+/**
+ * Tests skipped in mutation runs (test-tools/mutation-setup.ts), matched against "describe > … > test" names: each
+ * would be run again for every mutant it covers, and the mutants they reach are pinned by faster tests too.
+ */
+export const SLOW_TESTS = [
+  { pattern: 'a short DPO run raises rewards', why: 'a 150-step training run (about 40 s)' },
+  { pattern: 'camelid dpo (stories260K', why: 'whole CLI runs on stories260K (20–60 s each)' },
+];
+
 /** The folders a run covers: CAMELID_MUTATE's list, or all. Unknown names are an error naming the known ones. */
 export const selected = (env = process.env.CAMELID_MUTATE) => {
   const names = env ? env.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(FOLDERS);
