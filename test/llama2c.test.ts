@@ -129,6 +129,6 @@ describe('malformed llama2.c files are Lefts naming the file', () => {
     });
 
   it('a missing file names the file', async () => {
-    expect(leftMessage(await readLlama2c(join(tmp.path, 'absent.bin'))())).toContain('ENOENT');
+    expect(leftMessage(await readLlama2c(join(tmp.path, 'absent.bin'))())).toBe(`${join(tmp.path, 'absent.bin')}: cannot open (no such file or directory)`);
   });
 });
