@@ -13,5 +13,5 @@ export { generate, generateIds, sampleRow, type GenerateOptions, type GenerateSt
 export { loadTokenizer, tokenizerFromModelProto, tokenizerFromJson, tokenizerFromLlama2c, type Tokenizer, type TokenizerError } from './tokenizer/index.js';
 export { lora, withLora, merge, disable, checkAdapters, loraScale, LORA_TARGETS, type LoraAdapters, type LoraOpts, type LoraPair, type LoraTarget, type WithLoraOpts } from './lora.js';
 export { saveAdapters, loadAdapters, peftKey, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './peft.js';
-export { quantizeNf4, dequantizeNf4, absmaxOf, nf4Weight, quantizeBase, NF4_CODE, DYNAMIC_MAP, type Nf4Quantized, type Nf4Nested, type QuantizeOpts, type Nf4Weight } from './nf4.js';
+export { quantizeNf4, dequantizeNf4, absmaxOf, nf4Weight, quantizeBase, projectionBytes, NF4_CODE, DYNAMIC_MAP, type Nf4Quantized, type Nf4Nested, type QuantizeOpts, type Nf4Weight } from './nf4.js';
 export { loadBnb4bit, saveBnb4bit, bnbTensors, readBnb, nf4FromWeight } from './bnb.js';

@@ -4,7 +4,7 @@
 
 import { data } from '../core/backend.js';
 import { numel, ShapeError, type Shape } from '../core/shape.js';
-import { isTensor } from '../core/tensor.js';
+import { isTensor, type Tensor } from '../core/tensor.js';
 import { fromStorage } from '../ops/create.js';
 import { DYNAMIC_MAP, NF4_CODE, type Nf4Weight } from '../ops/nf4.js';
 import type { Weight } from '../ops/nn.js';
@@ -127,19 +127,19 @@ const words = (b: Uint8Array): Uint32Array => {
  * with double quantisation). Only 2-D weights (out, in).
  * @example const w = nf4Weight(quantizeNf4(values, [out, inn])); linear(x, w)
  */
-export const nf4Weight = (q: Nf4Quantized): Nf4Weight => {
+export const nf4Weight = (q: Nf4Quantized, shared: { readonly quantMap?: Tensor; readonly nestedMap?: Tensor } = {}): Nf4Weight => {
   if (q.shape.length !== 2) throw new ShapeError(`nf4Weight: a projection weight is (out, in), got (${q.shape.join(', ')})`);
   const f32 = (a: Float32Array) => fromStorage(a, [a.length], 'f32');
   const base = {
     kind: 'nf4' as const, shape: [q.shape[0]!, q.shape[1]!] as [number, number], blockSize: q.blockSize,
-    codes: fromStorage(words(q.packed), [Math.ceil(q.packed.length / 4)], 'u32'), quantMap: f32(q.quantMap),
+    codes: fromStorage(words(q.packed), [Math.ceil(q.packed.length / 4)], 'u32'), quantMap: shared.quantMap ?? f32(q.quantMap),
   };
   if (!q.nested) return { ...base, absmax: f32(q.absmax!) };
   const n = q.nested;
   if (n.blockSize !== NESTED_BLOCK) throw new ShapeError(`nf4Weight: nested blocks of ${n.blockSize}; the kernel reads blocks of ${NESTED_BLOCK}`);
   return {
     ...base, absmaxCodes: fromStorage(words(n.codes), [Math.ceil(n.codes.length / 4)], 'u32'), absmax2: f32(n.absmax),
-    offset: f32(Float32Array.of(n.offset)), nestedMap: f32(n.quantMap),
+    offset: f32(Float32Array.of(n.offset)), nestedMap: shared.nestedMap ?? f32(n.quantMap),
   };
 };
 
@@ -149,13 +149,35 @@ export const nf4Weight = (q: Nf4Quantized): Nf4Weight => {
  * @example const base = await quantizeBase(params); const adapters = lora(base, { r: 64, alpha: 16, key: key(0) })
  */
 export const quantizeBase = async (params: LlamaParams<Weight>, opts: QuantizeOpts = {}): Promise<LlamaParams<Weight>> => {
+  // One copy of the two code books serves every weight.
+  const shared = { quantMap: fromStorage(Float32Array.from(NF4_CODE), [16], 'f32'), nestedMap: fromStorage(Float32Array.from(DYNAMIC_MAP), [256], 'f32') };
   const q = async (w: Weight): Promise<Weight> => {
     if (!isTensor(w)) return w;
-    return nf4Weight(quantizeNf4(await data(w), w.shape, opts));
+    return nf4Weight(quantizeNf4(await data(w), w.shape, opts), shared);
   };
   const layers: LlamaLayer<Weight>[] = [];
   for (const l of params.layers) {
     layers.push({ ...l, wq: await q(l.wq), wk: await q(l.wk), wv: await q(l.wv), wo: await q(l.wo), w1: await q(l.w1), w2: await q(l.w2), w3: await q(l.w3) });
   }
   return { ...params, layers };
+};
+
+/**
+ * Bytes held per base projection parameter (the seven projections of every layer, under any LoRA): the GPU
+ * buffers where they are realised there, else 4 bytes per stored element. Full f32 weights give 4; NF4 with
+ * double quantisation ≈ 0.52 (tensors shared between weights, the code books, count once).
+ * @example projectionBytes(await quantizeBase(params)).bytesPerParam // ≈ 0.52
+ */
+export const projectionBytes = (params: LlamaParams<Weight>): { params: number; bytes: number; bytesPerParam: number } => {
+  let n = 0, bytes = 0;
+  const seen = new Set<unknown>(); // shared code books count once
+  const add = (t: Tensor | undefined) => { if (t && !seen.has(t.node)) { seen.add(t.node); bytes += t.node.gpu?.bytes ?? t.size * 4; } };
+  const count = (w: Weight): void => {
+    if (isTensor(w)) { n += w.size; add(w); return; }
+    if (w.kind === 'lora') { count(w.base); return; }
+    n += w.shape[0] * w.shape[1];
+    [w.codes, w.quantMap, w.absmax, w.absmaxCodes, w.absmax2, w.offset, w.nestedMap].forEach(add);
+  };
+  for (const l of params.layers) for (const k of ['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as const) count(l[k]);
+  return { params: n, bytes, bytesPerParam: bytes / Math.max(1, n) };
 };
