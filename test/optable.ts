@@ -138,6 +138,13 @@ export const OPS: readonly OpEntry[] = [
       shapes: [[...batch, m, k], bcast ? [k, n] : [...batch, k, n]], domains: ['any', 'any'] as Domain[], f: C.matmul, desc: `matmul ${JSON.stringify([batch, m, k, n, bcast])}`,
     })),
   },
+  {
+    // x̄ = ḡ·deq(W) (the packed weight is a constant); odd element counts leave a padded nibble and a short block.
+    name: 'nf4Linear', tol32: 1e-4, cases: fc.tuple(shapeArb(0, 1), dim, dim).map(([lead, k, n]) => ({
+      shapes: [[...lead, k]], domains: ['any'] as Domain[], desc: `nf4Linear ${JSON.stringify([lead, k, n])}`,
+      f: (x: Tensor) => C.nf4Linear(x, C.nf4Weight(C.quantizeNf4(fillValues(n * k, 'unit', 7 * n + k), [n, k], { blockSize: 32 }))),
+    })),
+  },
   { name: 'matmul (vectors)', tol32: 1e-4, cases: fc.tuple(dim, dim).map(([k, n]) => ({ shapes: [[k], [k, n]], domains: ['any', 'any'] as Domain[], f: C.matmul, desc: `vecmat ${k} ${n}` })) },
   {
     name: 'gather', cases: fc.tuple(dim, dim, fc.array(fc.nat(3), { minLength: 1, maxLength: 6 })).map(([v, d, ids]) => ({
@@ -233,6 +240,12 @@ export const NOT_DIFFERENTIABLE: Readonly<Record<string, string>> = {
   initParams: 'random', emptyCache: 'constructor', checkParams: 'validation', layerShapes: 'config arithmetic', topShapes: 'config arithmetic',
   parseLlamaConfig: 'config', loadLlamaConfig: 'I/O', toHfConfig: 'config', loadLlama: 'I/O', saveLlama: 'I/O', toHfTensors: 'naming',
   generate: 'sampling', generateIds: 'sampling', sampleRow: 'sampling (host)',
+  weightShape: 'shape arithmetic', nf4Dense: 'dequantisation of a constant weight (nf4.test)',
+  lora: 'random init (lora.test)', withLora: 'parameter transformation (its linear: lora.test FD)', merge: 'parameter transformation (lora.test)',
+  disable: 'parameter transformation (lora.test)', checkAdapters: 'validation', loraScale: 'hyperparameter arithmetic',
+  saveAdapters: 'I/O', loadAdapters: 'I/O', peftKey: 'naming', quantizeNf4: 'quantisation (host; nf4.test)', dequantizeNf4: 'quantisation (host; nf4.test)',
+  absmaxOf: 'quantisation (host)', nf4Weight: 'constructor', quantizeBase: 'quantisation (host)', projectionBytes: 'memory report',
+  loadBnb4bit: 'I/O', saveBnb4bit: 'I/O', bnbTensors: 'I/O', readBnb: 'I/O', nf4FromWeight: 'I/O (reads a weight back)',
 };
 
 /** Inputs where numerics break: zeros of both signs, tiny, the f32 saturation points of exp/sigmoid/tanh (±20…±100),

@@ -31,9 +31,6 @@ const ELSEWHERE: Readonly<Record<string, string>> = {
   'elementwise:cast': 'crosses dtypes (composite.test)',
   'elementwise:cmpeq': 'bool result: its VJP is [null, null]',
   'elementwise:tag': 'autodiff bookkeeping (core/autodiff.ts), identity on values',
-  // Its VJP gives x's gradient, ḡ·deq(W) (the packed base weight gets none). NOT YET under a finite-difference
-  // check: a row needs packed weights from the NF4 quantiser (models/nf4.ts), which lands with the QLoRA work.
-  'custom:nf4Matmul': 'not yet: the QLoRA work adds its row (x̄ = ḡ·deq(W))',
 };
 
 const modules = [attention, create, elementwise, gather, grad, lift, math, matmul, movement, nf4, random, reduce, update];

@@ -17,8 +17,11 @@ const STAT_NAMES = ['nfCodes', 'nfMap', 'nfS0', 'nfS1', 'nfS2', 'nfS3'];
  * x, the output, then codes, code book and statistics (the step's buffers reordered through `use`).
  */
 export const renderNf4 = (k: Kernel & { readonly kind: 'nf4' }, label: string, tiles: (s: { M: number; N: number }) => MatmulTiles): RenderedKernel[] => {
-  const a = k.out.arg as Nf4Arg;
-  const [M, N] = k.out.shape as [number, number];
+  // The kernel's out may be a view of the product (a reshape the scheduler stores as it): find the product itself.
+  let mm = k.out;
+  while (!(mm.op.kind === 'custom' && mm.op.template === 'nf4') && mm.src.length > 0) mm = mm.src[0]!;
+  const a = mm.arg as Nf4Arg;
+  const [M, N] = mm.shape as [number, number];
   const K = a.transpose ? a.out : a.in;
   // Sources through identity ops (gradient tags) resolve to the bound inputs.
   const slot = (n: Node): number => {
@@ -28,7 +31,7 @@ export const renderNf4 = (k: Kernel & { readonly kind: 'nf4' }, label: string, t
     if (i < 0) throw new Error(`nf4 kernel ${label}: source ${n.op.name} is not among the kernel's inputs`);
     return i;
   };
-  const [x, ...rest] = k.out.src.map(slot) as [number, ...number[]];
+  const [x, ...rest] = mm.src.map(slot) as [number, ...number[]];
   const names = STAT_NAMES.slice(0, rest.length);
   const [codes, map, s0, s1, s2, s3] = names as [string, string, string, string?, string?, string?];
   const scale = a.double ? `${s3}[(${s0}[b >> 2u] >> ((b & 3u) * 8u)) & 255u] * ${s1}[b >> 8u] + ${s2}[0]` : `${s0}[b]`;
