@@ -68,8 +68,10 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'core/wgsl/merge.ts',
     find: 'let r = q - ${first}u;',
     replace: 'let r = q;',
-    why: 'in a shared dispatch, every part after the first runs the wrong workgroups',
-    tests: ['merge', 'schedule-shapes'],
+    // Equivalent for parts whose grid is (n, 1, 1): r % n wraps back onto the right workgroup. merge.test's merged
+    // matmuls (2-D grids) see it; schedule-shapes' merged row and elementwise kernels do not.
+    why: 'in a shared dispatch, every part after the first with a 2-D or 3-D grid runs the wrong workgroups',
+    tests: ['merge'],
   },
 ];
 
