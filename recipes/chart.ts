@@ -17,8 +17,8 @@ export interface LineChart {
   readonly mark?: 'line' | 'bar';
 }
 
-const specOf = (c: LineChart): TopLevelSpec => ({
-  $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+/** One chart's Vega-Lite unit spec (no $schema: it goes on the top level). */
+const unitSpec = (c: LineChart) => ({
   title: c.title,
   width: c.width ?? 420,
   height: c.height ?? 220,
@@ -37,9 +37,9 @@ const specOf = (c: LineChart): TopLevelSpec => ({
  */
 export const chartSvg = async (charts: readonly LineChart[]): Promise<string> => {
   const [vega, vl] = await Promise.all([import('vega'), import('vega-lite')]);
-  const spec: TopLevelSpec = charts.length === 1
-    ? specOf(charts[0]!)
-    : { $schema: 'https://vega.github.io/schema/vega-lite/v5.json', hconcat: charts.map((c) => { const { $schema: _, ...s } = specOf(c) as Record<string, unknown>; return s; }), resolve: { scale: { color: 'independent' } } } as TopLevelSpec;
+  const $schema = 'https://vega.github.io/schema/vega-lite/v5.json';
+  const top = charts.length === 1 ? { $schema, ...unitSpec(charts[0]!) } : { $schema, hconcat: charts.map(unitSpec), resolve: { scale: { color: 'independent' } } };
+  const spec = top as unknown as TopLevelSpec; // our literals are valid Vega-Lite; its union types do not narrow them
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
   try { return await view.toSVG(); } finally { view.finalize(); }
 };
