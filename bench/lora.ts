@@ -62,12 +62,10 @@ export const loraMain = async (): Promise<void> => {
     const B = Number(process.env.LORA_B ?? (name === 'stories15M' ? 2 : 8));
     const T = Number(process.env.LORA_T ?? (soft && name === 'stories15M' ? 64 : 256));
     const reps = soft ? 2 : 10;
-    const r: Record<Mode, Awaited<ReturnType<typeof runMode>>> = {
-      full: await runMode('full', name, B, T, reps), lora: await runMode('lora', name, B, T, reps), qlora: await runMode('qlora', name, B, T, reps),
-    };
     console.log(`\nLoRA / QLoRA SFT step, ${name} shape, B ${B} × T ${T} (r 64, all seven projections; ${dev ? dev.adapter.description : 'interpreter'})`);
+    const r = {} as Record<Mode, Awaited<ReturnType<typeof runMode>>>;
     for (const m of ['full', 'lora', 'qlora'] as const) {
-      const x = r[m];
+      const x = (r[m] = await runMode(m, name, B, T, reps));
       console.log(`  ${m.padEnd(5)}  ${x.ms.toFixed(1).padStart(8)} ms  ${x.tokS.toFixed(0).padStart(7)} tok/s  ${String(x.kernels).padStart(4)} kernels  base ${x.basePerParam.toFixed(3)} B/param  device in use ${(x.inUse / 2 ** 20).toFixed(1)} MiB`);
     }
     console.log(`  tokens/s: LoRA/full ${(r.lora.tokS / r.full.tokS).toFixed(2)}×, QLoRA/LoRA ${(r.qlora.tokS / r.lora.tokS).toFixed(2)}× (goal ≥ 0.67), QLoRA base ${r.qlora.basePerParam.toFixed(3)} B/param (goal ≤ 0.6)`);
