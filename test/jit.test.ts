@@ -184,4 +184,17 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     expect(await C.toArray(await f(p, v))).toEqual([[13, 11]]);
     expect(await C.toArray(await f({ w: C.mul(C.ones([3, 2]), 3), b: C.zeros([2]) }, v))).toEqual([[18, 18]]);
   });
+  it('a donated constant (optimizer zeros) is not a buffer other graphs read: equal constants are computed in place', async () => {
+    C.setBackend('webgpu');
+    // full([], 0) is hash-consed with the 0 that maximum(x, 0) lifts: donating the state must not free that 0.
+    const f = C.jit((s: { c: Tensor }, x: Tensor) => ({ c: C.add(s.c, 1), y: C.maximum(x, 0) }), { donate: [0] });
+    let s = { c: C.full([], 0) };
+    const x = C.tensor([-1, 2]);
+    for (let i = 1; i <= 3; i++) {
+      const out = await f(s, x);
+      expect(await C.toArray(out.y)).toEqual([0, 2]);
+      expect(await C.item(out.c)).toBe(i);
+      s = { c: out.c };
+    }
+  });
 });

@@ -6,6 +6,9 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { type CompilationMessage, type DeviceError, validationError } from './errors.js';
 
+/** CAMELID_TRACE_COMPILES=1: one stderr line per pipeline created (label, WGSL size, seconds): where a first run's time goes. */
+const TRACE = !!process.env.CAMELID_TRACE_COMPILES;
+
 /** A kernel to compile: its WGSL, entry point (default 'main'), and what produced it, for error messages. */
 export interface KernelSource {
   readonly wgsl: string;
@@ -69,7 +72,10 @@ export class PipelineCache {
       return E.left(validationError(label, ops, src.wgsl, messages, scopeErr?.message ?? 'shader module is invalid'));
     }
     try {
+      const t0 = performance.now();
+      if (TRACE) process.stderr.write(`camelid: compiling '${label}' (${src.wgsl.length} characters of WGSL)…\n`);
       const pipeline = await device.createComputePipelineAsync({ label, layout: 'auto', compute: { module, entryPoint } });
+      if (TRACE) process.stderr.write(`camelid: compiled '${label}' (${src.wgsl.length} characters of WGSL) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
       return E.right(pipeline);
     } catch (err) {
       // GPUPipelineError: e.g. a missing entry point, too much workgroup memory, a bad workgroup size.

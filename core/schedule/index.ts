@@ -93,7 +93,12 @@ const PROLOGUE_READS = 4;
 const PROLOGUE_BUDGET = 32;
 /** The least budget for an operand that one tile spans (computed once per reader, as a kernel would store it). */
 const ONCE_BUDGET = 16;
-const isInput = (n: Node) => n.realized || n.op.kind === 'buffer';
+/**
+ * Read from a buffer: inputs, and realised nodes that have sources. A realised node without sources (a constant
+ * such as full or iota) is computed in place instead: hash-consing makes it the same node as every equal constant,
+ * and a jitted step that donated one (optimizer zeros) would otherwise leave other plans bound to a freed buffer.
+ */
+const isInput = (n: Node) => n.op.kind === 'buffer' || (n.realized && n.src.length > 0);
 
 /**
  * Whether a matmul operand can be computed on load: elementwise and movement ops only (no reduction or other
