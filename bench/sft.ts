@@ -94,6 +94,7 @@ export const sftMain = async (): Promise<void> => {
     const ratio = samples.length ? ` = ${(torchMs / r.ms).toFixed(2)}× PyTorch CPU (AdamW + clip_grad_norm_, ${torchMs.toFixed(0)} ms/step, ${((r.B * r.T) / (torchMs / 1000)).toFixed(0)} tok/s)` : '';
     console.log(`sft step ${name} (B ${r.B}, T ${r.T}) on ${backend}: ${r.ms.toFixed(0)} ms = ${r.tokS.toFixed(0)} tok/s${ratio}`);
     console.log(`  ${r.kernels} kernels in ${r.dispatches} dispatches per step; scheduled without compiling, the same step with SGD has ${r.sgdKernels} kernels and with AdamW ${r.adamKernels}: AdamW adds ${r.adamKernels - r.sgdKernels} kernels over ${r.leaves} parameter leaves`);
+    if (samples.length) console.log(`  best step to best step: ${(Math.min(...samples) / Math.min(...r.times)).toFixed(2)}× PyTorch CPU (the medians move with the shared machine's load)`);
     console.log(`  samples: ours ${r.times.map((x) => x.toFixed(0)).join(' ')}${samples.length ? `; PyTorch ${samples.map((x) => x.toFixed(0)).join(' ')}` : ''}`);
   }
 };
