@@ -15,5 +15,7 @@ export default {
   jsonReporter: { fileName: '.scratch-mutation/mutation.json' },
   concurrency: 2,
   timeoutMS: 20_000,
+  // The initial run of every folder's test files takes over 5 minutes (Stryker's default limit) on 2 shared cores.
+  dryRunTimeoutMinutes: 30,
   cleanTempDir: 'always',
 };
