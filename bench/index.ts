@@ -1,4 +1,4 @@
-// npm run bench [matmul|steps|llama|sft|lora]: each benchmark printed as a ratio against a baseline measured in the same run.
+// npm run bench [matmul|steps|llama|sft|lora|dpo]: each benchmark printed as a ratio against a baseline measured in the same run.
 
 import { stepsMain } from './steps.js';
 
@@ -16,6 +16,10 @@ const main = async () => {
   if (which === 'all' || which === 'sft') {
     const { sftMain } = await import('./sft.js');
     await sftMain();
+  }
+  if (which === 'all' || which === 'dpo') {
+    const { dpoMain } = await import('./dpo.js');
+    await dpoMain();
   }
   if (which === 'all' || which === 'lora') {
     const { loraMain } = await import('./lora.js');
