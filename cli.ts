@@ -6,7 +6,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { demoCommand } from './examples/spirals.js';
+import { demoCommand } from './recipes/demo/cli.js';
 import { generateCommand } from './models/cli-generate.js';
 import { UsageError } from './models/cli-options.js';
 import { evalCommand } from './recipes/cli-eval.js';

@@ -1,11 +1,10 @@
-// The embedded default job: a 2-layer MLP learns to separate two interleaved spirals that camelid generates
-// itself. Used by `camelid demo`; runs on WebGPU when an adapter opens, else on the interpreter.
+// An example: a 2-layer MLP learns to separate two interleaved spirals that camelid generates itself (the first
+// main job, before the recipes). Runs on WebGPU when an adapter opens, else on the interpreter:
+// `npx tsx examples/spirals.ts [steps]`.
 
 import {
   add, item, logSoftmax, matmul, mean, mul, neg, normal, oneHot, realize, relu, split, sum, key, tensor, valueAndGrad, type Tensor,
 } from '../index.js';
-import { Command } from 'commander';
-import { positiveInt } from '../models/cli-options.js';
 import { sgdStep } from '../recipes/sgd.js';
 
 export interface Mlp { readonly w1: Tensor; readonly b1: Tensor; readonly w2: Tensor; readonly b2: Tensor }
@@ -37,7 +36,7 @@ export const mlpLoss = (p: Mlp, x: Tensor, y: Tensor): Tensor => {
   return neg(mean(sum(mul(logSoftmax(logits), oneHot(y, 2)), -1)));
 };
 
-export const runDemo = async (steps = 300, log: (s: string) => void = console.log): Promise<number[]> => {
+export const trainSpirals = async (steps = 300, log: (s: string) => void = console.log): Promise<number[]> => {
   const { x, y } = spirals(100);
   let params = initMlp(0, 64);
   const step = valueAndGrad(mlpLoss);
@@ -57,8 +56,4 @@ export const runDemo = async (steps = 300, log: (s: string) => void = console.lo
   return losses;
 };
 
-/** `camelid demo [--steps N]`: the spiral MLP, its loss printed every 50 steps. */
-export const demoCommand = new Command('demo')
-  .description('train a small MLP on two spirals (the embedded default job) and print its loss')
-  .option('--steps <N>', 'SGD steps', positiveInt('--steps'), 300)
-  .action(async (o: { steps: number }) => { await runDemo(o.steps); });
+if (import.meta.url === `file://${process.argv[1]}`) await trainSpirals(Number(process.argv[2] ?? 300));

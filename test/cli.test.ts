@@ -87,9 +87,10 @@ describe('camelid CLI, parsed by commander (in-process)', () => {
 
   it('numbers: --opt=value and --opt value are parsed alike; bad values name the flag and the value', async () => {
     for (const [args, msg] of [
-      [['demo', '--steps=0'], "--steps must be a positive integer, got '0'"],
-      [['demo', '--steps', '2.5'], "--steps must be a positive integer, got '2.5'"],
-      [['demo', '--steps='], "--steps must be a positive integer, got ''"],
+      [['demo', '--steps=0'], "--steps must be a positive integer or three (pretrain,sft,dpo), got '0'"],
+      [['demo', '--steps', '2.5'], "--steps must be a positive integer or three (pretrain,sft,dpo), got '2.5'"],
+      [['demo', '--steps='], "--steps must be a positive integer or three (pretrain,sft,dpo), got ''"],
+      [['demo', '--steps', '4,4'], "--steps must be a positive integer or three (pretrain,sft,dpo), got '4,4'"],
       [['generate', '--temperature', 'hot'], "--temperature must be ≥ 0, got 'hot'"],
       [['generate', '--temperature=-1'], "--temperature must be ≥ 0, got '-1'"],
       [['generate', '--top-p', '0'], "--top-p must be in (0, 1], got '0'"],

@@ -1,0 +1,190 @@
+// `camelid demo`: Tulu 2 in miniature on data, a tokenizer and a model camelid makes itself. A tiny Llama is
+// pretrained on plain task text, instruction-tuned (SFT, assistant-only labels) on Tulu-format chats, then tuned
+// with DPO through LoRA adapters (the reference is the disabled adapter) on pairs whose chosen side is the right
+// answer; greedy exact-match accuracy on held-out prompts is measured after every stage. Writes each stage's
+// Hugging Face checkpoint, metrics.jsonl, a summary and a chart to the output folder.
+
+import { mkdir, writeFile, appendFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
+import { getBackend, data, realize } from '../../core/backend.js';
+import { flatten } from '../../core/tree.js';
+import type { Tensor } from '../../core/tensor.js';
+import { key } from '../../ops/random.js';
+import type { LlamaConfig } from '../../models/config.js';
+import { initParams, type LlamaParams } from '../../models/llama.js';
+import { saveLlama } from '../../models/load.js';
+import { loadTokenizer, type Tokenizer } from '../../models/tokenizer/index.js';
+import { encodeChat, type Message } from '../chat.js';
+import { batchTensors, makeBatches, type Batch, type Example } from '../data.js';
+import { sftLoss } from '../loss.js';
+import { adamw } from '../optim.js';
+import { linearWarmupDecay, warmupFromRatio } from '../schedule.js';
+import { trainStep } from '../step.js';
+import { trainLoop } from '../train.js';
+import { greedyReplies } from '../eval.js';
+import { dpoLossFn, loraReference, type DpoBatch } from '../dpo.js';
+import { encodePairs, makePrefBatches, prefBatchTensors } from '../prefs.js';
+import { lora, merge, type LoraAdapters } from '../../models/lora.js';
+import { saveAdapters } from '../../models/peft.js';
+import type { Weight } from '../../ops/nn.js';
+import { isCorrect, LETTERS, tasks, type Task } from './tasks.js';
+import { trainTokenizer } from './tokenizer.js';
+
+export interface DemoOpts {
+  readonly out: string;
+  readonly seed: number;
+  /** A smaller run (fewer steps and held-out prompts) for tests and a first look. */
+  readonly quick: boolean;
+  /** Steps of each stage (pretrain, SFT, DPO); default by `quick`. */
+  readonly steps?: { readonly pretrain: number; readonly sft: number; readonly dpo: number };
+  readonly log: (line: string) => void;
+  readonly progress?: 'auto' | 'bar' | 'lines' | 'none';
+}
+
+export interface StageResult {
+  readonly stage: string;
+  readonly accuracy: number;
+  readonly correct: number;
+  readonly n: number;
+  readonly loss: number | null; // the stage's last training loss
+  readonly seconds: number;
+  readonly tokensPerSec: number | null;
+  readonly checkpoint: string | null;
+}
+
+/** The model: a Llama-2 block structure at toy size (stories260K-like widths). */
+export const demoConfig = (vocabSize: number): LlamaConfig => ({
+  dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize, seqLen: 64,
+  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
+});
+
+const T = 32; // every batch is padded to 32 tokens: one compiled step per stage
+const BATCH = 32;
+/** Held-out prompts, scored in one batch (one compiled prefill and decode step for every evaluation). */
+const HELD_OUT = 50;
+
+const chat = (t: Task, answer = t.answer): Message[] => [{ role: 'user', content: t.prompt }, { role: 'assistant', content: answer }];
+
+/** Plain text for pretraining: the problem and its answer, no chat markers, every token trained. */
+const plainExample = (tok: Tokenizer, t: Task): Example => {
+  const ids = [...tok.encode(`${t.prompt} ${t.answer}`), tok.eosId];
+  return { ids, labels: [-100, ...ids.slice(1)] };
+};
+
+/** Exact-match accuracy of greedy replies to held-out prompts. */
+const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; replies: string[] }> => {
+  const replies = await greedyReplies(cfg, params, tok, held.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: held.length });
+  return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, replies };
+};
+
+/** Saves a stage's model as a Hugging Face folder with the demo's tokenizer beside it. */
+const saveStage = (dir: string, cfg: LlamaConfig, tokJson: string) => async (d: string, params: LlamaParams): Promise<void> => {
+  const r = await saveLlama(d, cfg, params)();
+  if (E.isLeft(r)) throw new Error(r.left.message);
+  await writeFile(join(d, 'tokenizer.json'), tokJson);
+  void dir;
+};
+
+/** One supervised stage (pretraining or SFT): AdamW with linear warmup/decay through the shared loop. */
+const supervised = async (o: {
+  name: string; cfg: LlamaConfig; params: LlamaParams; examples: readonly Example[]; steps: number; lr: number; seed: number;
+  out: string; tokJson: string; progress: DemoOpts['progress']; log: (s: string) => void;
+}): Promise<{ params: LlamaParams; loss: number; tokensPerSec: number }> => {
+  const { cfg } = o;
+  const perEpoch = Math.floor(o.examples.length / BATCH);
+  const batches: Batch[] = [];
+  for (let e = 0; batches.length < o.steps; e++) batches.push(...makeBatches(o.examples, { batchSize: BATCH, padId: cfg.eosId, seed: o.seed, epoch: e, padToMultiple: T, dropLast: true }).slice(0, perEpoch));
+  const optimizer = adamw({ lr: o.lr });
+  const step = trainStep((p: LlamaParams, _f: null, b: { tokens: Tensor; labels: Tensor }) => sftLoss(cfg, p, b.tokens, b.labels), { optimizer, clipNorm: 1 });
+  let tokens = 0;
+  const t0 = performance.now();
+  const r = await trainLoop({
+    step, trainable: o.params, optState: optimizer.init(o.params), frozen: null,
+    batchAt: (i) => batchTensors(batches[i]!), tokensOf: () => BATCH * T, totalSteps: o.steps,
+    schedule: linearWarmupDecay({ peak: o.lr, warmupSteps: warmupFromRatio(o.steps, 0.03), totalSteps: o.steps }),
+    output: o.out, saveModel: saveStage(o.out, cfg, o.tokJson), logEvery: 10, progress: o.progress ?? 'auto', log: o.log,
+  });
+  tokens = o.steps * BATCH * T;
+  return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: tokens / ((performance.now() - t0) / 1000) };
+};
+
+/**
+ * Runs the whole pipeline; returns one row per stage (untrained, pretrain, sft, dpo).
+ * @example const rows = await runDemo({ out: 'camelid-demo', seed: 0, quick: true, log: console.log });
+ */
+export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
+  const backend = (await getBackend()).name;
+  const steps = o.steps ?? (o.quick ? { pretrain: 150, sft: 150, dpo: 30 } : { pretrain: 1500, sft: 1000, dpo: 200 });
+  const nHeld = HELD_OUT;
+  await rm(o.out, { recursive: true, force: true });
+  await mkdir(o.out, { recursive: true });
+  o.log(`camelid demo on ${backend}${backend === 'webgpu' ? ' (the first run compiles each kernel for this adapter: on a CPU Vulkan driver that takes minutes, later runs reuse the shader cache)' : ''}`);
+
+  // Data: problems for training and different ones held out; the tokenizer learnt from their text.
+  const train = tasks(o.seed, 4000);
+  const seen = new Set(train.map((t) => t.prompt));
+  const held = tasks(o.seed + 1_000_003, 4 * nHeld).filter((t) => !seen.has(t.prompt)).slice(0, nHeld);
+  const tokJson = JSON.stringify(trainTokenizer(train.map((t) => `<|user|>\n${t.prompt}\n<|assistant|>\n${t.answer}`), 80, `${LETTERS}${LETTERS.toUpperCase()}0123456789`));
+  await writeFile(join(o.out, 'tokenizer.json'), tokJson);
+  const tokE = await loadTokenizer(join(o.out, 'tokenizer.json'))();
+  if (E.isLeft(tokE)) throw new Error(tokE.left.message);
+  const tok = tokE.right;
+  const cfg = demoConfig(tok.vocabSize);
+  o.log(`data: ${train.length} generated problems (${held.length} others held out), tokenizer of ${tok.vocabSize} pieces; model: ${cfg.nLayers} layers, dim ${cfg.dim}`);
+
+  const rows: StageResult[] = [];
+  const record = async (r: StageResult) => {
+    rows.push(r);
+    await appendFile(join(o.out, 'metrics.jsonl'), JSON.stringify({ stage: r.stage, accuracy: r.accuracy, correct: r.correct, n: r.n, loss: r.loss, seconds: r.seconds }) + '\n');
+    o.log(`${r.stage}: exact match ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})${r.loss !== null ? `, final loss ${r.loss.toFixed(3)}` : ''}, ${r.seconds.toFixed(1)} s`);
+    held.slice(0, 3).forEach((t, i) => o.log(`  ${t.prompt} → ${JSON.stringify(acc.replies[i]!.trim())} ${isCorrect(t, acc.replies[i]!) ? '✓' : `✗ (${t.answer})`}`));
+  };
+
+  let params = initParams(cfg, key(o.seed));
+  await realize(...flatten(params).leaves); // once, not fused into every first use
+  let t0 = performance.now();
+  let acc = await accuracyOf(cfg, params, tok, held);
+  await record({ stage: 'untrained', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: null, seconds: (performance.now() - t0) / 1000, tokensPerSec: null, checkpoint: null });
+
+  for (const [name, examples, n, lr] of [
+    ['pretrain', train.map((t) => plainExample(tok, t)), steps.pretrain, 3e-3],
+    ['sft', train.map((t) => encodeChat(tok, chat(t), { maxSeqLen: T })), steps.sft, 1e-3],
+  ] as const) {
+    t0 = performance.now();
+    const dir = join(o.out, name);
+    const s = await supervised({ name, cfg, params, examples, steps: n, lr, seed: o.seed, out: dir, tokJson, progress: o.progress, log: o.log });
+    params = s.params;
+    acc = await accuracyOf(cfg, params, tok, held);
+    await record({ stage: name, accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
+  }
+  // DPO through LoRA adapters on the SFT model: chosen = the right answer, rejected = a plausible wrong one; the
+  // reference is the same model with the adapters disabled.
+  t0 = performance.now();
+  const dir = join(o.out, 'dpo');
+  const { pairs } = encodePairs(tok, train.map((t) => ({ chosen: chat(t), rejected: chat(t, t.wrong) })), { maxSeqLen: T });
+  const half = BATCH / 2;
+  const prefBatches = Array.from({ length: Math.ceil(steps.dpo / Math.floor(pairs.length / half)) }, (_, e) =>
+    makePrefBatches(pairs, { batchSize: half, padId: cfg.eosId, seed: o.seed, epoch: e, padToMultiple: T, keepLast: false })).flat();
+  const adapters0 = lora(params, { r: 8, alpha: 16, dropout: 0, key: key(o.seed + 1) });
+  const optimizer = adamw({ lr: 2e-3 });
+  const step = trainStep(dpoLossFn(cfg, loraReference, { beta: 0.1, kind: 'sigmoid' }), { optimizer, clipNorm: 1 });
+  const base = params;
+  const r = await trainLoop({
+    step, trainable: adapters0, optState: optimizer.init(adapters0), frozen: base as LlamaParams<Weight>,
+    batchAt: (i): DpoBatch => prefBatchTensors(prefBatches[i]!), tokensOf: () => BATCH * T, totalSteps: steps.dpo,
+    schedule: linearWarmupDecay({ peak: 2e-3, warmupSteps: warmupFromRatio(steps.dpo, 0.1), totalSteps: steps.dpo }),
+    output: dir, logEvery: 5, progress: o.progress ?? 'auto', log: o.log,
+    saveModel: async (d, a: LoraAdapters) => {
+      const s = await saveAdapters(join(d, 'adapter'), a)();
+      if (E.isLeft(s)) throw new Error(s.left.message);
+      await saveStage(d, cfg, tokJson)(d, merge(base, a));
+    },
+  });
+  params = merge(base, r.trainable);
+  acc = await accuracyOf(cfg, params, tok, held);
+  const secs = (performance.now() - t0) / 1000;
+  await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
+  void data;
+  return rows;
+};
