@@ -91,9 +91,9 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
   const losses: number[] = [];
   const mode = o.progress === 'auto' || o.progress === undefined ? (process.stderr.isTTY ? 'bar' : 'lines') : o.progress;
   const bar = mode === 'bar' ? new cliProgress.SingleBar({
-    format: 'step {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true,
+    format: 'step {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s{aux} | ETA {eta_formatted}', hideCursor: true,
   }, cliProgress.Presets.shades_classic) : null;
-  bar?.start(o.totalSteps, step, { loss: '-', lr: '-', tps: '-' });
+  bar?.start(o.totalSteps, step, { loss: '-', lr: '-', tps: '-', aux: '' });
   const save = async (s: number) => {
     const dir = join(o.output, checkpointName(s));
     const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]] } }, o.checkpointHooks)();
@@ -125,11 +125,13 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
       losses.push(loss);
       const tokens = o.tokensOf ? micro.reduce((a, b) => a + o.tokensOf!(b), 0) : 0;
       const m: StepMetrics = { step, loss, lr, gradNorm, tokensPerSec: tokens / secs, ...aux };
+      // The loss's own metrics (DPO's rewards/accuracy, rewards/margin, …) on the progress line too.
+      const auxText = (sep: string) => Object.entries(aux).map(([k, v]) => `${sep}${k} ${v.toFixed(3)}`).join('');
       if (step % (o.logEvery ?? 1) === 0 || step === o.totalSteps) {
         await appendFile(metricsFile, JSON.stringify(m) + '\n');
-        if (mode === 'lines') log(`step ${step}/${o.totalSteps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  gradNorm ${gradNorm.toFixed(3)}  ${m.tokensPerSec.toFixed(0)} tok/s`);
+        if (mode === 'lines') log(`step ${step}/${o.totalSteps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  gradNorm ${gradNorm.toFixed(3)}  ${m.tokensPerSec.toFixed(0)} tok/s${auxText('  ')}`);
       }
-      bar?.update(step, { loss: loss.toFixed(4), lr: lr.toExponential(2), tps: m.tokensPerSec.toFixed(0) });
+      bar?.update(step, { loss: loss.toFixed(4), lr: lr.toExponential(2), tps: m.tokensPerSec.toFixed(0), aux: auxText(' | ') });
       if (o.evalLoss && o.evalEvery && (step % o.evalEvery === 0 || step === o.totalSteps)) {
         const evalLoss = await o.evalLoss(trainable, o.frozen);
         await appendFile(metricsFile, JSON.stringify({ step, evalLoss }) + '\n');

@@ -118,4 +118,14 @@ describe('trainStep', () => {
     const l0 = (await data(loss(p, null, f64b(b0))))[0]!, l1 = (await data(loss(p, null, f64b(b1))))[0]!;
     expect((await data(two.loss))[0]).toBeCloseTo((l0 + l1) / 2, 13);
   });
+  it("progress lines carry the loss's own metrics (DPO's rewards) after the standard ones", async () => {
+    const lines: string[] = [];
+    const withAux = (p: LlamaParams, f: null, b: Batch) => ({ loss: loss(p, f, b), aux: { 'rewards/accuracy': C.tensor(0.75) } });
+    await trainLoop({
+      step: trainStep(withAux, { optimizer: opt }) as never, trainable: initParams(cfg, key(1)), optState: opt.init(initParams(cfg, key(1))), frozen: null,
+      batchAt: (i) => batchAt(i), totalSteps: 2, schedule, output: tmp(), saveModel: async () => {}, progress: 'lines', log: (l) => lines.push(l),
+    });
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatch(/^step 2\/2  loss \d+\.\d{4}  lr .*  gradNorm .* tok\/s  rewards\/accuracy 0\.750$/);
+  });
 });
