@@ -17,55 +17,26 @@ import { copyInto, readOptState, readTrainerState, resolveCheckpoint } from './c
 import { defaultPadId } from './data.js';
 import { cachedReference, dpoLossFn, DPO_KINDS, type DpoBatch, type DpoKind, type DpoModel } from './dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch, type RefLogps } from './dpo-ref.js';
-import { loraRun, LoraSetting } from './lora-sft.js';
+import { loraRun } from './lora-sft.js';
+import { numberField, positive, trainFields } from './run-config.js';
 import { adamw, type AdamState } from './optim.js';
 import { encodePairs, makePrefBatches, prefBatchTensors, readPrefs, type PrefBatch, type PrefPair } from './prefs.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
 import { trainLoop, type TrainResult } from './train.js';
 
-const num = (name: string, ok: (x: number) => boolean, what: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
-  (u, c) => (typeof u === 'number' && Number.isFinite(u) && ok(u) ? t.success(u) : t.failure(u, c, `${name} must be ${what}`)), (x) => x);
-const posInt = (n: string) => num(n, (x) => Number.isSafeInteger(x) && x > 0, 'an integer > 0');
-const count = (n: string) => num(n, (x) => Number.isSafeInteger(x) && x >= 0, 'an integer ≥ 0');
-const nonNeg = (n: string) => num(n, (x) => x >= 0, 'a number ≥ 0');
-
 const fields = {
   preset: t.keyof({ 'tulu2-dpo': null }),
-  model: t.string,
-  tokenizer: t.string,
+  ...trainFields,
   data: t.array(t.string),
   onBadRow: t.keyof({ error: null, skip: null }),
-  output: t.string,
-  maxSeqLen: posInt('maxSeqLen'),
-  batchSize: posInt('batchSize'),
-  gradAccum: posInt('gradAccum'),
-  epochs: posInt('epochs'),
-  steps: posInt('steps'),
-  lr: nonNeg('lr'),
-  schedule: t.keyof({ linear: null, cosine: null, constant: null }),
-  warmupRatio: nonNeg('warmupRatio'),
-  weightDecay: nonNeg('weightDecay'),
-  b1: nonNeg('b1'),
-  b2: nonNeg('b2'),
-  eps: num('eps', (x) => x > 0, 'a number > 0'),
-  clipNorm: nonNeg('clipNorm'),
-  seed: count('seed'),
-  variant: t.keyof({ 'hf-legacy': null, hf: null, easylm: null }),
-  padToMultiple: posInt('padToMultiple'),
-  saveEvery: count('saveEvery'),
-  keepCheckpoints: posInt('keepCheckpoints'),
-  logEvery: posInt('logEvery'),
-  resume: t.string,
-  beta: num('beta', (x) => x > 0, 'a number > 0'),
+  beta: positive('beta'),
   loss: t.keyof(Object.fromEntries(DPO_KINDS.map((k) => [k, null])) as Record<DpoKind, null>),
-  labelSmoothing: num('labelSmoothing', (x) => x >= 0 && x < 0.5, 'in [0, 0.5)'),
+  labelSmoothing: numberField('labelSmoothing', (x) => x >= 0 && x < 0.5, 'in [0, 0.5)'),
   gamma: t.number,
   /** 'adapter' (LoRA/QLoRA only), 'frozen' (a second copy of the model) or 'cache' (one pass before training). */
   reference: t.keyof({ adapter: null, frozen: null, cache: null }),
   refCacheDir: t.string,
-  lora: LoraSetting,
-  qlora: t.boolean,
 };
 export const DpoConfigPartial = t.partial(fields, 'DpoConfig');
 export type DpoConfigPartial = t.TypeOf<typeof DpoConfigPartial>;

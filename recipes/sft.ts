@@ -21,55 +21,21 @@ import { adamw, type AdamState } from './optim.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
 import { trainLoop, type TrainResult } from './train.js';
-import { loraRun, LoraSetting } from './lora-sft.js';
+import { loraRun } from './lora-sft.js';
+import { count, nonNeg, trainFields } from './run-config.js';
 import { tensor } from '../ops/create.js';
 import type { LoraAdapters } from '../models/lora.js';
 import type { Weight } from '../ops/nn.js';
 
-const positive = (name: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
-  (u, c) => (typeof u === 'number' && Number.isFinite(u) && u > 0 ? t.success(u) : t.failure(u, c, `${name} must be a number > 0`)), (x) => x);
-const nonNeg = (name: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
-  (u, c) => (typeof u === 'number' && Number.isFinite(u) && u >= 0 ? t.success(u) : t.failure(u, c, `${name} must be a number ≥ 0`)), (x) => x);
-const count = (name: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
-  (u, c) => (typeof u === 'number' && Number.isSafeInteger(u) && u >= 0 ? t.success(u) : t.failure(u, c, `${name} must be an integer ≥ 0`)), (x) => x);
-const posInt = (name: string) => new t.Type<number, number, unknown>(name, (u): u is number => typeof u === 'number',
-  (u, c) => (typeof u === 'number' && Number.isSafeInteger(u) && u > 0 ? t.success(u) : t.failure(u, c, `${name} must be an integer > 0`)), (x) => x);
-
 /** Every field of an SFT run; all optional here, the required ones checked after presets and overrides merge. */
 const fields = {
   preset: t.keyof({ tulu2: null }),
-  model: t.string,
-  tokenizer: t.string,
+  ...trainFields,
   data: t.array(t.exact(t.intersection([t.type({ path: t.string }), t.partial({ weight: nonNeg('weight') })]))),
   evalData: t.array(t.string),
   evalFraction: nonNeg('evalFraction'),
-  output: t.string,
-  maxSeqLen: posInt('maxSeqLen'),
-  batchSize: posInt('batchSize'),
-  gradAccum: posInt('gradAccum'),
-  epochs: posInt('epochs'),
-  steps: posInt('steps'),
-  lr: nonNeg('lr'),
-  schedule: t.keyof({ linear: null, cosine: null, constant: null }),
-  warmupRatio: nonNeg('warmupRatio'),
-  weightDecay: nonNeg('weightDecay'),
-  b1: nonNeg('b1'),
-  b2: nonNeg('b2'),
-  eps: positive('eps'),
-  clipNorm: nonNeg('clipNorm'),
-  seed: count('seed'),
   lossReduction: t.keyof({ mean: null, sum: null }),
-  variant: t.keyof({ 'hf-legacy': null, hf: null, easylm: null }),
-  padToMultiple: posInt('padToMultiple'),
   evalEvery: count('evalEvery'),
-  saveEvery: count('saveEvery'),
-  keepCheckpoints: posInt('keepCheckpoints'),
-  logEvery: posInt('logEvery'),
-  resume: t.string,
-  /** LoRA adapters instead of full fine-tuning (models/lora.ts; recipes/lora-sft.ts). */
-  lora: LoraSetting,
-  /** QLoRA: the base's projections in NF4 with double quantisation, LoRA on top (Tulu 2's settings unless `lora`). */
-  qlora: t.boolean,
 };
 export const SftConfigPartial = t.partial(fields, 'SftConfig');
 export type SftConfigPartial = t.TypeOf<typeof SftConfigPartial>;
