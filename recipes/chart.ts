@@ -15,6 +15,8 @@ export interface LineChart {
   readonly height?: number;
   /** 'line' (default): x quantitative; 'bar': x a category, bars in the order the points come. */
   readonly mark?: 'line' | 'bar';
+  /** The y axis's extent (e.g. [0, 1] for an accuracy); default: the data's. */
+  readonly yDomain?: readonly [number, number];
 }
 
 /** One chart's Vega-Lite unit spec (no $schema: it goes on the top level). */
@@ -23,10 +25,10 @@ const unitSpec = (c: LineChart) => ({
   width: c.width ?? 420,
   height: c.height ?? 220,
   data: { values: c.points.map((p) => ({ ...p })) },
-  mark: c.mark === 'bar' ? { type: 'bar' } : { type: 'line' },
+  mark: c.mark === 'bar' ? { type: 'bar' } : { type: 'line', point: c.points.length <= 40 }, // short series: dots too
   encoding: {
     x: c.mark === 'bar' ? { field: 'x', type: 'nominal', title: c.x, sort: null, axis: { labelAngle: 0 } } : { field: 'x', type: 'quantitative', title: c.x },
-    y: { field: 'y', type: 'quantitative', title: c.y },
+    y: { field: 'y', type: 'quantitative', title: c.y, ...(c.yDomain ? { scale: { domain: [...c.yDomain] } } : {}) },
     color: { field: 'series', type: 'nominal', title: null, sort: null },
   },
 });

@@ -41,7 +41,7 @@ export const writeChart = async (out: string, rows: readonly StageResult[]): Pro
   }
   const svg = await chartSvg([
     { title: 'Training loss (DPO: its own loss)', x: 'step (all stages)', y: 'loss', points },
-    { title: 'Held-out exact match after each stage', x: 'stage', y: 'accuracy', mark: 'bar', width: 260, points: rows.map((r) => ({ x: r.stage, y: r.accuracy, series: 'held-out' })) },
+    { title: 'Held-out exact match after each stage', x: 'stage', y: 'accuracy', mark: 'bar', width: 260, yDomain: [0, 1], points: rows.map((r) => ({ x: r.stage, y: r.accuracy, series: 'held-out' })) },
   ]);
   await writeFile(join(out, 'chart.svg'), svg);
   await writeFile(join(out, 'chart.png'), await svgToPng(svg));
@@ -58,6 +58,6 @@ export const demoCommand = new Command('demo')
     const rows = await runDemo({ out: o.out, seed: o.seed, quick: o.quick, ...(o.steps ? { steps: o.steps } : {}), log });
     await writeChart(o.out, rows);
     process.stdout.write(`${summaryTable(rows)}\n`);
-    process.stdout.write(`checkpoints: ${rows.filter((r) => r.checkpoint).map((r) => r.checkpoint).join(', ')} (try: camelid generate --model ${join(o.out, 'sft')} --prompt "…")\n`);
+    process.stdout.write(`checkpoints (Hugging Face folders): ${rows.filter((r) => r.checkpoint).map((r) => r.checkpoint).join(', ')}\n`);
     process.stdout.write(`metrics: ${join(o.out, 'metrics.jsonl')}; chart: ${join(o.out, 'chart.svg')} and chart.png\n`);
   });
