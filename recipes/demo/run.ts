@@ -182,6 +182,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
     },
   });
   params = merge(base, r.trainable);
+  await realize(...flatten(params).leaves); // dense once, not recomputed inside every evaluation kernel
   acc = await accuracyOf(cfg, params, tok, held);
   const secs = (performance.now() - t0) / 1000;
   await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
