@@ -7,7 +7,7 @@
 import { mkdir, writeFile, appendFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { getBackend, data, realize } from '../../core/backend.js';
+import { getBackend, realize } from '../../core/backend.js';
 import { flatten } from '../../core/tree.js';
 import type { Tensor } from '../../core/tensor.js';
 import { key } from '../../ops/random.js';
@@ -68,7 +68,7 @@ const chat = (t: Task, answer = t.answer): Message[] => [{ role: 'user', content
 
 /** Plain text for pretraining: the problem and its answer, no chat markers, every token trained. */
 const plainExample = (tok: Tokenizer, t: Task): Example => {
-  const ids = [...tok.encode(`${t.prompt} ${t.answer}`), tok.eosId];
+  const ids = [...tok.encode(`${t.prompt} ${t.answer}`), tok.eosId].slice(0, T);
   return { ids, labels: [-100, ...ids.slice(1)] };
 };
 
@@ -79,11 +79,10 @@ const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer,
 };
 
 /** Saves a stage's model as a Hugging Face folder with the demo's tokenizer beside it. */
-const saveStage = (dir: string, cfg: LlamaConfig, tokJson: string) => async (d: string, params: LlamaParams): Promise<void> => {
+const saveStage = (cfg: LlamaConfig, tokJson: string) => async (d: string, params: LlamaParams): Promise<void> => {
   const r = await saveLlama(d, cfg, params)();
   if (E.isLeft(r)) throw new Error(r.left.message);
   await writeFile(join(d, 'tokenizer.json'), tokJson);
-  void dir;
 };
 
 /** One supervised stage (pretraining or SFT): AdamW with linear warmup/decay through the shared loop. */
@@ -97,16 +96,14 @@ const supervised = async (o: {
   for (let e = 0; batches.length < o.steps; e++) batches.push(...makeBatches(o.examples, { batchSize: BATCH, padId: cfg.eosId, seed: o.seed, epoch: e, padToMultiple: T, dropLast: true }).slice(0, perEpoch));
   const optimizer = adamw({ lr: o.lr });
   const step = trainStep((p: LlamaParams, _f: null, b: { tokens: Tensor; labels: Tensor }) => sftLoss(cfg, p, b.tokens, b.labels), { optimizer, clipNorm: 1 });
-  let tokens = 0;
   const t0 = performance.now();
   const r = await trainLoop({
     step, trainable: o.params, optState: optimizer.init(o.params), frozen: null,
     batchAt: (i) => batchTensors(batches[i]!), tokensOf: () => BATCH * T, totalSteps: o.steps,
     schedule: linearWarmupDecay({ peak: o.lr, warmupSteps: warmupFromRatio(o.steps, 0.03), totalSteps: o.steps }),
-    output: o.out, saveModel: saveStage(o.out, cfg, o.tokJson), logEvery: 10, progress: o.progress ?? 'auto', log: o.log,
+    output: o.out, saveModel: saveStage(cfg, o.tokJson), logEvery: 10, progress: o.progress ?? 'auto', log: o.log,
   });
-  tokens = o.steps * BATCH * T;
-  return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: tokens / ((performance.now() - t0) / 1000) };
+  return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: (o.steps * BATCH * T) / ((performance.now() - t0) / 1000) };
 };
 
 /**
@@ -178,7 +175,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
     saveModel: async (d, a: LoraAdapters) => {
       const s = await saveAdapters(join(d, 'adapter'), a)();
       if (E.isLeft(s)) throw new Error(s.left.message);
-      await saveStage(d, cfg, tokJson)(d, merge(base, a));
+      await saveStage(cfg, tokJson)(d, merge(base, a));
     },
   });
   params = merge(base, r.trainable);
@@ -186,6 +183,5 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   acc = await accuracyOf(cfg, params, tok, held);
   const secs = (performance.now() - t0) / 1000;
   await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
-  void data;
   return rows;
 };
