@@ -49,7 +49,7 @@ export const writeChart = async (out: string, rows: readonly StageResult[]): Pro
 
 export const demoCommand = new Command('demo')
   .description('the main job: Tulu 2 in miniature (pretrain → SFT → DPO with LoRA → eval) on tasks, a tokenizer and a model camelid makes itself')
-  .option('--quick', 'a smaller run (fewer steps and held-out prompts)', false)
+  .option('--quick', 'a short run: 150 + 150 + 30 steps (default 1500 + 1000 + 200)', false)
   .option('--out <DIR>', 'output folder (checkpoints, metrics.jsonl, chart.svg/png)', 'camelid-demo')
   .option('--steps <N|P,S,D>', 'training steps: N for pretraining and SFT (DPO N/4), or pretrain,sft,dpo', stepsArg)
   .option('--seed <S>', 'seed of the generated data and the initialisation', nonNegativeInt('--seed'), 0)

@@ -34,7 +34,7 @@ import { trainTokenizer } from './tokenizer.js';
 export interface DemoOpts {
   readonly out: string;
   readonly seed: number;
-  /** A smaller run (fewer steps and held-out prompts) for tests and a first look. */
+  /** A short run (150 + 150 + 30 steps) for tests and a first look. */
   readonly quick: boolean;
   /** Steps of each stage (pretrain, SFT, DPO); default by `quick`. */
   readonly steps?: { readonly pretrain: number; readonly sft: number; readonly dpo: number };
