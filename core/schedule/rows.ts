@@ -8,7 +8,8 @@ import type { Node } from '../node.js';
 import { numel } from '../shape.js';
 import { flatIndex, idxKey } from './idx.js';
 import type { Expr } from './expr.js';
-import { kernelOuts, rowDomain, type Kernel, type RowEpilogue } from './index.js';
+import { kernelOuts, type Kernel, type RowEpilogue } from './kernel.js';
+import { rowDomain } from './build.js';
 
 const ROW_EPILOGUE_MAX_N = 64;
 
