@@ -3,7 +3,7 @@
 // `….weight.quant_map`, `….weight.nested_absmax`, `….weight.nested_quant_map`, and the JSON blob
 // `….weight.quant_state.bitsandbytes__nf4` (U8 bytes). Reads "bnb-4bit" Llama checkpoints; writes the same layout.
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
@@ -138,6 +138,24 @@ export const loadBnb4bit = (dir: string): TaskEither<LoadError, { config: LlamaC
   } finally {
     await f.close();
   }
+};
+
+/**
+ * Whether a Hugging Face folder is a bitsandbytes 4-bit checkpoint (config.json's `quantization_config` says
+ * `quant_method: bitsandbytes`, `load_in_4bit`): an error for FP4, which camelid does not read.
+ * @example if (orThrow(await isBnb4bit(dir)())) ({ params } = orThrow(await loadBnb4bit(dir)()));
+ */
+export const isBnb4bit = (dir: string): TaskEither<LoadError, boolean> => async () => {
+  const file = join(dir, 'config.json');
+  let q: { quant_method?: unknown; load_in_4bit?: unknown; bnb_4bit_quant_type?: unknown } | undefined;
+  try {
+    q = (JSON.parse(await readFile(file, 'utf8')) as { quantization_config?: typeof q }).quantization_config;
+  } catch {
+    return E.right(false); // no readable config: not this format (loading it says what is wrong)
+  }
+  if (!q || q.quant_method !== 'bitsandbytes' || q.load_in_4bit !== true) return E.right(false);
+  if (q.bnb_4bit_quant_type !== 'nf4') return E.left(configError(file, [{ field: 'quantization_config.bnb_4bit_quant_type', expected: '"nf4" (camelid reads NF4 4-bit checkpoints only)', got: JSON.stringify(q.bnb_4bit_quant_type) }], 'unsupported quantisation'));
+  return E.right(true);
 };
 
 /**

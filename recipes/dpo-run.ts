@@ -17,7 +17,7 @@ import { copyInto, readOptState, readTrainerState, resolveCheckpoint } from './c
 import { defaultPadId } from './data.js';
 import { cachedReference, dpoLossFn, DPO_KINDS, type DpoBatch, type DpoKind, type DpoModel } from './dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch, type RefLogps } from './dpo-ref.js';
-import { loraRun } from './lora-sft.js';
+import { loadBase, loraRun } from './lora-sft.js';
 import { numberField, positive, trainFields } from './run-config.js';
 import { adamw, type AdamState } from './optim.js';
 import { encodePairs, makePrefBatches, prefBatchTensors, readPrefs, type PrefBatch, type PrefPair } from './prefs.js';
@@ -113,15 +113,14 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
   const resumeDir = c.resume ? await resolveCheckpoint(c.resume) : undefined;
   if (resumeDir && E.isLeft(resumeDir)) throw new UsageError(resumeDir.left.message);
   const tuneLora = !!(c.lora || c.qlora);
-  const base = await loadLlama(c.model)();
-  if (E.isLeft(base)) throw new UsageError(base.left.message);
-  const config: LlamaConfig = base.right.config;
+  const base = await loadBase(c.model, tuneLora);
+  const config: LlamaConfig = base.config;
   if (config.vocabSize !== tok.right.vocabSize) throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${config.vocabSize}`);
   const mode = c.reference ?? (tuneLora ? 'adapter' : 'frozen');
-  const run = tuneLora ? await loraRun(config, base.right.params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
+  const run = tuneLora ? await loraRun(config, base.params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
   if (run) log(`${run.summary} (adapter dropout off for DPO, as TRL's disable_dropout)`);
   // Full fine-tuning: the policy from the checkpoint when resuming, the reference always the model as given.
-  let policy: LlamaParams = base.right.params;
+  let policy = base.params as LlamaParams; // dense: an NF4 base is refused without adapters (loadBase)
   if (!run && resumeDir && E.isRight(resumeDir)) {
     const p = await loadLlama(resumeDir.right)();
     if (E.isLeft(p)) throw new UsageError(p.left.message);
@@ -139,7 +138,7 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
   const padId = defaultPadId(tok.right);
   let cache: RefLogps | null = null, refCacheHit: boolean | undefined;
   if (mode === 'cache') {
-    const refParams = run ? disable(run.params(run.trainable, run.frozen)) : base.right.params;
+    const refParams = run ? disable(run.params(run.trainable, run.frozen)) : base.params;
     const parts = { model: await hashParams(refParams), data: hashPairs(enc.pairs), template: `tulu ${c.variant} max ${c.maxSeqLen}` };
     const dir = c.refCacheDir ?? join(c.output, 'ref-cache');
     const got = await cachedRefLogps(dir, parts, () => computeRefLogps(config, refParams, enc.pairs, { batchSize: c.batchSize, padId, padToMultiple: Math.max(c.padToMultiple, 8) }))();

@@ -10,7 +10,9 @@ import type { LlamaParams } from '../models/llama.js';
 import { lora, LORA_TARGETS, withLora, type LoraAdapters, type LoraTarget } from '../models/lora.js';
 import { quantizeBase } from '../models/nf4.js';
 import { loadAdapters, saveAdapters } from '../models/peft.js';
-import { HF_NAMES } from '../models/load.js';
+import { HF_NAMES, loadLlama } from '../models/load.js';
+import { isBnb4bit, loadBnb4bit } from '../models/bnb.js';
+import { UsageError } from '../models/cli-options.js';
 import { key as makeKey, type Key } from '../ops/random.js';
 import type { Weight } from '../ops/nn.js';
 
@@ -82,11 +84,25 @@ export interface LoraRun {
 }
 
 /**
+ * The base a run starts from: a Hugging Face folder, or a bitsandbytes 4-bit ("bnb-4bit") one whose NF4 projections
+ * load as they are. Only adapters train on an NF4 base: a 4-bit model without `lora` or `qlora` is an error.
+ * @example const { config, params } = await loadBase('llama-2-7b-bnb-4bit', true);
+ */
+export const loadBase = async (dir: string, adapters: boolean): Promise<{ config: LlamaConfig; params: LlamaParams<Weight>; nf4: boolean }> => {
+  const bnb = await isBnb4bit(dir)();
+  if (E.isLeft(bnb)) throw new UsageError(bnb.left.message);
+  if (bnb.right && !adapters) throw new UsageError(`${dir} is a bitsandbytes 4-bit checkpoint: its NF4 weights are frozen; train adapters on it with qlora (or lora)`);
+  const loaded = bnb.right ? await loadBnb4bit(dir)() : await loadLlama(dir)();
+  if (E.isLeft(loaded)) throw new UsageError(loaded.left.message);
+  return { ...loaded.right, nf4: bnb.right };
+};
+
+/**
  * Adapters for a loaded base (fresh, or read from a resumed adapter checkpoint), the base quantised to NF4 first
  * for QLoRA.
  * @example const run = await loraRun(config, params, { lora: TULU2_LORA, qlora: true, seed: 42 });
  */
-export const loraRun = async (_c: LlamaConfig, dense: LlamaParams, o: { lora?: LoraSettings; qlora?: boolean; seed: number; resumeDir?: string; model?: string }): Promise<LoraRun> => {
+export const loraRun = async (_c: LlamaConfig, dense: LlamaParams<Weight>, o: { lora?: LoraSettings; qlora?: boolean; seed: number; resumeDir?: string; model?: string }): Promise<LoraRun> => {
   const s = o.lora ?? TULU2_LORA;
   const frozen: LlamaParams<Weight> = o.qlora ? await quantizeBase(dense) : dense;
   let trainable: LoraAdapters;

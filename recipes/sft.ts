@@ -8,7 +8,7 @@ import * as t from 'io-ts';
 import type { Tensor } from '../core/tensor.js';
 import { jit } from '../core/jit.js';
 import { data } from '../core/backend.js';
-import { loadLlama, saveLlama } from '../models/load.js';
+import { saveLlama } from '../models/load.js';
 import { loadLlamaConfig } from '../models/config.js';
 import type { LlamaParams } from '../models/llama.js';
 import { loadTokenizer } from '../models/tokenizer/index.js';
@@ -21,7 +21,7 @@ import { adamw, type AdamState } from './optim.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
 import { trainLoop, type TrainResult } from './train.js';
-import { loraRun } from './lora-sft.js';
+import { loadBase, loraRun } from './lora-sft.js';
 import { count, nonNeg, trainFields } from './run-config.js';
 import { tensor } from '../ops/create.js';
 import type { LoraAdapters } from '../models/lora.js';
@@ -123,16 +123,14 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
   if (resumeDir && E.isLeft(resumeDir)) throw new UsageError(resumeDir.left.message);
   // A LoRA checkpoint holds adapters: the base always comes from the model.
   const tuneLora = !!(c.lora || c.qlora);
-  const loaded = await loadLlama(resumeDir && !tuneLora ? resumeDir.right : c.model)();
-  if (E.isLeft(loaded)) throw new UsageError(loaded.left.message);
-  const { config, params } = loaded.right;
+  const { config, params } = await loadBase(resumeDir && !tuneLora ? resumeDir.right : c.model, tuneLora);
   if (config.vocabSize !== tok.right.vocabSize) throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${config.vocabSize}`);
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
   const run = tuneLora ? await loraRun(config, params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
   if (run) log(run.summary);
   /** The parameters the loss reads: the model itself, or the base with the adapters (dropout keyed per micro-batch). */
   const adapt = (p: unknown, f: unknown, k?: Tensor): LlamaParams<Weight> => (run ? run.params(p as LoraAdapters, f as LlamaParams<Weight>, k) : (p as LlamaParams));
-  const trainable: LlamaParams | LoraAdapters = run ? run.trainable : params;
+  const trainable: LlamaParams | LoraAdapters = run ? run.trainable : (params as LlamaParams); // dense: an NF4 base needs adapters (loadBase)
   let optState = optimizer.init(trainable);
   let resume;
   if (resumeDir && E.isRight(resumeDir)) {

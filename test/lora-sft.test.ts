@@ -1,6 +1,7 @@
 // `camelid sft --lora / --qlora` and `camelid merge` on stories260K (interpreter): the strict lora setting, loss
 // falls for LoRA and QLoRA, checkpoints and the output are PEFT adapter folders, a resumed run repeats the
-// uninterrupted losses (dropout keyed per micro-batch), and the merged dense model gives the adapted logits.
+// uninterrupted losses (dropout keyed per micro-batch), the merged dense model gives the adapted logits, and a
+// pre-quantised bitsandbytes 4-bit folder trains under --qlora.
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ import { runCli } from '../cli.js';
 import { forward } from '../models/llama.js';
 import { withLora } from '../models/lora.js';
 import { loadAdapters } from '../models/peft.js';
+import { saveBnb4bit } from '../models/bnb.js';
+import { quantizeBase } from '../models/nf4.js';
 import { parseSftConfig, resolveSftConfig, runSft } from '../recipes/sft.js';
 import './setup.js';
 import { maxAbsDiff } from './helpers.js';
@@ -120,5 +123,20 @@ describe.skipIf(!have)('LoRA and QLoRA SFT on stories260K (interpreter)', () => 
     console.log(`QLoRA SFT losses: ${m.map((x) => x.loss.toFixed(4)).join(' ')}`);
     expect(epochMean(m, 2)).toBeLessThan(epochMean(m, 0) - 0.3);
     expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ r: 4, lora_alpha: 8, lora_dropout: 0 });
+  });
+
+  it('a pre-quantised bitsandbytes 4-bit folder trains as the NF4 base it holds: the losses of --qlora on the dense model; without adapters, refused', async () => {
+    const d = tmp(), chat = writeData(d), bnb = join(d, 'bnb4');
+    const base = (await loadLlama(model)()) as E.Right<{ config: C.LlamaConfig; params: C.LlamaParams }>;
+    expect(E.isRight(await saveBnb4bit(bnb, base.right.config, await quantizeBase(base.right.params))())).toBe(true);
+    const args = (m: string, out: string) => ['sft', '--model', m, '--tokenizer', tok, '--data', chat, '--output', out, '--steps', '2', '--lr', '5e-3', '--qlora', '--lora', 'r=4,alpha=8,dropout=0', ...small];
+    const fromDense = await cliIn(...args(model, join(d, 'a')));
+    const fromBnb = await cliIn(...args(bnb, join(d, 'b')));
+    expect(fromDense.code, fromDense.err).toBe(0);
+    expect(fromBnb.code, fromBnb.err).toBe(0);
+    expect(metrics(join(d, 'b')).map((x) => x.loss)).toEqual(metrics(join(d, 'a')).map((x) => x.loss));
+    const full = await cliIn('sft', '--model', bnb, '--tokenizer', tok, '--data', chat, '--output', join(d, 'c'), '--steps', '1', ...small);
+    expect(full.code).toBe(2);
+    expect(full.err).toContain(`${bnb} is a bitsandbytes 4-bit checkpoint`);
   });
 });
