@@ -31,7 +31,7 @@ export interface Step { readonly kernel: Kernel; readonly rendered: readonly Ren
 /** WGSL and binding order for one kernel. */
 export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step => {
   const label = `k${i}:${k.kind}:${k.out.op.name}${JSON.stringify(k.out.shape)}`;
-  const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), b(k.out), ...(r.some((x) => x.faults) ? [dev.faults] : [])] });
+  const plain = (r: readonly RenderedKernel[]): Step => ({ kernel: k, rendered: r, bindings: (b) => [...k.inputs.map(b), ...kernelOuts(k).map(b), ...(r.some((x) => x.faults) ? [dev.faults] : [])] });
   switch (k.kind) {
     case 'elementwise': return plain([renderElementwise(k, label)]);
     case 'row': return plain([renderRow(k, label, dev.features.subgroups)]);

@@ -202,3 +202,60 @@ describe.skipIf(!gpuDevice)('merged dispatches', () => {
     await agrees('merged', build);
   });
 });
+
+// ---- elementwise kernels with several outputs (core/schedule/outputs.ts) --------------------------------------
+// AdamW's shape: new moments m′ and v′ are stored, and the parameter update reads both at its own element.
+const adamLike = (shape: number[], g?: Tensor) => () => {
+  const grad = g ?? C.mul(C.exp(rand(shape, 40)), 0.5);
+  const m = C.add(C.mul(rand(shape, 41), 0.9), C.mul(grad, 0.1));
+  const v = C.add(C.mul(C.abs(rand(shape, 42)), 0.99), C.mul(C.square(grad), 0.01));
+  const theta = C.sub(rand(shape, 43), C.mul(C.div(m, C.add(C.sqrt(v), 1e-8)), 0.01));
+  return [theta, m, v];
+};
+/** (8, 16) with its columns rotated by 8: read at another element than its own. */
+const roll = (x: Tensor) => C.concat([C.slice(x, [0, 8], [8, 16]), C.slice(x, [0, 0], [8, 8])], 1);
+const multi = (ks: readonly Kernel[]) => ks.filter((k) => k.kind === 'elementwise').map((k) => kernelOuts(k).length);
+
+describe('elementwise kernels with several outputs', () => {
+  it('the update and the two moments it reads are one kernel storing three outputs, the update first', () => {
+    for (const shape of [[6, 5], [8, 16]]) {
+      const outs = adamLike(shape)();
+      const ks = kernelsOf(outs);
+      expect(ks.length, JSON.stringify(shape)).toBe(1);
+      expect(kernelOuts(ks[0]!)).toEqual(outs.map((t) => t.node));
+    }
+  });
+  it('not when another kernel reads a moment, when the update reads it at another element, or when the buffers do not fit', () => {
+    const [theta, m, v] = adamLike([8, 16])();
+    expect(multi(kernelsOf([theta!, m!, v!, C.sum(m!)])).sort()).toEqual([1, 2]); // m′ feeds the sum too: v′ still merges
+    const flipped = (() => {
+      const [, m2, v2] = adamLike([8, 16])();
+      return [C.sub(roll(m2!), C.sqrt(v2!)), m2!, v2!];
+    })();
+    expect(multi(kernelsOf(flipped)).sort()).toEqual([1, 2]); // m′ read rotated: only v′ merges
+    expect(multi(kernelsOf(adamLike([8, 16])(), { ...OPTS, maxInputs: 4 }))).toEqual([1, 1, 1]); // 4 inputs and 3 outputs need 7 bindings
+  });
+  it('a reduction several same-sized values read is folded once; one broadcast back over its rows stays in its row kernel', () => {
+    const colSum = () => C.sum(C.mul(rand([12, 8], 44), rand([12, 8], 45)), 0); // (8,): a norm weight's gradient
+    const g = colSum();
+    const ks = kernelsOf([...adamLike([8], g)(), C.sum(C.square(g))]);
+    expect(ks.filter((k) => k.kind === 'row').length).toBe(2); // the column sum, and its sum of squares
+    expect(multi(ks)).toEqual([3]);
+    expect(kernelsOf([C.logsumexp(rand([6, 10], 46))]).length).toBe(1);
+  });
+});
+
+describe.skipIf(!gpuDevice)('elementwise kernels with several outputs on WebGPU', () => {
+  it('scalar (6×5) and vec4 (8×16) kernels, a partly merged one, and a folded-once reduction: the interpreter\'s values', async () => {
+    await agrees('adam 6×5', adamLike([6, 5]));
+    await agrees('adam 8×16', adamLike([8, 16]));
+    await agrees('adam with a column-sum gradient', () => {
+      const g = C.sum(C.mul(rand([12, 8], 44), rand([12, 8], 45)), 0);
+      return [...adamLike([8], g)(), C.sum(C.square(g))];
+    });
+    await agrees('rotated moment', () => {
+      const [, m, v] = adamLike([8, 16])();
+      return [C.sub(roll(m!), C.sqrt(v!)), m!, v!];
+    });
+  });
+});

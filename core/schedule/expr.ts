@@ -3,7 +3,7 @@
 
 import type { DType } from '../dtype.js';
 import type { ElementwiseOp, ReduceOp } from '../node.js';
-import { usesVar, type Idx } from './idx.js';
+import { idxKey, usesVar, type Idx } from './idx.js';
 
 export interface Cond { readonly idx: Idx; readonly lo: number; readonly hi: number }
 
@@ -21,3 +21,32 @@ export interface Reduction { readonly id: number; readonly op: ReduceOp; readonl
 
 /** Element-level (depends on the per-element loop variables `a…`/flat `e`) or row-level. */
 export const isElem = (idx: Idx | null): boolean => idx !== null && usesVar(idx, 'a');
+
+/**
+ * `x` with input slots renumbered by `slot`, and every load of a slot in `subst` replaced by that value where it
+ * reads index `at` (an idxKey, the consumer's own element): null when one reads it at another index.
+ */
+export const rebase = (x: Expr, slot: readonly number[], subst: ReadonlyMap<number, Expr>, at: string, memo = new Map<Expr, Expr | null>()): Expr | null => {
+  if (memo.has(x)) return memo.get(x)!;
+  let r: Expr | null;
+  switch (x.e) {
+    case 'load': {
+      const v = subst.get(x.slot);
+      r = v === undefined ? { ...x, slot: slot[x.slot]! } : idxKey(x.idx) === at ? v : null;
+      break;
+    }
+    case 'op': {
+      const src = x.src.map((s) => rebase(s, slot, subst, at, memo));
+      r = src.every((s) => s !== null) ? { ...x, src: src as Expr[], elem: x.elem || src.some((s) => s!.elem) } : null;
+      break;
+    }
+    case 'mask': {
+      const src = rebase(x.src, slot, subst, at, memo);
+      r = src ? { ...x, src, elem: x.elem || src.elem } : null;
+      break;
+    }
+    default: r = x;
+  }
+  memo.set(x, r);
+  return r;
+};

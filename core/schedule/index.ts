@@ -10,10 +10,11 @@ import { materialise } from './materialise.js';
 import { buildStores, sliceGroups, type SliceGroup } from './slices.js';
 import { buildKernel } from './build.js';
 import { foldRows } from './rows.js';
+import { mergeOutputs } from './outputs.js';
 import { PROLOGUE_BUDGET } from './materialise.js';
 
 export type { Expr, Reduction, Cond } from './expr.js';
-export { kernelOuts, type AttnView, type Kernel, type Operand, type RowEpilogue, type ScheduleOpts, type Store } from './kernel.js';
+export { kernelOuts, type AttnView, type ElementOut, type Kernel, type Operand, type RowEpilogue, type ScheduleOpts, type Store } from './kernel.js';
 export { rowDomain } from './build.js';
 
 /** Kernels in execution order for computing `roots` (realised nodes and buffers are inputs). */
@@ -50,5 +51,5 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
     kernels.push(k);
   }
-  return fuse ? foldRows(kernels.reverse(), maxInputs) : kernels.reverse();
+  return fuse ? mergeOutputs(foldRows(kernels.reverse(), maxInputs), maxInputs) : kernels.reverse();
 };

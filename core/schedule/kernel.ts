@@ -18,8 +18,9 @@ export interface Operand {
   readonly node?: Node;
 }
 
-/** Every node a kernel writes: its `out`, or each of a matmul's stores. */
+/** Every node a kernel writes: its `out`, and an elementwise kernel's other outputs or each of a matmul's stores. */
 export const kernelOuts = (k: Kernel): readonly Node[] => {
+  if (k.kind === 'elementwise') return k.also ? [k.out, ...k.also.map((o) => o.out)] : [k.out];
   if (k.kind !== 'matmul') return [k.out];
   const own = k.stores ? [...new Set(k.stores.map((s) => s.out))] : [k.out];
   return k.rows ? [...own, k.rows.out] : own;
@@ -33,6 +34,9 @@ export const kernelOuts = (k: Kernel): readonly Node[] => {
  */
 export interface RowEpilogue { readonly out: Node; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean }
 
+/** One more output of an elementwise kernel: `value` stored at the kernel's element e of `out`. */
+export interface ElementOut { readonly out: Node; readonly value: Expr }
+
 export interface KernelBase { readonly out: Node; readonly inputs: readonly Node[] }
 export interface AttnView { readonly offset: number; readonly strides: readonly number[] }
 /**
@@ -42,7 +46,8 @@ export interface AttnView { readonly offset: number; readonly strides: readonly 
  */
 export interface Store { readonly out: Node; readonly value: Expr; readonly at: Idx; readonly conds: readonly Cond[] }
 export type Kernel =
-  | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr })
+  /** `also`: other outputs of the same element count, each stored at element e (core/schedule/outputs.ts). */
+  | (KernelBase & { readonly kind: 'elementwise'; readonly shape: Shape; readonly value: Expr; readonly also?: readonly ElementOut[] })
   | (KernelBase & { readonly kind: 'row'; readonly shape: Shape; readonly axes: readonly number[]; readonly reductions: readonly Reduction[]; readonly value: Expr; readonly perRow: boolean; readonly outIdx: Idx })
   | (KernelBase & { readonly kind: 'matmul'; readonly batch: number; readonly M: number; readonly N: number; readonly K: number; readonly a: Operand; readonly b: Operand; readonly epilogue: Expr | null; readonly batchShape: Shape; readonly c: Operand | null; readonly stores?: readonly Store[]; readonly rows?: RowEpilogue })
   | (KernelBase & { readonly kind: 'gather' | 'scatterAdd' })

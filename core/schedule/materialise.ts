@@ -58,12 +58,38 @@ export const prologueable = (o: Node, ctx: Ctx, uses: number): boolean => {
 };
 
 /**
+ * Whether a reduction's value reaches two or more readers and only elementwise values of its own size (through
+ * reshapes) or further reductions downstream: never broadcast back over the rows it folded. Looks at most 64 nodes.
+ */
+const foldedOnce = (n: Node, readers: ReadonlyMap<Node, readonly Node[]>): boolean => {
+  let v = n;
+  while (readers.get(v)?.length === 1 && readers.get(v)![0]!.op.name === 'reshape') v = readers.get(v)![0]!;
+  if ((readers.get(v)?.length ?? 0) < 2) return false;
+  const seen = new Set<Node>([v]);
+  const stack = [v];
+  while (stack.length) {
+    for (const r of readers.get(stack.pop()!) ?? []) {
+      if (seen.has(r) || r.op.kind === 'reduce') continue;
+      if (r.op.name !== 'reshape' && !(r.op.kind === 'elementwise' && numel(r.shape) === numel(n.shape))) return false;
+      if (seen.size > 64) return false;
+      seen.add(r);
+      stack.push(r);
+    }
+  }
+  return true;
+};
+
+/**
  * Which nodes get a buffer (the scheduling context): roots, custom ops, shared values too costly to recompute,
  * values broadcast far, residuals a matmul stores, and matmul operands that cannot be computed on load.
  */
 export const materialise = (order: readonly Node[], roots: readonly Node[], fuse: boolean, budget: number): Ctx => {
   const users = new Map<Node, number>();
-  for (const n of order) if (!isInput(n)) for (const s of n.src) users.set(s, (users.get(s) ?? 0) + 1);
+  const readers = new Map<Node, Node[]>();
+  for (const n of order) {
+    if (isInput(n)) continue;
+    for (const s of n.src) { users.set(s, (users.get(s) ?? 0) + 1); const r = readers.get(s); if (r) r.push(n); else readers.set(s, [n]); }
+  }
   const mat = new Set<Node>(roots.filter((r) => !isInput(r)));
   // Cost of recomputing a node inline; shared expensive nodes are materialised once instead.
   const cost = new Map<Node, number>();
@@ -76,6 +102,10 @@ export const materialise = (order: readonly Node[], roots: readonly Node[], fuse
     const c = (k === 'reduce' ? 8 : k === 'elementwise' ? n.op.cost ?? 1 : 1) + n.src.reduce((a, s) => a + (mat.has(s) ? 0 : cost.get(s) ?? 0), 0);
     cost.set(n, c);
     if ((users.get(n) ?? 0) >= 2 && c > HEAVY && k !== 'movement') mat.add(n);
+    // A reduction whose value several readers take, none broadcasting it back over what it folded (a norm weight's
+    // gradient: its square for the global norm, AdamW's two moments), is folded once, not once per reader's row
+    // kernel. One that goes back over its rows (softmax's and logsumexp's max) stays inside its row kernel.
+    if (fuse && k === 'reduce' && foldedOnce(n, readers)) mat.add(n);
     // A costly value broadcast to many times its size (RoPE's cos/sin table, over batch and heads) is stored once,
     // rather than recomputed for every element it reaches. Not per-row values of reductions: row kernels own those.
     const reduced = k === 'reduce' || n.src.some((s) => !mat.has(s) && rowed.has(s));

@@ -7,7 +7,7 @@
 import type { Node } from '../node.js';
 import { numel } from '../shape.js';
 import { flatIndex, idxKey } from './idx.js';
-import type { Expr } from './expr.js';
+import { rebase, type Expr } from './expr.js';
 import { kernelOuts, type Kernel, type RowEpilogue } from './kernel.js';
 import { rowDomain } from './build.js';
 
@@ -15,33 +15,6 @@ const ROW_EPILOGUE_MAX_N = 64;
 
 type Matmul = Extract<Kernel, { kind: 'matmul' }>;
 type Row = Extract<Kernel, { kind: 'row' }>;
-
-/**
- * `x` with input slots renumbered by `slot`, and every load of slot `own` turned into the matmul's stored value:
- * null when one reads it at another index than `at` (the row kernel's own element).
- */
-const rebase = (x: Expr, slot: readonly number[], own: number, at: string, memo = new Map<Expr, Expr | null>()): Expr | null => {
-  if (memo.has(x)) return memo.get(x)!;
-  let r: Expr | null;
-  switch (x.e) {
-    case 'load':
-      r = x.slot !== own ? { ...x, slot: slot[x.slot]! } : idxKey(x.idx) === at ? { e: 'acc', dtype: x.dtype, elem: true } : null;
-      break;
-    case 'op': {
-      const src = x.src.map((s) => rebase(s, slot, own, at, memo));
-      r = src.every((s) => s !== null) ? { ...x, src: src as Expr[], elem: x.elem || src.some((s) => s!.e === 'acc') } : null;
-      break;
-    }
-    case 'mask': {
-      const src = rebase(x.src, slot, own, at, memo);
-      r = src ? { ...x, src } : null;
-      break;
-    }
-    default: r = x;
-  }
-  memo.set(x, r);
-  return r;
-};
 
 /** The matmul `m` with row kernel `r` folded in, or null when it cannot take it. */
 const fold = (m: Matmul, r: Row, maxInputs: number): Matmul | null => {
@@ -57,8 +30,9 @@ const fold = (m: Matmul, r: Row, maxInputs: number): Matmul | null => {
   if (inputs.length + 2 > maxInputs + 1) return null;
   const at = idxKey(flatIndex(rowDomain(r.shape, r.axes).domainIdx, r.shape)); // x is contiguous, of r's size
   const memo = new Map<Expr, Expr | null>();
-  const reductions = r.reductions.map((d) => ({ ...d, src: rebase(d.src, slot, own, at, memo) }));
-  const value = rebase(r.value, slot, own, at, memo);
+  const acc = new Map<number, Expr>([[own, { e: 'acc', dtype: x.dtype, elem: true }]]); // the stored value, read at r's own element
+  const reductions = r.reductions.map((d) => ({ ...d, src: rebase(d.src, slot, acc, at, memo) }));
+  const value = rebase(r.value, slot, acc, at, memo);
   if (!value || reductions.some((d) => d.src === null)) return null;
   const rows: RowEpilogue = { out: r.out, reductions: reductions as RowEpilogue['reductions'], value, perRow: r.perRow };
   return { ...m, inputs, rows };

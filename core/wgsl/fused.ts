@@ -111,7 +111,7 @@ const grid = (n: number): [number, number, number] => {
 };
 
 /** Slots every load of which reads element `e` itself (so a whole vec4 can be loaded for 4 lanes). */
-const vecSlots = (root: Expr): Set<number> => {
+const vecSlots = (roots: readonly Expr[]): Set<number> => {
   const ok = new Map<number, boolean>();
   const seen = new Set<Expr>();
   const visit = (x: Expr): void => {
@@ -121,7 +121,7 @@ const vecSlots = (root: Expr): Set<number> => {
     else if (x.e === 'op') x.src.forEach(visit);
     else if (x.e === 'mask') visit(x.src);
   };
-  visit(root);
+  roots.forEach(visit);
   return new Set([...ok].filter(([, v]) => v).map(([s]) => s));
 };
 
@@ -130,21 +130,22 @@ const vecSlots = (root: Expr): Set<number> => {
  * per-lane load into a scalar loop, so a vec4 moves 4 values for the price of one.
  */
 const renderElementwise4 = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string, n: number): RenderedKernel => {
-  const vec = vecSlots(k.value);
+  const outs = [{ out: k.out, value: k.value }, ...(k.also ?? [])];
+  const vec = vecSlots(outs.map((o) => o.value));
   const lanes = [0, 1, 2, 3].map((i) => new Emitter(() => { throw new Error('elementwise kernel has no reductions'); }, { k: i, vec }));
-  const values = lanes.map((em) => em.render(k.value));
-  const t = storeType(k.out.dtype);
+  const values = outs.map((o) => lanes.map((em) => em.render(o.value)));
   const decl = k.inputs.map((m, i) => `@group(0) @binding(${i}) var<storage, read> in${i}: array<${vec.has(i) ? `vec4<${storeType(m.dtype)}>` : storeType(m.dtype)}>;`).join('\n');
+  const outDecl = outs.map((o, j) => `@group(0) @binding(${k.inputs.length + j}) var<storage, read_write> out${j}: array<vec4<${storeType(o.out.dtype)}>>;`).join('\n');
   const wgsl = `${[...new Set(lanes.flatMap((em) => [...em.preludes]))].join('\n')}
 ${decl}
-@group(0) @binding(${k.inputs.length}) var<storage, read_write> out0: array<vec4<${t}>>;
+${outDecl}
 @compute @workgroup_size(${WG4})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e4 = gid.x + gid.y * nwg.x * ${WG4}u;
   if (e4 >= ${n / 4}u) { return; }
   ${[...vec].map((sl) => `let vin${sl} = in${sl}[e4];`).join('\n  ')}
   ${lanes.map((em) => em.root.lines.join('\n  ')).join('\n  ')}
-  out0[e4] = vec4<${t}>(${values.map((v) => store(k.out.dtype, v)).join(', ')});
+  ${outs.map((o, j) => `out${j}[e4] = vec4<${storeType(o.out.dtype)}>(${values[j]!.map((v) => store(o.out.dtype, v)).join(', ')});`).join('\n  ')}
 }`;
   return { wgsl, workgroups: grid(Math.ceil(n / 4 / WG4)), label };
 };
@@ -152,17 +153,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 export const renderElementwise = (k: Extract<Kernel, { kind: 'elementwise' }>, label: string): RenderedKernel => {
   const n = numel(k.shape);
   if (n % 4 === 0 && n >= 64) return renderElementwise4(k, label, n);
+  const outs = [{ out: k.out, value: k.value }, ...(k.also ?? [])];
   const em = new Emitter(() => { throw new Error('elementwise kernel has no reductions'); });
-  const value = em.render(k.value);
+  const values = outs.map((o) => em.render(o.value));
   const wgsl = `${[...em.preludes].join('\n')}
 ${bindings(k)}
-${outBinding(k)}
+${outs.map((o, j) => `@group(0) @binding(${k.inputs.length + j}) var<storage, read_write> out${j}: array<${storeType(o.out.dtype)}>;`).join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = gid.x + gid.y * nwg.x * ${WG}u;
   if (e >= ${n}u) { return; }
   ${em.root.lines.join('\n  ')}
-  out0[e] = ${store(k.out.dtype, value)};
+  ${outs.map((o, j) => `out${j}[e] = ${store(o.out.dtype, values[j]!)};`).join('\n  ')}
 }`;
   return { wgsl, workgroups: grid(Math.ceil(n / WG)), label };
 };
