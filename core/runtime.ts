@@ -52,6 +52,7 @@ export const lower = (dev: Device, k: Kernel, i: number, inPlace = false): Step 
         ...(k.epilogue ? { epilogue: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})` } : {}),
         ...(k.stores ? { store: (acc: string, row: string, col: string, batch: string) => `epi(${acc}, ${row}, ${col}, ${batch})` } : {}),
         tiles: pickMatmulTiles(dev, { M: k.M, N: k.N }),
+        skinnyRows: skinnyRows(dev),
         label,
         extraBindings: [
           ...fns.slots.map((s) => ({ name: `in${s}`, type: `array<${storeType(k.inputs[s]!.dtype)}>` })),
@@ -253,7 +254,14 @@ export const planScratch = (dev: Device, groups: readonly (readonly Kernel[])[],
 export const scheduleFor = (dev: Device): ScheduleOpts => ({
   maxInputs: dev.limits.maxStorageBuffersPerShaderStage - 1,
   prologueBudget: dev.adapter.isSoftware ? 8 : 32,
+  skinnyRows: skinnyRows(dev),
 });
+
+/**
+ * Below this many rows a matmul is one GEMV per row. On a CPU adapter: a short prompt's prefill (6 rows) in tiled
+ * kernels compiled for 15–48 s each at first dispatch (lavapipe, 2 cores), as GEMVs in about a second.
+ */
+const skinnyRows = (dev: Device): number => (dev.adapter.isSoftware ? 16 : 2);
 
 /** Compute `roots` on the GPU: compile what is missing, then encode every dispatch into one submit. */
 export const runGraph = async (dev: Device, roots: readonly Node[], opts: ScheduleOpts = {}): Promise<void> => {

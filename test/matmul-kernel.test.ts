@@ -33,7 +33,7 @@ const layout = (batch: number, rows: number, cols: number, transposed: boolean, 
 interface Case {
   readonly batch: number; readonly M: number; readonly N: number; readonly K: number;
   readonly ta?: boolean; readonly tb?: boolean; readonly bcastB?: boolean;
-  readonly aOffset?: number; readonly tiles?: MatmulTiles; readonly epilogue?: boolean;
+  readonly aOffset?: number; readonly tiles?: MatmulTiles; readonly epilogue?: boolean; readonly skinnyRows?: number;
 }
 
 /** Run the kernel for a case and compare with a float64 reference within a K-relative tolerance. */
@@ -48,6 +48,7 @@ const check = async (d: Device, c: Case, seed: number): Promise<void> => {
   const spec: MatmulSpec = {
     batch, M, N, K, aStrides, bStrides, aOffset: aOff,
     tiles: c.tiles ?? pickMatmulTiles(d, { M, N }),
+    ...(c.skinnyRows ? { skinnyRows: c.skinnyRows } : {}),
     ...(c.epilogue === true
       ? {
           epilogue: (acc: string, _row: string, col: string) => `max(${acc} * 2.0 + 1.0, 0.0) + bias[${col}]`,
@@ -56,6 +57,7 @@ const check = async (d: Device, c: Case, seed: number): Promise<void> => {
       : {}),
   };
   const k = matmulKernel(spec);
+  if (c.skinnyRows && M < c.skinnyRows) expect(k.kind).toBe('gemv');
   const p = await d.pipeline({ wgsl: k.wgsl, label: k.label, ops: ['matmul'] })();
   if (E.isLeft(p)) throw new Error(p.left.message);
   const bufs = [A, B, new Float32Array(batch * M * N), ...(c.epilogue === true ? [bias] : [])].map((x) => {
@@ -155,6 +157,10 @@ const cases: readonly Case[] = [
   { batch: 3, M: 45, N: 1, K: 23, ta: true }, // GEMV, column vector, K tail
   { batch: 1, M: 1, N: 1, K: 5 }, // a dot product
   { batch: 1, M: 9, N: 7, K: 0 }, // empty contraction: C = 0
+  // Skinny products (a CPU adapter's short prefill): one GEMV per row of A, the rows a grid dimension.
+  { batch: 2, M: 6, N: 100, K: 64, skinnyRows: 16 }, // vec4 along K (rows of A) and N
+  { batch: 1, M: 15, N: 70, K: 23, tb: true, epilogue: true, skinnyRows: 16 }, // against Wᵀ, K tail, epilogue
+  { batch: 3, M: 5, N: 9, K: 30, ta: true, bcastB: true, aOffset: 8, skinnyRows: 16 }, // Aᵀ read by scalars, offset
 ];
 
 describe.skipIf(dev === null)('matmul kernel vs float64 reference', () => {

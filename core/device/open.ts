@@ -8,6 +8,7 @@ import { BindGroupCache, type Binding } from './bindings.js';
 import { type DeviceError, DeviceFailure, fromGpuError } from './errors.js';
 import { type KernelSource, PipelineCache } from './pipelines.js';
 import { Pacer } from './pace.js';
+import { FirstDispatchTracer, TRACE_COMPILES } from './trace.js';
 import { quietly } from './quiet.js';
 import { DAWN_LIMIT_NOTICE, filterNativeStderr } from './stderr.js';
 import { BufferPool, Usage, type BufferKind, type PoolCounters } from './pool.js';
@@ -96,6 +97,7 @@ export class Device {
   private faultWords: GPUBuffer | null = null;
   // A dispatch that binds the fault words was encoded since a readback last took them.
   private faultsPending = false;
+  private readonly tracer = TRACE_COMPILES ? new FirstDispatchTracer(() => this.live().queue) : null;
 
   constructor(gpu: GPU, device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: DeviceFeatures) {
     this.gpu = gpu;
@@ -187,6 +189,22 @@ export class Device {
    * work that repeats (a compiled step), the next wait first sleeps through most of that key's learned GPU time.
    */
   encode(list: readonly Dispatch[], label = 'step', pace?: string): void {
+    if (this.tracer) {
+      // Each pipeline's first dispatch alone, timed (core/device/trace.ts); the runs between them as one submit each.
+      let from = 0;
+      list.forEach((d, i) => {
+        if (!this.tracer!.isFirst(d.pipeline)) return;
+        if (i > from) this.submit(list.slice(from, i), label, pace);
+        this.submit([d], label, pace, d.pipeline);
+        from = i + 1;
+      });
+      if (from < list.length) this.submit(list.slice(from), label, pace);
+      return;
+    }
+    this.submit(list, label, pace);
+  }
+
+  private submit(list: readonly Dispatch[], label: string, pace?: string, first?: GPUComputePipeline): void {
     const device = this.live();
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     const enc = device.createCommandEncoder({ label });
@@ -209,6 +227,7 @@ export class Device {
     pass.end();
     device.queue.submit([enc.finish()]);
     this.submits++;
+    this.tracer?.submitted(first);
     // Only a software adapter is paced: its kernels run on the very cores that a spinning wait takes.
     this.pacer.submitted(this.adapter.isSoftware ? pace : undefined, performance.now());
   }

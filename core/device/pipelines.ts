@@ -6,7 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { type CompilationMessage, type DeviceError, validationError } from './errors.js';
 
-/** CAMELID_TRACE_COMPILES=1: one stderr line per pipeline created (label, WGSL size, seconds): where a first run's time goes. */
+/** CAMELID_TRACE_COMPILES=1: one stderr line per pipeline created (label, WGSL size, seconds); its first dispatch is timed too (trace.ts). */
 const TRACE = !!process.env.CAMELID_TRACE_COMPILES;
 
 /** A kernel to compile: its WGSL, entry point (default 'main'), and what produced it, for error messages. */

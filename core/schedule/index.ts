@@ -51,5 +51,5 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
     kernels.push(k);
   }
-  return fuse ? mergeOutputs(foldRows(kernels.reverse(), maxInputs), maxInputs) : kernels.reverse();
+  return fuse ? mergeOutputs(foldRows(kernels.reverse(), maxInputs, opts.skinnyRows), maxInputs) : kernels.reverse();
 };

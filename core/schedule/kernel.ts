@@ -72,4 +72,9 @@ export interface ScheduleOpts {
    * adapter wants a smaller budget: lavapipe computes a tile's operands in a scalar loop.
    */
   readonly prologueBudget?: number;
+  /**
+   * Matmuls with fewer rows run as one GEMV per row (core/wgsl/matmul.ts skinnyRows), which takes no row epilogue:
+   * row kernels are not folded into them. Default 2 (only M = 1); a CPU adapter's is larger.
+   */
+  readonly skinnyRows?: number;
 }

@@ -17,10 +17,10 @@ type Matmul = Extract<Kernel, { kind: 'matmul' }>;
 type Row = Extract<Kernel, { kind: 'row' }>;
 
 /** The matmul `m` with row kernel `r` folded in, or null when it cannot take it. */
-const fold = (m: Matmul, r: Row, maxInputs: number): Matmul | null => {
+const fold = (m: Matmul, r: Row, maxInputs: number, minRows: number): Matmul | null => {
   const x = m.out;
   const last = r.shape.length - 1;
-  if (m.stores || m.rows || m.c || m.batch !== 1 || m.M < 2 || m.N < 2 || m.N > ROW_EPILOGUE_MAX_N || x.dtype !== 'f32') return null;
+  if (m.stores || m.rows || m.c || m.batch !== 1 || m.M < minRows || m.N < 2 || m.N > ROW_EPILOGUE_MAX_N || x.dtype !== 'f32') return null;
   if (r.out.dtype !== 'f32' || r.axes.length !== 1 || r.axes[0] !== last || r.shape[last] !== m.N || numel(r.shape) !== m.M * m.N) return null;
   if (r.reductions.some((d) => d.dtype !== 'f32') || numel(x.shape) !== m.M * m.N) return null;
   const own = r.inputs.indexOf(x);
@@ -43,7 +43,7 @@ const fold = (m: Matmul, r: Row, maxInputs: number): Matmul | null => {
  * where the matmul was when everything else the row kernel reads is computed by then, else where the row kernel
  * was when nothing in between reads the product.
  */
-export const foldRows = (kernels: readonly Kernel[], maxInputs: number): Kernel[] => {
+export const foldRows = (kernels: readonly Kernel[], maxInputs: number, minRows = 2): Kernel[] => {
   const ks = [...kernels];
   for (let j = 0; j < ks.length; j++) {
     const r = ks[j]!;
@@ -53,7 +53,7 @@ export const foldRows = (kernels: readonly Kernel[], maxInputs: number): Kernel[
     const candidates = r.inputs.map((n) => producer.get(n) ?? -1).filter((i) => i >= 0 && ks[i]!.kind === 'matmul').sort((a, b) => b - a);
     for (const i of candidates) {
       const m = ks[i] as Matmul;
-      const fused = fold(m, r, maxInputs);
+      const fused = fold(m, r, maxInputs, minRows);
       if (!fused) continue;
       const early = r.inputs.every((n) => n === m.out || (producer.get(n) ?? -1) < i);
       const outs = new Set(kernelOuts(m));

@@ -81,6 +81,12 @@ export interface MatmulSpec {
   readonly rows?: MatmulRows;
   /** WGSL declarations (structs, helper functions) the epilogue and prologues need. */
   readonly prelude?: string;
+  /**
+   * Fewer rows than this (and no row epilogue): one GEMV per row, the rows a grid dimension, instead of a tiled
+   * kernel (default 2: only M = 1). For CPU adapters, where a tiled kernel's unrolled register tile costs seconds of
+   * LLVM compile at its first dispatch and a few rows (a short prompt's prefill) fill a sliver of its tile.
+   */
+  readonly skinnyRows?: number;
   readonly label?: string;
 }
 
@@ -224,7 +230,8 @@ const vec4Along = (len: number, unitStride: number, others: readonly number[], o
  */
 export const matmulKernel = (spec: MatmulSpec): MatmulKernel => {
   checkSpec(spec);
-  return spec.M === 1 || spec.N === 1 ? gemvKernel(spec) : tiledKernel(spec);
+  const skinny = spec.M === 1 || (spec.M < (spec.skinnyRows ?? 2) && !spec.rows);
+  return skinny || spec.N === 1 ? gemvKernel(spec, skinny) : tiledKernel(spec);
 };
 
 const header = (spec: MatmulSpec, aType: string, bType: string): string => `
@@ -412,20 +419,25 @@ function rowEpilogue(spec: MatmulSpec, rows: MatmulRows, t: MatmulTiles): string
   return [...folds, store].join('\n');
 }
 
-/** GEMV for M = 1 or N = 1: out[b, n] = Σ_k v[b, k]·W[b, k, n]; 64 invocations × 4 outputs per workgroup. */
-function gemvKernel(spec: MatmulSpec): MatmulKernel {
+/**
+ * GEMV for M = 1 or N = 1: out[b, n] = Σ_k v[b, k]·W[b, k, n]; 64 invocations × 4 outputs per workgroup. With
+ * `rows` (a skinny product, M > 1), v is each row of A in turn: workgroup row y computes row y.
+ */
+function gemvKernel(spec: MatmulSpec, rows = spec.M === 1): MatmulKernel {
   const { K } = spec;
   const a = spec.aStrides, b = spec.bStrides;
-  const rowVector = spec.M === 1; // v = A's only row, W = B; otherwise v = B's only column, W = Aᵀ
+  const rowVector = rows; // v = a row of A, W = B; otherwise v = B's only column, W = Aᵀ
+  const R = rowVector ? spec.M : 1;
+  const vRow = R > 1 ? 'row' : '0u';
   const nLen = rowVector ? spec.N : spec.M;
   // A computed operand is read through its function, (batch, row, col) of A or B.
   const v = rowVector
-    ? { name: 'A', st: a, k: a.col, off: spec.aOffset ?? 0, fn: spec.aValue, at: (k: string) => `0u, ${k}` }
+    ? { name: 'A', st: a, k: a.col, off: spec.aOffset ?? 0, fn: spec.aValue, at: (k: string) => `${vRow}, ${k}` }
     : { name: 'B', st: b, k: b.row, off: spec.bOffset ?? 0, fn: spec.bValue, at: (k: string) => `${k}, 0u` };
   const w = rowVector
     ? { name: 'B', st: b, k: b.row, n: b.col, off: spec.bOffset ?? 0, fn: spec.bValue, at: (k: string, n: string) => `${k}, ${n}` }
     : { name: 'A', st: a, k: a.col, n: a.row, off: spec.aOffset ?? 0, fn: spec.aValue, at: (k: string, n: string) => `${n}, ${k}` };
-  const vVec = !v.fn && vec4Along(K, v.k, batchStrides(v.st), v.off);
+  const vVec = !v.fn && vec4Along(K, v.k, [...batchStrides(v.st), ...(R > 1 ? [a.row] : [])], v.off);
   const nContig = !w.fn && vec4Along(nLen, w.n, [w.k, ...batchStrides(w.st)], w.off);
   const kContig = !w.fn && !nContig && vec4Along(K, w.k, [w.n, ...batchStrides(w.st)], w.off);
   const K4 = Math.floor(K / 4) * 4;
@@ -454,7 +466,7 @@ ${nContig
   }`
     : '';
   const stores = [0, 1, 2, 3].map((c) => {
-    const st = storeLine(spec, `acc[${c}]`, rowVector ? '0u' : `n0 + ${u(c)}`, rowVector ? `n0 + ${u(c)}` : '0u', '    ');
+    const st = storeLine(spec, `acc[${c}]`, rowVector ? vRow : `n0 + ${u(c)}`, rowVector ? `n0 + ${u(c)}` : '0u', '    ');
     return `  if (${nOk(c)}) {\n${st}\n  }`;
   });
   const vType = vVec ? 'array<vec4<f32>>' : 'array<f32>';
@@ -462,10 +474,10 @@ ${nContig
   const wgsl = `${header(spec, rowVector ? vType : wType, rowVector ? wType : vType)}
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let batch = wg.z;
+  let batch = wg.z;${R > 1 ? '\n  let row = wg.y;' : ''}
   let n0 = (wg.x * 64u + lid.x) * 4u;
   if (n0 >= ${u(nLen)}) { return; }
-  let vBase = ${u(v.off)} + ${batchTerm(v.st)};
+  let vBase = ${u(v.off)} + ${batchTerm(v.st)}${R > 1 ? ` + row * ${u(a.row)}` : ''};
   let wBase = ${u(w.off)} + ${batchTerm(w.st)};
   var acc = vec4<f32>();
   for (var k = 0u; k < ${u(K4)}; k += 4u) {
@@ -478,7 +490,7 @@ ${stores.join('\n')}
 `;
   return {
     wgsl, entryPoint: 'main', kind: 'gemv',
-    workgroups: [Math.ceil(nLen / 256), 1, spec.batch],
+    workgroups: [Math.ceil(nLen / 256), R, spec.batch],
     workgroupSize: [64, 1, 1],
     bindings: bindingNames(spec),
     label: spec.label ?? `gemv_${spec.batch}x${spec.M}x${spec.N}x${K}`,
