@@ -1,4 +1,5 @@
-// npm run bench [matmul|steps|llama|sft|lora|dpo]: each benchmark printed as a ratio against a baseline measured in the same run.
+// npm run bench [matmul|steps|llama|sft|lora|dpo|compile]: each benchmark printed as a ratio against a baseline measured in the
+// same run. `compile` (cold against warm shader cache, about half an hour on 2 cores) runs only when named.
 
 import { stepsMain } from './steps.js';
 
@@ -24,6 +25,10 @@ const main = async () => {
   if (which === 'all' || which === 'lora') {
     const { loraMain } = await import('./lora.js');
     await loraMain();
+  }
+  if (which === 'compile') {
+    const { compileMain } = await import('./compile.js');
+    await compileMain();
   }
 };
 
