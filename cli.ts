@@ -7,7 +7,8 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { demoCommand } from './recipes/demo/cli.js';
-import { generateCommand } from './models/cli-generate.js';
+import { makeGenerateCommand } from './models/cli-generate.js';
+import { chatPrompt } from './recipes/chat.js';
 import { UsageError } from './models/cli-options.js';
 import { evalCommand } from './recipes/cli-eval.js';
 import { sftCommand } from './recipes/cli-sft.js';
@@ -18,6 +19,8 @@ export const program = new Command('camelid')
   .description('a functional tensor DSL and autodiff framework on WebGPU, with Llama-2 recipes');
 
 program.addCommand(demoCommand);
+// --chat wraps the prompt in Tulu's template: a recipe fact, so the template comes from here (models knows no recipe).
+export const generateCommand = makeGenerateCommand((tok, text) => chatPrompt(tok, [{ role: 'user', content: text }]));
 program.addCommand(generateCommand);
 program.addCommand(evalCommand);
 program.addCommand(sftCommand);

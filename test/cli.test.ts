@@ -5,8 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { program, runCli } from '../cli.js';
-import { generateCommand } from '../models/cli-generate.js';
+import { generateCommand, program, runCli } from '../cli.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'cli.js');

@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadLlama, setBackend } from '../index.js';
+import { loadLlama, setBackend, type LlamaConfig, type LlamaParams } from '../index.js';
+import { generate } from '../models/generate.js';
+import { loadTokenizer, type Tokenizer } from '../models/tokenizer/index.js';
+import { chatPrompt } from '../recipes/chat.js';
 import { runCli } from '../cli.js';
 import { parseSftConfig, resolveSftConfig, runSft, TULU2_SFT } from '../recipes/sft.js';
 import { flagsToConfig } from '../recipes/cli-sft.js';
@@ -108,14 +111,29 @@ describe.skipIf(!have)('camelid sft on stories260K (interpreter)', () => {
     expect(existsSync(join(out, 'tokenizer.model'))).toBe(true);
     expect(existsSync(join(out, 'checkpoint-8', 'optimizer.safetensors'))).toBe(true);
     // generate streams to process.stdout: capture it.
-    let text = '';
-    const orig = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((s: string | Uint8Array) => { text += String(s); return true; }) as typeof process.stdout.write;
-    let g;
-    try { g = await cliIn('generate', '--model', out, '--prompt', 'Lily', '--temperature', '0', '--max-tokens', '4'); } finally { process.stdout.write = orig; }
-    expect(g.code, g.err).toBe(0);
+    const generated = async (...args: string[]) => {
+      let text = '';
+      const orig = process.stdout.write.bind(process.stdout);
+      process.stdout.write = ((s: string | Uint8Array) => { text += String(s); return true; }) as typeof process.stdout.write;
+      let g;
+      try { g = await cliIn('generate', '--model', out, '--temperature', '0', '--max-tokens', '4', ...args); } finally { process.stdout.write = orig; }
+      expect(g.code, g.err).toBe(0);
+      return text;
+    };
+    const text = await generated('--prompt', 'Lily');
     expect(text.startsWith('Lily')).toBe(true);
     expect(text.trim().length).toBeGreaterThan('Lily'.length);
+    // --chat: the prompt is one Tulu user turn and only the reply is printed: the greedy continuation of chatPrompt's ids.
+    const reply = await generated('--prompt', 'Who is Lily?', '--chat');
+    const t = (await loadTokenizer(join(out, 'tokenizer.model'))()) as E.Right<Tokenizer>;
+    const lm = (await loadLlama(out)()) as E.Right<{ config: LlamaConfig; params: LlamaParams }>;
+    const dec = t.right.decoder();
+    let want = '';
+    for await (const { tokens } of generate(lm.right.config, lm.right.params, [chatPrompt(t.right, [{ role: 'user', content: 'Who is Lily?' }])], { maxTokens: 4, temperature: 0 })) {
+      if (tokens[0] === null || tokens[0] === undefined || tokens[0] === lm.right.config.eosId) break;
+      want += dec.push(tokens[0]);
+    }
+    expect(reply).toBe(`${want}${dec.flush()}\n`);
   });
 
   it('runSft resumed from its checkpoint repeats the uninterrupted run (same losses)', async () => {
