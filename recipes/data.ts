@@ -15,6 +15,7 @@ import type { Tensor } from '../core/tensor.js';
 import type { Tokenizer } from '../models/tokenizer/index.js';
 import { tensor } from '../ops/create.js';
 import { encodeChat, IGNORE, type EncodeChatOpts, type Message } from './chat.js';
+import { mulberry32, permutation } from './random.js';
 
 export interface Example { readonly ids: readonly number[]; readonly labels: readonly number[] }
 /** B rows padded on the right to T: ids with the pad id, labels with -100. `tokens`: trained targets (labels ≠ -100
@@ -91,25 +92,11 @@ export async function* readChatRows(file: string): AsyncGenerator<{ line: number
   }
 }
 
-// ---- seeded randomness (host side; mulberry32) -------------------------------------------------------------
+// ---- seeded randomness (host side: recipes/random.ts) -------------------------------------------------------
 /** A uniform [0, 1) stream from a seed and a stream number (file index, epoch): reproducible across runs. */
-const uniform = (seed: number, stream: number): (() => number) => {
-  let s = (seed ^ Math.imul(stream + 1, 0x9e3779b9)) >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-};
-/** A seeded permutation of 0…n−1 (Fisher–Yates). */
-export const seededPermutation = (n: number, seed: number, stream = 0): number[] => {
-  const p = Array.from({ length: n }, (_, i) => i);
-  const u = uniform(seed, stream);
-  for (let i = n - 1; i > 0; i--) { const j = Math.floor(u() * (i + 1)); [p[i], p[j]] = [p[j]!, p[i]!]; }
-  return p;
-};
+const uniform = (seed: number, stream: number): (() => number) => mulberry32(seed ^ Math.imul(stream + 1, 0x9e3779b9));
+/** A seeded permutation of 0…n−1 (Fisher–Yates), one per (seed, stream). */
+export const seededPermutation = (n: number, seed: number, stream = 0): number[] => permutation(n, uniform(seed, stream));
 
 // ---- loading and mixing -------------------------------------------------------------------------------------
 /** A training file and its weight in the mix (default 1). Weight w takes w × (its usable examples): ⌊w⌋ full

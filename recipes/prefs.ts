@@ -12,6 +12,7 @@ import { reportIoTsErrors } from '../models/config.js';
 import type { Tokenizer } from '../models/tokenizer/index.js';
 import { tensor } from '../ops/create.js';
 import { encodeChat, IGNORE, type ChatVariant, type Message } from './chat.js';
+import { mulberry32, permutation } from './random.js';
 
 const MessageCodec = t.type({ role: t.keyof({ system: null, user: null, assistant: null }), content: t.string }, 'Message');
 /** `HuggingFaceH4/ultrafeedback_binarized` train_prefs: chosen and rejected conversations (prompt, prompt_id and
@@ -151,21 +152,8 @@ export interface PrefBatchOpts {
   readonly keepLast?: boolean;
 }
 
-/** mulberry32: a small seeded generator for the shuffle (reproducible across runs and platforms). */
-const mulberry32 = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-  return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-};
-
-/** The order of n items for (seed, epoch): a Fisher–Yates shuffle. */
-export const shuffledOrder = (n: number, seed: number, epoch = 0): number[] => {
-  const order = Array.from({ length: n }, (_, i) => i);
-  const r = mulberry32((seed * 1000003 + epoch * 7919) | 0);
-  for (let i = n - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
-  return order;
-};
+/** The order of n items for (seed, epoch): a Fisher–Yates shuffle (recipes/random.ts). */
+export const shuffledOrder = (n: number, seed: number, epoch = 0): number[] => permutation(n, mulberry32((seed * 1000003 + epoch * 7919) | 0));
 
 /**
  * Pairs → batches of both sides padded to the batch's longest row (rounded up to padToMultiple).

@@ -2,18 +2,13 @@
 // (reverse a word, add two numbers, sort letters, count a letter, say a word in upper case), each with a plausible
 // wrong answer for preference pairs. Pure: the same seed gives the same problems. No tensors, no files.
 
+import { mulberry32 } from '../random.js';
+
 /** A seeded pseudo-random stream (mulberry32): uniform floats in [0, 1) and integers, reproducible across runs. */
 export interface Rng { next(): number; int(lo: number, hi: number): number; pick<A>(xs: readonly A[]): A }
 
 export const rng = (seed: number): Rng => {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)); // lo … hi inclusive
   return { next, int, pick: (xs) => xs[Math.floor(next() * xs.length)]! };
 };
