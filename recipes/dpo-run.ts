@@ -179,7 +179,7 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
     describeBatch: (i) => `epoch ${Math.floor(i / perEpoch) + 1}, batch ${(i % perEpoch) + 1} (pairs ${Array.from(hostBatch(i).index).join(', ')})`,
     tokensOf: (b) => b.tokens.size, totalSteps, gradAccum: c.gradAccum,
     schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
-    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery,
+    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
     saveModel: async (dir, p) => {
       if (run) await run.save(dir, p as LoraAdapters);
       else {

@@ -176,7 +176,7 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
     describeBatch: (i) => `epoch ${Math.floor(i / perEpoch) + 1}, batch ${(i % perEpoch) + 1} (examples ${hostBatch(i).rows.join(', ')})`,
     tokensOf: (b) => b.tokens.size,
     totalSteps, gradAccum: c.gradAccum, schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
-    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery,
+    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
     saveModel: async (dir, p) => {
       if (run) await run.save(dir, p as LoraAdapters);
       else {

@@ -56,6 +56,8 @@ export interface TrainLoopOpts<P, S, F, B> {
   /** Stop after this step without the final save, as a killed run would (tests of resume). */
   readonly stopAfter?: number;
   readonly checkpointHooks?: WriteHooks;
+  /** The run's settings, recorded in every checkpoint's trainer_state.json (`config`) so a checkpoint says how it was made. */
+  readonly config?: unknown;
 }
 
 export interface TrainResult<P, S> {
@@ -96,7 +98,7 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
   bar?.start(o.totalSteps, step, { loss: '-', lr: '-', tps: '-', aux: '' });
   const save = async (s: number) => {
     const dir = join(o.output, checkpointName(s));
-    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]] } }, o.checkpointHooks)();
+    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]], ...(o.config !== undefined ? { config: o.config } : {}) } }, o.checkpointHooks)();
     if (E.isLeft(r)) throw r.left;
     await pruneCheckpoints(o.output, o.keepCheckpoints ?? 1);
   };

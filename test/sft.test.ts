@@ -110,6 +110,8 @@ describe.skipIf(!have)('camelid sft on stories260K (interpreter)', () => {
     expect(E.isRight(await loadLlama(out)())).toBe(true);
     expect(existsSync(join(out, 'tokenizer.model'))).toBe(true);
     expect(existsSync(join(out, 'checkpoint-8', 'optimizer.safetensors'))).toBe(true);
+    // The checkpoint records the run's settings: the file's, with the flag's lr over them.
+    expect(JSON.parse(readFileSync(join(out, 'checkpoint-8', 'trainer_state.json'), 'utf8')).config).toMatchObject({ lr: 3e-3, epochs: 4, evalEvery: 4, output: out });
     // generate streams to process.stdout: capture it.
     const generated = async (...args: string[]) => {
       let text = '';
