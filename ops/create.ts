@@ -1,11 +1,11 @@
 // Creating tensors: from nested arrays or typed arrays (a constant buffer node), and constant fills.
 
-import { allocStorage, coerce, isDType, type DType, type Storage } from '../core/dtype.js';
+import { allocStorage, isDType, type DType, type Storage } from '../core/dtype.js';
 import { makeNode, type BufferOp } from '../core/node.js';
-import { checkShape, DTypeError, fmt, numel, ShapeError, type Shape } from '../core/shape.js';
+import { checkShape, fmt, numel, ShapeError, type Shape } from '../core/shape.js';
 import { Tensor } from '../core/tensor.js';
 import { add, cast, iota, mul } from './elementwise.js';
-import { scalar } from './lift.js';
+import { scalar, storeExact as store } from './lift.js';
 import { broadcastTo } from './movement.js';
 
 let nextConst = 1;
@@ -49,23 +49,6 @@ const shapeOf = (x: NestedArray, path: string): number[] => {
 };
 
 export interface TensorOpts { readonly dtype?: DType; readonly shape?: Shape }
-
-const HOLDS: Partial<Record<DType, string>> = {
-  i32: 'an integer in [-2147483648, 2147483647]', u32: 'an integer in [0, 4294967295]', bool: 'true, false, 0 or 1',
-};
-
-/**
- * The value a dtype stores for x, or a DTypeError naming the element when an integer or bool dtype cannot hold x
- * exactly (NaN, ±Infinity, a fraction, out of range, or a bool other than 0/1): never a silent truncation or wrap.
- * Float dtypes round as usual. `where` names the element (a flat index, or a nested path like [1][0]).
- */
-const store = (op: string, dtype: DType, x: number, where: () => string): number => {
-  const v = coerce(dtype, x);
-  if (v !== x && HOLDS[dtype] !== undefined) {
-    throw new DTypeError(`${op}: ${where()} is ${x}, which ${dtype} cannot hold (${HOLDS[dtype]}); ${dtype === 'bool' ? 'to take truthiness on purpose' : 'to truncate on purpose'}, build a float tensor and cast() it`);
-  }
-  return v;
-};
 
 /** Nested-array path of flat element i in shape, e.g. [1][0]. */
 const pathOf = (shape: Shape, i: number): string => {

@@ -20,7 +20,27 @@ export const fillOp: ElementwiseOp<{ value: number; dtype: DType }> = {
 export const scalar = <D extends DType>(value: number, dtype: D): Tensor<D> =>
   apply<D>(fillOp, [], { value: coerce(dtype, value), dtype });
 
-/** Turn numbers into scalars of the tensor operands' dtype; all tensor operands must agree. */
+const HOLDS: Partial<Record<DType, string>> = {
+  i32: 'an integer in [-2147483648, 2147483647]', u32: 'an integer in [0, 4294967295]', bool: 'true, false, 0 or 1',
+};
+
+/**
+ * The value a dtype stores for x, or a DTypeError naming the element when an integer or bool dtype cannot hold x
+ * exactly (NaN, ±Infinity, a fraction, out of range, or a bool other than 0/1): never a silent truncation or wrap.
+ * Float dtypes round as usual. `where` names the element (a flat index, or a nested path like [1][0]).
+ */
+export const storeExact = (op: string, dtype: DType, x: number, where: () => string): number => {
+  const v = coerce(dtype, x);
+  if (v !== x && HOLDS[dtype] !== undefined) {
+    throw new DTypeError(`${op}: ${where()} is ${x}, which ${dtype} cannot hold (${HOLDS[dtype]}); ${dtype === 'bool' ? 'to take truthiness on purpose' : 'to truncate on purpose'}, build a float tensor and cast() it`);
+  }
+  return v;
+};
+
+/**
+ * Turn numbers into scalars of the tensor operands' dtype; all tensor operands must agree. A number an integer or
+ * bool operand cannot hold (add(i32, 1.5)) is an error, as in tensor(): camelid never promotes or truncates silently.
+ */
 export const lift = (op: string, xs: readonly TensorLike[], dtype?: DType): Tensor[] => {
   const ts = xs.filter(isTensor);
   const d = dtype ?? ts[0]?.dtype ?? 'f32';
@@ -29,5 +49,5 @@ export const lift = (op: string, xs: readonly TensorLike[], dtype?: DType): Tens
       throw new DTypeError(`${op}: dtype mismatch: ${ts.map((u) => `${u.dtype}${fmt(u.shape)}`).join(' vs ')} (cast one operand first)`);
     }
   }
-  return xs.map((x) => (isTensor(x) ? x : scalar(x, d)));
+  return xs.map((x, i) => (isTensor(x) ? x : scalar(storeExact(op, d, x, () => `operand ${i} (a number, for ${ts.map((u) => `${u.dtype}${fmt(u.shape)}`).join(', ') || d})`), d)));
 };

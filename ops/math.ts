@@ -3,20 +3,28 @@
 // softplus, erf, pow).
 
 import { apply, type Tensor } from '../core/tensor.js';
+import { isFloat } from '../core/dtype.js';
+import { DTypeError, fmt } from '../core/shape.js';
 import { add, erfOp, exp2, log2, mul, maximum, neg, powOp, recip, reluOp, sigmoidOp, softplusOp, sqrt, sub, tanhOp, where, less, sin } from './elementwise.js';
 import { broadcastTo } from './movement.js';
 import { lift, scalar, type TensorLike } from './lift.js';
+
+/** x itself when its dtype is a float: ops that scale by a fraction first say so, not the scaling. */
+const float = (op: string, x: Tensor): Tensor => {
+  if (!isFloat(x.dtype)) throw new DTypeError(`${op}: needs a float dtype, got ${x.dtype}${fmt(x.shape)}`);
+  return x;
+};
 
 const LOG2E = Math.LOG2E;
 const LN2 = Math.LN2;
 
 export const div = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('div', [a, b]); return mul(x!, recip(y!)); };
-export const exp = (x: Tensor): Tensor => exp2(mul(x, LOG2E));
+export const exp = (x: Tensor): Tensor => exp2(mul(float('exp', x), LOG2E));
 export const log = (x: Tensor): Tensor => mul(log2(x), LN2);
 export const rsqrt = (x: Tensor): Tensor => recip(sqrt(x));
 export const square = (x: Tensor): Tensor => mul(x, x);
 /** cos x = 1 − 2 sin²(x/2): exact in f32 where sin(x + π/2) would round the shifted angle. */
-export const cos = (x: Tensor): Tensor => { const s = sin(mul(x, 0.5)); return sub(1, mul(mul(s, s), 2)); };
+export const cos = (x: Tensor): Tensor => { const s = sin(mul(float('cos', x), 0.5)); return sub(1, mul(mul(s, s), 2)); };
 /** Exponents taken by repeated multiplication (values exact to rounding and equal on every backend, gradient
  * p·x^(p−1) finite everywhere, 0 at x = 0 for p ≥ 2). */
 const MAX_MUL_EXPONENT = 16;
@@ -69,7 +77,7 @@ export interface GeluOpts {
  * @example gelu(tensor([1]), { approximate: false }) // [0.8413447]
  */
 export const gelu = (x: Tensor, opts: GeluOpts = {}): Tensor =>
-  opts.approximate === false
+  float('gelu', x) && opts.approximate === false
     ? mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1))
     : mul(mul(x, 0.5), add(tanh(mul(add(x, mul(mul(x, square(x)), 0.044715)), Math.sqrt(2 / Math.PI))), 1));
 /** log(1 + eˣ): a primitive that neither overflows nor loses precision for large |x|, with derivative σ(x) at

@@ -18,7 +18,10 @@ describe('errors', () => {
   });
   it('dtype mismatches are DTypeErrors naming both operands', () => {
     expect(() => C.add(a23, C.zeros([2, 3], 'f64'))).toThrow(/add: dtype mismatch: f32\(2,3\) vs f64\(2,3\)/);
-    expect(() => C.exp(C.zeros([2], 'i32'))).toThrow(/exp2: needs a float dtype, got i32/);
+    expect(() => C.exp(C.zeros([2], 'i32'))).toThrow(/exp: needs a float dtype, got i32/);
+    // A number an integer operand cannot hold is refused, never truncated: add(i32, 1.5) is not i32 + 1.
+    expect(() => C.add(C.zeros([2], 'i32'), 1.5)).toThrow(/add: operand 1 \(a number, for i32\(2,?\)\) is 1\.5, which i32 cannot hold/);
+    expect(() => C.mul(C.zeros([2], 'u32'), -1)).toThrow(/mul: operand 1 .* is -1, which u32 cannot hold/);
     expect(() => C.gather(a23, C.zeros([2]))).toThrow(/gather: indices must be i32 or u32, got f32/);
     expect(() => C.sum(C.less(a23, 1))).toThrow(/sum: cannot reduce a bool tensor/);
   });
