@@ -8,7 +8,7 @@ import { UsageError } from '../models/cli-options.js';
 import { DPO_KEYS, parseDpoConfig, resolveDpoConfig, runDpo, type DpoConfig, type DpoConfigPartial } from './dpo-run.js';
 
 const NUMBER_KEYS = new Set(['maxSeqLen', 'batchSize', 'gradAccum', 'epochs', 'steps', 'lr', 'warmupRatio', 'weightDecay', 'b1', 'b2', 'eps', 'clipNorm', 'seed',
-  'padToMultiple', 'saveEvery', 'keepCheckpoints', 'logEvery', 'beta', 'labelSmoothing', 'gamma']);
+  'padToMultiple', 'saveEvery', 'keepCheckpoints', 'logEvery', 'beta', 'labelSmoothing', 'gamma', 'rpoAlpha']);
 const HELP: Record<string, string> = {
   preset: "settings to start from: 'tulu2-dpo' (β 0.1, lr 5e-7, 3 epochs, warmup 0.1, max length 8192, batch 1 × 32 accumulated, linear, clip 1.0)",
   model: 'the policy to start from (and the reference): a Hugging Face folder or a llama2.c .bin',
@@ -22,7 +22,7 @@ const HELP: Record<string, string> = {
   variant: 'chat tokenization: hf-legacy | hf | easylm', padToMultiple: 'pad each batch to a multiple of this many tokens (fewer compiled shapes)',
   saveEvery: 'checkpoint every N steps (0: only at the end)', keepCheckpoints: 'complete checkpoints kept', logEvery: 'metrics every N steps',
   resume: 'continue from a checkpoint folder (or an output folder: its newest checkpoint)',
-  beta: 'β, the KL strength', loss: 'sigmoid | hinge | ipo | dpo_norm | simpo', labelSmoothing: 'cDPO ε (sigmoid, dpo_norm, simpo)', gamma: 'SimPO target margin γ (default 0.3·β)',
+  beta: 'β, the KL strength', loss: 'sigmoid | hinge | ipo | dpo_norm | simpo', labelSmoothing: 'cDPO ε (sigmoid, dpo_norm, simpo)', gamma: 'SimPO target margin γ (default 0.3·β)', rpoAlpha: 'RPO: α × the chosen answers\' mean token NLL added to the loss (TRL rpo_alpha; 0 off)',
   reference: "'adapter' (LoRA: the base under disabled adapters; the LoRA default), 'frozen' (a second copy; the full fine-tuning default), 'cache' (one pass before training, reused)",
   refCacheDir: 'where cached reference log-probs live (default OUTPUT/ref-cache)',
   lora: 'train LoRA adapters: r=64,alpha=16,dropout=0.1[,targets=wq+wk+…|q_proj+…][,rslora=true]',

@@ -34,6 +34,7 @@ const fields = {
   loss: t.keyof(Object.fromEntries(DPO_KINDS.map((k) => [k, null])) as Record<DpoKind, null>),
   labelSmoothing: numberField('labelSmoothing', (x) => x >= 0 && x < 0.5, 'in [0, 0.5)'),
   gamma: t.number,
+  rpoAlpha: numberField('rpoAlpha', (x) => x >= 0, 'a non-negative number'),
   /** 'adapter' (LoRA/QLoRA only), 'frozen' (a second copy of the model) or 'cache' (one pass before training). */
   reference: t.keyof({ adapter: null, frozen: null, cache: null }),
   refCacheDir: t.string,
@@ -149,7 +150,7 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
   type F = LlamaParams<Weight> | null;
   const model: DpoModel<LlamaParams | LoraAdapters, F> = cache || c.loss === 'simpo' ? cachedReference(policyOf)
     : run ? { policy: policyOf, reference: (a, f) => disable(policyOf(a, f)) } : { policy: policyOf, reference: (_p, f) => f! };
-  const lossFn = dpoLossFn(config, model, { beta: c.beta, kind: c.loss, ...(c.labelSmoothing !== undefined ? { labelSmoothing: c.labelSmoothing } : {}), ...(c.gamma !== undefined ? { gamma: c.gamma } : {}) });
+  const lossFn = dpoLossFn(config, model, { beta: c.beta, kind: c.loss, ...(c.labelSmoothing !== undefined ? { labelSmoothing: c.labelSmoothing } : {}), ...(c.gamma !== undefined ? { gamma: c.gamma } : {}), ...(c.rpoAlpha ? { rpoAlpha: c.rpoAlpha } : {}) });
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
   let optState = optimizer.init(trainable);
   let resume;

@@ -39,7 +39,13 @@ export interface DpoOpts {
   readonly labelSmoothing?: number;
   /** SimPO's target reward margin γ. Default 0.3·β (open-instruct's gamma_beta_ratio 0.3). */
   readonly gamma?: number;
-  /** (N,) trained tokens of each chosen / rejected sequence: required by the averaged kinds. */
+  /**
+   * RPO (TRL's `rpo_alpha`, Pang et al. 2024): α times the chosen sides' mean per-token negative log-likelihood,
+   * −Σπ_c / Σn_c over the batch, added to the loss, so the chosen answers keep their likelihood while the margin
+   * grows. Needs chosenTokens. Default 0 (off).
+   */
+  readonly rpoAlpha?: number;
+  /** (N,) trained tokens of each chosen / rejected sequence: required by the averaged kinds and by rpoAlpha. */
   readonly chosenTokens?: Tensor;
   readonly rejectedTokens?: Tensor;
 }
@@ -69,7 +75,9 @@ const check = (name: string, t: Tensor | null, N: number, dtype: string): void =
  * const { loss, chosenRewards, accuracy } = dpoLoss(pc, pr, rc, rr, { beta: 0.1 }); // (N,) ×4 → () loss
  */
 export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen: Tensor | null, refRejected: Tensor | null, opts: DpoOpts): DpoOut => {
-  const { beta, kind = 'sigmoid', labelSmoothing: eps = 0, gamma = 0.3 * beta } = opts;
+  const { beta, kind = 'sigmoid', labelSmoothing: eps = 0, gamma = 0.3 * beta, rpoAlpha = 0 } = opts;
+  if (!(rpoAlpha >= 0) || !Number.isFinite(rpoAlpha)) throw new RangeError(`dpoLoss: rpoAlpha must be a non-negative number, got ${rpoAlpha}`);
+  if (rpoAlpha > 0 && !opts.chosenTokens) throw new ShapeError('dpoLoss: rpoAlpha averages the chosen sides over their tokens: pass chosenTokens');
   if (!DPO_KINDS.includes(kind)) throw new RangeError(`dpoLoss: unknown kind '${String(kind)}' (expected one of ${DPO_KINDS.join(', ')})`);
   if (!(beta > 0) || !Number.isFinite(beta)) throw new RangeError(`dpoLoss: beta must be a positive number, got ${beta}`);
   if (!(eps >= 0 && eps < 0.5)) throw new RangeError(`dpoLoss: labelSmoothing must be in [0, 0.5), got ${eps}`);
@@ -79,6 +87,7 @@ export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen:
   check('policyRejected', policyRejected, N, dt);
   check('refChosen', refChosen, N, dt);
   check('refRejected', refRejected, N, dt);
+  if (rpoAlpha > 0) check('chosenTokens', opts.chosenTokens!, N, dt);
   if (kind !== 'simpo' && (!refChosen || !refRejected)) throw new ShapeError(`dpoLoss: kind '${kind}' needs reference log-probs (only simpo goes without)`);
   // Averaged kinds compare Σ logp / max(n, 1) (open-instruct's clamp(min=1)).
   let avg = (x: Tensor, _side: 'c' | 'r') => x;
@@ -102,8 +111,10 @@ export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen:
     : smoothSigmoid(mul(delta, beta)); // (N,)
   const chosenRewards = stopGradient(mul(sc, beta)); // (N,)
   const rejectedRewards = stopGradient(mul(sr, beta)); // (N,)
+  // RPO: + α · (−Σ π_c / Σ n_c), the chosen tokens' mean NLL (TRL: cross-entropy over the chosen half's labels).
+  const nll = rpoAlpha > 0 ? neg(div(sum(policyChosen), maximum(sum(opts.chosenTokens!), 1))) : null; // ()
   return {
-    loss: mean(perPair), // ()
+    loss: nll ? add(mean(perPair), mul(nll, rpoAlpha)) : mean(perPair), // ()
     chosenRewards,
     rejectedRewards,
     accuracy: mean(cast(greater(chosenRewards, rejectedRewards), dt)), // ()

@@ -88,6 +88,16 @@ describe('dpoLoss against hand-worked numbers', () => {
     expect(want).not.toBeCloseTo(meanOf(delta.map((d) => -logSig(beta * d))), 4);
   });
 
+  it('RPO (TRL rpo_alpha): + α · the chosen tokens\' mean NLL, −Σπ_c / Σn_c, on top of the pair losses', async () => {
+    // Σπ_c = −12.5 − 30.25 − 7 = −49.75 over 5 + 12 + 3 = 20 tokens: NLL 2.4875
+    const want = meanOf(delta.map((d) => -logSig(beta * d))) + 0.5 * (49.75 / 20);
+    const out = run('sigmoid', { rpoAlpha: 0.5 });
+    expect(await item(out.loss)).toBeCloseTo(want, 12);
+    expect(await item(out.accuracy)).toBeCloseTo(1 / 3, 12); // the metrics are the pair losses' own
+    expect(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta, rpoAlpha: 1 })).toThrow(/rpoAlpha averages the chosen sides over their tokens: pass chosenTokens/);
+    expect(() => run('sigmoid', { rpoAlpha: -1 })).toThrow(/rpoAlpha must be a non-negative number, got -1/);
+  });
+
   it('simpo: −logσ(β(π̄c − π̄r) − γ), no reference; rewards β·π̄', async () => {
     const b = 2, gamma = 0.5;
     const want = meanOf(pc.map((p, i) => -logSig(b * (p / nc[i]! - pr[i]! / nr[i]!) - gamma)));
@@ -117,9 +127,10 @@ describe('dpoLoss against hand-worked numbers', () => {
 describe('dpoLoss gradients (f64, central differences)', () => {
   const kinds: [DpoKind, Partial<DpoOpts>][] = [
     ['sigmoid', {}], ['sigmoid', { labelSmoothing: 0.2 }], ['hinge', {}], ['ipo', {}], ['dpo_norm', { labelSmoothing: 0.1 }], ['simpo', { beta: 2 }],
+    ['sigmoid', { rpoAlpha: 1 }],
   ];
   for (const [kind, o] of kinds) {
-    it(`${kind}${o.labelSmoothing ? ` ε=${o.labelSmoothing}` : ''}: d loss / d (π_c, π_r)`, async () => {
+    it(`${kind}${o.labelSmoothing ? ` ε=${o.labelSmoothing}` : ''}${o.rpoAlpha ? ` rpo α=${o.rpoAlpha}` : ''}: d loss / d (π_c, π_r)`, async () => {
       const f = (p: { c: Tensor; r: Tensor }) => dpoLoss(p.c, p.r, kind === 'simpo' ? null : f64(rc), kind === 'simpo' ? null : f64(rr), { beta: 0.1, kind, chosenTokens: f64(nc), rejectedTokens: f64(nr), ...o }).loss;
       const [, g] = C.valueAndGrad(f)({ c: f64(pc), r: f64(pr) });
       const [gc, gr] = [await data(g.c), await data(g.r)];
