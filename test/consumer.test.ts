@@ -1,13 +1,14 @@
 // CONSUMER PROJECT TEST (issue 17 §12; slow: about a minute, most of it npm and tsc). camelid as a user gets it:
-// `npm pack` of the built package, installed from the tarball into a fresh project (offline: dependencies come from
-// the npm cache that `npm ci` filled), a strict `tsc` without skipLibCheck over a consumer file and the README's first
-// TypeScript snippet, then the snippet run with node. Uses dist/ when it is newer than the sources (CI builds before
+// `npm pack` of the built package, unpacked into a fresh project's node_modules with its runtime dependencies linked
+// from this checkout's node_modules (no registry, and no npm cache needed: `npm install --offline` wanted registry
+// metadata that `npm ci` never caches), a strict `tsc` without skipLibCheck over a consumer file and the README's
+// first TypeScript snippet, then the snippet run with node. Uses dist/ when it is newer than the sources (CI builds before
 // testing), else builds into a temporary folder first.
 
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -84,7 +85,16 @@ export const run = async (): Promise<unknown> =>
 `,
     };
     for (const [name, text] of Object.entries(files)) writeFileSync(join(app, name), text);
-    await run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', '--loglevel=error', tarball], app);
+    // Installed as npm would lay it out: the packed files as node_modules/camelid, each runtime dependency beside it.
+    const modules = join(app, 'node_modules');
+    mkdirSync(modules);
+    await run('tar', ['-xzf', tarball, '-C', modules], app);
+    renameSync(join(modules, 'package'), join(modules, 'camelid'));
+    const deps = Object.keys((JSON.parse(readFileSync(join(modules, 'camelid/package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {});
+    for (const dep of deps) {
+      mkdirSync(dirname(join(modules, dep)), { recursive: true });
+      symlinkSync(join(root, 'node_modules', dep), join(modules, dep), 'dir');
+    }
     const readme = readFileSync(join(app, 'node_modules/camelid/README.md'), 'utf8');
     writeFileSync(join(app, 'snippet.ts'), firstSnippet(readme));
 
