@@ -5,6 +5,9 @@ import { defineConfig } from 'vitest/config';
 // against 105). Tests check values, not speed: the benches, the CLI and users keep the optimised code. Set here,
 // so the test processes start with it; an explicit GALLIVM_PERF wins.
 process.env.GALLIVM_PERF ??= 'nopt';
+// The tuned kernels everywhere (core/device/tiers.ts): no background compiles competing with the tests, and the same
+// kernels on every run. test/tiers.test.ts checks the quick tier and the background compile.
+process.env.CAMELID_FIRST_TIER ??= 'tuned';
 
 export default defineConfig({
   test: {

@@ -37,7 +37,7 @@ const runChild = (argv: string[], cache: string, trace: boolean): Run => {
   return { seconds, pipelines: firsts.length, firstDispatchS: firsts.reduce((a, b) => a + b, 0), ok: r.status === 0, tail: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | ') };
 };
 
-/** The child workload: one SFT step on the stories260K shape, then two warm ones (their median printed). */
+/** The child workload: one SFT step on the stories260K shape, then warm ones (SFT_STEPS in all, default 6). */
 const childSftStep = async (): Promise<void> => {
   const C = await import('../index.js');
   const { initParams } = await import('../models/llama.js');
@@ -55,7 +55,7 @@ const childSftStep = async (): Promise<void> => {
   let state = opt.init(params);
   await C.realize(...C.leaves(params), ...C.leaves(state));
   const ms: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < Number(process.env.SFT_STEPS ?? 6); i++) {
     const t0 = performance.now();
     const out = await step(params, state, null, [batch], 1e-4);
     await C.item(out.loss);
@@ -63,7 +63,9 @@ const childSftStep = async (): Promise<void> => {
     params = out.trainable as never;
     state = out.state;
   }
-  console.log(`sft step: first ${(ms[0]! / 1000).toFixed(1)} s, warm ${ms.slice(1).map((x) => x.toFixed(0)).join(' ')} ms; ${step.kernels} kernels in ${step.dispatches} dispatches`);
+  // The second step still binds the plan's buffers for the first time: the warm figure is the median after it.
+  const warm = ms.slice(2).sort((a, b) => a - b);
+  console.log(`sft step: first ${(ms[0]! / 1000).toFixed(1)} s, warm ${warm[warm.length >> 1]!.toFixed(0)} ms (steps ${ms.slice(1).map((x) => x.toFixed(0)).join(' ')}); ${step.kernels} kernels in ${step.dispatches} dispatches`);
 };
 
 export const compileMain = async (): Promise<void> => {

@@ -17,6 +17,7 @@ import { renderNf4 } from './wgsl/nf4.js';
 import { matmulKernel, pickMatmulTiles } from './wgsl/matmul.js';
 import { storeType } from './wgsl/literal.js';
 import { mergeKernels, workgroupCount } from './wgsl/merge.js';
+import { Tiers } from './device/tiers.js';
 
 export const bytesOf = (n: Node) => Math.max(4, numel(n.shape) * 4);
 
@@ -185,7 +186,20 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
       }
     }
   }
-  const steps = kernels.map((k, i) => lower(dev, k, i, inPlace.has(k)));
+  // The fast first tier (core/device/tiers.ts): quick variants and no merging where the tuned WGSL is new here.
+  // The tuned merges are queued as the tuned kernels would group; a merge with a part in its quick variant is not run.
+  const tiers = tiersOf(dev);
+  tiers.refresh();
+  const lowered = kernels.map((k, i) => lower(dev, k, i, inPlace.has(k)));
+  const provisional = new Set<Step>();
+  const steps = lowered.map((s) => {
+    const rendered = s.rendered.map((r) => (r.fast && !tiers.tuned({ wgsl: r.wgsl, label: r.label }) ? r.fast : r));
+    if (rendered.every((r, j) => r === s.rendered[j])) return s;
+    const quick: Step = { ...s, rendered };
+    provisional.add(quick);
+    return quick;
+  });
+  if (provisional.size > 0) for (const g of groupSteps(dev, lowered, inPlace)) if (g.merged) tiers.tuned({ wgsl: g.merged.wgsl, label: g.merged.label });
   const out: Compiled[] = [];
   const compile = async (step: Step, ops: string[]): Promise<E.Either<DeviceError, GPUComputePipeline[]>> => {
     const pipelines: GPUComputePipeline[] = [];
@@ -199,7 +213,7 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
     return E.right(pipelines);
   };
   for (const { parts, merged } of groupSteps(dev, steps, inPlace)) {
-    if (merged) {
+    if (merged && !parts.some((p) => provisional.has(p)) && tiers.tuned({ wgsl: merged.wgsl, label: merged.label })) {
       // Its `kernel` is the first part's; Compiled.kernels lists them all. Bindings: each part's, in part order.
       const step: Step = { kernel: parts[0]!.kernel, rendered: [merged], bindings: (b) => parts.flatMap((p) => p.bindings(b)) };
       const pipelines = await compile(step, parts.map((p) => p.kernel.out.op.name));
@@ -208,7 +222,16 @@ export const compileKernels = async (dev: Device, kernels: readonly Kernel[], in
     }
     for (const step of parts) out.push({ kernels: [step.kernel], step, pipelines: orThrow(await compile(step, [step.kernel.out.op.name])) });
   }
+  tiers.flush();
   return out;
+};
+
+const deviceTiers = new WeakMap<Device, Tiers>();
+/** The device's tier policy and record (core/device/tiers.ts). */
+export const tiersOf = (dev: Device): Tiers => {
+  let t = deviceTiers.get(dev);
+  if (!t) deviceTiers.set(dev, (t = new Tiers(dev.adapter)));
+  return t;
 };
 
 /** Dispatches for compiled kernels, given each node's buffer. */

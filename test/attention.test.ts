@@ -160,4 +160,23 @@ describe.skipIf(!gpuDevice)('fused attention on WebGPU', () => {
       }
     }), { numRuns: 10, examples: [...ropeOnLoad, ...longRows].map((c) => [c, false] as [Case, boolean]) });
   });
+
+  it('the quick first-tier kernels (4 rows per invocation, core/device/tiers.ts) equal the interpreter too', async () => {
+    C.setBackend('webgpu');
+    const before = process.env.CAMELID_FIRST_TIER;
+    process.env.CAMELID_FIRST_TIER = 'fast';
+    try {
+      for (const c of [...ropeOnLoad, ...longRows.slice(0, 3)]) {
+        const want = interpret(outAndGrads(c, 'f32', 'fused').map((t) => t.node));
+        const outs = outAndGrads(c, 'f32', 'fused');
+        await runGraph(gpuDevice!, outs.map((t) => t.node));
+        for (const [i, t] of outs.entries()) {
+          expect(maxRelDiff(await C.data(t), want[i]!), `${JSON.stringify(c)}: output ${i}`).toBeLessThan(2e-5);
+          t.dispose();
+        }
+      }
+    } finally {
+      process.env.CAMELID_FIRST_TIER = before;
+    }
+  });
 });

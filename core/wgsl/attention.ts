@@ -45,7 +45,15 @@ export const attnGeom = (q: readonly number[], k: readonly number[], kv: Attenti
 const LOG2E = Math.LOG2E, LN2 = Math.LN2;
 const f = (x: number) => (Number.isInteger(x) ? `${x}.0` : `${x}`);
 
-export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, label: string): RenderedKernel => {
+/** Rows per invocation of the quick first-tier attention kernels. */
+const FAST_ROWS = 4;
+
+/**
+ * The kernel for one attention part; `rows` forces the rows per invocation. With more than FAST_ROWS rows it comes
+ * with a quick-to-compile variant of FAST_ROWS rows (`fast`, for core/device/tiers.ts): on lavapipe the tuned
+ * dkv kernel of stories260K's shape took 51 s to compile and the 4-row one 8 s.
+ */
+export const renderAttention = (k: Kernel & { readonly kind: 'attention' }, label: string, rows?: number): RenderedKernel => {
   const arg = k.out.arg as AttentionArg;
   const src = k.inputs;
   if (k.out.dtype !== 'f32') throw new Error(`attention on WebGPU supports f32, got ${k.out.dtype} (${label})`);
@@ -95,7 +103,7 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
   // takes each query's Δ, 16 keys: dq and dkv in one dispatch 13.3–13.7 ms against 16.5 with 8; out, 16 queries
   // where that still leaves 8 workgroups or more: 5.8–6.1 ms against 6.6–7.0.)
   const wide = arg.part === 'dkv' || (arg.part === 'out' && Math.ceil((B * H * Math.ceil(T / 16)) / WG) >= 8);
-  const R = Math.min(D <= 8 ? (wide ? 16 : 8) : D <= 16 ? 4 : D <= 64 ? 2 : 1, arg.part === 'dkv' ? S : T);
+  const R = Math.min(rows ?? (D <= 8 ? (wide ? 16 : 8) : D <= 16 ? 4 : D <= 64 ? 2 : 1), arg.part === 'dkv' ? S : T);
   const rs = Array.from({ length: R }, (_, r) => r);
   const each = (f: (r: number) => string, sep = '\n  ') => rs.map(f).join(sep);
   const C2 = f(scale * LOG2E);
@@ -201,6 +209,7 @@ fn turn(x: array<${VT}, ${W}>, at: u32, sign: f32) -> array<${VT}, ${W}> {
       break;
     }
   }
-  const rows = arg.part === 'dkv' ? B * Hkv * Math.ceil(S / R) : B * H * TB;
-  return { wgsl: `${prelude}\n${head(rows)}${body}\n}`, workgroups: grid(rows), label };
+  const invocations = arg.part === 'dkv' ? B * Hkv * Math.ceil(S / R) : B * H * TB;
+  const tuned = { wgsl: `${prelude}\n${head(invocations)}${body}\n}`, workgroups: grid(invocations), label };
+  return rows === undefined && R > FAST_ROWS ? { ...tuned, fast: renderAttention(k, label, FAST_ROWS) } : tuned;
 };

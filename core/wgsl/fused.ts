@@ -103,6 +103,8 @@ export interface RenderedKernel {
   readonly use?: readonly number[];
   /** It binds the device's fault words as its last binding and may report into them (core/wgsl/indexing.ts). */
   readonly faults?: boolean;
+  /** A variant with the same bindings that compiles much faster on a CPU adapter (core/device/tiers.ts). */
+  readonly fast?: RenderedKernel;
 }
 
 const grid = (n: number): [number, number, number] => {
