@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = join(root, 'dist/cli.js');
@@ -42,12 +42,10 @@ const runChild = (argv: string[], cache: string, trace: boolean): Run => {
 
 /** Waits for the background compiles a run started (core/device/tiers.ts: job files named by its pid); seconds waited. */
 const awaitBackground = async (pid: number): Promise<number> => {
-  const jobs = join(tmpdir(), 'camelid-warm');
+  const root = join(tmpdir(), 'camelid-warm');
+  const left = () => existsSync(root) && readdirSync(root, { recursive: true, encoding: 'utf8' }).some((f) => basename(f).startsWith(`${pid}-`) && f.endsWith('.json'));
   const t0 = performance.now();
-  while (existsSync(jobs) && readdirSync(jobs).some((f) => f.startsWith(`${pid}-`) && f.endsWith('.json'))) {
-    if (performance.now() - t0 > 3_600_000) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  while (left() && performance.now() - t0 < 3_600_000) await new Promise((r) => setTimeout(r, 500));
   return (performance.now() - t0) / 1000;
 };
 

@@ -12,7 +12,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +58,9 @@ export const addToRecord = (path: string, hashes: readonly string[]): void => {
   appendFileSync(path, hashes.map((h) => `${h}\n`).join(''));
 };
 
+/** The folder of the background jobs for one record (one Mesa cache, adapter and LLVM setting). */
+export const jobsDir = (record: string): string => join(tmpdir(), 'camelid-warm', wgslHash(record).slice(0, 16));
+
 /** The child that compiles tuned WGSL (./warm.ts, or warm.js beside the bundle), with tsx when it is TypeScript. */
 const childArgs = (job: string): string[] => {
   const url = new URL(import.meta.url.endsWith('.ts') ? './warm.ts' : './warm.js', import.meta.url);
@@ -72,6 +75,8 @@ const childArgs = (job: string): string[] => {
 export class Tiers {
   private known: Set<string> | null = null;
   private readonly queued = new Map<string, KernelSource>();
+  /** Hashes already handed to a child (not queued again while it compiles them). */
+  private readonly sent = new Set<string>();
   /** Job files of the children started (each outlives this process and deletes its job file when done). */
   readonly started: string[] = [];
 
@@ -102,17 +107,22 @@ export class Tiers {
     this.known ??= readRecord(this.record);
     const h = wgslHash(src.wgsl);
     if (this.known.has(h)) return true;
-    this.queued.set(h, src);
+    if (!this.sent.has(h)) this.queued.set(h, src);
     return false;
   }
 
-  /** Starts a detached child compiling the queued WGSL (at the lowest CPU priority); returns its job file, if any. */
+  /**
+   * Writes the queued WGSL as a job file and starts a detached child for it (at the lowest CPU priority); returns
+   * the job file, if any. Jobs for one record share a folder, where one child at a time compiles them all (./warm.ts).
+   */
   flush(): string | undefined {
     if (this.queued.size === 0) return undefined;
-    const dir = join(tmpdir(), 'camelid-warm');
+    const dir = jobsDir(this.record);
     mkdirSync(dir, { recursive: true });
     const job = join(dir, `${process.pid}-${Date.now()}-${this.started.length}.json`);
-    writeFileSync(job, JSON.stringify({ record: this.record, sources: [...this.queued.values()].map((s) => ({ wgsl: s.wgsl, label: s.label ?? '' })) }));
+    writeFileSync(`${job}.part`, JSON.stringify({ record: this.record, sources: [...this.queued.values()].map((s) => ({ wgsl: s.wgsl, label: s.label ?? '' })) }));
+    renameSync(`${job}.part`, job); // a job is read whole or not at all
+    this.queued.forEach((_, h) => this.sent.add(h));
     this.queued.clear();
     const child = spawn(process.execPath, childArgs(job), { detached: true, stdio: 'ignore', env: process.env });
     child.on('error', () => {}); // no node to start: the tuned kernels are simply compiled when first used
