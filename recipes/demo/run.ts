@@ -116,7 +116,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   const nHeld = HELD_OUT;
   await rm(o.out, { recursive: true, force: true });
   await mkdir(o.out, { recursive: true });
-  o.log(`camelid demo on ${backend}${backend === 'webgpu' ? ' (the first run compiles each kernel for this adapter: on a CPU Vulkan driver that takes minutes, later runs reuse the shader cache)' : ''}`);
+  o.log(`camelid demo on ${backend}${backend === 'webgpu' ? ' (each kernel compiles for this adapter when it first runs: on a CPU Vulkan driver a first run takes minutes, on quicker kernels while the tuned ones compile in the background; later runs reuse the shader cache)' : ''}`);
 
   // Data: problems for training and different ones held out; the tokenizer learnt from their text.
   const train = tasks(o.seed, 4000);
