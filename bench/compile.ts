@@ -26,7 +26,7 @@ const WORKLOADS: readonly Workload[] = [
   { name: 'demo', argv: (out) => [cli, 'demo', '--steps', '2,2,2', '--out', join(out, 'demo')] },
 ];
 
-interface Run { readonly seconds: number; readonly pipelines: number; readonly firstDispatchS: number; readonly ok: boolean; readonly tail: string; readonly pid: number }
+interface Run { readonly seconds: number; readonly pipelines: number; readonly firstDispatchS: number; readonly ok: boolean; readonly tail: string; readonly stdout: string; readonly pid: number }
 
 const runChild = (argv: string[], cache: string, trace: boolean): Run => {
   const env = { ...process.env, MESA_SHADER_CACHE_DIR: cache, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp', ...(trace ? { CAMELID_TRACE_COMPILES: '1' } : {}) };
@@ -37,7 +37,7 @@ const runChild = (argv: string[], cache: string, trace: boolean): Run => {
   const r = spawnSync(process.execPath, argv, { encoding: 'utf8', env, timeout: 3_600_000, maxBuffer: 64 << 20 });
   const seconds = (performance.now() - t0) / 1000;
   const firsts = [...(r.stderr ?? '').matchAll(/first dispatch of .* took ([\d.]+) s/g)].map((m) => Number(m[1]));
-  return { seconds, pipelines: firsts.length, firstDispatchS: firsts.reduce((a, b) => a + b, 0), ok: r.status === 0, tail: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | '), pid: r.pid ?? -1 };
+  return { seconds, pipelines: firsts.length, firstDispatchS: firsts.reduce((a, b) => a + b, 0), ok: r.status === 0, tail: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n').slice(-3).join(' | '), stdout: r.stdout ?? '', pid: r.pid ?? -1 };
 };
 
 /** Waits for the background compiles a run started (core/device/tiers.ts: job files named by its pid); seconds waited. */
@@ -94,7 +94,8 @@ export const compileMain = async (): Promise<void> => {
       const warm = runChild(w.argv(dir), cache, false);
       if (!cold.ok || !warm.ok) { console.log(`compile ${w.name}: failed (${cold.ok ? warm.tail : cold.tail})`); continue; }
       console.log(`compile ${w.name}: ${cold.pipelines} pipelines; cold ${cold.seconds.toFixed(1)} s (${cold.firstDispatchS.toFixed(1)} s in first dispatches), warm ${warm.seconds.toFixed(1)} s → the first run pays ${(cold.seconds - warm.seconds).toFixed(1)} s (${(cold.seconds / warm.seconds).toFixed(1)}× the warm run); the tuned kernels' background compile ended ${background.toFixed(0)} s after it`);
-      if (w.name === 'sft-step') console.log(`  ${cold.tail.split(' | ').find((l) => l.startsWith('sft step')) ?? ''} (cold) / ${warm.tail.split(' | ').find((l) => l.startsWith('sft step')) ?? ''} (warm)`);
+      const stepLine = (r: Run) => r.stdout.split('\n').find((l) => l.startsWith('sft step')) ?? '';
+      if (w.name === 'sft-step') console.log(`  cold: ${stepLine(cold)}\n  warm: ${stepLine(warm)}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
