@@ -51,15 +51,14 @@ export const readRecord = (path: string): Set<string> => {
   }
 };
 
-/** Adds hashes to a record, creating its folder: one line each, appended (concurrent writers only interleave lines). */
-export const addToRecord = (path: string, hashes: readonly string[]): void => {
-  if (hashes.length === 0) return;
+/** Adds a hash to a record, creating its folder: one appended line (concurrent writers only interleave lines). */
+export const addToRecord = (path: string, hash: string): void => {
   mkdirSync(join(path, '..'), { recursive: true });
-  appendFileSync(path, hashes.map((h) => `${h}\n`).join(''));
+  appendFileSync(path, `${hash}\n`);
 };
 
 /** The folder of the background jobs for one record (one Mesa cache, adapter and LLVM setting). */
-export const jobsDir = (record: string): string => join(tmpdir(), 'camelid-warm', wgslHash(record).slice(0, 16));
+const jobsDir = (record: string): string => join(tmpdir(), 'camelid-warm', wgslHash(record).slice(0, 16));
 
 /** The child that compiles tuned WGSL (./warm.ts, or warm.js beside the bundle), with tsx when it is TypeScript. */
 const childArgs = (job: string): string[] => {
@@ -84,10 +83,6 @@ export class Tiers {
 
   constructor(private readonly adapter: AdapterDescription) {
     this.mode = tierFor(adapter);
-  }
-
-  get tier(): Tier {
-    return this.mode;
   }
 
   /** Where the record is (read anew by each refresh: CAMELID_FIRST_TIER and MESA_SHADER_CACHE_DIR may change). */

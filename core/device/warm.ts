@@ -43,7 +43,7 @@ const compileJob = async (dev: Device, file: string): Promise<void> => {
     try {
       dev.encode([{ pipeline: p.right, bindGroup: dev.bindGroup(p.right, bufs), workgroups: [1, 1, 1] }], 'warm');
       await dev.sync();
-      addToRecord(job.record, [wgslHash(s.wgsl)]);
+      addToRecord(job.record, wgslHash(s.wgsl));
     } catch { /* left out of the record */ }
     bufs.forEach((b) => dev.free(b));
   }
