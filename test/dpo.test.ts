@@ -206,6 +206,17 @@ describe('sequenceLogprobs', () => {
     });
   }
 
+  it('refuses tokens and labels that are not both (B, T), labels i32, or T < 2, naming them', () => {
+    const p = initParams(tiny, C.key(2), { dtype: 'f64', std: 0.5 });
+    const msg = /sequenceLogprobs: tokens i32\(.*\) and labels .* must both be \(B, T\), labels i32/;
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens), i32(labels.slice(0, 2)))).toThrow(msg); // B differs
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens), i32(labels.map((r) => r.slice(1))))).toThrow(msg); // T differs
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens), i32(labels[0]!))).toThrow(msg); // rank 1
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens[0]!), i32(labels))).toThrow(msg); // rank 1
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens), C.tensor(labels, { dtype: 'f64' }))).toThrow(msg); // f64 labels
+    expect(() => sequenceLogprobs(tiny, p, i32([[1]]), i32([[1]]))).toThrow('sequenceLogprobs: sequences need at least 2 positions to predict a label, got T = 1');
+  });
+
   it('its gradient w.r.t. the parameters matches finite differences (f64)', async () => {
     const p = initParams(tiny, C.key(4), { dtype: 'f64', std: 0.4 });
     const dir = C.mapTree(p, (t, i) => C.mul(C.normal(C.key(50 + i), t.shape, 'f64'), 1));

@@ -118,6 +118,10 @@ describe('schedules', () => {
     expect(f(2)).toBeCloseTo(2 * 0.5 * (1 + Math.cos(Math.PI / 4)), 15);
     expect(f(3)).toBeCloseTo(1, 15);
     expect(f(5)).toBeCloseTo(0, 15);
+    // Several warmup steps (HF: lr·s/W while s < W), then the half cosine from W: W = 4, T = 8.
+    const g = cosineWarmupDecay({ peak: 1, warmupSteps: 4, totalSteps: 8 });
+    expect([0, 1, 3, 4].map(g)).toEqual([0, 0.25, 0.75, 1]);
+    expect(g(6)).toBeCloseTo(0.5, 15);
   });
   it('constant, with and without warmup', () => {
     expect([0, 5].map(constant({ peak: 3 }))).toEqual([3, 3]);
