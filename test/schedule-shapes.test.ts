@@ -10,6 +10,8 @@ import type { Node } from '../core/node.js';
 import { interpret } from '../core/interp.js';
 import { compileKernels, runGraph } from '../core/runtime.js';
 import { kernelOuts, schedule, type Kernel, type ScheduleOpts } from '../core/schedule/index.js';
+import { nf4Weight, quantizeNf4 } from '../models/nf4.js';
+import { nf4Linear } from '../ops/nf4.js';
 import { gpuDevice } from './gpu.js';
 import './setup.js';
 
@@ -257,5 +259,38 @@ describe.skipIf(!gpuDevice)('elementwise kernels with several outputs on WebGPU'
       const [, m, v] = adamLike([8, 16])();
       return [C.sub(roll(m!), C.sqrt(v!)), m!, v!];
     });
+  });
+});
+
+// ---- a stored value written through its reshape (buildKernel) ------------------------------------------------
+// QLoRA's shape: a normed input x (B, T, in) reshaped to (B·T, in) is the NF4 kernel's source (bound as a buffer:
+// that kernel reads its sources as given) and a LoRA A matmul's operand (read in place, as a view of x). The
+// reshape's kernel computes x straight into the reshape's buffer; the matmul, built first, bound x's buffer, which
+// no kernel then wrote (`npm run bench lora`: "mul [2,64,288] has no value to upload"). 17 chained sines: too
+// costly to compute on load, so x is stored.
+const qloraShape = () => {
+  const w = nf4Weight(quantizeNf4(Array.from({ length: 6 * 64 }, (_, i) => Math.sin(i * 1.3)), [6, 64]));
+  const x2 = C.reshape(chain(rand([2, 4, 64], 50), 17), [8, 64]);
+  return [C.matmul(x2, C.transpose(rand([3, 64], 51))), nf4Linear(x2, w)]; // (8, 3), (8, 6)
+};
+
+describe('a stored value written through its reshape', () => {
+  it('every buffer a kernel binds is written by an earlier kernel, whichever reader is built first', () => {
+    for (const outs of [qloraShape(), qloraShape().reverse()]) {
+      const ks = kernelsOf(outs);
+      const written = new Set<Node>();
+      for (const k of ks) {
+        for (const n of k.inputs) if (!n.realized) expect(written.has(n), `${k.kind} for ${k.out.op.name} binds ${n.op.name}${JSON.stringify(n.shape)}, which no earlier kernel writes`).toBe(true);
+        kernelOuts(k).forEach((o) => written.add(o));
+      }
+      expect(ks.map((k) => k.kind).sort()).toEqual(['elementwise', 'matmul', 'nf4']);
+    }
+  });
+});
+
+describe.skipIf(!gpuDevice)('a stored value written through its reshape on WebGPU', () => {
+  it('the NF4 kernel and the matmul read it: the interpreter\'s values', async () => {
+    await agrees('qlora shape', qloraShape);
+    await agrees('qlora shape, other order', () => qloraShape().reverse());
   });
 });

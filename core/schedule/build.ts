@@ -27,7 +27,9 @@ export const buildKernel = (root: Node, ctx: Ctx): Kernel => {
   }
   let x = root;
   while ((x.op.name === 'reshape' || isIdentityOp(x)) && !isInput(x.src[0]!) && users.get(x.src[0]!) === 1 && x.src[0]!.op.kind !== 'movement') x = x.src[0]!;
-  if (x !== root) mat.delete(x);
+  // x's value goes straight into root's buffer, byte for byte the same layout: kernels already built that bind x's
+  // buffer (a matmul reading the reshape as a view of x, beside an NF4 kernel binding the reshape) read root's.
+  if (x !== root) { if (mat.delete(x)) ctx.alias.set(x, root); }
   return { ...buildBody(x, ctx), out: root };
 };
 

@@ -6,7 +6,15 @@ import { iconst, ivar, type Idx } from './idx.js';
 
 /** Scheduling state: materialised nodes, consumer counts, and nodes some kernel reads from memory
  * (those cannot be fused away as a matmul epilogue's accumulator). */
-export interface Ctx { readonly mat: Set<Node>; readonly users: ReadonlyMap<Node, number>; readonly demanded: Set<Node>; readonly reduces: Map<Node, Node[]>; readonly budget: number }
+export interface Ctx {
+  readonly mat: Set<Node>;
+  readonly users: ReadonlyMap<Node, number>;
+  readonly demanded: Set<Node>;
+  readonly reduces: Map<Node, Node[]>;
+  readonly budget: number;
+  /** A stored node whose kernel writes it into the buffer of a reshape (or identity) of it: read there instead. */
+  readonly alias: Map<Node, Node>;
+}
 
 /**
  * Read from a buffer: inputs, and realised nodes that have sources. A realised node without sources (a constant

@@ -51,5 +51,6 @@ export const schedule = (roots: readonly Node[], opts: ScheduleOpts = {}): Kerne
     }
     kernels.push(k);
   }
+  if (ctx.alias.size) kernels.forEach((k, i) => { kernels[i] = { ...k, inputs: k.inputs.map((n) => ctx.alias.get(n) ?? n) } as Kernel; });
   return fuse ? mergeOutputs(foldRows(kernels.reverse(), maxInputs, opts.skinnyRows), maxInputs) : kernels.reverse();
 };

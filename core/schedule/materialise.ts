@@ -125,7 +125,7 @@ export const materialise = (order: readonly Node[], roots: readonly Node[], fuse
     // matmul's epilogue at no extra cost, rather than recomputed — rereading every term — by each consumer.
     if (fuse && k === 'elementwise' && (users.get(n) ?? 0) >= 2 && n.src.some((s) => soleMatmul(s, users))) mat.add(n);
   }
-  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map(), budget };
+  const ctx: Ctx = { mat, users, demanded: new Set(), reduces: new Map(), budget, alias: new Map() };
   // Matmul operands that cannot be computed on load are materialised up front, so every matmul reading them
   // (through transposes or broadcasts) reads the same buffer in place.
   // An operand whose view cannot be expressed as strides (a reshape of transposed heads, say) is materialised
