@@ -27,10 +27,13 @@ type Mode = 'full' | 'lora' | 'qlora';
 
 const runMode = async (mode: Mode, name: string, B: number, T: number, reps: number) => {
   const { cfg } = SHAPES[name]!;
+  const at0 = (await C.deviceCounters())?.bytesInUse ?? 0; // what earlier modes left (nothing, once they dispose)
   const batch = batchFor(cfg.vocabSize, B, T);
   const dense = initParams(cfg, C.key(0));
   const base: LlamaParams<Weight> = mode === 'qlora' ? await quantizeBase(dense) : dense;
   await C.realize(...C.leaves(base));
+  // QLoRA keeps only the packed projections: the dense ones it was quantised from are freed.
+  if (mode === 'qlora') dense.layers.forEach((l) => [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3].forEach((t) => t.dispose()));
   const opt = adamw({ lr: 1e-4, weightDecay: 0 });
   const loss = (p: unknown, f: unknown, b: Batch) =>
     sftLoss(cfg, mode === 'full' ? (p as LlamaParams) : withLora(f as LlamaParams<Weight>, p as LoraAdapters), b.tokens, b.labels, { reduction: 'sum' });
@@ -51,8 +54,10 @@ const runMode = async (mode: Mode, name: string, B: number, T: number, reps: num
   }
   const mem = projectionBytes(base);
   [...C.leaves(trainable), ...C.leaves(state), ...(frozen ? C.leaves(frozen) : []), batch.tokens, batch.labels].forEach((t) => t.dispose());
+  const { kernels, dispatches } = step;
+  step.dispose();
   const ms = median(times);
-  return { ms, tokS: (B * T) / (ms / 1000), kernels: step.kernels, dispatches: step.dispatches, basePerParam: mem.bytesPerParam, inUse };
+  return { ms, tokS: (B * T) / (ms / 1000), kernels, dispatches, basePerParam: mem.bytesPerParam, inUse: inUse - at0 };
 };
 
 export const loraMain = async (): Promise<void> => {
@@ -66,7 +71,7 @@ export const loraMain = async (): Promise<void> => {
     const r = {} as Record<Mode, Awaited<ReturnType<typeof runMode>>>;
     for (const m of ['full', 'lora', 'qlora'] as const) {
       const x = (r[m] = await runMode(m, name, B, T, reps));
-      console.log(`  ${m.padEnd(5)}  ${x.ms.toFixed(1).padStart(8)} ms  ${x.tokS.toFixed(0).padStart(7)} tok/s  ${String(x.kernels).padStart(4)} kernels  base ${x.basePerParam.toFixed(3)} B/param  device in use ${(x.inUse / 2 ** 20).toFixed(1)} MiB`);
+      console.log(`  ${m.padEnd(5)}  ${x.ms.toFixed(1).padStart(8)} ms  ${x.tokS.toFixed(0).padStart(7)} tok/s  ${String(x.kernels).padStart(4)} kernels  base ${x.basePerParam.toFixed(3)} B/param  device memory of the step ${(x.inUse / 2 ** 20).toFixed(1)} MiB`);
     }
     console.log(`  tokens/s: LoRA/full ${(r.lora.tokS / r.full.tokS).toFixed(2)}×, QLoRA/LoRA ${(r.qlora.tokS / r.lora.tokS).toFixed(2)}× (goal ≥ 0.67), QLoRA base ${r.qlora.basePerParam.toFixed(3)} B/param (goal ≤ 0.6)`);
   }

@@ -78,7 +78,18 @@ export interface Jitted<A extends unknown[], R> {
   readonly dispatches: number;
   /** Plans held (one per argument signature, at most MAX_PLANS). */
   readonly plans: number;
+  /**
+   * Returns every plan's scratch buffers to the pool now (a later call traces again). A jitted function that is
+   * garbage-collected returns them too, later.
+   */
+  dispose(): void;
 }
+
+/** The plans of jitted functions no longer referenced: their buffers go back to the pool. */
+const orphans = new FinalizationRegistry<{ readonly plans: Map<string, Plan>; dev: Device | null }>((held) => {
+  if (held.dev) for (const p of held.plans.values()) release(held.dev, p);
+  held.plans.clear();
+});
 
 /**
  * Trace-once, replay-many compilation of a function of pytrees of tensors and numbers (WebGPU backend; on the
@@ -89,6 +100,7 @@ export interface Jitted<A extends unknown[], R> {
  */
 export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts = {}): Jitted<A, R> => {
   const plans = new Map<string, Plan>();
+  const held = { plans, dev: null as Device | null };
   let last: Plan | null = null;
   const call = async (...args: A): Promise<R> => {
     await settle();
@@ -109,6 +121,7 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
     if (plan) plans.delete(key); // re-inserted below: the map's order is least recently used first
     else {
       plan = await trace(dev, f, args, flat, opts);
+      held.dev = dev;
       if (plans.size >= MAX_PLANS) {
         const [oldest, old] = plans.entries().next().value!;
         plans.delete(oldest);
@@ -122,6 +135,14 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
   Object.defineProperty(call, 'kernels', { get: () => last?.kernels ?? 0 });
   Object.defineProperty(call, 'dispatches', { get: () => last?.dispatches ?? 0 });
   Object.defineProperty(call, 'plans', { get: () => plans.size });
+  Object.defineProperty(call, 'dispose', {
+    value: () => {
+      if (held.dev) for (const p of plans.values()) release(held.dev, p);
+      plans.clear();
+      last = null;
+    },
+  });
+  orphans.register(call, held);
   return call as Jitted<A, R>;
 };
 

@@ -34,6 +34,8 @@ export interface TrainStep<P, S, F, B> {
   (trainable: P, state: S, frozen: F, micro: readonly B[], lr: number): Promise<StepOut<P, S>>;
   readonly kernels: number;
   readonly dispatches: number;
+  /** Frees the compiled plans' scratch buffers now (a later call compiles again from the shader cache). */
+  dispose(): void;
 }
 
 export type StepFn<P, S, F, B> = (trainable: P, state: S, frozen: F, micro: readonly B[], lr: Lr) => StepOut<P, S>;
@@ -83,5 +85,6 @@ export const trainStep = <P, S, F, B>(lossFn: LossFn<P, F, B>, opts: StepOpts<S>
   };
   Object.defineProperty(call, 'kernels', { get: () => step.kernels });
   Object.defineProperty(call, 'dispatches', { get: () => step.dispatches });
+  Object.defineProperty(call, 'dispose', { value: () => step.dispose() });
   return call as TrainStep<P, S, F, B>;
 };

@@ -164,6 +164,29 @@ describe.skipIf(!gpuDevice)('jit (WebGPU)', () => {
     expect(f.plans).toBe(C.MAX_PLANS);
   });
 
+  it('dispose() gives every plan\'s scratch memory back at once, and a later call traces again and is still right', async () => {
+    C.setBackend('webgpu');
+    const f = C.jit((a: Tensor) => C.sum(C.matmul(a, C.transpose(a)))); // the (64, 64) product is scratch: 16 KiB
+    const a = C.tensor(new Float32Array(64 * 8).fill(0.5), { shape: [64, 8] });
+    await C.realize(a);
+    const before = gpuDevice!.counters.bytesInUse;
+    const s = await f(a);
+    expect(await C.item(s)).toBeCloseTo(64 * 64 * 8 * 0.25, 2);
+    s.dispose();
+    const held = gpuDevice!.counters.bytesInUse;
+    expect(held - before).toBeGreaterThanOrEqual(64 * 64 * 4);
+    f.dispose();
+    expect(f.plans).toBe(0);
+    // Finalizers of earlier tests' tensors may free buffers meanwhile, never take them.
+    expect(held - gpuDevice!.counters.bytesInUse).toBeGreaterThanOrEqual(64 * 64 * 4);
+    const s2 = await f(a);
+    expect(f.plans).toBe(1);
+    expect(await C.item(s2)).toBeCloseTo(64 * 64 * 8 * 0.25, 2);
+    s2.dispose();
+    f.dispose();
+    a.dispose();
+  });
+
   it('a tensor realised twice in one call (shared leaves of a parameter tree) gets one buffer', async () => {
     C.setBackend('webgpu');
     const c = C.tensor(new Float32Array(1024));
