@@ -5,6 +5,7 @@ import { isCorrect, LETTERS, rng, tasks, TASK_KINDS } from '../recipes/demo/task
 import { trainTokenizer } from '../recipes/demo/tokenizer.js';
 import { tokenizerFromJson } from '../models/tokenizer/index.js';
 import { right } from './helpers.js';
+import { preferencePairs } from '../recipes/demo/run.js';
 
 describe('demo tasks', () => {
   it('are reproducible from the seed and cycle through every kind', () => {
@@ -59,5 +60,17 @@ describe('demo tokenizer', () => {
     const pieces = ids.map((i) => tok.pieces[i]!);
     expect(pieces.slice(-8)).toEqual([...'bgjkqxz', '.']);
     expect(tok.encode('1234', { bos: false }).map((i) => tok.pieces[i]).join('|')).toBe('▁|1|2|3|4');
+  });
+});
+
+describe('the DPO stage\'s preference pairs', () => {
+  it('reject the model\'s own answer where it is wrong, and the generated mistake where it is right, empty or missing', () => {
+    const ts = tasks(3, 4);
+    const own = [ts[0]!.answer, `${ts[1]!.answer}x`, ''];
+    const pairs = preferencePairs(ts, own);
+    const reply = (m: { role: string; content: string }[]) => m.find((x) => x.role === 'assistant')!.content;
+    expect(pairs.map((p) => reply(p.chosen))).toEqual(ts.map((t) => t.answer));
+    expect(pairs.map((p) => reply(p.rejected))).toEqual([ts[0]!.wrong, `${ts[1]!.answer}x`, ts[2]!.wrong, ts[3]!.wrong]);
+    expect(pairs.every((p, i) => p.chosen[0]!.content === ts[i]!.prompt && p.rejected[0]!.content === ts[i]!.prompt)).toBe(true);
   });
 });

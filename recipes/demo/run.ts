@@ -106,6 +106,50 @@ const supervised = async (o: {
   return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: (o.steps * BATCH * T) / ((performance.now() - t0) / 1000) };
 };
 
+/** Greedy replies to the problems, in batches of the held-out set's size (the evaluation's compiled shapes). */
+const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[]): Promise<string[]> =>
+  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: HELD_OUT })).map((a) => a.trim());
+
+/**
+ * Preference pairs: chosen = the right answer; rejected = the model's own answer where it is wrong (on-policy, as
+ * iterative RPO (Pang et al. 2024) takes its rejected side from the model's wrong generations), else the problem's
+ * generated plausible mistake. `own` covers a prefix of `ts` (the rest use the generated mistakes).
+ */
+export const preferencePairs = (ts: readonly Task[], own: readonly string[] = []): { chosen: Message[]; rejected: Message[] }[] =>
+  ts.map((t, i) => {
+    const mine = own[i];
+    return { chosen: chat(t), rejected: chat(t, mine !== undefined && mine !== '' && !isCorrect(t, mine) ? mine : t.wrong) };
+  });
+
+/** DPO (sigmoid, β 0.1, with RPO's NLL term) through LoRA adapters r 8 on `base`; checkpoints hold the adapter and the merged model. */
+export const dpoStage = async (o: {
+  cfg: LlamaConfig; base: LlamaParams; tok: Tokenizer; tokJson: string; pairs: readonly { chosen: Message[]; rejected: Message[] }[];
+  steps: number; seed: number; out: string; progress: DemoOpts['progress']; log: (s: string) => void; lr?: number; rpoAlpha?: number;
+}): Promise<{ trainable: LoraAdapters; losses: readonly number[] }> => {
+  const { cfg, base } = o;
+  const { pairs } = encodePairs(o.tok, o.pairs, { maxSeqLen: T });
+  const half = BATCH / 2;
+  const prefBatches = Array.from({ length: Math.ceil(o.steps / Math.floor(pairs.length / half)) }, (_, e) =>
+    makePrefBatches(pairs, { batchSize: half, padId: cfg.eosId, seed: o.seed, epoch: e, padToMultiple: T, keepLast: false })).flat();
+  const adapters0 = lora(base, { r: 8, alpha: 16, dropout: 0, key: key(o.seed + 1) });
+  const lr = o.lr ?? 2e-3;
+  const optimizer = adamw({ lr });
+  // RPO (α 1, the paper's): the chosen answers' NLL keeps their likelihood up; plain DPO lowered both sides' log-probs
+  // here and greedy exact match fell after DPO (26% → 18% in a --quick run).
+  const step = trainStep(dpoLossFn(cfg, loraReference, { beta: 0.1, kind: 'sigmoid', rpoAlpha: o.rpoAlpha ?? 1 }), { optimizer, clipNorm: 1 });
+  return trainLoop({
+    step, trainable: adapters0, optState: optimizer.init(adapters0), frozen: base as LlamaParams<Weight>,
+    batchAt: (i): DpoBatch => prefBatchTensors(prefBatches[i]!), tokensOf: () => BATCH * T, totalSteps: o.steps,
+    schedule: linearWarmupDecay({ peak: lr, warmupSteps: warmupFromRatio(o.steps, 0.1), totalSteps: o.steps }),
+    output: o.out, logEvery: 5, progress: o.progress ?? 'auto', log: o.log,
+    saveModel: async (d, a: LoraAdapters) => {
+      const s = await saveAdapters(join(d, 'adapter'), a)();
+      if (E.isLeft(s)) throw new Error(s.left.message);
+      await saveStage(cfg, o.tokJson)(d, merge(base, a));
+    },
+  });
+};
+
 /**
  * Runs the whole pipeline; returns one row per stage (untrained, pretrain, sft, dpo).
  * @example const rows = await runDemo({ out: 'camelid-demo', seed: 0, quick: true, log: console.log });
@@ -155,31 +199,15 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
     acc = await accuracyOf(cfg, params, tok, held);
     await record({ stage: name, accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
   }
-  // DPO through LoRA adapters on the SFT model: chosen = the right answer, rejected = a plausible wrong one; the
-  // reference is the same model with the adapters disabled.
+  // DPO through LoRA adapters on the SFT model: chosen = the right answer, rejected = the model's own greedy answer
+  // where it is wrong (on-policy), else a plausible mistake; the reference is the model with the adapters disabled.
   t0 = performance.now();
   const dir = join(o.out, 'dpo');
-  const { pairs } = encodePairs(tok, train.map((t) => ({ chosen: chat(t), rejected: chat(t, t.wrong) })), { maxSeqLen: T });
-  const half = BATCH / 2;
-  const prefBatches = Array.from({ length: Math.ceil(steps.dpo / Math.floor(pairs.length / half)) }, (_, e) =>
-    makePrefBatches(pairs, { batchSize: half, padId: cfg.eosId, seed: o.seed, epoch: e, padToMultiple: T, keepLast: false })).flat();
-  const adapters0 = lora(params, { r: 8, alpha: 16, dropout: 0, key: key(o.seed + 1) });
-  const optimizer = adamw({ lr: 2e-3 });
-  // RPO (α 1, the paper's): the chosen answers' NLL keeps their likelihood up; plain DPO lowered both sides' log-probs
-  // here and greedy exact match fell after DPO (26% → 18% in a --quick run).
-  const step = trainStep(dpoLossFn(cfg, loraReference, { beta: 0.1, kind: 'sigmoid', rpoAlpha: 1 }), { optimizer, clipNorm: 1 });
+  const asked = train.slice(0, steps.dpo * (BATCH / 2)); // one epoch of pairs
+  const own = await greedyAnswers(cfg, params, tok, asked);
+  o.log(`dpo: the SFT model's own answers to ${own.length} training problems, ${own.filter((a, i) => !isCorrect(asked[i]!, a)).length} of them wrong, are rejected answers (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   const base = params;
-  const r = await trainLoop({
-    step, trainable: adapters0, optState: optimizer.init(adapters0), frozen: base as LlamaParams<Weight>,
-    batchAt: (i): DpoBatch => prefBatchTensors(prefBatches[i]!), tokensOf: () => BATCH * T, totalSteps: steps.dpo,
-    schedule: linearWarmupDecay({ peak: 2e-3, warmupSteps: warmupFromRatio(steps.dpo, 0.1), totalSteps: steps.dpo }),
-    output: dir, logEvery: 5, progress: o.progress ?? 'auto', log: o.log,
-    saveModel: async (d, a: LoraAdapters) => {
-      const s = await saveAdapters(join(d, 'adapter'), a)();
-      if (E.isLeft(s)) throw new Error(s.left.message);
-      await saveStage(cfg, tokJson)(d, merge(base, a));
-    },
-  });
+  const r = await dpoStage({ cfg, base, tok, tokJson, pairs: preferencePairs(asked, own), steps: steps.dpo, seed: o.seed, out: dir, progress: o.progress, log: o.log });
   params = merge(base, r.trainable);
   await realize(...flatten(params).leaves); // dense once, not recomputed inside every evaluation kernel
   acc = await accuracyOf(cfg, params, tok, held);
