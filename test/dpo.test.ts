@@ -14,7 +14,7 @@ import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams } from '../models/llama.js';
 import { loadLlama } from '../models/load.js';
 import { lora, merge, type LoraAdapters } from '../models/lora.js';
-import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoOpts } from '../recipes/dpo.js';
+import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoModel, type DpoOpts } from '../recipes/dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch } from '../recipes/dpo-ref.js';
 import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/prefs.js';
 import { adamw } from '../recipes/optim.js';
@@ -42,6 +42,12 @@ const meanOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 const run = (kind: DpoKind, o: Partial<DpoOpts> = {}) =>
   dpoLoss(f64(pc), f64(pr), kind === 'simpo' ? null : f64(rc), kind === 'simpo' ? null : f64(rr), { beta: 0.1, kind, chosenTokens: f64(nc), rejectedTokens: f64(nr), ...o });
+
+/** The class name and the whole message of what `f` throws, or 'no error'. */
+const thrown = (f: () => unknown): [string, string] => {
+  try { f(); } catch (e) { return [(e as Error).name, (e as Error).message]; }
+  return ['no error', ''];
+};
 
 describe('dpoLoss against hand-worked numbers', () => {
   const beta = 0.1;
@@ -121,6 +127,46 @@ describe('dpoLoss against hand-worked numbers', () => {
     expect(() => dpoLoss(f64(pc), f64(pr), null, null, { beta: 0.1 })).toThrow(/kind 'sigmoid' needs reference/);
     expect(() => dpoLoss(f64(pc), f64([1, 2]), f64(rc), f64(rr), { beta: 0.1 })).toThrow(/policyRejected must be f64\(3,\)/);
     expect(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta: 0.1, kind: 'ipo' })).toThrow(/pass chosenTokens and rejectedTokens/);
+  });
+
+  it('each out-of-range option is refused with its name and value', () => {
+    const range = (m: string): [string, string] => ['RangeError', `dpoLoss: ${m}`];
+    for (const beta of [0, -0.1, NaN, Infinity]) expect(thrown(() => run('sigmoid', { beta }))).toEqual(range(`beta must be a positive number, got ${beta}`));
+    for (const rpoAlpha of [-1, NaN, Infinity]) expect(thrown(() => run('sigmoid', { rpoAlpha }))).toEqual(range(`rpoAlpha must be a non-negative number, got ${rpoAlpha}`));
+    for (const labelSmoothing of [-0.1, 0.5, 0.7, NaN]) expect(thrown(() => run('sigmoid', { labelSmoothing }))).toEqual(range(`labelSmoothing must be in [0, 0.5), got ${labelSmoothing}`));
+    // cDPO's ε (a flipped-label rate in the Bradley–Terry likelihood) has no meaning for the hinge and IPO losses
+    for (const kind of ['hinge', 'ipo'] as const) expect(thrown(() => run(kind, { labelSmoothing: 0.1 }))).toEqual(range(`labelSmoothing applies to sigmoid, dpo_norm and simpo, not '${kind}'`));
+    expect(thrown(() => run('kto' as DpoKind))).toEqual(range(`unknown kind 'kto' (expected one of sigmoid, hinge, ipo, dpo_norm, simpo)`));
+    // the edges that are allowed
+    for (const o of [{ labelSmoothing: 0.49 }, { rpoAlpha: 0 }, { beta: 1e-9 }]) expect(thrown(() => run('sigmoid', o))).toEqual(['no error', '']);
+  });
+
+  it('each mis-shaped or missing tensor is refused by its name, with the shape and dtype expected and got', () => {
+    const shape = (m: string): [string, string] => ['ShapeError', `dpoLoss: ${m}`];
+    const col = (xs: number[]) => C.reshape(f64(xs), [xs.length, 1]);
+    const f32 = (xs: number[]) => C.tensor(Float32Array.from(xs), { dtype: 'f32' });
+    const o = { beta: 0.1 };
+    expect(thrown(() => dpoLoss(col(pc), f64(pr), f64(rc), f64(rr), o))).toEqual(shape('policyChosen must be (N,), got (3,1)'));
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), col(rc), f64(rr), o))).toEqual(shape('refChosen must be f64(3,) like policyChosen, got f64(3,1)'));
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f32(rr), o))).toEqual(shape('refRejected must be f64(3,) like policyChosen, got f32(3,)'));
+    // RPO reads chosenTokens even for a summed kind
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { ...o, rpoAlpha: 1, chosenTokens: f64([5, 12]) }))).toEqual(shape('chosenTokens must be f64(3,) like policyChosen, got f64(2,)'));
+    expect(thrown(() => run('ipo', { chosenTokens: f32(nc) }))).toEqual(shape('chosenTokens must be f64(3,) like policyChosen, got f32(3,)'));
+    expect(thrown(() => run('dpo_norm', { rejectedTokens: col(nr) }))).toEqual(shape('rejectedTokens must be f64(3,) like policyChosen, got f64(3,1)'));
+    // one of the two token counts missing is as wrong as both
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { ...o, kind: 'ipo', chosenTokens: f64(nc) }))).toEqual(shape("kind 'ipo' averages over tokens: pass chosenTokens and rejectedTokens"));
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { ...o, kind: 'dpo_norm', rejectedTokens: f64(nr) }))).toEqual(shape("kind 'dpo_norm' averages over tokens: pass chosenTokens and rejectedTokens"));
+    // one of the two reference sides missing is as wrong as both
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), null, f64(rr), o))).toEqual(shape("kind 'sigmoid' needs reference log-probs (only simpo goes without)"));
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), null, { ...o, kind: 'hinge' }))).toEqual(shape("kind 'hinge' needs reference log-probs (only simpo goes without)"));
+  });
+
+  it('with ε = 0 the loss is DPO eq. 7 alone: a pair at z = +∞ costs 0, not 0·logσ(−∞) = NaN', async () => {
+    // A rejected answer of log-prob −∞: z = β((−1 − (−∞)) − (−1 − (−2))) = +∞, and −logσ(+∞) = 0. TRL's sigmoid
+    // loss always adds ε·(−logσ(−z)), which is NaN here at ε = 0; eq. 7 has no such term.
+    const out = dpoLoss(f64([-1, -2]), f64([-Infinity, -3]), f64([-1, -2]), f64([-2, -2.5]), { beta: 0.1 });
+    // the first pair costs 0; the second: Δ = (−2 + 3) − (−2 + 2.5) = 0.5
+    expect(await item(out.loss)).toBeCloseTo((0 - logSig(0.1 * 0.5)) / 2, 12);
   });
 });
 
@@ -338,6 +384,50 @@ describe('reference log-probs three ways', () => {
     await writeFile(first.file, '{"key": 1}');
     expect(leftMessage(await cachedRefLogps(dir, parts, compute)())).toMatch(/not a reference log-prob cache/);
     expect(() => refBatch(first.logps, Int32Array.from([5]))).toThrow(/pair 5 is not in the cache of 3 pairs/);
+  });
+});
+
+describe('dpoLossFn against log-probs taken from the logits on the host', () => {
+  // Two pairs as four rows (chosen rows first); the expected numbers come from `direct` over forward's logits and
+  // the formulas (TRL dpo_trainer.py: sigmoid loss and its reward metrics; SimPO eq. 6), not from recipes/dpo.ts.
+  const policy = initParams(tiny, C.key(21), { dtype: 'f64', std: 0.5 });
+  const reference = initParams(tiny, C.key(22), { dtype: 'f64', std: 0.5 });
+  const tokens = [[1, 5, 3, 9, 2], [1, 4, 6, 6, 2], [1, 5, 3, 7, 2], [1, 4, 8, 2, 0]];
+  const labels = [[-100, -100, 3, 9, 2], [-100, 4, 6, 6, 2], [-100, -100, 3, 7, 2], [-100, 4, 8, 2, -100]];
+  const batch = { tokens: i32(tokens), labels: i32(labels) };
+  const host = async (p: typeof policy) => direct(await data(forward(tiny, p, batch.tokens)), labels, tiny.vocabSize);
+  const pairs = (xs: number[]) => ({ c: xs.slice(0, 2), r: xs.slice(2) });
+
+  it('sigmoid, frozen reference: the loss and the six metrics under TRL\'s names, each a mean over the pairs', async () => {
+    const beta = 0.5;
+    const [pol, ref] = [pairs((await host(policy)).lp), pairs((await host(reference)).lp)];
+    const rc = pol.c.map((x, i) => beta * (x - ref.c[i]!)), rr = pol.r.map((x, i) => beta * (x - ref.r[i]!));
+    const want: Record<keyof DpoMetrics, number> = {
+      'rewards/chosen': meanOf(rc), 'rewards/rejected': meanOf(rr),
+      'rewards/accuracy': meanOf(rc.map((c, i) => (c > rr[i]! ? 1 : 0))), 'rewards/margin': meanOf(rc.map((c, i) => c - rr[i]!)),
+      'logps/chosen': meanOf(pol.c), 'logps/rejected': meanOf(pol.r),
+    };
+    const { loss, aux } = dpoLossFn(tiny, frozenReference, { beta })(policy, reference, batch);
+    expect(await item(loss)).toBeCloseTo(meanOf(rc.map((c, i) => -logSig(c - rr[i]!))), 12);
+    expect(Object.keys(aux).sort()).toEqual(Object.keys(want).sort());
+    for (const k of Object.keys(want) as (keyof DpoMetrics)[]) expect([k, await item(aux[k])]).toEqual([k, expect.closeTo(want[k], 12)]);
+    expect(new Set(Object.values(want).map((v) => v.toFixed(6))).size).toBe(6); // six different numbers: no name can stand for another
+  });
+
+  it('simpo never builds the reference: SimPO eq. 6 on the policy\'s token-averaged log-probs', async () => {
+    const [beta, gamma] = [2, 0.5];
+    const { lp, n } = await host(policy);
+    const avg = pairs(lp.map((x, i) => x / n[i]!));
+    const model: DpoModel<typeof policy, null> = { policy: (p) => p, reference: () => { throw new Error('the reference was built'); } };
+    const { loss, aux } = dpoLossFn(tiny, model, { beta, kind: 'simpo', gamma })(policy, null, batch);
+    expect(await item(loss)).toBeCloseTo(meanOf(avg.c.map((c, i) => -logSig(beta * (c - avg.r[i]!) - gamma))), 12);
+    expect(await item(aux['rewards/chosen'])).toBeCloseTo(meanOf(avg.c.map((c) => beta * c)), 12);
+  });
+
+  it('a model without a reference and a batch without cached log-probs: the sigmoid loss asks for them', () => {
+    expect(thrown(() => dpoLossFn(tiny, cachedReference((p: typeof policy) => p), { beta: 0.1 })(policy, null, batch))).toEqual(
+      ['ShapeError', "dpoLoss: kind 'sigmoid' needs reference log-probs (only simpo goes without)"],
+    );
   });
 });
 

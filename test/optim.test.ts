@@ -80,6 +80,46 @@ describe('adamw', () => {
     const t = f64([1], [1]);
     expect(leafPaths({ layers: [{ wq: t, attnNorm: t }], norm: t, tokEmb: t })).toEqual(['layers.0.attnNorm', 'layers.0.wq', 'norm', 'tokEmb']);
   });
+
+  it('leaf paths: a root array numbers its entries, arrays keep numeric order past 10, non-tensor leaves have none', () => {
+    const t = f64([1], [1]);
+    expect(leafPaths([t, { b: t, a: null, c: 3, name: 'lora' }])).toEqual(['0', '1.b']);
+    // flatten walks layers 0…11 in order, so the decay predicate must see them in that order too (not '10' after '1')
+    const paths = leafPaths({ layers: Array.from({ length: 12 }, () => ({ wq: t })) });
+    expect(paths).toEqual(Array.from({ length: 12 }, (_, i) => `layers.${i}.wq`));
+  });
+
+  it('init: zero moments of each leaf\'s dtype; the count takes the first leaf\'s float dtype, else f32', async () => {
+    const opt = adamw({ lr: 0.1 });
+    const st = opt.init({ w: f64([1, 2], [2]) });
+    expect([st.count.dtype, await arr(st.count)]).toEqual(['f64', [0]]);
+    expect(await arr((st.mu as { w: Tensor }).w)).toEqual([0, 0]);
+    expect(await arr((st.nu as { w: Tensor }).w)).toEqual([0, 0]);
+    const half = opt.init({ w: C.tensor([1], { dtype: 'f16' }) });
+    expect([half.count.dtype, (half.mu as { w: Tensor }).w.dtype]).toEqual(['f16', 'f16']);
+    // an integer leaf first in tree order (a mask carried with the parameters) does not make the count an integer
+    expect(opt.init({ a: C.tensor([1], { dtype: 'i32' }), w: f64([1], [1]) }).count.dtype).toBe('f32');
+    const empty = opt.init({});
+    expect([empty.count.dtype, empty.mu, empty.nu]).toEqual(['f32', {}, {}]);
+  });
+
+  it('a run-time lr tensor of another dtype is cast to each leaf\'s: f32 parameters stay f32', async () => {
+    // PyTorch AdamW, one step with m̂ = g, v̂ = g²: θ − lr·g/(|g| + ε), here 1 − 0.5·0.25/(0.25 + 1e-8)
+    const opt = adamw({ lr: 1 });
+    const p = { w: C.tensor(Float32Array.from([1]), { shape: [1, 1], dtype: 'f32' }) };
+    const [np] = opt.update({ w: C.tensor(Float32Array.from([0.25]), { shape: [1, 1], dtype: 'f32' }) }, opt.init(p), p, f64([0.5], []));
+    expect((np as typeof p).w.dtype).toBe('f32');
+    // to 5e-5: the f32 count's 1 − β2^t = 1 − 0.999 loses 3 of f32's 7 digits to cancellation
+    expect((await arr((np as typeof p).w))[0]).toBeCloseTo(1 - (0.5 * 0.25) / (0.25 + 1e-8), 4);
+  });
+
+  it('update refuses gradients or moments whose trees do not match the parameters, counting each', () => {
+    const opt = adamw({ lr: 0.1 });
+    const p = { a: f64([1], [1]), b: f64([2], [1]) };
+    const err = (f: () => unknown) => { try { f(); } catch (e) { return [(e as Error).name, (e as Error).message]; } return ['no error']; };
+    expect(err(() => opt.update<unknown>({ a: f64([1], [1]) }, opt.init(p), p))).toEqual(['TypeError', 'adamw: 2 parameters, 1 gradients, 2 moments (trees must match)']);
+    expect(err(() => opt.update(p, opt.init({ a: p.a }), p))).toEqual(['TypeError', 'adamw: 2 parameters, 2 gradients, 1 moments (trees must match)']);
+  });
 });
 
 describe('clipByGlobalNorm (torch clip_grad_norm_: coef = max_norm / (total + 1e-6), clamped to 1)', () => {
@@ -100,6 +140,12 @@ describe('clipByGlobalNorm (torch clip_grad_norm_: coef = max_norm / (total + 1e
   });
   it('global norm of several leaves', async () => {
     expect((await arr(globalNorm({ x: f64([1, 2], [2]), y: [f64([2], [1])] })))[0]).toBeCloseTo(3, 15);
+  });
+  it('an empty tree has norm 0 (f32) and clips to itself (torch: clip_grad_norm_ of no gradients returns tensor(0.))', async () => {
+    const n = globalNorm({ layers: [] });
+    expect([n.dtype, n.shape, await arr(n)]).toEqual(['f32', [], [0]]);
+    const { grads, norm } = clipByGlobalNorm({ layers: [] }, 1);
+    expect([grads, await arr(norm)]).toEqual([{ layers: [] }, [0]]);
   });
 });
 
