@@ -237,6 +237,7 @@ export type DpoLossFn<P, F> = (trainable: P, frozen: F, batch: DpoBatch) => { re
 export const dpoLossFn = <P, F>(cfg: LlamaConfig, model: DpoModel<P, F>, opts: DpoOpts & SeqLogprobsOpts): DpoLossFn<P, F> => (trainable, frozen, batch) => {
   const pol = pairLogprobs(cfg, model.policy(trainable, frozen), batch.tokens, batch.labels, opts);
   let ref: { c: Tensor; r: Tensor } | null = null;
+  if (!batch.refChosen !== !batch.refRejected) throw new TypeError(`dpoLossFn: the batch has ${batch.refChosen ? 'refChosen but no refRejected' : 'refRejected but no refChosen'}: cached reference log-probs come in pairs`);
   if (batch.refChosen && batch.refRejected) ref = { c: batch.refChosen, r: batch.refRejected };
   else if (model.reference && opts.kind !== 'simpo') {
     const r = pairLogprobs(cfg, model.reference(trainable, frozen), batch.tokens, batch.labels, opts);

@@ -73,6 +73,11 @@ const asDtype = (x: Lr, t: Tensor): Lr => (typeof x === 'number' ? x : cast(x, t
  */
 export const adamw = (opts: AdamwOpts): Optimizer<AdamState> => {
   const { b1 = 0.9, b2 = 0.999, eps = 1e-8, weightDecay = 0 } = opts;
+  // torch.optim.AdamW's ranges (NaN is outside every one): b1 = 1 would divide by a zero bias correction.
+  const ranges: readonly (readonly [string, number, number, string])[] = [['lr', typeof opts.lr === 'number' ? opts.lr : 0, Infinity, 'lr ≥ 0'],
+    ['b1', b1, 1, '0 ≤ b1 < 1'], ['b2', b2, 1, '0 ≤ b2 < 1'], ['eps', eps, Infinity, 'eps ≥ 0'], ['weightDecay', weightDecay, Infinity, 'weightDecay ≥ 0']];
+  const bad = ranges.find(([, v, below]) => !(v >= 0 && v < below));
+  if (bad) throw new RangeError(`adamw: ${bad[0]} must satisfy ${bad[3]}, got ${bad[1]}`);
   const decays = opts.decay ?? ((_p: string, t: Tensor) => t.rank >= 2);
   return {
     init: (params) => {
@@ -127,6 +132,7 @@ export const globalNorm = (tree: unknown): Tensor => {
  * @example const { grads, norm } = clipByGlobalNorm(g, 1.0);
  */
 export const clipByGlobalNorm = <T>(grads: T, maxNorm: number): { grads: T; norm: Tensor } => {
+  if (!(maxNorm > 0 && maxNorm < Infinity)) throw new RangeError(`clipByGlobalNorm: maxNorm must be a positive finite number, got ${maxNorm}`);
   const norm = globalNorm(grads); // ()
   const coef = minimum(mul(recip(add(norm, 1e-6)), maxNorm), 1); // ()
   return { grads: mapTree(grads, (g) => mul(g, cast(coef, g.dtype))), norm };

@@ -429,6 +429,16 @@ describe('dpoLossFn against log-probs taken from the logits on the host', () => 
       ['ShapeError', "dpoLoss: kind 'sigmoid' needs reference log-probs (only simpo goes without)"],
     );
   });
+
+  it('a batch with one side of the cached reference log-probs is refused, not silently recomputed', () => {
+    const lp = C.tensor([-1, -2], { shape: [2], dtype: 'f64' });
+    expect(thrown(() => dpoLossFn(tiny, frozenReference, { beta: 0.1 })(policy, reference, { ...batch, refChosen: lp }))).toEqual(
+      ['TypeError', 'dpoLossFn: the batch has refChosen but no refRejected: cached reference log-probs come in pairs'],
+    );
+    expect(thrown(() => dpoLossFn(tiny, frozenReference, { beta: 0.1 })(policy, reference, { ...batch, refRejected: lp }))).toEqual(
+      ['TypeError', 'dpoLossFn: the batch has refRejected but no refChosen: cached reference log-probs come in pairs'],
+    );
+  });
 });
 
 describe('a short DPO run raises rewards/accuracy (interpreter)', () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
-import { adamw, clipByGlobalNorm, globalNorm, leafPaths, type AdamState } from '../recipes/optim.js';
+import { adamw, clipByGlobalNorm, globalNorm, leafPaths, type AdamState, type AdamwOpts } from '../recipes/optim.js';
 import { constant, cosineWarmupDecay, linearWarmupDecay, warmupFromRatio } from '../recipes/schedule.js';
 import './setup.js';
 
@@ -119,6 +119,24 @@ describe('adamw', () => {
     const err = (f: () => unknown) => { try { f(); } catch (e) { return [(e as Error).name, (e as Error).message]; } return ['no error']; };
     expect(err(() => opt.update<unknown>({ a: f64([1], [1]) }, opt.init(p), p))).toEqual(['TypeError', 'adamw: 2 parameters, 1 gradients, 2 moments (trees must match)']);
     expect(err(() => opt.update(p, opt.init({ a: p.a }), p))).toEqual(['TypeError', 'adamw: 2 parameters, 2 gradients, 1 moments (trees must match)']);
+  });
+});
+
+describe('optimizer settings out of range (torch.optim.AdamW\'s checks; NaN is never in range)', () => {
+  it('adamw refuses each setting by name, and takes the edges torch takes (0 for lr, b1, b2, eps, weight decay)', () => {
+    const cases: [Partial<AdamwOpts>, string][] = [
+      [{ lr: -1e-3 }, 'lr must satisfy lr ≥ 0, got -0.001'], [{ lr: NaN }, 'lr must satisfy lr ≥ 0, got NaN'], [{ lr: Infinity }, 'lr must satisfy lr ≥ 0, got Infinity'],
+      [{ b1: 1 }, 'b1 must satisfy 0 ≤ b1 < 1, got 1'], [{ b1: -0.1 }, 'b1 must satisfy 0 ≤ b1 < 1, got -0.1'],
+      [{ b2: 1 }, 'b2 must satisfy 0 ≤ b2 < 1, got 1'], [{ b2: NaN }, 'b2 must satisfy 0 ≤ b2 < 1, got NaN'],
+      [{ eps: -1e-8 }, 'eps must satisfy eps ≥ 0, got -1e-8'], [{ weightDecay: -0.01 }, 'weightDecay must satisfy weightDecay ≥ 0, got -0.01'],
+    ];
+    for (const [o, msg] of cases) expect(() => adamw({ lr: 1e-3, ...o }), JSON.stringify(o)).toThrow(new RangeError(`adamw: ${msg}`));
+    expect(() => adamw({ lr: 0, b1: 0, b2: 0, eps: 0, weightDecay: 0 })).not.toThrow();
+    expect(() => adamw({ lr: 1e-3, b1: 0.999999, b2: 0.999999 })).not.toThrow();
+    expect(() => adamw({ lr: C.tensor([-1]) })).not.toThrow(); // a tensor lr is the schedule's: never read on the host
+  });
+  it('clipByGlobalNorm refuses a max norm that is not positive and finite', () => {
+    for (const m of [0, -1, NaN, Infinity]) expect(() => clipByGlobalNorm({ a: f64([1], [1]) }, m), String(m)).toThrow(`clipByGlobalNorm: maxNorm must be a positive finite number, got ${m}`);
   });
 });
 
