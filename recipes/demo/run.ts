@@ -1,7 +1,7 @@
 // `camelid demo`: Tulu 2 in miniature on data, a tokenizer and a model camelid makes itself. A tiny Llama is
 // pretrained on plain task text, instruction-tuned (SFT, assistant-only labels) on Tulu-format chats, then tuned
-// with DPO through LoRA adapters (the reference is the disabled adapter) on pairs whose chosen side is the right
-// answer; greedy exact-match accuracy on held-out prompts is measured after every stage. Writes each stage's
+// with DPO through LoRA adapters (the reference is the disabled adapter) on new problems, the right answer chosen
+// over the model's own wrong one; greedy exact-match accuracy on held-out prompts is measured after every stage. Writes each stage's
 // Hugging Face checkpoint, metrics.jsonl, a summary and a chart to the output folder.
 
 import { mkdir, writeFile, appendFile, rm } from 'node:fs/promises';
@@ -61,8 +61,10 @@ export const demoConfig = (vocabSize: number): LlamaConfig => ({
 
 const T = 32; // every batch is padded to 32 tokens: one compiled step per stage
 const BATCH = 32;
-/** Held-out prompts, scored in one batch (one compiled prefill and decode step for every evaluation). */
-const HELD_OUT = 50;
+/** Held-out prompts (200: a standard error of at most 3.5 points), scored in batches of EVAL_BATCH. */
+const HELD_OUT = 200;
+/** One compiled prefill and decode step serves every evaluation and the DPO stage's own answers. */
+const EVAL_BATCH = 50;
 
 const chat = (t: Task, answer = t.answer): Message[] => [{ role: 'user', content: t.prompt }, { role: 'assistant', content: answer }];
 
@@ -74,7 +76,7 @@ const plainExample = (tok: Tokenizer, t: Task): Example => {
 
 /** Exact-match accuracy of greedy replies to held-out prompts. */
 const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; replies: string[] }> => {
-  const replies = await greedyReplies(cfg, params, tok, held.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: held.length });
+  const replies = await greedyReplies(cfg, params, tok, held.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH });
   return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, replies };
 };
 
@@ -106,9 +108,9 @@ const supervised = async (o: {
   return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: (o.steps * BATCH * T) / ((performance.now() - t0) / 1000) };
 };
 
-/** Greedy replies to the problems, in batches of the held-out set's size (the evaluation's compiled shapes). */
+/** Greedy replies to the problems, in the evaluation's batches (its compiled shapes). */
 const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[]): Promise<string[]> =>
-  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: HELD_OUT })).map((a) => a.trim());
+  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH })).map((a) => a.trim());
 
 /**
  * Preference pairs: chosen = the right answer; rejected = the model's own answer where it is wrong (on-policy, as
@@ -203,9 +205,11 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   // where it is wrong (on-policy), else a plausible mistake; the reference is the model with the adapters disabled.
   t0 = performance.now();
   const dir = join(o.out, 'dpo');
-  const asked = train.slice(0, steps.dpo * (BATCH / 2)); // one epoch of pairs
+  // New problems, as Tulu 2's DPO prompts are not its SFT data's (never the held-out ones): one epoch of pairs.
+  const heldOut = new Set(held.map((t) => t.prompt));
+  const asked = tasks(o.seed + 2_000_003, 2 * steps.dpo * (BATCH / 2)).filter((t) => !heldOut.has(t.prompt)).slice(0, steps.dpo * (BATCH / 2));
   const own = await greedyAnswers(cfg, params, tok, asked);
-  o.log(`dpo: the SFT model's own answers to ${own.length} training problems, ${own.filter((a, i) => !isCorrect(asked[i]!, a)).length} of them wrong, are rejected answers (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  o.log(`dpo: the SFT model's own answers to ${own.length} new problems, ${own.filter((a, i) => !isCorrect(asked[i]!, a)).length} of them wrong, are rejected answers (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   const base = params;
   const r = await dpoStage({ cfg, base, tok, tokJson, pairs: preferencePairs(asked, own), steps: steps.dpo, seed: o.seed, out: dir, progress: o.progress, log: o.log });
   params = merge(base, r.trainable);
