@@ -85,11 +85,14 @@ export interface Jitted<A extends unknown[], R> {
   dispose(): void;
 }
 
-/** The plans of jitted functions no longer referenced: their buffers go back to the pool. */
-const orphans = new FinalizationRegistry<{ readonly plans: Map<string, Plan>; dev: Device | null }>((held) => {
+interface Held { readonly plans: Map<string, Plan>; dev: Device | null }
+/** Every plan dropped, its buffers back in the pool. */
+const releaseAll = (held: Held): void => {
   if (held.dev) for (const p of held.plans.values()) release(held.dev, p);
   held.plans.clear();
-});
+};
+/** The plans of jitted functions no longer referenced: their buffers go back to the pool. */
+const orphans = new FinalizationRegistry<Held>(releaseAll);
 
 /**
  * Trace-once, replay-many compilation of a function of pytrees of tensors and numbers (WebGPU backend; on the
@@ -100,7 +103,7 @@ const orphans = new FinalizationRegistry<{ readonly plans: Map<string, Plan>; de
  */
 export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts = {}): Jitted<A, R> => {
   const plans = new Map<string, Plan>();
-  const held = { plans, dev: null as Device | null };
+  const held: Held = { plans, dev: null };
   let last: Plan | null = null;
   const call = async (...args: A): Promise<R> => {
     await settle();
@@ -136,11 +139,7 @@ export const jit = <A extends unknown[], R>(f: (...args: A) => R, opts: JitOpts 
   Object.defineProperty(call, 'dispatches', { get: () => last?.dispatches ?? 0 });
   Object.defineProperty(call, 'plans', { get: () => plans.size });
   Object.defineProperty(call, 'dispose', {
-    value: () => {
-      if (held.dev) for (const p of plans.values()) release(held.dev, p);
-      plans.clear();
-      last = null;
-    },
+    value: () => { releaseAll(held); last = null; },
   });
   orphans.register(call, held);
   return call as Jitted<A, R>;
