@@ -74,9 +74,13 @@ const plainExample = (tok: Tokenizer, t: Task): Example => {
   return { ids, labels: [-100, ...ids.slice(1)] };
 };
 
+/** Greedy replies to the problems, in the evaluation's batches (its compiled shapes). */
+const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[]): Promise<string[]> =>
+  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH })).map((a) => a.trim());
+
 /** Exact-match accuracy of greedy replies to held-out prompts. */
 const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; replies: string[] }> => {
-  const replies = await greedyReplies(cfg, params, tok, held.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH });
+  const replies = await greedyAnswers(cfg, params, tok, held);
   return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, replies };
 };
 
@@ -107,10 +111,6 @@ const supervised = async (o: {
   });
   return { params: r.trainable, loss: r.losses.at(-1)!, tokensPerSec: (o.steps * BATCH * T) / ((performance.now() - t0) / 1000) };
 };
-
-/** Greedy replies to the problems, in the evaluation's batches (its compiled shapes). */
-const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[]): Promise<string[]> =>
-  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH })).map((a) => a.trim());
 
 /**
  * Preference pairs: chosen = the right answer; rejected = the model's own answer where it is wrong (on-policy, as
