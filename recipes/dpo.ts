@@ -87,21 +87,16 @@ export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen:
   check('policyRejected', policyRejected, N, dt);
   check('refChosen', refChosen, N, dt);
   check('refRejected', refRejected, N, dt);
-  if (rpoAlpha > 0) check('chosenTokens', opts.chosenTokens!, N, dt);
+  check('chosenTokens', opts.chosenTokens ?? null, N, dt);
+  check('rejectedTokens', opts.rejectedTokens ?? null, N, dt);
   if (kind !== 'simpo' && (!refChosen || !refRejected)) throw new ShapeError(`dpoLoss: kind '${kind}' needs reference log-probs (only simpo goes without)`);
-  // Averaged kinds compare Σ logp / max(n, 1) (open-instruct's clamp(min=1)).
-  let avg = (x: Tensor, _side: 'c' | 'r') => x;
-  if (averagedKind(kind)) {
-    const { chosenTokens: nc, rejectedTokens: nr } = opts;
-    if (!nc || !nr) throw new ShapeError(`dpoLoss: kind '${kind}' averages over tokens: pass chosenTokens and rejectedTokens`);
-    check('chosenTokens', nc, N, dt);
-    check('rejectedTokens', nr, N, dt);
-    avg = (x, side) => div(x, maximum(side === 'c' ? nc : nr, 1)); // (N,)
-  }
-  const [pc, pr] = [avg(policyChosen, 'c'), avg(policyRejected, 'r')]; // (N,) each
-  const useRef = kind !== 'simpo';
-  const sc = useRef ? sub(pc, avg(refChosen!, 'c')) : pc; // (N,) chosen score (log-ratio)
-  const sr = useRef ? sub(pr, avg(refRejected!, 'r')) : pr; // (N,)
+  // Averaged kinds compare Σ logp / max(n, 1) (open-instruct's clamp(min=1)): each side over its own tokens.
+  const { chosenTokens: nc, rejectedTokens: nr } = opts;
+  if (averagedKind(kind) && (!nc || !nr)) throw new ShapeError(`dpoLoss: kind '${kind}' averages over tokens: pass chosenTokens and rejectedTokens`);
+  const [c, r] = averagedKind(kind) ? [(x: Tensor) => div(x, maximum(nc!, 1)), (x: Tensor) => div(x, maximum(nr!, 1))] : [(x: Tensor) => x, (x: Tensor) => x];
+  // simpo scores the policy alone (references, if given, are not read).
+  const sc = kind === 'simpo' ? c(policyChosen) : sub(c(policyChosen), c(refChosen!)); // (N,) chosen score (log-ratio)
+  const sr = kind === 'simpo' ? r(policyRejected) : sub(r(policyRejected), r(refRejected!)); // (N,)
   const delta = sub(sc, sr); // (N,)
   const smoothSigmoid = (z: Tensor) => (eps === 0 ? neg(logSigmoid(z)) : sub(mul(logSigmoid(z), -(1 - eps)), mul(logSigmoid(neg(z)), eps))); // (N,)
   const perPair =

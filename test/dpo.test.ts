@@ -14,7 +14,7 @@ import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams } from '../models/llama.js';
 import { loadLlama } from '../models/load.js';
 import { lora, merge, type LoraAdapters } from '../models/lora.js';
-import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoModel, type DpoOpts } from '../recipes/dpo.js';
+import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, pairLogprobs, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoModel, type DpoOpts } from '../recipes/dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch } from '../recipes/dpo-ref.js';
 import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/prefs.js';
 import { adamw } from '../recipes/optim.js';
@@ -112,6 +112,16 @@ describe('dpoLoss against hand-worked numbers', () => {
     expect(maxAbsDiff(await data(out.chosenRewards), pc.map((p, i) => b * p / nc[i]!))).toBeLessThan(1e-12);
     // default γ = 0.3·β (open-instruct's gamma_beta_ratio)
     expect(await item(run('simpo', { beta: b }).loss)).toBeCloseTo(meanOf(pc.map((p, i) => -logSig(b * (p / nc[i]! - pr[i]! / nr[i]!) - 0.3 * b))), 12);
+  });
+
+  it('simpo does not read references that are given; summed kinds refuse a malformed token count they would not read', async () => {
+    const without = run('simpo', { beta: 2 });
+    const given = dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta: 2, kind: 'simpo', chosenTokens: f64(nc), rejectedTokens: f64(nr) });
+    expect(await item(given.loss)).toBeCloseTo(await item(without.loss), 12);
+    expect(maxAbsDiff(await data(given.chosenRewards), pc.map((p, i) => 2 * p / nc[i]!))).toBeLessThan(1e-12);
+    // bad input is refused even where it is unused (a caller's mistake, not a no-op)
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta: 0.1, chosenTokens: f64([1, 2]) }))).toEqual(['ShapeError', 'dpoLoss: chosenTokens must be f64(3,) like policyChosen, got f64(2,)']);
+    expect(thrown(() => dpoLoss(f64(pc), f64(pr), f64(rc), f64(rr), { beta: 0.1, kind: 'hinge', rejectedTokens: f64([1, 2]) }))).toEqual(['ShapeError', 'dpoLoss: rejectedTokens must be f64(3,) like policyChosen, got f64(2,)']);
   });
 
   it('a token count of 0 averages over 1 (open-instruct clamps at 1)', async () => {
@@ -261,6 +271,28 @@ describe('sequenceLogprobs', () => {
     expect(() => sequenceLogprobs(tiny, p, i32(tokens[0]!), i32(labels))).toThrow(msg); // rank 1
     expect(() => sequenceLogprobs(tiny, p, i32(tokens), C.tensor(labels, { dtype: 'f64' }))).toThrow(msg); // f64 labels
     expect(() => sequenceLogprobs(tiny, p, i32([[1]]), i32([[1]]))).toThrow('sequenceLogprobs: sequences need at least 2 positions to predict a label, got T = 1');
+    // only the rank wrong: the same B and T in front, a trailing axis of 1
+    const col = (x: number[][]) => C.reshape(i32(x), [3, 6, 1]);
+    expect(() => sequenceLogprobs(tiny, p, col(tokens), i32(labels))).toThrow(/tokens i32\(3,6,1\) and labels i32\(3,6\) must both be \(B, T\)/);
+    expect(() => sequenceLogprobs(tiny, p, i32(tokens), col(labels))).toThrow(/tokens i32\(3,6\) and labels i32\(3,6,1\) must both be \(B, T\)/);
+  });
+
+  it('pairLogprobs splits 2N rows into the chosen half and the rejected half, and refuses an odd number of rows', async () => {
+    const p = initParams(tiny, C.key(2), { dtype: 'f64', std: 0.5 });
+    const rows = tokens.slice(0, 2), labs = [labels[1]!, labels[0]!];
+    const want = direct(await data(forward(tiny, p, i32(rows))), labs, tiny.vocabSize);
+    const got = pairLogprobs(tiny, p, i32(rows), i32(labs));
+    expect(maxAbsDiff([...await data(got.chosen), ...await data(got.rejected)], want.lp)).toBeLessThan(1e-12);
+    expect([...await data(got.chosenTokens), ...await data(got.rejectedTokens)]).toEqual([5, 3]);
+    expect(() => pairLogprobs(tiny, p, i32(tokens), i32(labels))).toThrow('pairLogprobs: a batch of pairs has an even number of rows (chosen then rejected), got (3,6)');
+  });
+
+  it('T = 2 is enough: position 0 predicts label 1', async () => {
+    const p = initParams(tiny, C.key(2), { dtype: 'f64', std: 0.5 });
+    const got = sequenceLogprobs(tiny, p, i32([[1, 5]]), i32([[-100, 5]]));
+    const want = direct(await data(forward(tiny, p, i32([[1, 5]]))), [[-100, 5]], tiny.vocabSize);
+    expect(maxAbsDiff(await data(got.logps), want.lp)).toBeLessThan(1e-12);
+    expect(Array.from(await data(got.tokens))).toEqual([1]);
   });
 
   it('its gradient w.r.t. the parameters matches finite differences (f64)', async () => {
