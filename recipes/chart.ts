@@ -13,7 +13,7 @@ export interface LineChart {
   readonly points: readonly Point[];
   readonly width?: number;
   readonly height?: number;
-  /** 'line' (default): x quantitative; 'bar': x a category, bars in the order the points come. */
+  /** 'line' (default): x quantitative; 'bar': x a category, bars in the order the points come, series side by side. */
   readonly mark?: 'line' | 'bar';
   /** The y axis's extent (e.g. [0, 1] for an accuracy); default: the data's. */
   readonly yDomain?: readonly [number, number];
@@ -30,6 +30,7 @@ const unitSpec = (c: LineChart) => ({
     x: c.mark === 'bar' ? { field: 'x', type: 'nominal', title: c.x, sort: null, axis: { labelAngle: 0 } } : { field: 'x', type: 'quantitative', title: c.x },
     y: { field: 'y', type: 'quantitative', title: c.y, ...(c.yDomain ? { scale: { domain: [...c.yDomain] } } : {}) },
     color: { field: 'series', type: 'nominal', title: null, sort: null },
+    ...(c.mark === 'bar' ? { xOffset: { field: 'series', type: 'nominal', sort: null } } : {}), // grouped, not stacked
   },
 });
 

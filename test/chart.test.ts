@@ -17,4 +17,22 @@ describe('charts', () => {
     const width = new DataView(png.buffer, png.byteOffset + 16, 4).getUint32(0);
     expect(Math.abs(width - Number(/width="(\d+)"/.exec(svg)![1]))).toBeLessThanOrEqual(1);
   });
+
+  it('puts bar series side by side from the baseline, not stacked', async () => {
+    const points = ['sft', 'dpo'].flatMap((x) => [{ x, y: 0.5, series: 'exact match' }, { x, y: 0.25, series: 'format followed' }]);
+    const svg = await chartSvg([{ title: 'Held out', x: 'stage', y: 'share', points, mark: 'bar', width: 200, yDomain: [0, 1] }]);
+    // each bar: d="M x,top h width v height h −width Z"
+    const bars = [...svg.matchAll(/aria-label="stage: (\w+); share: ([\d.]+); series: ([\w ]+)"[^>]*d="M([\d.]+),([\d.]+)h([\d.]+)v([\d.]+)/g)]
+      .map(([, stage, y, series, x, top, w, h]) => ({ stage, y: Number(y), series, x: Number(x), w: Number(w), bottom: Number(top) + Number(h), h: Number(h) }));
+    expect(bars.length).toBe(4);
+    const base = bars[0]!.bottom;
+    for (const b of bars) {
+      expect(b.bottom).toBeCloseTo(base, 6); // every bar starts at y = 0
+      expect(b.h / bars[0]!.h).toBeCloseTo(b.y / bars[0]!.y, 6); // height ∝ value
+    }
+    for (const stage of ['sft', 'dpo']) {
+      const [a, b] = bars.filter((x) => x.stage === stage);
+      expect(a!.x + a!.w).toBeLessThanOrEqual(b!.x + 1e-9); // the second series to the right of the first, no overlap
+    }
+  });
 });

@@ -1,7 +1,7 @@
 // The demo's generated tasks and its learnt tokenizer: reproducible, answers right by construction (checked here
 // by independent rules), wrong answers really wrong, and the tokenizer.json read back by loadTokenizer's parser.
 import { describe, expect, it } from 'vitest';
-import { isCorrect, LETTERS, rng, tasks, TASK_KINDS } from '../recipes/demo/tasks.js';
+import { FOLLOWED_SHARE, FORMAT_REQUEST, followsFormat, isCorrect, LETTERS, rng, tasks, TASK_KINDS } from '../recipes/demo/tasks.js';
 import { trainTokenizer } from '../recipes/demo/tokenizer.js';
 import { tokenizerFromJson } from '../models/tokenizer/index.js';
 import { right } from './helpers.js';
@@ -19,19 +19,45 @@ describe('demo tasks', () => {
       expect(t.wrong).not.toBe(t.answer);
       expect(isCorrect(t, ` ${t.answer}\n`)).toBe(true);
       expect(isCorrect(t, t.wrong)).toBe(false);
-      const w = /(\w+)[.?]$/.exec(t.prompt.replace(' in capitals.', '.'))![1]!;
-      if (t.kind === 'reverse') expect(t.answer).toBe(w.split('').reverse().join(''));
-      if (t.kind === 'sort') expect(t.answer).toBe(w.split('').sort().join(''));
-      if (t.kind === 'upper') expect(t.answer).toBe(w.toUpperCase());
+      const prompt = t.format ? t.prompt.slice(0, -FORMAT_REQUEST.length) : t.prompt;
+      const answer = t.format ? t.answer.slice(1, -1) : t.answer; // inside the brackets
+      if (t.format) expect(t.answer).toBe(`[${answer}]`);
+      const w = /(\w+)[.?]$/.exec(prompt.replace(' in capitals.', '.'))![1]!;
+      if (t.kind === 'reverse') expect(answer).toBe(w.split('').reverse().join(''));
+      if (t.kind === 'sort') expect(answer).toBe(w.split('').sort().join(''));
+      if (t.kind === 'upper') expect(answer).toBe(w.toUpperCase());
       if (t.kind === 'add') {
-        const [, a, b] = /What is (\d) plus (\d)\?/.exec(t.prompt)!;
-        expect(Number(t.answer)).toBe(Number(a) + Number(b));
+        const [, a, b] = /What is (\d) plus (\d)\?/.exec(prompt)!;
+        expect(Number(answer)).toBe(Number(a) + Number(b));
       }
       if (t.kind === 'count') {
-        const [, c, s] = /How many (\w) are in (\w+)\?/.exec(t.prompt)!;
-        expect(Number(t.answer)).toBe(s!.split(c!).length - 1);
+        const [, c, s] = /How many (\w) are in (\w+)\?/.exec(prompt)!;
+        expect(Number(answer)).toBe(s!.split(c!).length - 1);
       }
     }
+  });
+
+  it('ask for brackets in half the prompts; the demonstrations follow that request one time in four', () => {
+    const ts = tasks(5, 4000);
+    const asked = ts.filter((t) => t.format);
+    expect(Math.abs(asked.length - 2000)).toBeLessThan(190); // 6σ of a fair coin over 4000
+    for (const t of ts) {
+      expect(t.format).toBe(t.prompt.endsWith(FORMAT_REQUEST));
+      if (!t.format) expect(t.shown).toBe(t.answer);
+      else {
+        expect(t.wrong).toBe(t.answer.slice(1, -1)); // the slip: the bare answer
+        expect([t.answer, t.wrong]).toContain(t.shown);
+      }
+    }
+    const followed = asked.filter((t) => t.shown === t.answer).length;
+    const sd = Math.sqrt(asked.length * FOLLOWED_SHARE * (1 - FOLLOWED_SHARE));
+    expect(Math.abs(followed - asked.length * FOLLOWED_SHARE)).toBeLessThan(6 * sd);
+    expect(FOLLOWED_SHARE).toBeLessThan(0.5); // so greedy decoding after SFT mostly skips the brackets
+  });
+
+  it('followsFormat: brackets around the whole trimmed reply', () => {
+    for (const r of ['[abc]', ' [12]\n', '[]', '[a]b]']) expect(followsFormat(r)).toBe(true);
+    for (const r of ['abc', '[abc', 'abc]', 'x[abc]', '[abc] x', '']) expect(followsFormat(r)).toBe(false);
   });
 
   it('rng: uniform in [0, 1) with inclusive integer ranges', () => {

@@ -22,14 +22,14 @@ const stepsArg = (v: string): NonNullable<DemoOpts['steps']> => {
 
 /** The summary table: one row per stage. */
 export const summaryTable = (rows: readonly StageResult[]): string => {
-  const t = new Table({ head: ['stage', 'exact match', 'final loss', 'time', 'tokens/s'], style: { head: [], border: [] } });
+  const t = new Table({ head: ['stage', 'exact match', 'format followed', 'final loss', 'time', 'tokens/s'], style: { head: [], border: [] } });
   for (const r of rows) {
-    t.push([r.stage, `${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})`, r.loss === null ? '–' : r.loss.toFixed(3), `${r.seconds.toFixed(1)} s`, r.tokensPerSec === null ? '–' : r.tokensPerSec.toFixed(0)]);
+    t.push([r.stage, `${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})`, `${r.format.followed}/${r.format.asked}`, r.loss === null ? '–' : r.loss.toFixed(3), `${r.seconds.toFixed(1)} s`, r.tokensPerSec === null ? '–' : r.tokensPerSec.toFixed(0)]);
   }
   return t.toString();
 };
 
-/** Writes chart.svg and chart.png: each stage's training loss by step, and exact-match accuracy after each stage. */
+/** Writes chart.svg and chart.png: each stage's training loss by step; exact match and format requests followed after each stage. */
 export const writeChart = async (out: string, rows: readonly StageResult[]): Promise<void> => {
   const points: { x: number; y: number; series: string }[] = [];
   let offset = 0;
@@ -41,7 +41,10 @@ export const writeChart = async (out: string, rows: readonly StageResult[]): Pro
   }
   const svg = await chartSvg([
     { title: 'Training loss (DPO: its own loss)', x: 'step (all stages)', y: 'loss', points },
-    { title: 'Held-out exact match after each stage', x: 'stage', y: 'accuracy', mark: 'bar', width: 260, yDomain: [0, 1], points: rows.map((r) => ({ x: r.stage, y: r.accuracy, series: 'held-out' })) },
+    { title: 'Held-out prompts after each stage', x: 'stage', y: 'share', mark: 'bar', width: 300, yDomain: [0, 1], points: rows.flatMap((r) => [
+      { x: r.stage, y: r.accuracy, series: 'exact match' },
+      { x: r.stage, y: r.format.asked === 0 ? 0 : r.format.followed / r.format.asked, series: 'format followed' },
+    ]) },
   ]);
   await writeFile(join(out, 'chart.svg'), svg);
   await writeFile(join(out, 'chart.png'), await svgToPng(svg));
@@ -49,7 +52,7 @@ export const writeChart = async (out: string, rows: readonly StageResult[]): Pro
 
 export const demoCommand = new Command('demo')
   .description('the main job: Tulu 2 in miniature (pretrain → SFT → DPO with LoRA → eval) on tasks, a tokenizer and a model camelid makes itself')
-  .option('--quick', 'a short run: 150 + 150 + 30 steps (default 1500 + 1000 + 200)', false)
+  .option('--quick', 'a short run: 150 + 300 + 30 steps (default 1500 + 1000 + 200)', false)
   .option('--out <DIR>', 'output folder (checkpoints, metrics.jsonl, chart.svg/png)', 'camelid-demo')
   .option('--steps <N|P,S,D>', 'training steps: N for pretraining and SFT (DPO N/4), or pretrain,sft,dpo', stepsArg)
   .option('--seed <S>', 'seed of the generated data and the initialisation', nonNegativeInt('--seed'), 0)

@@ -1,8 +1,10 @@
 // `camelid demo`: Tulu 2 in miniature on data, a tokenizer and a model camelid makes itself. A tiny Llama is
 // pretrained on plain task text, instruction-tuned (SFT, assistant-only labels) on Tulu-format chats, then tuned
 // with DPO through LoRA adapters (the reference is the disabled adapter) on new problems, the right answer chosen
-// over the model's own wrong one; greedy exact-match accuracy on held-out prompts is measured after every stage. Writes each stage's
-// Hugging Face checkpoint, metrics.jsonl, a summary and a chart to the output folder.
+// over the model's own wrong one; greedy exact-match accuracy on held-out prompts is measured after every stage.
+// The supervised data follows the prompts' format requests only one time in four (tasks.ts): SFT learns the
+// slip, the preferences correct it. Writes each stage's Hugging Face checkpoint, metrics.jsonl, a summary and a chart
+// to the output folder.
 
 import { mkdir, writeFile, appendFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,13 +30,13 @@ import { encodePairs, makePrefBatches, prefBatchTensors } from '../prefs.js';
 import { lora, merge, type LoraAdapters } from '../../models/lora.js';
 import { saveAdapters } from '../../models/peft.js';
 import type { Weight } from '../../ops/nn.js';
-import { isCorrect, LETTERS, tasks, type Task } from './tasks.js';
+import { followsFormat, isCorrect, LETTERS, tasks, type Task } from './tasks.js';
 import { trainTokenizer } from './tokenizer.js';
 
 export interface DemoOpts {
   readonly out: string;
   readonly seed: number;
-  /** A short run (150 + 150 + 30 steps) for tests and a first look. */
+  /** A short run (150 + 300 + 30 steps) for tests and a first look. */
   readonly quick: boolean;
   /** Steps of each stage (pretrain, SFT, DPO); default by `quick`. */
   readonly steps?: { readonly pretrain: number; readonly sft: number; readonly dpo: number };
@@ -47,6 +49,8 @@ export interface StageResult {
   readonly accuracy: number;
   readonly correct: number;
   readonly n: number;
+  /** Held-out prompts with a format request, and how many replies followed it. */
+  readonly format: { readonly followed: number; readonly asked: number };
   readonly loss: number | null; // the stage's last training loss
   readonly seconds: number;
   readonly tokensPerSec: number | null;
@@ -66,11 +70,11 @@ const HELD_OUT = 200;
 /** One compiled prefill and decode step serves every evaluation and the DPO stage's own answers. */
 const EVAL_BATCH = 50;
 
-const chat = (t: Task, answer = t.answer): Message[] => [{ role: 'user', content: t.prompt }, { role: 'assistant', content: answer }];
+const chat = (t: Task, answer: string): Message[] => [{ role: 'user', content: t.prompt }, { role: 'assistant', content: answer }];
 
-/** Plain text for pretraining: the problem and its answer, no chat markers, every token trained. */
+/** Plain text for pretraining: the problem and its demonstration, no chat markers, every token trained. */
 const plainExample = (tok: Tokenizer, t: Task): Example => {
-  const ids = [...tok.encode(`${t.prompt} ${t.answer}`), tok.eosId].slice(0, T);
+  const ids = [...tok.encode(`${t.prompt} ${t.shown}`), tok.eosId].slice(0, T);
   return { ids, labels: [-100, ...ids.slice(1)] };
 };
 
@@ -79,9 +83,10 @@ const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokeniz
   (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH })).map((a) => a.trim());
 
 /** Exact-match accuracy of greedy replies to held-out prompts. */
-const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; replies: string[] }> => {
+const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; format: StageResult['format']; replies: string[] }> => {
   const replies = await greedyAnswers(cfg, params, tok, held);
-  return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, replies };
+  const asked = held.flatMap((t, i) => (t.format ? [replies[i]!] : []));
+  return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, format: { followed: asked.filter(followsFormat).length, asked: asked.length }, replies };
 };
 
 /** Saves a stage's model as a Hugging Face folder with the demo's tokenizer beside it. */
@@ -120,7 +125,7 @@ const supervised = async (o: {
 export const preferencePairs = (ts: readonly Task[], own: readonly string[] = []): { chosen: Message[]; rejected: Message[] }[] =>
   ts.map((t, i) => {
     const mine = own[i];
-    return { chosen: chat(t), rejected: chat(t, mine !== undefined && mine !== '' && !isCorrect(t, mine) ? mine : t.wrong) };
+    return { chosen: chat(t, t.answer), rejected: chat(t, mine !== undefined && mine !== '' && !isCorrect(t, mine) ? mine : t.wrong) };
   });
 
 /** DPO (sigmoid, β 0.1, with RPO's NLL term) through LoRA adapters r 8 on `base`; checkpoints hold the adapter and the merged model. */
@@ -158,7 +163,7 @@ export const dpoStage = async (o: {
  */
 export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   const backend = (await getBackend()).name;
-  const steps = o.steps ?? (o.quick ? { pretrain: 150, sft: 150, dpo: 30 } : { pretrain: 1500, sft: 1000, dpo: 200 });
+  const steps = o.steps ?? (o.quick ? { pretrain: 150, sft: 300, dpo: 30 } : { pretrain: 1500, sft: 1000, dpo: 200 });
   const nHeld = HELD_OUT;
   await rm(o.out, { recursive: true, force: true });
   await mkdir(o.out, { recursive: true });
@@ -168,7 +173,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   const train = tasks(o.seed, 4000);
   const seen = new Set(train.map((t) => t.prompt));
   const held = tasks(o.seed + 1_000_003, 4 * nHeld).filter((t) => !seen.has(t.prompt)).slice(0, nHeld);
-  const tokJson = JSON.stringify(trainTokenizer(train.map((t) => `<|user|>\n${t.prompt}\n<|assistant|>\n${t.answer}`), 80, `${LETTERS}${LETTERS.toUpperCase()}0123456789`));
+  const tokJson = JSON.stringify(trainTokenizer(train.map((t) => `<|user|>\n${t.prompt}\n<|assistant|>\n${t.answer}`), 80, `${LETTERS}${LETTERS.toUpperCase()}0123456789[]`));
   await writeFile(join(o.out, 'tokenizer.json'), tokJson);
   const tokE = await loadTokenizer(join(o.out, 'tokenizer.json'))();
   if (E.isLeft(tokE)) throw new Error(tokE.left.message);
@@ -179,8 +184,8 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   const rows: StageResult[] = [];
   const record = async (r: StageResult) => {
     rows.push(r);
-    await appendFile(join(o.out, 'metrics.jsonl'), JSON.stringify({ stage: r.stage, accuracy: r.accuracy, correct: r.correct, n: r.n, loss: r.loss, seconds: r.seconds }) + '\n');
-    o.log(`${r.stage}: exact match ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})${r.loss !== null ? `, final loss ${r.loss.toFixed(3)}` : ''}, ${r.seconds.toFixed(1)} s`);
+    await appendFile(join(o.out, 'metrics.jsonl'), JSON.stringify({ stage: r.stage, accuracy: r.accuracy, correct: r.correct, n: r.n, format: r.format, loss: r.loss, seconds: r.seconds }) + '\n');
+    o.log(`${r.stage}: exact match ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}), format requests followed ${r.format.followed}/${r.format.asked}${r.loss !== null ? `, final loss ${r.loss.toFixed(3)}` : ''}, ${r.seconds.toFixed(1)} s`);
     held.slice(0, 3).forEach((t, i) => o.log(`  ${t.prompt} → ${JSON.stringify(acc.replies[i]!.trim())} ${isCorrect(t, acc.replies[i]!) ? '✓' : `✗ (${t.answer})`}`));
   };
 
@@ -188,18 +193,18 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   await realize(...flatten(params).leaves); // once, not fused into every first use
   let t0 = performance.now();
   let acc = await accuracyOf(cfg, params, tok, held);
-  await record({ stage: 'untrained', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: null, seconds: (performance.now() - t0) / 1000, tokensPerSec: null, checkpoint: null });
+  await record({ stage: 'untrained', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: null, seconds: (performance.now() - t0) / 1000, tokensPerSec: null, checkpoint: null });
 
   for (const [name, examples, n, lr] of [
     ['pretrain', train.map((t) => plainExample(tok, t)), steps.pretrain, 3e-3],
-    ['sft', train.map((t) => encodeChat(tok, chat(t), { maxSeqLen: T })), steps.sft, 1e-3],
+    ['sft', train.map((t) => encodeChat(tok, chat(t, t.shown), { maxSeqLen: T })), steps.sft, 1e-3],
   ] as const) {
     t0 = performance.now();
     const dir = join(o.out, name);
     const s = await supervised({ name, cfg, params, examples, steps: n, lr, seed: o.seed, out: dir, tokJson, progress: o.progress, log: o.log });
     params = s.params;
     acc = await accuracyOf(cfg, params, tok, held);
-    await record({ stage: name, accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
+    await record({ stage: name, accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
   }
   // DPO through LoRA adapters on the SFT model: chosen = the right answer, rejected = the model's own greedy answer
   // where it is wrong (on-policy), else a plausible mistake; the reference is the model with the adapters disabled.
@@ -216,6 +221,6 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   await realize(...flatten(params).leaves); // dense once, not recomputed inside every evaluation kernel
   acc = await accuracyOf(cfg, params, tok, held);
   const secs = (performance.now() - t0) / 1000;
-  await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
+  await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
   return rows;
 };

@@ -1,6 +1,7 @@
 // The demo's synthetic instruction-following tasks: a seeded generator of small problems with one exact answer
-// (reverse a word, add two numbers, sort letters, count a letter, say a word in upper case), each with a plausible
-// wrong answer for preference pairs. Pure: the same seed gives the same problems. No tensors, no files.
+// (reverse a word, add two numbers, sort letters, count a letter, say a word in upper case), half of them asking for
+// the answer in a requested format, each with a plausible wrong answer for preference pairs and the demonstration
+// the supervised data shows for it. Pure: the same seed gives the same problems. No tensors, no files.
 
 import { mulberry32 } from '../random.js';
 
@@ -16,8 +17,22 @@ export const rng = (seed: number): Rng => {
 export type TaskKind = 'reverse' | 'add' | 'sort' | 'count' | 'upper';
 export const TASK_KINDS: readonly TaskKind[] = ['reverse', 'add', 'sort', 'count', 'upper'];
 
-/** One problem: the user's instruction, the exact answer, and a plausible wrong answer (never equal to it). */
-export interface Task { readonly kind: TaskKind; readonly prompt: string; readonly answer: string; readonly wrong: string }
+/**
+ * One problem: the user's instruction, the exact answer, a plausible wrong answer (never equal to it), and `shown`,
+ * the demonstration the supervised data holds for it: the answer, except that a format request is followed in only
+ * one demonstration of four, as sloppy annotators write. A person comparing two answers still prefers the one that
+ * follows the request, so preference pairs carry what the demonstrations do not (Tulu 2's reason for DPO after SFT).
+ */
+export interface Task {
+  readonly kind: TaskKind; readonly prompt: string; readonly answer: string; readonly wrong: string; readonly shown: string;
+  /** Whether the prompt asks for the answer in brackets (FORMAT_REQUEST). */
+  readonly format: boolean;
+}
+
+/** The format request half of the prompts end with: the answer in square brackets. */
+export const FORMAT_REQUEST = ' Answer in brackets.';
+/** The share of demonstrations that follow a format request. */
+export const FOLLOWED_SHARE = 0.25;
 
 /** Letters of the generated words: none occurs in the instructions, so the tokenizer keeps them single pieces. */
 export const LETTERS = 'bgjkqxz';
@@ -39,7 +54,7 @@ const perturb = (r: Rng, s: string): string => {
 
 const offBy = (r: Rng, n: number): string => String(n === 0 ? 1 : n + r.pick([-1, 1]));
 
-const make: Record<TaskKind, (r: Rng) => Task> = {
+const make: Record<TaskKind, (r: Rng) => Omit<Task, 'shown' | 'format'>> = {
   reverse: (r) => {
     const w = word(r, 3, 5);
     return { kind: 'reverse', prompt: `Reverse the word ${w}.`, answer: rev(w), wrong: rev(w) === w ? perturb(r, w) : w };
@@ -67,12 +82,21 @@ const make: Record<TaskKind, (r: Rng) => Task> = {
 
 /**
  * `n` problems from `seed`, the kinds taken in turn (so every kind is equally represented).
- * @example tasks(0, 2) // [{ kind: 'reverse', prompt: 'Reverse the word cbag.', answer: 'gabc', … }, { kind: 'add', … }]
+ * @example tasks(0, 2) // [{ kind: 'reverse', prompt: 'Reverse the word bgg. Answer in brackets.', answer: '[ggb]', shown: 'ggb', … }, { kind: 'add', … }]
  */
 export const tasks = (seed: number, n: number, kinds: readonly TaskKind[] = TASK_KINDS): Task[] => {
   const r = rng(seed);
-  return Array.from({ length: n }, (_, i) => make[kinds[i % kinds.length]!](r));
+  return Array.from({ length: n }, (_, i): Task => {
+    const t = make[kinds[i % kinds.length]!](r);
+    if (r.next() >= 0.5) return { ...t, shown: t.answer, format: false };
+    // Asked in brackets: the wrong answer is the bare one (the slip the demonstrations teach).
+    const answer = `[${t.answer}]`;
+    return { ...t, prompt: t.prompt + FORMAT_REQUEST, answer, wrong: t.answer, shown: r.next() < FOLLOWED_SHARE ? answer : t.answer, format: true };
+  });
 };
+
+/** Whether a reply follows the format request (brackets around it), whatever is inside. */
+export const followsFormat = (reply: string): boolean => /^\[.*\]$/s.test(reply.trim());
 
 /** Whether a model's reply answers the task: exact match after trimming surrounding whitespace. */
 export const isCorrect = (t: Task, reply: string): boolean => reply.trim() === t.answer;
