@@ -28,7 +28,7 @@ export const FOLDERS = {
   recipes: {
     // The CLI front ends and the demo data are I/O glue, tested through cli.test (which spawns processes).
     mutate: ['recipes/**/*.ts', '!recipes/index.ts', '!recipes/cli-*.ts', '!recipes/demo/**'],
-    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart'],
+    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart', 'random', 'sft', 'lora-sft'],
   },
 };
 
@@ -39,6 +39,13 @@ export const FOLDERS = {
 export const SLOW_TESTS = [
   { pattern: 'a short DPO run raises rewards', why: 'a 150-step training run (about 40 s)' },
   { pattern: 'camelid dpo (stories260K', why: 'whole CLI runs on stories260K (20–60 s each)' },
+  // sft and lora-sft: their config tests run; their training runs (stories260K, tens of seconds each) do not
+  { pattern: 'trains from a config file plus flag overrides', why: 'an SFT run on stories260K' },
+  { pattern: 'runSft resumed from its checkpoint', why: 'two SFT runs on stories260K' },
+  { pattern: '--lora: loss falls', why: 'a LoRA SFT run on stories260K' },
+  { pattern: 'a resumed LoRA run', why: 'two LoRA SFT runs on stories260K' },
+  { pattern: '--qlora: NF4 base', why: 'a QLoRA SFT run on stories260K' },
+  { pattern: 'a pre-quantised bitsandbytes 4-bit folder', why: 'two QLoRA SFT runs on stories260K' },
 ];
 
 /** The folders a run covers: CAMELID_MUTATE's list, or all. Unknown names are an error naming the known ones. */
