@@ -181,20 +181,20 @@ export const evalMultipleChoice = async (c: LlamaConfig, params: LlamaParams, to
 };
 
 /**
- * Greedy replies to chat prompts, batched through the KV cache; each reply is cut at the first stop string and
- * a row stops being decoded once it has one (or its EOS).
- * @example const [reply] = await greedyReplies(cfg, params, tok, [[{ role: 'user', content: 'What is 2 plus 3?' }]], { maxTokens: 8 });
+ * Greedy continuations of token prompts, batched through the KV cache; each is cut at the first stop string and a
+ * row stops being decoded once it has one (or its EOS).
+ * @example const [text] = await greedyContinuations(cfg, params, tok, [tok.encode('Reverse the word bqk.')], { maxTokens: 8 });
  */
-export const greedyReplies = async (c: LlamaConfig, params: LlamaParams, tok: Tokenizer, chats: readonly (readonly { role: 'system' | 'user' | 'assistant'; content: string }[])[], opts: { maxTokens: number; stop?: readonly string[]; batchSize?: number; answerPrefix?: string }): Promise<string[]> => {
+export const greedyContinuations = async (c: LlamaConfig, params: LlamaParams, tok: Tokenizer, prompts: readonly (readonly number[])[], opts: { maxTokens: number; stop?: readonly string[]; batchSize?: number }): Promise<string[]> => {
   const replies: string[] = [];
   const stops = opts.stop ?? [];
   const cut = (s: string) => stops.reduce((r, st) => { const i = r.indexOf(st); return i >= 0 ? r.slice(0, i) : r; }, s);
   const bs = opts.batchSize ?? 16;
-  for (let s = 0; s < chats.length; s += bs) {
-    const prompts = chats.slice(s, s + bs).map((m) => chatPrompt(tok, m, opts.answerPrefix ? { answerPrefix: opts.answerPrefix } : {}));
-    const ids = prompts.map((): number[] => []);
-    const done = prompts.map(() => false);
-    for await (const { tokens } of generate(c, params, prompts, { maxTokens: opts.maxTokens, temperature: 0, stop: [tok.eosId] })) {
+  for (let s = 0; s < prompts.length; s += bs) {
+    const batch = prompts.slice(s, s + bs).map((p) => [...p]);
+    const ids = batch.map((): number[] => []);
+    const done = batch.map(() => false);
+    for await (const { tokens } of generate(c, params, batch, { maxTokens: opts.maxTokens, temperature: 0, stop: [tok.eosId] })) {
       tokens.forEach((t, b) => {
         if (t === null || done[b] || t === tok.eosId) { done[b] = true; return; }
         ids[b]!.push(t);
@@ -206,6 +206,14 @@ export const greedyReplies = async (c: LlamaConfig, params: LlamaParams, tok: To
   }
   return replies;
 };
+
+/**
+ * Greedy replies to chat prompts (the Tulu format, up to `<|assistant|>\n` and the answer prefix): greedyContinuations
+ * of their tokens.
+ * @example const [reply] = await greedyReplies(cfg, params, tok, [[{ role: 'user', content: 'What is 2 plus 3?' }]], { maxTokens: 8 });
+ */
+export const greedyReplies = (c: LlamaConfig, params: LlamaParams, tok: Tokenizer, chats: readonly (readonly { role: 'system' | 'user' | 'assistant'; content: string }[])[], opts: { maxTokens: number; stop?: readonly string[]; batchSize?: number; answerPrefix?: string }): Promise<string[]> =>
+  greedyContinuations(c, params, tok, chats.map((m) => chatPrompt(tok, m, opts.answerPrefix ? { answerPrefix: opts.answerPrefix } : {})), opts);
 
 export interface GenResult { readonly line: number; readonly output: string; readonly predicted: string; readonly target: string; readonly correct: boolean }
 

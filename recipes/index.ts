@@ -30,6 +30,6 @@ export { computeRefLogps, cachedRefLogps, refCacheKey, hashPairs, hashParams, re
 export { runDpo, parseDpoConfig, resolveDpoConfig, DPO_DEFAULTS, TULU2_DPO, DPO_KEYS, type DpoConfig, type DpoConfigPartial, type DpoRun } from './dpo-run.js';
 export { chartSvg, svgToPng, type LineChart, type Point } from './chart.js';
 export {
-  readMmlu, readGsm8k, parseCsv, mmluPrompt, gsmPrompt, lastNumber, sameNumber, accuracy, nextTokenLogits, evalMultipleChoice, greedyReplies, evalGsm8k,
+  readMmlu, readGsm8k, parseCsv, mmluPrompt, gsmPrompt, lastNumber, sameNumber, accuracy, nextTokenLogits, evalMultipleChoice, greedyContinuations, greedyReplies, evalGsm8k,
   type EvalError, type McItem, type McSet, type GsmItem, type Accuracy, type McResult, type GenResult,
 } from './eval.js';

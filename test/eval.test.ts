@@ -9,7 +9,7 @@ import { data, setBackend } from '../core/backend.js';
 import { tensor } from '../ops/create.js';
 import { forward, generateIds, loadLlama, loadTokenizer, type LlamaConfig, type LlamaParams, type Tokenizer } from '../models/index.js';
 import { chatPrompt } from '../recipes/chat.js';
-import { accuracy, evalMultipleChoice, greedyReplies, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
+import { accuracy, evalMultipleChoice, greedyContinuations, greedyReplies, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
 import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
@@ -117,6 +117,14 @@ describe.skipIf(!haveFixtures)('eval scoring on stories260K (interpreter)', () =
     const word = replies[0]!.trim().split(' ')[1]!;
     const cut = await greedyReplies(cfg, params, tok, chats.slice(0, 1), { maxTokens: 8, stop: [` ${word}`] });
     expect(cut[0]).toBe(replies[0]!.slice(0, replies[0]!.indexOf(` ${word}`)));
+  });
+
+  it('greedy continuations of plain token prompts (no chat template), in batches smaller than the prompts', async () => {
+    const prompts = ['Once upon a time', 'The cat', 'Lily'].map((s) => tok.encode(s));
+    const got = await greedyContinuations(cfg, params, tok, prompts, { maxTokens: 6, batchSize: 2 });
+    const ids = await generateIds(cfg, params, prompts, { maxTokens: 6, temperature: 0, stop: [tok.eosId] });
+    expect(got).toEqual(ids.map((r) => tok.decode(r)));
+    expect(got.every((r) => r.length > 0)).toBe(true);
   });
 });
 

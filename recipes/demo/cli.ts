@@ -22,14 +22,14 @@ const stepsArg = (v: string): NonNullable<DemoOpts['steps']> => {
 
 /** The summary table: one row per stage. */
 export const summaryTable = (rows: readonly StageResult[]): string => {
-  const t = new Table({ head: ['stage', 'exact match', 'format followed', 'final loss', 'time', 'tokens/s'], style: { head: [], border: [] } });
+  const t = new Table({ head: ['stage', 'exact match (chat)', 'format followed', 'exact match (plain text)', 'final loss', 'time', 'tokens/s'], style: { head: [], border: [] } });
   for (const r of rows) {
-    t.push([r.stage, `${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})`, `${r.format.followed}/${r.format.asked}`, r.loss === null ? '–' : r.loss.toFixed(3), `${r.seconds.toFixed(1)} s`, r.tokensPerSec === null ? '–' : r.tokensPerSec.toFixed(0)]);
+    t.push([r.stage, `${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n})`, `${r.format.followed}/${r.format.asked}`, `${(100 * r.plain.accuracy).toFixed(1)}%`, r.loss === null ? '–' : r.loss.toFixed(3), `${r.seconds.toFixed(1)} s`, r.tokensPerSec === null ? '–' : r.tokensPerSec.toFixed(0)]);
   }
   return t.toString();
 };
 
-/** Writes chart.svg and chart.png: each stage's training loss by step; exact match and format requests followed after each stage. */
+/** Writes chart.svg and chart.png: each stage's training loss by step; exact match (chat and plain prompts) and format requests followed after each stage. */
 export const writeChart = async (out: string, rows: readonly StageResult[]): Promise<void> => {
   const points: { x: number; y: number; series: string }[] = [];
   let offset = 0;
@@ -41,8 +41,9 @@ export const writeChart = async (out: string, rows: readonly StageResult[]): Pro
   }
   const svg = await chartSvg([
     { title: 'Training loss (DPO: its own loss)', x: 'step (all stages)', y: 'loss', points },
-    { title: 'Held-out prompts after each stage', x: 'stage', y: 'share', mark: 'bar', width: 300, yDomain: [0, 1], points: rows.flatMap((r) => [
-      { x: r.stage, y: r.accuracy, series: 'exact match' },
+    { title: 'Held-out exact match (chat, plain text) and format followed', x: 'stage', y: 'share', mark: 'bar', width: 320, yDomain: [0, 1], points: rows.flatMap((r) => [
+      { x: r.stage, y: r.accuracy, series: 'chat' },
+      { x: r.stage, y: r.plain.accuracy, series: 'plain text' },
       { x: r.stage, y: r.format.asked === 0 ? 0 : r.format.followed / r.format.asked, series: 'format followed' },
     ]) },
   ]);

@@ -6,7 +6,7 @@
 // slip, the preferences correct it. Writes each stage's Hugging Face checkpoint, metrics.jsonl, a summary and a chart
 // to the output folder.
 
-import { mkdir, writeFile, appendFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, writeFile, appendFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { getBackend, realize } from '../../core/backend.js';
@@ -24,7 +24,7 @@ import { adamw } from '../optim.js';
 import { linearWarmupDecay, warmupFromRatio } from '../schedule.js';
 import { trainStep } from '../step.js';
 import { trainLoop } from '../train.js';
-import { greedyReplies } from '../eval.js';
+import { greedyContinuations, greedyReplies } from '../eval.js';
 import { dpoLossFn, loraReference, type DpoBatch } from '../dpo.js';
 import { encodePairs, makePrefBatches, prefBatchTensors } from '../prefs.js';
 import { lora, merge, type LoraAdapters } from '../../models/lora.js';
@@ -51,6 +51,10 @@ export interface StageResult {
   readonly n: number;
   /** Held-out prompts with a format request, and how many replies followed it. */
   readonly format: { readonly followed: number; readonly asked: number };
+  /** Exact match of the same problems asked as plain text, the answer continuing it (see Prompting). */
+  readonly plain: { readonly accuracy: number; readonly correct: number };
+  /** DPO only: its batches' reward accuracy and margin at the first and the last logged step. */
+  readonly rewards?: { readonly accuracy: readonly [number, number]; readonly margin: readonly [number, number] };
   readonly loss: number | null; // the stage's last training loss
   readonly seconds: number;
   readonly tokensPerSec: number | null;
@@ -78,15 +82,30 @@ const plainExample = (tok: Tokenizer, t: Task): Example => {
   return { ids, labels: [-100, ...ids.slice(1)] };
 };
 
-/** Greedy replies to the problems, in the evaluation's batches (its compiled shapes). */
-const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[]): Promise<string[]> =>
-  (await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), { maxTokens: 8, batchSize: EVAL_BATCH })).map((a) => a.trim());
+/**
+ * How a model is asked: 'chat', a Tulu user turn (how open-instruct evaluates tuned models), or 'plain', the problem
+ * as text that the answer continues (how it evaluates base models, without the chat template; the pretraining format).
+ */
+export type Prompting = 'plain' | 'chat';
 
-/** Exact-match accuracy of greedy replies to held-out prompts. */
-const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ correct: number; n: number; format: StageResult['format']; replies: string[] }> => {
-  const replies = await greedyAnswers(cfg, params, tok, held);
+/** Greedy answers to the problems, in the evaluation's batches (its compiled shapes). */
+const greedyAnswers = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, ts: readonly Task[], prompt: Prompting = 'chat'): Promise<string[]> => {
+  const opts = { maxTokens: 8, batchSize: EVAL_BATCH };
+  const replies = prompt === 'chat'
+    ? await greedyReplies(cfg, params, tok, ts.map((t) => [{ role: 'user' as const, content: t.prompt }]), opts)
+    : await greedyContinuations(cfg, params, tok, ts.map((t) => tok.encode(t.prompt)), opts);
+  return replies.map((a) => a.trim());
+};
+
+/** Exact match of greedy replies to the held-out prompts asked as chats and in plain text; format requests followed in the chats. */
+const accuracyOf = async (cfg: LlamaConfig, params: LlamaParams, tok: Tokenizer, held: readonly Task[]): Promise<{ scores: Pick<StageResult, 'accuracy' | 'correct' | 'n' | 'format' | 'plain'>; replies: string[] }> => {
+  const right = (replies: readonly string[]) => held.filter((t, i) => isCorrect(t, replies[i]!)).length;
+  const replies = await greedyAnswers(cfg, params, tok, held, 'chat');
+  const plain = right(await greedyAnswers(cfg, params, tok, held, 'plain'));
   const asked = held.flatMap((t, i) => (t.format ? [replies[i]!] : []));
-  return { correct: held.filter((t, i) => isCorrect(t, replies[i]!)).length, n: held.length, format: { followed: asked.filter(followsFormat).length, asked: asked.length }, replies };
+  const correct = right(replies);
+  const format = { followed: asked.filter(followsFormat).length, asked: asked.length };
+  return { scores: { accuracy: correct / held.length, correct, n: held.length, format, plain: { accuracy: plain / held.length, correct: plain } }, replies };
 };
 
 /** Saves a stage's model as a Hugging Face folder with the demo's tokenizer beside it. */
@@ -184,8 +203,8 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   const rows: StageResult[] = [];
   const record = async (r: StageResult) => {
     rows.push(r);
-    await appendFile(join(o.out, 'metrics.jsonl'), JSON.stringify({ stage: r.stage, accuracy: r.accuracy, correct: r.correct, n: r.n, format: r.format, loss: r.loss, seconds: r.seconds }) + '\n');
-    o.log(`${r.stage}: exact match ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}), format requests followed ${r.format.followed}/${r.format.asked}${r.loss !== null ? `, final loss ${r.loss.toFixed(3)}` : ''}, ${r.seconds.toFixed(1)} s`);
+    await appendFile(join(o.out, 'metrics.jsonl'), JSON.stringify({ stage: r.stage, accuracy: r.accuracy, correct: r.correct, n: r.n, format: r.format, plain: r.plain, loss: r.loss, seconds: r.seconds, ...(r.rewards ? { rewards: r.rewards } : {}) }) + '\n');
+    o.log(`${r.stage}: exact match ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.n}; asked in plain text ${r.plain.correct}/${r.n}), format requests followed ${r.format.followed}/${r.format.asked}${r.loss !== null ? `, final loss ${r.loss.toFixed(3)}` : ''}${r.rewards ? `, reward accuracy ${r.rewards.accuracy.map((x) => x.toFixed(2)).join(' → ')}, margin ${r.rewards.margin.map((x) => x.toFixed(2)).join(' → ')}` : ''}, ${r.seconds.toFixed(1)} s`);
     held.slice(0, 3).forEach((t, i) => o.log(`  ${t.prompt} → ${JSON.stringify(acc.replies[i]!.trim())} ${isCorrect(t, acc.replies[i]!) ? '✓' : `✗ (${t.answer})`}`));
   };
 
@@ -193,7 +212,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   await realize(...flatten(params).leaves); // once, not fused into every first use
   let t0 = performance.now();
   let acc = await accuracyOf(cfg, params, tok, held);
-  await record({ stage: 'untrained', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: null, seconds: (performance.now() - t0) / 1000, tokensPerSec: null, checkpoint: null });
+  await record({ stage: 'untrained', ...acc.scores, loss: null, seconds: (performance.now() - t0) / 1000, tokensPerSec: null, checkpoint: null });
 
   for (const [name, examples, n, lr] of [
     ['pretrain', train.map((t) => plainExample(tok, t)), steps.pretrain, 3e-3],
@@ -204,7 +223,7 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
     const s = await supervised({ name, cfg, params, examples, steps: n, lr, seed: o.seed, out: dir, tokJson, progress: o.progress, log: o.log });
     params = s.params;
     acc = await accuracyOf(cfg, params, tok, held);
-    await record({ stage: name, accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
+    await record({ stage: name, ...acc.scores, loss: s.loss, seconds: (performance.now() - t0) / 1000, tokensPerSec: s.tokensPerSec, checkpoint: dir });
   }
   // DPO through LoRA adapters on the SFT model: chosen = the right answer, rejected = the model's own greedy answer
   // where it is wrong (on-policy), else a plausible mistake; the reference is the model with the adapters disabled.
@@ -221,6 +240,12 @@ export const runDemo = async (o: DemoOpts): Promise<StageResult[]> => {
   await realize(...flatten(params).leaves); // dense once, not recomputed inside every evaluation kernel
   acc = await accuracyOf(cfg, params, tok, held);
   const secs = (performance.now() - t0) / 1000;
-  await record({ stage: 'dpo', accuracy: acc.correct / acc.n, correct: acc.correct, n: acc.n, format: acc.format, loss: r.losses.at(-1)!, seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir });
+  const logged = (await readFile(join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).filter((m) => 'rewards/accuracy' in m);
+  const ends = (k: string): [number, number] => [logged[0]![k]!, logged.at(-1)![k]!];
+  await record({
+    stage: 'dpo', ...acc.scores, loss: r.losses.at(-1)!,
+    seconds: secs, tokensPerSec: (steps.dpo * BATCH * T) / secs, checkpoint: dir,
+    ...(logged.length > 0 ? { rewards: { accuracy: ends('rewards/accuracy'), margin: ends('rewards/margin') } } : {}),
+  });
   return rows;
 };
