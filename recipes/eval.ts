@@ -29,15 +29,16 @@ const evalError = (message: string): EvalError => ({ _tag: 'EvalError', message 
 /** RFC 4180 CSV: quoted fields may hold commas, newlines and doubled quotes. Each record with its first line. */
 export const parseCsv = (text: string, file: string): E.Either<EvalError, { line: number; fields: string[] }[]> => {
   const rows: { line: number; fields: string[] }[] = [];
-  let fields: string[] = [], field = '', quoted = false, line = 1, start = 1, i = 0, fieldStart = true;
-  const endRecord = () => { fields.push(field); if (!(fields.length === 1 && fields[0] === '')) rows.push({ line: start, fields }); fields = []; field = ''; fieldStart = true; };
+  let fields: string[] = [], field = '', quoted = false, closed = false, line = 1, start = 1, i = 0, fieldStart = true;
+  const endRecord = () => { fields.push(field); if (!(fields.length === 1 && fields[0] === '')) rows.push({ line: start, fields }); fields = []; field = ''; fieldStart = true; closed = false; };
   for (; i < text.length; i++) {
     const c = text[i]!;
     if (quoted) {
-      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; } else if (c === '"') quoted = false; else { if (c === '\n') line++; field += c; }
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; } else if (c === '"') { quoted = false; closed = true; } else { if (c === '\n') line++; field += c; }
     } else if (c === '"' && fieldStart) { quoted = true; fieldStart = false; }
-    else if (c === ',') { fields.push(field); field = ''; fieldStart = true; }
+    else if (c === ',') { fields.push(field); field = ''; fieldStart = true; closed = false; }
     else if (c === '\n' || c === '\r') { if (c === '\r' && text[i + 1] === '\n') i++; endRecord(); line++; start = line; }
+    else if (closed) return E.left(evalError(`${file}:${line}: text after a quoted field's closing quote`));
     else if (c === '"') return E.left(evalError(`${file}:${line}: a quote inside an unquoted field`));
     else { field += c; fieldStart = false; }
   }
@@ -93,9 +94,11 @@ export const readGsm8k = (path: string): TaskEither<EvalError, GsmItem[]> => asy
     try { json = JSON.parse(raw); } catch (e) { return E.left(evalError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`)); }
     const row = GsmRow.decode(json);
     if (E.isLeft(row)) {
-      const o = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
-      const field = ['question', 'answer'].find((f) => typeof o[f] !== 'string') ?? 'row';
-      return E.left(evalError(`${path}:${i + 1}: field '${field}' must be a string, got ${JSON.stringify(o[field] ?? json)?.slice(0, 40)}`));
+      const at = `${path}:${i + 1}:`;
+      if (typeof json !== 'object' || json === null || Array.isArray(json)) return E.left(evalError(`${at} expected an object {question, answer}, got ${JSON.stringify(json).slice(0, 40)}`));
+      const o = json as Record<string, unknown>;
+      const field = ['question', 'answer'].find((f) => typeof o[f] !== 'string')!; // one of them, or the codec would pass
+      return E.left(evalError(o[field] === undefined ? `${at} field '${field}' is missing` : `${at} field '${field}' must be a string, got ${JSON.stringify(o[field]).slice(0, 40)}`));
     }
     const cut = row.right.answer.lastIndexOf('####');
     if (cut < 0) return E.left(evalError(`${path}:${i + 1}: answer has no '#### N' final line`));
@@ -126,8 +129,11 @@ export const lastNumber = (output: string): string => {
   return nums ? nums[nums.length - 1]! : output;
 };
 
-/** Exact match of GSM8k answers as numbers ("18.0" = "18"), else as strings. */
-export const sameNumber = (a: string, b: string): boolean => (Number.isFinite(Number(a)) && Number.isFinite(Number(b)) && a.trim() !== '' ? Number(a) === Number(b) : a === b);
+/** Exact match of GSM8k answers as numbers ("18.0" = "18"), else as strings (a blank is no number: "" ≠ "0"). */
+export const sameNumber = (a: string, b: string): boolean => {
+  const num = (s: string) => (s.trim() === '' ? Number.NaN : Number(s));
+  return Number.isFinite(num(a)) && Number.isFinite(num(b)) ? num(a) === num(b) : a === b;
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scoring

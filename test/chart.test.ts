@@ -35,4 +35,25 @@ describe('charts', () => {
       expect(a!.x + a!.w).toBeLessThanOrEqual(b!.x + 1e-9); // the second series to the right of the first, no overlap
     }
   });
+
+  it('sizes: 420 × 220 by default, or as asked; the y scale spans yDomain when given, the data (from 0) otherwise', async () => {
+    const frame = (svg: string) => /class="background" aria-hidden="true" d="M0\.5,0\.5h([\d.]+)v([\d.]+)h/.exec(svg)!.slice(1).map(Number);
+    const line = [0, 1, 2].map((x) => ({ x, y: x, series: 'a' }));
+    expect(frame(await chartSvg([{ title: 'A', x: 'step', y: 'loss', points: line }]))).toEqual([420, 220]);
+    expect(frame(await chartSvg([{ title: 'A', x: 'step', y: 'loss', points: line, width: 200, height: 100 }]))).toEqual([200, 100]);
+    const barHeight = async (yDomain?: readonly [number, number]) => {
+      const svg = await chartSvg([{ title: 'B', x: 'stage', y: 'share', mark: 'bar', points: [{ x: 'sft', y: 0.5, series: 's' }], ...(yDomain ? { yDomain } : {}) }]);
+      return Number(/aria-roledescription="bar" d="M[\d.]+,[\d.]+h[\d.]+v([\d.]+)/.exec(svg)![1]);
+    };
+    expect(await barHeight([0, 1])).toBeCloseTo(110, 6); // 0.5 of a [0, 1] scale over 220 px
+    expect(await barHeight()).toBeCloseTo(220, 6); // the data's own domain [0, 0.5]
+  });
+
+  it('marks each point of a line with a dot up to 40 points, not beyond', async () => {
+    const dots = async (n: number) => {
+      const svg = await chartSvg([{ title: 'A', x: 'step', y: 'loss', points: Array.from({ length: n }, (_, x) => ({ x, y: 1 / (1 + x), series: 'a' })) }]);
+      return (svg.match(/aria-roledescription="point"/g) ?? []).length;
+    };
+    expect([await dots(5), await dots(40), await dots(41)]).toEqual([5, 40, 0]);
+  });
 });

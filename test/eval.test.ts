@@ -9,7 +9,7 @@ import { data, setBackend } from '../core/backend.js';
 import { tensor } from '../ops/create.js';
 import { forward, generateIds, loadLlama, loadTokenizer, type LlamaConfig, type LlamaParams, type Tokenizer } from '../models/index.js';
 import { chatPrompt } from '../recipes/chat.js';
-import { accuracy, evalMultipleChoice, greedyContinuations, greedyReplies, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
+import { accuracy, evalMultipleChoice, greedyContinuations, greedyReplies, gsmPrompt, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
 import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
@@ -71,6 +71,61 @@ describe('eval readers', () => {
     expect(sameNumber('abc', '18')).toBe(false);
   });
 
+  it('CSV edges: CR-only line ends, a last record without a newline, blank lines, a quote only at a field start', () => {
+    expect(right(parseCsv('a,b\rc,d', 'f.csv'))).toEqual([{ line: 1, fields: ['a', 'b'] }, { line: 2, fields: ['c', 'd'] }]);
+    expect(right(parseCsv('a,b\r\n\r\n\nc,\n', 'f.csv'))).toEqual([{ line: 1, fields: ['a', 'b'] }, { line: 4, fields: ['c', ''] }]);
+    expect(right(parseCsv('"",x\n,\n', 'f.csv'))).toEqual([{ line: 1, fields: ['', 'x'] }, { line: 2, fields: ['', ''] }]);
+    expect(right(parseCsv('', 'f.csv'))).toEqual([]);
+    expect(right(parseCsv('"a\r\nb",c', 'f.csv'))).toEqual([{ line: 1, fields: ['a\r\nb', 'c'] }]); // inside quotes, kept as is
+    expect(leftMessage(parseCsv('x\n"a"b,c\n', 'f.csv'))).toBe("f.csv:2: text after a quoted field's closing quote");
+    expect(leftMessage(parseCsv('"a" ,c\n', 'f.csv'))).toBe("f.csv:1: text after a quoted field's closing quote");
+  });
+
+  it('MMLU: only _test/_dev/_val at the end leave the subject; empty and unreadable files are refused', async () => {
+    const at = async (name: string, text = 'q,1,2,A\n') => { const f = join(dir.path, name); await writeFile(f, text); return readMmlu(f)(); };
+    expect(right(await at('college_test_prep_dev.csv')).subject).toBe('college test prep');
+    expect(right(await at('econometrics.csv')).subject).toBe('econometrics');
+    expect(right(await at('anatomy_val.csv.bak')).subject).toBe('anatomy val.csv.bak');
+    const two = right(await at('two_test.csv', 'q,yes,no,B\n'));
+    expect(two.items[0]).toEqual({ question: 'q', choices: ['yes', 'no'], answer: 1, line: 1 });
+    expect(leftMessage(await at('blank_test.csv', '\n\n'))).toBe(`${join(dir.path, 'blank_test.csv')}: no rows`);
+    expect(leftMessage(await at('wide_test.csv', 'q,1,2,AB\n'))).toBe(`${join(dir.path, 'wide_test.csv')}:1: answer is 'AB', expected one of A, B`);
+    expect(leftMessage(await at('broken_test.csv', 'q,"1,2,A\n'))).toBe(`${join(dir.path, 'broken_test.csv')}:1: a quoted field is not closed before the end of the file`);
+  });
+
+  it('GSM8k: the last #### is the target, whitespace-only lines are skipped, and each bad row is named', async () => {
+    const f = join(dir.path, 'g.jsonl');
+    await writeFile(f, `  \n${JSON.stringify({ question: 'q', answer: 'a #### b\n#### 12' })}\n`);
+    expect(right(await readGsm8k(f)()).map((i) => [i.line, i.solution, i.target])).toEqual([[2, 'a #### b', '12']]);
+    await writeFile(f, `{"question": "q", "answer": 3}\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'answer' must be a string, got 3`);
+    await writeFile(f, `[1, 2]\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: expected an object {question, answer}, got [1,2]`);
+    await writeFile(f, `{"answer": "#### 1"}\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'question' is missing`);
+    await writeFile(f, `{"question": "${'x'.repeat(60)}", "answer": null}\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'answer' must be a string, got null`);
+    await writeFile(f, `{"question": {"long": "${'y'.repeat(60)}"}, "answer": "#### 1"}\n`);
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'question' must be a string, got ${JSON.stringify({ long: 'y'.repeat(60) }).slice(0, 40)}`);
+    await writeFile(f, `{"question": "q", "answer": "####"}\n`);
+    expect(right(await readGsm8k(f)())[0]!.target).toBe('');
+    await writeFile(f, '\n \n');
+    expect(leftMessage(await readGsm8k(f)())).toBe(`${f}: no rows`);
+    expect(leftMessage(await readGsm8k(join(dir.path, 'none.jsonl'))())).toBe(`${join(dir.path, 'none.jsonl')}: cannot read (ENOENT)`);
+  });
+
+  it('the GSM8k prompt: the instruction, worked shots ("So the answer is N."), then the trimmed question', () => {
+    const item = { question: '  How many?\n', solution: '', target: '', line: 1 };
+    expect(gsmPrompt(item)).toBe('Answer the following question.\n\nQuestion: How many?');
+    const shots = [{ question: 'A?', solution: 'one\ntwo', target: '3', line: 1 }, { question: 'B?', solution: 's', target: '4', line: 2 }];
+    expect(gsmPrompt(item, shots)).toBe('Answer the following questions.\n\nQuestion: A?\nAnswer: one two So the answer is 3.\n\nQuestion: B?\nAnswer: s So the answer is 4.\n\nQuestion: How many?');
+  });
+
+  it('numbers compare as numbers only when both are numbers; a blank is not 0', () => {
+    expect([sameNumber('0', ''), sameNumber('', '0'), sameNumber('', ''), sameNumber(' ', ' ')]).toEqual([false, false, true, true]);
+    expect([sameNumber('18', '18.00'), sameNumber('1e1', '10'), sameNumber('x', 'x'), sameNumber('18', 'x')]).toEqual([true, true, true, false]);
+  });
+
   it('gives the 95% Wilson interval', () => {
     // p = 0.8, n = 10, z = 1.96: centre (0.8 + 1.9208/10)/1.38415 = 0.71673, half 1.41603·√(0.016 + 0.0096037) = 0.22658.
     const a = accuracy(8, 10);
@@ -79,6 +134,9 @@ describe('eval readers', () => {
     expect(a.high).toBeCloseTo(0.9433, 3);
     expect(accuracy(0, 5).low).toBe(0);
     expect(accuracy(5, 5).high).toBe(1);
+    expect(accuracy(0, 5).high).toBeCloseTo(0.4345, 3); // z²/(n + z²) at p = 0
+    expect(accuracy(5, 5).low).toBeCloseTo(0.5655, 3);
+    expect(accuracy(0, 0)).toEqual({ correct: 0, n: 0, accuracy: 0, low: 0, high: 1 }); // nothing scored: no information
   });
 });
 

@@ -49,6 +49,20 @@ describe('sftLoss', () => {
     expect((await data(sftLoss(cfg, params, tokens, labels, { reduction: 'mean' })))[0]).toBeCloseTo(wantMean, 12);
     expect((await data(sftLoss(cfg, params, tokens, labels, { reduction: 'sum' })))[0]).toBeCloseTo(wantSum, 12);
     expect(Math.abs(wantMean - wantSum)).toBeGreaterThan(1e-6);
+    // the default is open-instruct's default, 'mean'
+    expect((await data(sftLoss(cfg, params, tokens, labels)))[0]).toBeCloseTo(wantMean, 12);
+  });
+
+  it('refuses labels that are not i32, and tokens and labels that are not both (B, T), with their shapes', () => {
+    const params = initParams(cfg, key(3), { dtype: 'f64', std: 0.5 });
+    const caught = (f: () => unknown) => { try { f(); return 'no error'; } catch (e) { return `${(e as Error).name}: ${(e as Error).message}`; } };
+    expect(caught(() => sftLoss(cfg, params, tokens, C.cast(labels, 'f32')))).toBe('DTypeError: sftLoss: labels must be i32, got f32(2,6)');
+    const shape = (t: string, l: string) => `ShapeError: sftLoss: tokens ${t} and labels ${l} must both be (B, T)`;
+    // each condition alone: rank of labels, rank of tokens, B, T
+    expect(caught(() => sftLoss(cfg, params, tokens, C.reshape(labels, [2, 6, 1])))).toBe(shape('(2,6)', '(2,6,1)'));
+    expect(caught(() => sftLoss(cfg, params, C.reshape(tokens, [2, 6, 1]), labels))).toBe(shape('(2,6,1)', '(2,6)'));
+    expect(caught(() => sftLoss(cfg, params, C.slice(tokens, [0, 0], [1, 6]), labels))).toBe(shape('(1,6)', '(2,6)'));
+    expect(caught(() => sftLoss(cfg, params, C.slice(tokens, [0, 0], [2, 5]), labels))).toBe(shape('(2,5)', '(2,6)'));
   });
 
   for (const reduction of ['mean', 'sum'] as const) {

@@ -101,6 +101,46 @@ describe('trainLoop', () => {
   });
 });
 
+describe('trainLoop: what it logs and records', () => {
+  const loop = async (extra: Partial<Parameters<typeof trainLoop<LlamaParams, AdamState, null, Batch>>[0]>) => {
+    const lines: string[] = [];
+    const output = tmp();
+    const p = initParams(cfg, key(1), { std: 0.3 });
+    const saved: string[] = [];
+    await trainLoop<LlamaParams, AdamState, null, Batch>({
+      step: trainStep(loss, { optimizer: opt }) as never, trainable: p, optState: opt.init(p), frozen: null, batchAt: (i) => batchAt(i),
+      totalSteps: 5, gradAccum: 2, schedule, output, saveModel: async (d) => { saved.push(d); }, log: (l) => lines.push(l), ...extra,
+    });
+    const metrics = readFileSync(join(output, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const trainer = JSON.parse(readFileSync(join(output, 'checkpoint-5', 'trainer_state.json'), 'utf8')) as Record<string, unknown>;
+    return { lines, metrics, trainer, saved, output };
+  };
+
+  it('logs every logEvery steps and the last; evaluates every evalEvery steps and the last; tokens/s from tokensOf', async () => {
+    let evals = 0;
+    const r = await loop({ progress: 'lines', logEvery: 2, evalEvery: 2, evalLoss: async () => 1.5 + evals++, tokensOf: () => 10, key: [3, 9], config: { note: 'x' } });
+    expect(r.metrics.map((m) => [m.step, 'evalLoss' in m ? 'eval' : 'loss'])).toEqual([[2, 'loss'], [2, 'eval'], [4, 'loss'], [4, 'eval'], [5, 'loss'], [5, 'eval']]);
+    expect(r.metrics.filter((m) => 'evalLoss' in m).map((m) => m.evalLoss)).toEqual([1.5, 2.5, 3.5]);
+    for (const m of r.metrics.filter((x) => 'loss' in x)) {
+      expect(Object.keys(m)).toEqual(['step', 'loss', 'lr', 'gradNorm', 'tokensPerSec']);
+      expect(m.lr).toBeCloseTo(schedule(m.step! - 1), 12); // the rate the step used
+      expect(m.tokensPerSec).toBeGreaterThan(0);
+    }
+    expect(r.lines.map((l) => l.replace(/  loss .*/, '  loss …'))).toEqual(['step 2/5  loss …', 'step 2/5  eval loss 1.5000', 'step 4/5  loss …', 'step 4/5  eval loss 2.5000', 'step 5/5  loss …', 'step 5/5  eval loss 3.5000']);
+    // a fresh run records its own key and the run's settings; the model goes to the output folder at the end
+    expect(r.trainer).toEqual({ step: 5, dataPos: 10, key: [3, 9], config: { note: 'x' } });
+    expect(r.saved.at(-1)).toBe(r.output);
+  });
+
+  it('without tokensOf, evalLoss or a key: tokens/s 0, no eval lines, key [0, 0], no config; progress none logs nothing', async () => {
+    const r = await loop({ progress: 'none', evalEvery: 2 });
+    expect(r.lines).toEqual([]);
+    expect(r.metrics.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
+    expect(r.metrics.every((m) => m.tokensPerSec === 0 && !('evalLoss' in m))).toBe(true);
+    expect(r.trainer).toEqual({ step: 5, dataPos: 10, key: [0, 0] });
+  });
+});
+
 describe('trainStep', () => {
   it('accumulation: the update from two micro-batches equals the update from their mean gradient', async () => {
     const p = initParams(cfg, key(2), { std: 0.3, dtype: 'f64' });
