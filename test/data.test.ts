@@ -160,7 +160,27 @@ describe.skipIf(!have)('loadChatData on the Llama 2 tokenizer', () => {
     expect(d2.eval.map((e) => tok.decode(e.ids))).toEqual(['<|user|>\ne1\n<|assistant|>\nf1', '<|user|>\ne2\n<|assistant|>\nf2', '<|user|>\ne3\n<|assistant|>\nf3']);
   });
 
-  it('the pad id defaults to EOS', () => { expect(defaultPadId(tok)).toBe(2); });
+  it('the pad id defaults to EOS, or 0 for a tokenizer without one', () => {
+    expect(defaultPadId(tok)).toBe(2);
+    expect(defaultPadId({ ...tok, eosId: -1 })).toBe(0);
+  });
+
+  it('option errors name the option and its bound; eval rows keep file order; skipped rows are listed', async () => {
+    const good = await write('opts.jsonl', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) => row(`o${i}`, `p${i}`)));
+    expect(leftMessage(await load([]))).toBe('(data): no training files given');
+    for (const bad of [1, -0.1, Number.NaN]) expect(leftMessage(await load([{ path: good }], { evalFraction: bad }))).toBe(`(data): evalFraction must be in [0, 1), got ${bad}`);
+    expect(leftMessage(await load([{ path: good }], { evalFraction: 0.99 }))).toMatch(/no training example left/); // in range: all 10 held out
+    for (const w of [Number.NaN, Number.POSITIVE_INFINITY]) expect(leftMessage(await load([{ path: good, weight: w }]))).toBe(`${good}: weight must be a finite number ≥ 0, got ${w}`);
+    expect(leftMessage(await load([{ path: good }], { evalFraction: 0.2, evalFiles: [good] }))).toBe('(data): give evalFraction or evalFiles, not both');
+    const d = right(await load([{ path: good }], { evalFraction: 0.5, seed: 3 }));
+    const index = (e: Example) => Number(/o(\d)/.exec(tok.decode(e.ids))![1]);
+    const held = d.eval.map(index);
+    expect(held).toHaveLength(5);
+    expect(held).toEqual([...held].sort((a, b) => a - b)); // in file order, not the seeded draw's
+    const bad = await write('skips.jsonl', [row('q', 'a'), '{oops', '[]']);
+    const described = describeData(right(await load([{ path: bad }], { onBadRow: 'skip' })));
+    expect(described.split('\n').slice(1).map((l) => l.replace(/ \(.*/, ''))).toEqual([`  skipped ${bad}:2: not valid JSON`, `  skipped ${bad}:3: expected object with "messages", got []`]);
+  });
 });
 
 describe('makeBatches and batchTensors', () => {
@@ -207,7 +227,23 @@ describe('makeBatches and batchTensors', () => {
     expect(bs.reduce((s, b) => s + b.B * b.T, 0)).toBe(2 * (3 + 5 + 7 + 9)); // each pair padded to its longer row
   });
 
+  it('bucketByLength sorts within pools of 64 batches, and shuffles the batches only with shuffle', () => {
+    // 300 examples of lengths 300 … 1 in file order, batches of 2: pools of 128 examples, each sorted by length.
+    const xs = Array.from({ length: 300 }, (_, i) => ex(Array<number>(300 - i).fill(1), Array<number>(300 - i).fill(N)));
+    const lengths = (b: { rows: readonly number[] }) => b.rows.map((r) => xs[r]!.ids.length);
+    const sorted = makeBatches(xs, { batchSize: 2, padId: 0, shuffle: false, bucketByLength: true });
+    expect(sorted).toHaveLength(150);
+    expect([lengths(sorted[0]!), lengths(sorted[63]!), lengths(sorted[64]!), lengths(sorted[128]!), lengths(sorted[149]!)]).toEqual([[173, 174], [299, 300], [45, 46], [1, 2], [43, 44]]);
+    const shuffled = makeBatches(xs, { batchSize: 2, padId: 0, seed: 1, bucketByLength: true, shuffle: true });
+    expect(shuffled.flatMap((b) => b.rows).sort((a, b) => a - b)).toEqual(xs.map((_, i) => i));
+    const firsts = shuffled.slice(0, 64).map((b) => Math.min(...lengths(b)));
+    expect(firsts).not.toEqual([...firsts].sort((a, b) => a - b)); // batches shuffled after bucketing
+  });
+
   it('rejects bad options and ragged examples', () => {
+    expect(() => makeBatches(X, { batchSize: 1, padId: 0x80000000 })).toThrow('makeBatches: padId must be a token id (integer ≥ 0), got 2147483648');
+    expect(() => makeBatches(X, { batchSize: 1, padId: 1.5 })).toThrow(/padId/);
+    expect(makeBatches(X, { batchSize: 3, padId: 0x7fffffff, shuffle: false })[0]!.ids[3]).toBe(0x7fffffff);
     expect(() => makeBatches(X, { batchSize: 0, padId: 0 })).toThrow(/batchSize must be a positive integer, got 0/);
     expect(() => makeBatches(X, { batchSize: 1, padId: -1 })).toThrow(/padId/);
     expect(() => makeBatches(X, { batchSize: 1, padId: 0, padToMultiple: 0 })).toThrow(/padToMultiple/);
