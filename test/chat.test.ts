@@ -141,5 +141,17 @@ describe.skipIf(!have)('encodeChat on the Llama 2 tokenizer', () => {
     expect(() => chatPrompt(tok, bad)).toThrow(/message 1 has role 'tool'/);
     expect(() => encodeChat(tok, [])).toThrow(/no messages/);
     expect(() => encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: 0 })).toThrow(/maxSeqLen/);
+    for (const bad of [1.5, Number.NaN, -3]) expect(() => encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: bad })).toThrow(`encodeChat: maxSeqLen must be a positive integer, got ${bad}`);
+  });
+
+  it('maxSeqLen 1 keeps BOS alone, untrained; a tokenizer without EOS is refused, one without BOS starts at the text', () => {
+    expect(encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: 1 })).toEqual({ ids: [1], labels: [IGNORE] });
+    expect(encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: Infinity }).ids).toEqual(GOLDEN_IDS);
+    expect(() => encodeChat({ ...tok, eosId: -1 }, GOLDEN_MSGS)).toThrow('encodeChat: the tokenizer has no EOS token for </s>');
+    const noBos = encodeChat({ ...tok, bosId: -1 }, GOLDEN_MSGS);
+    expect(noBos.ids).toEqual(GOLDEN_IDS.slice(1));
+    expect(noBos.labels[0]).toBe(IGNORE); // the first position is never predicted
+    expect(noBos.labels.slice(1)).toEqual(GOLDEN_LABELS.slice(2));
+    expect(chatPrompt({ ...tok, bosId: -1 }, [M('user', 'Hi')])[0]).toBe(529);
   });
 });
