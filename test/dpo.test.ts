@@ -15,7 +15,7 @@ import { forward, initParams } from '../models/llama.js';
 import { loadLlama } from '../models/load.js';
 import { lora, merge, type LoraAdapters } from '../models/lora.js';
 import { cachedReference, dpoLoss, dpoLossFn, frozenReference, loraReference, pairLogprobs, sequenceLogprobs, type DpoKind, type DpoMetrics, type DpoModel, type DpoOpts } from '../recipes/dpo.js';
-import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch } from '../recipes/dpo-ref.js';
+import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch, refCacheKey } from '../recipes/dpo-ref.js';
 import { makePrefBatches, prefBatchTensors, type EncodedPair } from '../recipes/prefs.js';
 import { adamw } from '../recipes/optim.js';
 import { trainStep } from '../recipes/step.js';
@@ -416,6 +416,47 @@ describe('reference log-probs three ways', () => {
     await writeFile(first.file, '{"key": 1}');
     expect(leftMessage(await cachedRefLogps(dir, parts, compute)())).toMatch(/not a reference log-prob cache/);
     expect(() => refBatch(first.logps, Int32Array.from([5]))).toThrow(/pair 5 is not in the cache of 3 pairs/);
+  });
+});
+
+describe('the reference log-prob cache file', () => {
+  const tmp = tempDir('camelid-refcache-');
+  const parts = { model: 'm1', data: 'd1', template: 't1' };
+  const logps = { chosen: Float64Array.from([-1.5, -2]), rejected: Float64Array.from([-3, -4.25]) };
+
+  it('is named by a key of all three parts, in their roles; hashParams reads dtype and shape as well as bytes', async () => {
+    const keys = [parts, { ...parts, model: 'm2' }, { ...parts, data: 'd2' }, { ...parts, template: 't2' }, { model: 'd1', data: 'm1', template: 't1' }].map(refCacheKey);
+    expect(new Set(keys).size).toBe(5);
+    expect(keys.every((k) => /^[0-9a-f]{16}$/.test(k))).toBe(true);
+    const flat = C.tensor(Float32Array.from([1, 2, 3, 4]), { dtype: 'f32' });
+    const hashes = await Promise.all([flat, C.reshape(flat, [2, 2]), C.tensor(new Int32Array(Float32Array.from([1, 2, 3, 4]).buffer), { dtype: 'i32' })].map((x) => hashParams({ x })));
+    expect(new Set(hashes).size).toBe(3); // same bytes, another shape or dtype: another model
+  });
+
+  it('refuses a file that is not JSON, or that records other parts or unequal sides, naming it', async () => {
+    const dir = join(tmp.path, 'c');
+    let computed = 0;
+    const compute = async () => { computed++; return logps; };
+    const first = right(await cachedRefLogps(dir, parts, compute)());
+    const stored = JSON.parse(await readFile(first.file, 'utf8')) as Record<string, unknown>;
+    expect(stored).toEqual({ key: refCacheKey(parts), parts, chosen: [-1.5, -2], rejected: [-3, -4.25] });
+    const other = `${first.file}: records another model, data or template than its name says; delete it to recompute`;
+    for (const bad of [{ key: 'x' }, { parts: { ...parts, model: 'm2' } }, { parts: { ...parts, data: 'd2' } }, { parts: { ...parts, template: 't2' } }, { chosen: [-1.5] }]) {
+      await writeFile(first.file, JSON.stringify({ ...stored, ...bad }));
+      expect(leftMessage(await cachedRefLogps(dir, parts, compute)()), JSON.stringify(bad)).toBe(other);
+    }
+    await writeFile(first.file, '{"key": ');
+    expect(leftMessage(await cachedRefLogps(dir, parts, compute)())).toMatch(new RegExp(`^${first.file.replace(/[.]/g, '\\.')}: not JSON \\(.*\\); delete it to recompute$`));
+    expect(computed).toBe(1);
+    expect(readdirSync(dir)).toEqual([`${refCacheKey(parts)}.json`]); // no temporary file left
+  });
+
+  it('refBatch picks the batch\'s pairs by index, f32 unless asked, and refuses an index outside the cache', async () => {
+    const r = refBatch(logps, Int32Array.from([1, 0, 1]));
+    expect([r.refChosen.dtype, r.refRejected.dtype]).toEqual(['f32', 'f32']);
+    expect(Array.from(await data(r.refChosen))).toEqual([-2, -1.5, -2]);
+    expect(Array.from(await data(r.refRejected))).toEqual([-4.25, -3, -4.25]);
+    for (const i of [2, -1]) expect(() => refBatch(logps, Int32Array.from([i]))).toThrow(`refBatch: pair ${i} is not in the cache of 2 pairs`);
   });
 });
 

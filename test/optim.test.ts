@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { adamw, clipByGlobalNorm, globalNorm, leafPaths, type AdamState, type AdamwOpts } from '../recipes/optim.js';
-import { constant, cosineWarmupDecay, linearWarmupDecay, warmupFromRatio } from '../recipes/schedule.js';
+import { constant, cosineWarmupDecay, linearWarmupDecay, makeSchedule, warmupFromRatio } from '../recipes/schedule.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -168,6 +168,14 @@ describe('clipByGlobalNorm (torch clip_grad_norm_: coef = max_norm / (total + 1e
 });
 
 describe('schedules', () => {
+  it('makeSchedule picks each by name: at step 6 of 10 after 2 warmup steps, linear 0.5, cosine ½(1 + cos(π/2)) = 0.5, constant 1', () => {
+    const o = { peak: 1, warmupSteps: 2, totalSteps: 10 };
+    // p = (6 − 2)/(10 − 2) = 0.5: linear 1 − p, cosine ½(1 + cos πp); step 8: linear 0.25, cosine ½(1 + cos(3π/4)) ≈ 0.1464
+    expect([6, 8].map(makeSchedule('linear', o))).toEqual([0.5, 0.25]);
+    expect(makeSchedule('cosine', o)(8)).toBeCloseTo(0.5 * (1 + Math.cos((3 * Math.PI) / 4)), 12);
+    expect([1, 8].map(makeSchedule('constant', o))).toEqual([0.5, 1]);
+  });
+
   it('linear warmup then linear decay (HF): lr 0 at the first update', () => {
     const f = linearWarmupDecay({ peak: 1, warmupSteps: 2, totalSteps: 10 });
     // s < W: s/W; else (T − s)/(T − W)

@@ -46,6 +46,9 @@ describe('parsePrefs', () => {
     ['wrong type inside a message', JSON.stringify({ chosen: [{ role: 'user', content: 3 }], rejected: [] }), /p\.jsonl:2: not a MessagesPrefRow: chosen\.0\.content: expected string, got 3/],
     ['unknown role', JSON.stringify({ chosen: [{ role: 'bot', content: 'x' }], rejected: [] }), /p\.jsonl:2: not a MessagesPrefRow: chosen\.0\.role/],
     ['not an object', '[1, 2]', /p\.jsonl:2: expected an object with chosen and rejected/],
+    ['null', 'null', /p\.jsonl:2: expected an object with chosen and rejected/],
+    ['a string', '"chosen rejected"', /p\.jsonl:2: expected an object with chosen and rejected/],
+    ['one side a string, the other messages', JSON.stringify({ prompt: 'x', chosen: [{ role: 'assistant', content: 'a' }], rejected: 'b' }), /p\.jsonl:2: not a StringPrefRow: chosen: expected string/],
     ['invalid JSON', '{"prompt": "x", ', /p\.jsonl:2: invalid JSON/],
   ];
   for (const [what, row, msg] of bad) {
@@ -133,8 +136,14 @@ describe('makePrefBatches', () => {
     expect(Array.from(shuffled[0]!.index)).toEqual(shuffledOrder(3, 42, 0));
   });
 
-  it('rejects a bad batch size', () => {
+  it('rejects a bad batch size or padToMultiple; the epoch defaults to 0 and the seed and epoch each change the order', () => {
     expect(() => makePrefBatches(pairs, { batchSize: 0, padId: 0 })).toThrow(/batchSize must be a positive integer, got 0/);
+    for (const m of [0, 1.5, -4]) expect(() => makePrefBatches(pairs, { batchSize: 1, padId: 0, padToMultiple: m })).toThrow(`makePrefBatches: padToMultiple must be a positive integer, got ${m}`);
+    const idx = (o: { seed: number; epoch?: number }) => makePrefBatches(pairs, { batchSize: 3, padId: 0, ...o })[0]!.index.join(',');
+    expect(idx({ seed: 7 })).toBe(idx({ seed: 7, epoch: 0 }));
+    const orders = (n: number) => new Set(Array.from({ length: 6 }, (_, k) => shuffledOrder(n, k, 0).join(','))).size;
+    expect(orders(5)).toBeGreaterThan(3); // seeds 0…5 give (mostly) different orders
+    expect(new Set(Array.from({ length: 6 }, (_, e) => shuffledOrder(5, 1, e).join(','))).size).toBeGreaterThan(3);
     expect(E.isRight(parsePrefs('', 'empty.jsonl'))).toBe(true);
   });
 });
