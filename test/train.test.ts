@@ -142,6 +142,18 @@ describe('trainLoop: what it logs and records', () => {
 });
 
 describe('trainStep', () => {
+  it('exposes its plan\'s kernels and dispatches (none on the interpreter) and a dispose; refuses an empty micro-batch list', async () => {
+    const s = trainStep(loss, { optimizer: opt });
+    const p = initParams(cfg, key(2), { std: 0.3 });
+    expect([s.kernels, s.dispatches]).toEqual([0, 0]);
+    const out = await s(p, opt.init(p), null, [batchAt(0)], 1e-3);
+    expect(Number.isFinite((await data(out.loss))[0])).toBe(true);
+    expect([s.kernels, s.dispatches]).toEqual([0, 0]); // the interpreter compiles nothing
+    expect(typeof s.dispose).toBe('function');
+    s.dispose();
+    await expect(s(p, opt.init(p), null, [], 1e-3)).rejects.toThrow('train step: no micro-batches');
+  });
+
   it('accumulation: the update from two micro-batches equals the update from their mean gradient', async () => {
     const p = initParams(cfg, key(2), { std: 0.3, dtype: 'f64' });
     const b0 = batchAt(0), b1 = batchAt(1);
