@@ -93,10 +93,12 @@ export const dpoLoss = (policyChosen: Tensor, policyRejected: Tensor, refChosen:
   // Averaged kinds compare Σ logp / max(n, 1) (open-instruct's clamp(min=1)): each side over its own tokens.
   const { chosenTokens: nc, rejectedTokens: nr } = opts;
   if (averagedKind(kind) && (!nc || !nr)) throw new ShapeError(`dpoLoss: kind '${kind}' averages over tokens: pass chosenTokens and rejectedTokens`);
-  const [c, r] = averagedKind(kind) ? [(x: Tensor) => div(x, maximum(nc!, 1)), (x: Tensor) => div(x, maximum(nr!, 1))] : [(x: Tensor) => x, (x: Tensor) => x];
+  const [chosenScale, rejectedScale] = averagedKind(kind)
+    ? [(x: Tensor) => div(x, maximum(nc!, 1)), (x: Tensor) => div(x, maximum(nr!, 1))]
+    : [(x: Tensor) => x, (x: Tensor) => x];
   // simpo scores the policy alone (references, if given, are not read).
-  const sc = kind === 'simpo' ? c(policyChosen) : sub(c(policyChosen), c(refChosen!)); // (N,) chosen score (log-ratio)
-  const sr = kind === 'simpo' ? r(policyRejected) : sub(r(policyRejected), r(refRejected!)); // (N,)
+  const sc = kind === 'simpo' ? chosenScale(policyChosen) : sub(chosenScale(policyChosen), chosenScale(refChosen!)); // (N,) chosen score (log-ratio)
+  const sr = kind === 'simpo' ? rejectedScale(policyRejected) : sub(rejectedScale(policyRejected), rejectedScale(refRejected!)); // (N,)
   const delta = sub(sc, sr); // (N,)
   const smoothSigmoid = (z: Tensor) => (eps === 0 ? neg(logSigmoid(z)) : sub(mul(logSigmoid(z), -(1 - eps)), mul(logSigmoid(neg(z)), eps))); // (N,)
   const perPair =

@@ -197,7 +197,7 @@ export const greedyContinuations = async (c: LlamaConfig, params: LlamaParams, t
   const cut = (s: string) => stops.reduce((r, st) => { const i = r.indexOf(st); return i >= 0 ? r.slice(0, i) : r; }, s);
   const bs = opts.batchSize ?? 16;
   for (let s = 0; s < prompts.length; s += bs) {
-    const batch = prompts.slice(s, s + bs).map((p) => [...p]);
+    const batch = prompts.slice(s, s + bs);
     const ids = batch.map((): number[] => []);
     const done = batch.map(() => false);
     for await (const { tokens } of generate(c, params, batch, { maxTokens: opts.maxTokens, temperature: 0, stop: [tok.eosId] })) {

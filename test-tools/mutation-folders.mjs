@@ -38,10 +38,9 @@ export const FOLDERS = {
  */
 export const SLOW_TESTS = [
   { pattern: 'a short DPO run raises rewards', why: 'a 150-step training run (about 40 s)' },
-  // One run each of SFT, LoRA SFT and DPO stays in (3–6 s on stories260K): runSft, lora-sft and dpo-run are
-  // reached only through whole runs. The others (two or more runs each, or generation after) are skipped.
+  // runSft, lora-sft and dpo-run are reached only through whole runs on stories260K: the shortest test of each stays
+  // in (SFT's and LoRA SFT's resumed runs, DPO's LoRA run: 3–6 s each); the longer ones are skipped.
   { pattern: 'frozen-copy and cached reference runs give the same losses', why: 'three DPO runs on stories260K' },
-  // sft and lora-sft: their config tests and one resumed run each run; the longer runs do not
   { pattern: 'trains from a config file plus flag overrides', why: 'an SFT run on stories260K' },
   { pattern: '--lora: loss falls', why: 'a LoRA SFT run on stories260K' },
   { pattern: '--qlora: NF4 base', why: 'a QLoRA SFT run on stories260K' },
