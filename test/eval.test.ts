@@ -9,7 +9,7 @@ import { data, setBackend } from '../core/backend.js';
 import { tensor } from '../ops/create.js';
 import { forward, generateIds, loadLlama, loadTokenizer, type LlamaConfig, type LlamaParams, type Tokenizer } from '../models/index.js';
 import { chatPrompt } from '../recipes/chat.js';
-import { accuracy, evalMultipleChoice, greedyContinuations, greedyReplies, gsmPrompt, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
+import { accuracy, evalGsm8k, evalMultipleChoice, greedyContinuations, greedyReplies, gsmPrompt, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
 import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
@@ -183,6 +183,26 @@ describe.skipIf(!haveFixtures)('eval scoring on stories260K (interpreter)', () =
     const ids = await generateIds(cfg, params, prompts, { maxTokens: 6, temperature: 0, stop: [tok.eosId] });
     expect(got).toEqual(ids.map((r) => tok.decode(r)));
     expect(got.every((r) => r.length > 0)).toBe(true);
+  });
+
+  it('GSM8k: greedy replies after "Answer:" to the prompt with its shots, scored by the last number', async () => {
+    const shots = [{ question: 'Tom had 2 balls and got 3 more. How many?', solution: 'He has 2 + 3 = 5.', target: '5', line: 1 }];
+    const items = [
+      { question: 'Lily saw 4 cats. How many cats?', solution: '', target: '4', line: 7 },
+      { question: ' The dog ran. How far?', solution: '', target: '12', line: 9 },
+    ];
+    const { results, acc } = await evalGsm8k(cfg, params, tok, items, { shots, maxTokens: 5, batchSize: 1 });
+    // The same decode written out: open-instruct's prompt as the user turn, "Answer:" opening the reply.
+    const prompts = items.map((it) => chatPrompt(tok, [{ role: 'user', content: gsmPrompt(it, shots) }], { answerPrefix: 'Answer:' }));
+    const outputs = (await generateIds(cfg, params, prompts, { maxTokens: 5, temperature: 0, stop: [tok.eosId] })).map((r) => tok.decode(r));
+    expect(results.map((r) => r.output)).toEqual(outputs);
+    expect(results.map((r) => [r.line, r.target, r.predicted])).toEqual(items.map((it, i) => [it.line, it.target, lastNumber(outputs[i]!)]));
+    expect(acc).toEqual(accuracy(items.filter((it, i) => sameNumber(lastNumber(outputs[i]!), it.target)).length, 2));
+    // An item whose target is what the model answers is scored correct.
+    const said = { ...items[1]!, target: results[1]!.predicted };
+    const again = await evalGsm8k(cfg, params, tok, [items[0]!, said], { shots, maxTokens: 5 });
+    expect(again.results.map((r) => r.correct)).toEqual([sameNumber(results[0]!.predicted, '4'), true]);
+    expect(again.acc.correct).toBe(again.results.filter((r) => r.correct).length);
   });
 });
 
