@@ -3,7 +3,7 @@
 // Arguments naming a folder choose it; all others go to `stryker run` (e.g. --concurrency 1).
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FOLDERS, selected } from './mutation-folders.mjs';
 import { printSummary } from './mutation-summary.js';
@@ -24,5 +24,11 @@ console.log(`mutate: ${names.join(', ')}`);
 const run = spawnSync(join(root, 'node_modules', '.bin', 'stryker'), ['run', ...passed], {
   cwd: root, stdio: 'inherit', env: { ...process.env, CAMELID_MUTATE: names.join(',') },
 });
-if (existsSync(report)) printSummary(report);
+if (existsSync(report)) {
+  // Each run's report is kept too, so runs over different files can be read as one (mutation-summary.ts report…).
+  const kept = join(root, '.scratch-mutation', `mutation-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  copyFileSync(report, kept);
+  printSummary(report);
+  console.log(`\nreport: ${kept}`);
+}
 process.exit(run.status ?? 1);

@@ -7,11 +7,11 @@
 export const FOLDERS = {
   ops: {
     mutate: ['ops/**/*.ts', '!ops/index.ts'],
-    tests: ['grad', 'laws', 'composite', 'nn', 'errors', 'sampling'],
+    tests: ['grad', 'laws', 'composite', 'nn', 'errors', 'sampling', 'edges', 'attention', 'nf4', 'bounds', 'vjp-coverage'],
   },
   'core/autodiff.ts': {
     mutate: ['core/autodiff.ts'],
-    tests: ['grad', 'laws', 'composite', 'nn'],
+    tests: ['grad', 'laws', 'composite', 'nn', 'edges', 'attention', 'vjp-coverage'],
   },
   'models/tokenizer': {
     mutate: ['models/tokenizer/**/*.ts', '!models/tokenizer/index.ts'],
