@@ -1,11 +1,11 @@
 // `camelid dpo`: preference tuning from a strict JSON config (--config) and/or flags; every config key is also a
 // flag `--key value` that overrides the file. Problems with the config or files are one-line usage errors.
 
-import { readFile } from 'node:fs/promises';
 import * as E from 'fp-ts/lib/Either.js';
 import { Command } from 'commander';
 import { UsageError } from '../models/cli-options.js';
-import { DPO_KEYS, parseDpoConfig, resolveDpoConfig, runDpo, type DpoConfig, type DpoConfigPartial } from './dpo-run.js';
+import { DPO_KEYS, parseDpoConfig, resolveDpoConfig, runDpo, type DpoConfig } from './dpo-run.js';
+import { commandSettings, numberFlags, progressMode } from './cli-settings.js';
 
 const NUMBER_KEYS = new Set(['maxSeqLen', 'batchSize', 'gradAccum', 'epochs', 'steps', 'lr', 'warmupRatio', 'weightDecay', 'b1', 'b2', 'eps', 'clipNorm', 'seed',
   'padToMultiple', 'saveEvery', 'keepCheckpoints', 'logEvery', 'beta', 'labelSmoothing', 'gamma', 'rpoAlpha']);
@@ -29,36 +29,9 @@ const HELP: Record<string, string> = {
   qlora: 'QLoRA: the base projections in NF4 (double quantisation), LoRA on top',
 };
 
-/** Flag values as config fields: numbers parsed (the codec then checks them). */
-const flagsToConfig = (o: Record<string, unknown>): Record<string, unknown> => {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) {
-    if (v === undefined || k === 'config') continue;
-    if (NUMBER_KEYS.has(k)) {
-      const x = String(v).trim() === '' ? Number.NaN : Number(v);
-      if (!Number.isFinite(x)) throw new UsageError(`--${k} must be a number, got '${String(v)}'`);
-      out[k] = x;
-    } else out[k] = v;
-  }
-  return out;
-};
-
 /** The settings of a command line: the config file's, then the flags' over them. */
-export const dpoSettings = async (o: Record<string, unknown>): Promise<E.Either<string, DpoConfig>> => {
-  const layers: DpoConfigPartial[] = [];
-  if (typeof o.config === 'string') {
-    let raw: unknown;
-    try { raw = JSON.parse(await readFile(o.config, 'utf8')); } catch (e) { return E.left(`${o.config}: cannot read JSON (${e instanceof Error ? e.message : String(e)})`); }
-    const fileLayer = parseDpoConfig(raw, o.config);
-    if (E.isLeft(fileLayer)) return fileLayer;
-    layers.push(fileLayer.right);
-  }
-  const { progress: _p, ...flags } = o;
-  const flagLayer = parseDpoConfig(flagsToConfig(flags), 'flags');
-  if (E.isLeft(flagLayer)) return flagLayer;
-  layers.push(flagLayer.right);
-  return resolveDpoConfig(layers);
-};
+export const dpoSettings = (o: Record<string, unknown>): Promise<E.Either<string, DpoConfig>> =>
+  commandSettings(o, { parse: parseDpoConfig, resolve: resolveDpoConfig, flags: (f) => numberFlags(f, NUMBER_KEYS) });
 
 export const dpoCommand = new Command('dpo')
   .description('preference tuning (Tulu 2 DPO): sigmoid/cDPO, hinge, IPO, length-normalised and SimPO losses; reference from disabled adapters, a frozen copy or a cache')
@@ -68,7 +41,5 @@ for (const k of DPO_KEYS) dpoCommand.option(k === 'qlora' ? '--qlora' : k === 'd
 dpoCommand.action(async (o: Record<string, unknown>) => {
   const cfg = await dpoSettings(o);
   if (E.isLeft(cfg)) throw new UsageError(cfg.left);
-  const mode = String(o.progress);
-  if (!['auto', 'bar', 'lines', 'none'].includes(mode)) throw new UsageError(`--progress must be auto, bar, lines or none, got '${mode}'`);
-  await runDpo(cfg.right, { progress: mode as 'auto' });
+  await runDpo(cfg.right, { progress: progressMode(o.progress) });
 });

@@ -1,11 +1,11 @@
 // `camelid sft`: supervised fine-tuning from a strict JSON config (--config) and/or flags; every config key is also a
 // flag `--key value` that overrides the file. Problems with the config or files are one-line usage errors.
 
-import { readFile } from 'node:fs/promises';
 import * as E from 'fp-ts/lib/Either.js';
 import { Command } from 'commander';
 import { UsageError } from '../models/cli-options.js';
-import { parseSftConfig, resolveSftConfig, runSft, SFT_KEYS, type SftConfigPartial } from './sft.js';
+import { parseSftConfig, resolveSftConfig, runSft, SFT_KEYS } from './sft.js';
+import { commandSettings, numberFlags, progressMode } from './cli-settings.js';
 
 const NUMBER_KEYS = new Set(['evalFraction', 'maxSeqLen', 'batchSize', 'gradAccum', 'epochs', 'steps', 'lr', 'warmupRatio', 'weightDecay', 'b1', 'b2', 'eps', 'clipNorm', 'seed', 'padToMultiple', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'logEvery']);
 const HELP: Record<string, string> = {
@@ -30,20 +30,9 @@ const HELP: Record<string, string> = {
  * Flag values as config fields: numbers parsed (the codec then checks them), data entries as {path, weight?}.
  * @example flagsToConfig({ lr: '1e-5', data: ['a.jsonl', 'b.jsonl:2'] }) // { lr: 1e-5, data: [{ path: 'a.jsonl' }, { path: 'b.jsonl', weight: 2 }] }
  */
-export const flagsToConfig = (o: Record<string, unknown>): Record<string, unknown> => {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) {
-    if (v === undefined || k === 'config') continue;
-    if (k === 'data') {
-      out.data = (v as string[]).map((s) => { const m = /^(.*):([0-9.]+)$/.exec(s); return m ? { path: m[1]!, weight: Number(m[2]) } : { path: s }; });
-    } else if (NUMBER_KEYS.has(k)) {
-      const x = String(v).trim() === '' ? Number.NaN : Number(v);
-      if (!Number.isFinite(x)) throw new UsageError(`--${k} must be a number, got '${String(v)}'`);
-      out[k] = x;
-    } else out[k] = v;
-  }
-  return out;
-};
+export const flagsToConfig = (o: Record<string, unknown>): Record<string, unknown> => numberFlags(o, NUMBER_KEYS, {
+  data: (v) => (v as string[]).map((s) => { const m = /^(.*):([0-9.]+)$/.exec(s); return m ? { path: m[1]!, weight: Number(m[2]) } : { path: s }; }),
+});
 
 export const sftCommand = new Command('sft')
   .description('supervised fine-tuning (Tulu 2 SFT): AdamW, warmup + decay, clipping, checkpoints and exact resume')
@@ -54,21 +43,7 @@ for (const k of SFT_KEYS) {
   sftCommand.option(k === 'qlora' ? '--qlora' : repeat ? `--${k} <VALUE...>` : `--${k} <VALUE>`, HELP[k] ?? k);
 }
 sftCommand.action(async (o: Record<string, unknown>) => {
-  const layers: SftConfigPartial[] = [];
-  if (typeof o.config === 'string') {
-    let raw: unknown;
-    try { raw = JSON.parse(await readFile(o.config, 'utf8')); } catch (e) { throw new UsageError(`${o.config}: cannot read JSON (${e instanceof Error ? e.message : String(e)})`); }
-    const fileLayer = parseSftConfig(raw, o.config);
-    if (E.isLeft(fileLayer)) throw new UsageError(fileLayer.left);
-    layers.push(fileLayer.right);
-  }
-  const { progress, ...flags } = o;
-  const flagLayer = parseSftConfig(flagsToConfig(flags), 'flags');
-  if (E.isLeft(flagLayer)) throw new UsageError(flagLayer.left);
-  layers.push(flagLayer.right);
-  const cfg = resolveSftConfig(layers);
+  const cfg = await commandSettings(o, { parse: parseSftConfig, resolve: resolveSftConfig, flags: flagsToConfig });
   if (E.isLeft(cfg)) throw new UsageError(cfg.left);
-  const mode = String(progress);
-  if (!['auto', 'bar', 'lines', 'none'].includes(mode)) throw new UsageError(`--progress must be auto, bar, lines or none, got '${mode}'`);
-  await runSft(cfg.right, { progress: mode as 'auto' });
+  await runSft(cfg.right, { progress: progressMode(o.progress) });
 });

@@ -2,27 +2,25 @@
 // preset, and runDpo, which loads model, tokenizer and preference data, sets up the reference (disabled LoRA
 // adapters, a frozen copy, or a cache), builds the jitted DPO step and hands it to the shared training loop.
 
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { LlamaConfig } from '../models/config.js';
 import type { LlamaParams } from '../models/llama.js';
-import { loadLlama, saveLlama } from '../models/load.js';
+import { loadLlama } from '../models/load.js';
 import { disable, type LoraAdapters } from '../models/lora.js';
-import { loadTokenizer } from '../models/tokenizer/index.js';
-import { findTokenizer } from '../models/cli-generate.js';
 import { UsageError } from '../models/cli-options.js';
 import type { Weight } from '../ops/nn.js';
-import { copyInto, readOptState, readTrainerState, resolveCheckpoint } from './checkpoint.js';
 import { defaultPadId } from './data.js';
 import { cachedReference, dpoLossFn, DPO_KINDS, type DpoBatch, type DpoKind, type DpoModel } from './dpo.js';
 import { cachedRefLogps, computeRefLogps, hashPairs, hashParams, refBatch, type RefLogps } from './dpo-ref.js';
 import { loadBase, loraRun } from './lora-sft.js';
-import { numberField, positive, trainFields } from './run-config.js';
+import { mergeLayers, numberField, parseLayer, positive, trainFields } from './run-config.js';
 import { adamw, type AdamState } from './optim.js';
-import { encodePairs, makePrefBatches, prefBatchTensors, readPrefs, type PrefBatch, type PrefPair } from './prefs.js';
+import { encodePairs, makePrefBatches, prefBatchTensors, readPrefs, type PrefPair } from './prefs.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
+import { checkVocab, epochPlan, resumeDirOf, resumeState, runTokenizer, saveRunModel } from './run-parts.js';
 import { trainLoop, type TrainResult } from './train.js';
 
 const fields = {
@@ -60,30 +58,16 @@ export const TULU2_DPO: DpoConfigPartial = {
 };
 
 /** Checks one layer of settings (a config file, the flags): unknown keys by name, then every field. */
-export const parseDpoConfig = (raw: unknown, source: string): E.Either<string, DpoConfigPartial> => {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return E.left(`${source}: expected a JSON object of settings`);
-  const unknown = Object.keys(raw).filter((k) => !(DPO_KEYS as string[]).includes(k));
-  if (unknown.length) return E.left(`${source}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')} (known: ${DPO_KEYS.join(', ')})`);
-  const r = DpoConfigPartial.decode(raw);
-  if (E.isLeft(r)) {
-    const msgs = r.left.map((e) => `${e.context.map((c) => c.key).filter(Boolean).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`);
-    return E.left(`${source}: ${[...new Set(msgs)].join('; ')}`);
-  }
-  return E.right(r.right);
-};
+export const parseDpoConfig = (raw: unknown, source: string): E.Either<string, DpoConfigPartial> => parseLayer(DpoConfigPartial, DPO_KEYS, raw, source);
 
 /** Defaults ← preset ← config file ← flags; then the required fields, epochs xor steps, and the reference mode. */
 export const resolveDpoConfig = (layers: readonly DpoConfigPartial[]): E.Either<string, DpoConfig> => {
-  const preset = layers.reduce<string | undefined>((p, l) => l.preset ?? p, undefined);
-  const merged: DpoConfigPartial = Object.assign({}, DPO_DEFAULTS, preset === 'tulu2-dpo' ? TULU2_DPO : {}, ...layers);
-  if (layers.some((l) => l.steps !== undefined) && !layers.some((l) => l.epochs !== undefined)) delete merged.epochs;
-  if (merged.steps !== undefined && merged.epochs !== undefined) return E.left('config: give epochs or steps, not both');
-  const missing = (['model', 'data', 'output'] as const).filter((k) => merged[k] === undefined);
-  if (missing.length) return E.left(`config: missing ${missing.join(', ')}`);
-  if (merged.data!.length === 0) return E.left('config: data lists no file');
-  if (merged.reference === 'adapter' && !merged.lora && !merged.qlora) return E.left("config: reference 'adapter' needs lora or qlora (the reference is the base under the disabled adapters)");
-  if (merged.loss === 'simpo' && merged.reference === 'cache') return E.left("config: simpo uses no reference; drop reference 'cache'");
-  return E.right(merged as DpoConfig);
+  const merged = mergeLayers(DPO_DEFAULTS, { 'tulu2-dpo': TULU2_DPO }, layers);
+  if (E.isLeft(merged)) return merged;
+  const m = merged.right;
+  if (m.reference === 'adapter' && !m.lora && !m.qlora) return E.left("config: reference 'adapter' needs lora or qlora (the reference is the base under the disabled adapters)");
+  if (m.loss === 'simpo' && m.reference === 'cache') return E.left("config: simpo uses no reference; drop reference 'cache'");
+  return E.right(m as DpoConfig);
 };
 
 export interface DpoRun extends TrainResult<LlamaParams | LoraAdapters, AdamState> { readonly totalSteps: number; readonly refCacheHit?: boolean }
@@ -95,10 +79,7 @@ export interface DpoRun extends TrainResult<LlamaParams | LoraAdapters, AdamStat
  */
 export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; progress?: 'auto' | 'bar' | 'lines' | 'none'; stopAfter?: number } = {}): Promise<DpoRun> => {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const tokPath = c.tokenizer ?? findTokenizer(c.model);
-  if (!tokPath) throw new UsageError(`no tokenizer found beside ${c.model}: set tokenizer`);
-  const tok = await loadTokenizer(tokPath)();
-  if (E.isLeft(tok)) throw new UsageError(tok.left.message);
+  const tok = await runTokenizer(c.model, c.tokenizer);
   const rows: PrefPair[] = [];
   let skipped = 0;
   for (const f of c.data) {
@@ -108,22 +89,21 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
     skipped += r.right.skipped.length;
     for (const s of r.right.skipped.slice(0, 5)) log(`skipped ${s.message}`);
   }
-  const enc = encodePairs(tok.right, rows, { maxSeqLen: c.maxSeqLen, variant: c.variant });
+  const enc = encodePairs(tok.tok, rows, { maxSeqLen: c.maxSeqLen, variant: c.variant });
   log(`dpo data: ${rows.length} pairs read (${skipped} bad rows skipped), ${enc.dropped} dropped with an untrained side, ${enc.pairs.length} kept`);
   if (enc.pairs.length === 0) throw new UsageError(`no preference pair left to train on in ${c.data.join(', ')}`);
-  const resumeDir = c.resume ? await resolveCheckpoint(c.resume) : undefined;
-  if (resumeDir && E.isLeft(resumeDir)) throw new UsageError(resumeDir.left.message);
+  const resumeDir = await resumeDirOf(c.resume);
   const tuneLora = !!(c.lora || c.qlora);
   const base = await loadBase(c.model, tuneLora);
   const config: LlamaConfig = base.config;
-  if (config.vocabSize !== tok.right.vocabSize) throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${config.vocabSize}`);
+  checkVocab(tok, c.model, config.vocabSize);
   const mode = c.reference ?? (tuneLora ? 'adapter' : 'frozen');
-  const run = tuneLora ? await loraRun(config, base.params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
+  const run = tuneLora ? await loraRun(config, base.params, { lora: c.lora, qlora: !!c.qlora, seed: c.seed, model: c.model, resumeDir }) : null;
   if (run) log(`${run.summary} (adapter dropout off for DPO, as TRL's disable_dropout)`);
   // Full fine-tuning: the policy from the checkpoint when resuming, the reference always the model as given.
   let policy = base.params as LlamaParams; // dense: an NF4 base is refused without adapters (loadBase)
-  if (!run && resumeDir && E.isRight(resumeDir)) {
-    const p = await loadLlama(resumeDir.right)();
+  if (!run && resumeDir) {
+    const p = await loadLlama(resumeDir)();
     if (E.isLeft(p)) throw new UsageError(p.left.message);
     policy = p.right.params;
   }
@@ -136,7 +116,7 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
     if (E.isLeft(ref)) throw new UsageError(ref.left.message);
     frozen = ref.right.params;
   }
-  const padId = defaultPadId(tok.right);
+  const padId = defaultPadId(tok.tok);
   let cache: RefLogps | null = null, refCacheHit: boolean | undefined;
   if (mode === 'cache') {
     const refParams = run ? disable(run.params(run.trainable, run.frozen)) : base.params;
@@ -152,43 +132,20 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
     : run ? { policy: policyOf, reference: (a, f) => disable(policyOf(a, f)) } : { policy: policyOf, reference: (_p, f) => f! };
   const lossFn = dpoLossFn(config, model, { beta: c.beta, kind: c.loss, ...(c.labelSmoothing !== undefined ? { labelSmoothing: c.labelSmoothing } : {}), ...(c.gamma !== undefined ? { gamma: c.gamma } : {}), ...(c.rpoAlpha ? { rpoAlpha: c.rpoAlpha } : {}) });
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
-  let optState = optimizer.init(trainable);
-  let resume;
-  if (resumeDir && E.isRight(resumeDir)) {
-    const st = await readOptState(resumeDir.right, optState);
-    if (E.isLeft(st)) throw new UsageError(st.left.message);
-    optState = st.right;
-    const tr = await readTrainerState(resumeDir.right);
-    if (E.isLeft(tr)) throw new UsageError(tr.left.message);
-    resume = tr.right;
-    log(`resuming from ${resumeDir.right} at step ${resume.step}`);
-  }
+  const init = optimizer.init(trainable);
+  const { optState, resume } = resumeDir ? await resumeState(resumeDir, init, log) : { optState: init, resume: undefined };
   const batchOpts = { batchSize: c.batchSize, padId, seed: c.seed, padToMultiple: c.padToMultiple };
-  const perEpoch = makePrefBatches(enc.pairs, { ...batchOpts, epoch: 0 }).length;
-  const totalSteps = c.steps ?? (c.epochs ?? 1) * Math.ceil(perEpoch / c.gradAccum);
-  let held: { epoch: number; batches: PrefBatch[] } | null = null;
-  const hostBatch = (i: number): PrefBatch => {
-    const epoch = Math.floor(i / perEpoch);
-    if (held?.epoch !== epoch) held = { epoch, batches: makePrefBatches(enc.pairs, { ...batchOpts, epoch }) };
-    return held.batches[i % perEpoch]!;
-  };
+  const { perEpoch, totalSteps, at: hostBatch, where } = epochPlan((epoch) => makePrefBatches(enc.pairs, { ...batchOpts, epoch }), c);
   const warmup = warmupFromRatio(totalSteps, c.warmupRatio);
   log(`dpo: ${enc.pairs.length} pairs, ${perEpoch} batches of ${c.batchSize} per epoch, ${totalSteps} steps of ${c.gradAccum} micro-batches, warmup ${warmup}, lr ${c.lr} (${c.schedule}), β ${c.beta}, loss ${c.loss}, reference ${c.loss === 'simpo' ? 'none' : mode}`);
   const r = await trainLoop({
     step: trainStep(lossFn, { optimizer, clipNorm: c.clipNorm }), trainable, optState, frozen,
     batchAt: (i): DpoBatch => { const b = hostBatch(i); return { ...prefBatchTensors(b), ...(cache ? refBatch(cache, b.index) : {}) }; },
-    describeBatch: (i) => `epoch ${Math.floor(i / perEpoch) + 1}, batch ${(i % perEpoch) + 1} (pairs ${Array.from(hostBatch(i).index).join(', ')})`,
+    describeBatch: (i) => `${where(i)} (pairs ${Array.from(hostBatch(i).index).join(', ')})`,
     tokensOf: (b) => b.tokens.size, totalSteps, gradAccum: c.gradAccum,
     schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
     output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
-    saveModel: async (dir, p) => {
-      if (run) await run.save(dir, p as LoraAdapters);
-      else {
-        const s = await saveLlama(dir, config, p as LlamaParams)();
-        if (E.isLeft(s)) throw new Error(s.left.message);
-      }
-      await copyInto(tokPath, dir, tokPath.endsWith('.json') ? 'tokenizer.json' : basename(tokPath).endsWith('.model') ? 'tokenizer.model' : basename(tokPath));
-    },
+    saveModel: saveRunModel(config, tok.path, run),
     key: [0, c.seed], ...(resume ? { resume } : {}), log, progress: opts.progress ?? 'auto',
     ...(opts.stopAfter !== undefined ? { stopAfter: opts.stopAfter } : {}),
   });

@@ -1,7 +1,9 @@
-// What every recipe run's config shares (SFT, DPO): strict number codecs whose failures name the field, and the
-// fields of the model, the data's shape, the optimizer, the schedule, checkpoints and adapters. Each recipe adds its
-// own fields around these (recipes/sft.ts, recipes/dpo-run.ts).
+// What every recipe run's config shares (SFT, DPO): strict number codecs whose failures name the field; the fields
+// of the model, the data's shape, the optimizer, the schedule, checkpoints and adapters; and how layers of settings
+// (a config file, the flags) are checked and merged over the defaults and a preset. Each recipe adds its own fields
+// around these (recipes/sft.ts, recipes/dpo-run.ts).
 
+import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { LoraSetting } from './lora-sft.js';
 
@@ -42,4 +44,42 @@ export const trainFields = {
   lora: LoraSetting,
   /** QLoRA: the base's projections in NF4 with double quantisation, LoRA on top (Tulu 2's settings unless `lora`). */
   qlora: t.boolean,
+};
+
+/** "unknown key 'a'" or "unknown keys 'a', 'b'". */
+export const unknownKeys = (keys: readonly string[]): string => `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}`;
+
+/**
+ * Checks one layer of a run's settings (a config file, the flags): an object, no unknown key (named, with the known
+ * ones), then every field by the codec, each failure as `path: why`.
+ * @example parseLayer(SftConfigPartial, SFT_KEYS, { lerning_rate: 1 }, 'cfg.json') // Left: cfg.json: unknown key 'lerning_rate' (known: …)
+ */
+export const parseLayer = <A>(codec: t.Decoder<unknown, A>, keys: readonly string[], raw: unknown, source: string): E.Either<string, A> => {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return E.left(`${source}: expected a JSON object of settings`);
+  const unknown = Object.keys(raw).filter((k) => !keys.includes(k));
+  if (unknown.length) return E.left(`${source}: ${unknownKeys(unknown)} (known: ${keys.join(', ')})`);
+  const r = codec.decode(raw);
+  if (E.isRight(r)) return r;
+  const msgs = r.left.map((e) => `${e.context.map((c) => c.key).filter(Boolean).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`);
+  return E.left(`${source}: ${[...new Set(msgs)].join('; ')}`);
+};
+
+/** What mergeLayers reads of a layer. */
+export interface RunLayer { readonly preset?: string; readonly epochs?: number; readonly steps?: number; readonly model?: string; readonly output?: string; readonly data?: readonly unknown[] }
+
+/**
+ * Defaults ← the preset a layer names (the last one) ← the layers in order; a run given `steps` in a layer counts
+ * steps (epochs from the defaults or the preset are dropped, epochs in a layer too are an error); model, output
+ * and at least one data file are required.
+ * @example mergeLayers(SFT_DEFAULTS, { tulu2: TULU2_SFT }, [fileLayer, flagLayer])
+ */
+export const mergeLayers = <L extends RunLayer>(defaults: L, presets: Readonly<Record<string, L>>, layers: readonly L[]): E.Either<string, L> => {
+  const preset = layers.reduce<string | undefined>((p, l) => l.preset ?? p, undefined);
+  const merged: L = Object.assign({}, defaults, preset ? presets[preset] : {}, ...layers);
+  if (layers.some((l) => l.steps !== undefined) && !layers.some((l) => l.epochs !== undefined)) delete (merged as { epochs?: number }).epochs;
+  if (merged.steps !== undefined && merged.epochs !== undefined) return E.left('config: give epochs or steps, not both');
+  const missing = (['model', 'data', 'output'] as const).filter((k) => merged[k] === undefined);
+  if (missing.length) return E.left(`config: missing ${missing.join(', ')}`);
+  if (merged.data!.length === 0) return E.left('config: data lists no file');
+  return E.right(merged);
 };

@@ -2,27 +2,24 @@
 // the tulu2 preset, and runSft, which loads model, tokenizer and chat data, builds the jitted SFT step and hands it
 // to the shared training loop. Library users can do the same by hand (README "SFT").
 
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { Tensor } from '../core/tensor.js';
 import { jit } from '../core/jit.js';
 import { data } from '../core/backend.js';
-import { saveLlama } from '../models/load.js';
 import { loadLlamaConfig } from '../models/config.js';
 import type { LlamaParams } from '../models/llama.js';
-import { loadTokenizer } from '../models/tokenizer/index.js';
-import { findTokenizer } from '../models/cli-generate.js';
 import { UsageError } from '../models/cli-options.js';
-import { batchTensors, defaultPadId, describeData, loadChatData, makeBatches, type Batch, type Example } from './data.js';
-import { copyInto, readOptState, readTrainerState, resolveCheckpoint } from './checkpoint.js';
+import { batchTensors, defaultPadId, describeData, loadChatData, makeBatches, type Example } from './data.js';
 import { sftLoss } from './loss.js';
 import { adamw, type AdamState } from './optim.js';
 import { makeSchedule, warmupFromRatio } from './schedule.js';
 import { trainStep } from './step.js';
+import { checkVocab, epochPlan, resumeDirOf, resumeState, runTokenizer, saveRunModel } from './run-parts.js';
 import { trainLoop, type TrainResult } from './train.js';
 import { loadBase, loraRun } from './lora-sft.js';
-import { count, nonNeg, trainFields } from './run-config.js';
+import { count, mergeLayers, nonNeg, parseLayer, trainFields, unknownKeys } from './run-config.js';
 import { tensor } from '../ops/create.js';
 import type { LoraAdapters } from '../models/lora.js';
 import type { Weight } from '../ops/nn.js';
@@ -58,44 +55,26 @@ export const TULU2_SFT: SftConfigPartial = {
   lr: 2e-5, epochs: 2, warmupRatio: 0.03, weightDecay: 0, maxSeqLen: 8192, batchSize: 1, gradAccum: 128, schedule: 'linear', clipNorm: 1.0,
 };
 
-const PRESETS = { tulu2: TULU2_SFT } as const;
+const PRESETS: Record<string, SftConfigPartial> = { tulu2: TULU2_SFT };
 
 /**
- * Checks one layer of settings (a config file, the flags): unknown keys by name, then every field's type.
+ * Checks one layer of settings (a config file, the flags): unknown keys by name (a data entry has path and weight),
+ * then every field's type.
  * @example parseSftConfig({ lerning_rate: 1 }, 'cfg.json') // Left: cfg.json: unknown key 'lerning_rate' (known: …)
  */
 export const parseSftConfig = (raw: unknown, source: string): E.Either<string, SftConfigPartial> => {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return E.left(`${source}: expected a JSON object of settings`);
-  const unknown = Object.keys(raw).filter((k) => !(SFT_KEYS as string[]).includes(k));
-  if (unknown.length) return E.left(`${source}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')} (known: ${SFT_KEYS.join(', ')})`);
-  const r = SftConfigPartial.decode(raw);
-  if (E.isLeft(r)) {
-    const msgs = r.left.map((e) => {
-      const path = e.context.map((c) => c.key).filter(Boolean).join('.');
-      return `${path}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`;
-    });
-    return E.left(`${source}: ${[...new Set(msgs)].join('; ')}`);
-  }
-  const extra = (raw as { data?: unknown[] }).data?.flatMap((d, i) => (typeof d === 'object' && d ? Object.keys(d).filter((k) => k !== 'path' && k !== 'weight').map((k) => `data.${i}.${k}`) : []));
-  if (extra?.length) return E.left(`${source}: unknown key${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')} (a data entry has path and weight)`);
-  return E.right(r.right);
+  const r = parseLayer(SftConfigPartial, SFT_KEYS, raw, source);
+  // The codec's t.exact strips other keys of a data entry: look for them in the raw layer.
+  const extra = E.isRight(r) ? (raw as { data?: object[] }).data?.flatMap((d, i) => Object.keys(d).filter((k) => k !== 'path' && k !== 'weight').map((k) => `data.${i}.${k}`)) : [];
+  return extra?.length ? E.left(`${source}: ${unknownKeys(extra)} (a data entry has path and weight)`) : r;
 };
 
 /**
  * Defaults ← preset ← config file ← flags; then the required fields and `epochs` xor `steps`.
  * @example resolveSftConfig([{ preset: 'tulu2', model: 'm', data: [{ path: 'd.jsonl' }], output: 'o' }, { lr: 1e-5 }])
  */
-export const resolveSftConfig = (layers: readonly SftConfigPartial[]): E.Either<string, SftConfig> => {
-  const preset = layers.reduce<string | undefined>((p, l) => l.preset ?? p, undefined);
-  const merged: SftConfigPartial = Object.assign({}, SFT_DEFAULTS, preset ? PRESETS[preset as keyof typeof PRESETS] : {}, ...layers);
-  // A run given `steps` anywhere counts steps, not epochs (epochs come from the defaults or a preset).
-  if (layers.some((l) => l.steps !== undefined) && !layers.some((l) => l.epochs !== undefined)) delete merged.epochs;
-  if (merged.steps !== undefined && merged.epochs !== undefined) return E.left('config: give epochs or steps, not both');
-  const missing = (['model', 'data', 'output'] as const).filter((k) => merged[k] === undefined);
-  if (missing.length) return E.left(`config: missing ${missing.join(', ')}`);
-  if (merged.data!.length === 0) return E.left('config: data lists no file');
-  return E.right(merged as SftConfig);
-};
+export const resolveSftConfig = (layers: readonly SftConfigPartial[]): E.Either<string, SftConfig> =>
+  mergeLayers(SFT_DEFAULTS, PRESETS, layers) as E.Either<string, SftConfig>;
 
 export interface SftRun extends TrainResult<LlamaParams | LoraAdapters, AdamState> { readonly totalSteps: number; readonly output: string }
 
@@ -106,54 +85,32 @@ export interface SftRun extends TrainResult<LlamaParams | LoraAdapters, AdamStat
  */
 export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; progress?: 'auto' | 'bar' | 'lines' | 'none'; stopAfter?: number } = {}): Promise<SftRun> => {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const tokPath = c.tokenizer ?? findTokenizer(c.model);
-  if (!tokPath) throw new UsageError(`no tokenizer found beside ${c.model}: set tokenizer`);
-  const tok = await loadTokenizer(tokPath)();
-  if (E.isLeft(tok)) throw new UsageError(tok.left.message);
+  const tok = await runTokenizer(c.model, c.tokenizer);
+  // Before the data is read: a model whose config says another vocabulary is refused at once.
   const cfgOnly = await loadLlamaConfig(c.model)();
-  if (E.isRight(cfgOnly) && cfgOnly.right.vocabSize !== tok.right.vocabSize) {
-    throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${cfgOnly.right.vocabSize}`);
-  }
-  const chat = await loadChatData(tok.right, c.data, { maxSeqLen: c.maxSeqLen, variant: c.variant, seed: c.seed,
+  if (E.isRight(cfgOnly)) checkVocab(tok, c.model, cfgOnly.right.vocabSize);
+  const chat = await loadChatData(tok.tok, c.data, { maxSeqLen: c.maxSeqLen, variant: c.variant, seed: c.seed,
     ...(c.evalFraction ? { evalFraction: c.evalFraction } : {}), ...(c.evalData ? { evalFiles: c.evalData } : {}) })();
   if (E.isLeft(chat)) throw new UsageError(chat.left.message);
   log(describeData(chat.right));
   // Resume: weights, optimizer state and position from the checkpoint; otherwise the model as given.
-  const resumeDir = c.resume ? await resolveCheckpoint(c.resume) : undefined;
-  if (resumeDir && E.isLeft(resumeDir)) throw new UsageError(resumeDir.left.message);
+  const resumeDir = await resumeDirOf(c.resume);
   // A LoRA checkpoint holds adapters: the base always comes from the model.
   const tuneLora = !!(c.lora || c.qlora);
-  const { config, params } = await loadBase(resumeDir && !tuneLora ? resumeDir.right : c.model, tuneLora);
-  if (config.vocabSize !== tok.right.vocabSize) throw new UsageError(`tokenizer ${tokPath} has ${tok.right.vocabSize} tokens but model ${c.model} has vocab_size ${config.vocabSize}`);
+  const { config, params } = await loadBase(resumeDir && !tuneLora ? resumeDir : c.model, tuneLora);
+  checkVocab(tok, c.model, config.vocabSize);
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
-  const run = tuneLora ? await loraRun(config, params, { ...(c.lora ? { lora: c.lora } : {}), qlora: !!c.qlora, seed: c.seed, model: c.model, ...(resumeDir && E.isRight(resumeDir) ? { resumeDir: resumeDir.right } : {}) }) : null;
+  const run = tuneLora ? await loraRun(config, params, { lora: c.lora, qlora: !!c.qlora, seed: c.seed, model: c.model, resumeDir }) : null;
   if (run) log(run.summary);
   /** The parameters the loss reads: the model itself, or the base with the adapters (dropout keyed per micro-batch). */
   const adapt = (p: unknown, f: unknown, k?: Tensor): LlamaParams<Weight> => (run ? run.params(p as LoraAdapters, f as LlamaParams<Weight>, k) : (p as LlamaParams));
   const trainable: LlamaParams | LoraAdapters = run ? run.trainable : (params as LlamaParams); // dense: an NF4 base needs adapters (loadBase)
-  let optState = optimizer.init(trainable);
-  let resume;
-  if (resumeDir && E.isRight(resumeDir)) {
-    const st = await readOptState(resumeDir.right, optState);
-    if (E.isLeft(st)) throw new UsageError(st.left.message);
-    optState = st.right;
-    const tr = await readTrainerState(resumeDir.right);
-    if (E.isLeft(tr)) throw new UsageError(tr.left.message);
-    resume = tr.right;
-    log(`resuming from ${resumeDir.right} at step ${resume.step}`);
-  }
-  const padId = defaultPadId(tok.right);
+  const init = optimizer.init(trainable);
+  const { optState, resume } = resumeDir ? await resumeState(resumeDir, init, log) : { optState: init, resume: undefined };
+  const padId = defaultPadId(tok.tok);
   const batchOpts = { batchSize: c.batchSize, padId, seed: c.seed, padToMultiple: c.padToMultiple };
   const train: readonly Example[] = chat.right.train;
-  const perEpoch = makeBatches(train, { ...batchOpts, epoch: 0 }).length;
-  const totalSteps = c.steps ?? (c.epochs ?? 1) * Math.ceil(perEpoch / c.gradAccum);
-  // Micro-batch i of the run: epoch ⌊i / perEpoch⌋, its batches rebuilt from (seed, epoch) alone.
-  let cached: { epoch: number; batches: Batch[] } | null = null;
-  const hostBatch = (i: number): Batch => {
-    const epoch = Math.floor(i / perEpoch);
-    if (cached?.epoch !== epoch) cached = { epoch, batches: makeBatches(train, { ...batchOpts, epoch }) };
-    return cached.batches[i % perEpoch]!;
-  };
+  const { perEpoch, totalSteps, at: hostBatch, where } = epochPlan((epoch) => makeBatches(train, { ...batchOpts, epoch }), c);
   const lossFn = (p: LlamaParams | LoraAdapters, f: unknown, b: { tokens: Tensor; labels: Tensor; key?: Tensor }) => sftLoss(config, adapt(p, f, b.key), b.tokens, b.labels, { reduction: c.lossReduction });
   const evalBatches = chat.right.eval.length ? makeBatches(chat.right.eval, { ...batchOpts, shuffle: false }) : [];
   const evalStep = jit((p: LlamaParams<Weight>, b: { tokens: Tensor; labels: Tensor }) => sftLoss(config, p, b.tokens, b.labels, { reduction: c.lossReduction }));
@@ -173,18 +130,11 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
   const r = await trainLoop({
     step: trainStep(lossFn, { optimizer, clipNorm: c.clipNorm }), trainable, optState, frozen: run ? run.frozen : null,
     batchAt: (i) => ({ ...batchTensors(hostBatch(i)), ...(run ? { key: tensor([c.seed, i], { dtype: 'u32' }) } : {}) }), disposeBatches: true,
-    describeBatch: (i) => `epoch ${Math.floor(i / perEpoch) + 1}, batch ${(i % perEpoch) + 1} (examples ${hostBatch(i).rows.join(', ')})`,
+    describeBatch: (i) => `${where(i)} (examples ${hostBatch(i).rows.join(', ')})`,
     tokensOf: (b) => b.tokens.size,
     totalSteps, gradAccum: c.gradAccum, schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
     output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
-    saveModel: async (dir, p) => {
-      if (run) await run.save(dir, p as LoraAdapters);
-      else {
-        const s = await saveLlama(dir, config, p as LlamaParams)();
-        if (E.isLeft(s)) throw new Error(s.left.message);
-      }
-      await copyInto(tokPath, dir, tokPath.endsWith('.json') ? 'tokenizer.json' : basename(tokPath).endsWith('.model') ? 'tokenizer.model' : basename(tokPath));
-    },
+    saveModel: saveRunModel(config, tok.path, run),
     ...(evalBatches.length && c.evalEvery ? { evalEvery: c.evalEvery, evalLoss } : {}),
     key: [0, c.seed], ...(resume ? { resume } : {}), log, progress: opts.progress ?? 'auto',
     ...(opts.stopAfter !== undefined ? { stopAfter: opts.stopAfter } : {}),

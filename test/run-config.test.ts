@@ -1,9 +1,10 @@
 // The config fields SFT and DPO share (recipes/run-config.ts): each number codec at its boundaries, with the
-// failure naming the field, and every shared field accepting a value of its kind and refusing another.
+// failure naming the field, every shared field accepting a value of its kind and refusing another, and how a layer
+// of settings is checked and the layers merged over the defaults and a preset.
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { describe, expect, it } from 'vitest';
-import { count, nonNeg, numberField, posInt, positive, trainFields } from '../recipes/run-config.js';
+import { count, mergeLayers, nonNeg, numberField, parseLayer, posInt, positive, trainFields, unknownKeys, type RunLayer } from '../recipes/run-config.js';
 
 const why = (c: t.Decoder<unknown, unknown>, u: unknown): string | null => {
   const r = c.decode(u);
@@ -42,5 +43,43 @@ describe('run config number fields', () => {
     }
     expect(E.isLeft(codec.decode({ schedule: 'step' }))).toBe(true); // not one of linear, cosine, constant
     expect(E.isLeft(codec.decode({ variant: 'tulu' }))).toBe(true); // not one of hf-legacy, hf, easylm
+  });
+});
+
+describe('layers of settings', () => {
+  const codec = t.exact(t.partial({ lr: nonNeg('lr'), name: t.string, data: t.array(t.string) }));
+  const keys = ['lr', 'name', 'data'];
+
+  it('a layer is an object of known keys, each checked; failures name the source, the path and why', () => {
+    expect(parseLayer(codec, keys, { lr: 1, name: 'x' }, 'f.json')).toEqual(E.right({ lr: 1, name: 'x' }));
+    for (const raw of [null, [1], 'lr=1', 3]) expect(parseLayer(codec, keys, raw, 'f.json')).toEqual(E.left('f.json: expected a JSON object of settings'));
+    expect(parseLayer(codec, keys, { lr: 1, lerning: 2 }, 'f.json')).toEqual(E.left("f.json: unknown key 'lerning' (known: lr, name, data)"));
+    expect(parseLayer(codec, keys, { a: 1, b: 2 }, 'flags')).toEqual(E.left("flags: unknown keys 'a', 'b' (known: lr, name, data)"));
+    expect(parseLayer(codec, keys, { lr: -1, name: 3 }, 'f.json')).toEqual(E.left('f.json: lr: lr must be a number ≥ 0; name: expected string, got 3'));
+    expect(parseLayer(codec, keys, { data: ['a', 7] }, 'f.json')).toEqual(E.left('f.json: data.1: expected string, got 7'));
+    expect([unknownKeys(['x']), unknownKeys(['x', 'y'])]).toEqual(["unknown key 'x'", "unknown keys 'x', 'y'"]);
+  });
+
+  type L = RunLayer & { lr?: number };
+  const defaults: L = { lr: 1, epochs: 3 };
+  const presets: Record<string, L> = { fast: { lr: 5, epochs: 1 }, slow: { lr: 0.5 } };
+  const need = { model: 'm', data: ['d'], output: 'o' };
+
+  it('merge: defaults ← the last preset named ← each layer in order; the required fields', () => {
+    expect(mergeLayers(defaults, presets, [{ ...need }])).toEqual(E.right({ lr: 1, epochs: 3, ...need }));
+    expect(mergeLayers(defaults, presets, [{ preset: 'fast', ...need }])).toEqual(E.right({ preset: 'fast', lr: 5, epochs: 1, ...need }));
+    // the flags' preset wins over the file's, and any layer's own lr over both presets
+    expect(mergeLayers(defaults, presets, [{ preset: 'fast', ...need }, { preset: 'slow' }])).toEqual(E.right({ preset: 'slow', lr: 0.5, epochs: 3, ...need }));
+    expect(mergeLayers(defaults, presets, [{ preset: 'fast', lr: 2, ...need }, { lr: 3 }])).toEqual(E.right({ preset: 'fast', lr: 3, epochs: 1, ...need }));
+    expect(mergeLayers(defaults, presets, [{ model: 'm' }])).toEqual(E.left('config: missing data, output'));
+    expect(mergeLayers(defaults, presets, [{}])).toEqual(E.left('config: missing model, data, output'));
+    expect(mergeLayers(defaults, presets, [{ ...need, data: [] }])).toEqual(E.left('config: data lists no file'));
+  });
+
+  it('merge: steps in a layer replace the default or preset epochs; epochs and steps both in layers are an error', () => {
+    expect(mergeLayers(defaults, presets, [{ preset: 'fast', ...need }, { steps: 7 }])).toEqual(E.right({ preset: 'fast', lr: 5, steps: 7, ...need }));
+    expect(mergeLayers({ ...defaults, steps: 2 }, presets, [{ ...need }])).toEqual(E.left('config: give epochs or steps, not both'));
+    expect(mergeLayers(defaults, presets, [{ ...need, epochs: 2 }, { steps: 7 }])).toEqual(E.left('config: give epochs or steps, not both'));
+    expect(mergeLayers(defaults, presets, [{ ...need, epochs: 2 }])).toEqual(E.right({ lr: 1, epochs: 2, ...need }));
   });
 });
