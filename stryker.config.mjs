@@ -8,6 +8,9 @@ export default {
   vitest: { configFile: 'vitest.mutate.config.ts' },
   mutate: mutateGlobs(),
   coverageAnalysis: 'perTest',
+  // WGSL templates are run only by the GPU tests, which Stryker's runs cannot afford: test-tools/stryker-wgsl-ignorer.mjs.
+  plugins: ['@stryker-mutator/vitest-runner', './test-tools/stryker-wgsl-ignorer.mjs'],
+  ignorers: ['wgsl'],
   // Names under .scratch* are git-ignored: the sandboxes, and the JSON report test-tools/mutation-summary.ts reads.
   tempDirName: '.scratch-stryker',
   ignorePatterns: ['dist', 'bench', '.scratch*', 'test/.readme-*'],

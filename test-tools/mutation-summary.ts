@@ -1,6 +1,6 @@
 // Reads StrykerJS's JSON reports (mutation-testing-report-schema) and prints, per folder of
 // test-tools/mutation-folders.mjs and per file, the mutation score — (killed + timed out) / (killed + timed out +
-// survived + no coverage), compile and runtime errors left out as Stryker does — and lists every surviving or
+// survived + no coverage), compile and runtime errors and ignored mutants left out as Stryker does — and lists every surviving or
 // uncovered mutant as file:line:column mutator → replacement. Several reports (runs over different files of the same
 // code) are read as one: a file in a later report replaces its entry in an earlier one.
 // Usage: node --import tsx test-tools/mutation-summary.ts [report…]  (default .scratch-mutation/mutation.json)
@@ -18,7 +18,7 @@ interface Mutant {
 }
 interface Report { readonly files: Readonly<Record<string, { readonly mutants: readonly Mutant[] }>> }
 
-interface Counts { killed: number; survived: number; noCoverage: number; timeout: number; errors: number }
+interface Counts { killed: number; survived: number; noCoverage: number; timeout: number; errors: number; ignored: number }
 export interface FolderScore extends Readonly<Counts> { readonly folder: string; readonly score: number | null }
 
 /** The folder a file belongs to: the first whose mutate globs' root the path starts with. */
@@ -40,12 +40,12 @@ export const summarise = (...reports: readonly Report[]): { scores: FolderScore[
   for (const r of reports) for (const [file, { mutants }] of Object.entries(r.files)) merged.set(file.replace(/\\/g, '/').replace(/^.*?\/(?=(ops|core|models|recipes)\/)/, ''), mutants);
   for (const [rel, mutants] of [...merged].sort(([a], [b]) => a.localeCompare(b))) {
     const f = folderOf(rel);
-    const s = byFolder.get(f) ?? { killed: 0, survived: 0, noCoverage: 0, timeout: 0, errors: 0 };
-    const one: Counts = { killed: 0, survived: 0, noCoverage: 0, timeout: 0, errors: 0 };
+    const s = byFolder.get(f) ?? { killed: 0, survived: 0, noCoverage: 0, timeout: 0, errors: 0, ignored: 0 };
+    const one: Counts = { killed: 0, survived: 0, noCoverage: 0, timeout: 0, errors: 0, ignored: 0 };
     for (const m of mutants) {
       const key = m.status === 'Killed' ? 'killed' : m.status === 'Timeout' ? 'timeout' : m.status === 'Survived' ? 'survived'
-        : m.status === 'NoCoverage' ? 'noCoverage' : m.status === 'CompileError' || m.status === 'RuntimeError' ? 'errors' : null;
-      if (!key) continue; // Ignored, Pending
+        : m.status === 'NoCoverage' ? 'noCoverage' : m.status === 'CompileError' || m.status === 'RuntimeError' ? 'errors' : m.status === 'Ignored' ? 'ignored' : null;
+      if (!key) continue; // Pending
       s[key]++;
       one[key]++;
       if (key === 'survived' || key === 'noCoverage') {
@@ -61,7 +61,7 @@ export const summarise = (...reports: readonly Report[]): { scores: FolderScore[
 
 const line = (s: FolderScore, indent: string, width: number) => {
   const pct = s.score === null ? '   n/a' : `${(100 * s.score).toFixed(1).padStart(5)}%`;
-  return `${indent}${s.folder.padEnd(width)} ${pct}  killed ${s.killed}, timed out ${s.timeout}, survived ${s.survived}, no coverage ${s.noCoverage}${s.errors ? `, errors ${s.errors}` : ''}`;
+  return `${indent}${s.folder.padEnd(width)} ${pct}  killed ${s.killed}, timed out ${s.timeout}, survived ${s.survived}, no coverage ${s.noCoverage}${s.errors ? `, errors ${s.errors}` : ''}${s.ignored ? ` (ignored ${s.ignored})` : ''}`;
 };
 
 export const printSummary = (...paths: readonly string[]): void => {

@@ -37,7 +37,7 @@ describe('mutation summary', () => {
     } };
     const second = { files: { 'ops/b.ts': { mutants: [m('Killed'), m('Killed')] }, 'recipes/c.ts': { mutants: [m('Survived', 9)] } } };
     const one = summarise(first);
-    expect(one.scores).toEqual([{ folder: 'ops', killed: 1, timeout: 1, survived: 2, noCoverage: 1, errors: 1, score: 2 / 5 }]);
+    expect(one.scores).toEqual([{ folder: 'ops', killed: 1, timeout: 1, survived: 2, noCoverage: 1, errors: 1, ignored: 1, score: 2 / 5 }]);
     expect(one.survivors).toEqual(['ops/a.ts:2:3 EqualityOperator → a <= b', 'ops/a.ts:4:3 (no test reaches it) EqualityOperator → a <= b', 'ops/b.ts:7:3 EqualityOperator → a <= b']);
     const both = summarise(first, second);
     expect(both.scores.map((s) => [s.folder, s.score])).toEqual([['ops', 4 / 6], ['recipes', 0]]);

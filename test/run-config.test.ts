@@ -78,7 +78,7 @@ describe('layers of settings', () => {
 
   it('merge: steps in a layer replace the default or preset epochs; epochs and steps both in layers are an error', () => {
     expect(mergeLayers(defaults, presets, [{ preset: 'fast', ...need }, { steps: 7 }])).toEqual(E.right({ preset: 'fast', lr: 5, steps: 7, ...need }));
-    expect(mergeLayers({ ...defaults, steps: 2 }, presets, [{ ...need }])).toEqual(E.left('config: give epochs or steps, not both'));
+    expect(mergeLayers<L>({ ...defaults, steps: 2 }, presets, [{ ...need }])).toEqual(E.left('config: give epochs or steps, not both'));
     expect(mergeLayers(defaults, presets, [{ ...need, epochs: 2 }, { steps: 7 }])).toEqual(E.left('config: give epochs or steps, not both'));
     expect(mergeLayers(defaults, presets, [{ ...need, epochs: 2 }])).toEqual(E.right({ lr: 1, epochs: 2, ...need }));
   });
