@@ -67,19 +67,24 @@ const scalarOut = (v: unknown, name: string): Tensor => {
 export function valueAndGrad<P, R extends unknown[]>(f: (p: P, ...rest: R) => Tensor, opts?: { hasAux?: false }): (p: P, ...rest: R) => [Tensor, P];
 export function valueAndGrad<P, R extends unknown[], A>(f: (p: P, ...rest: R) => readonly [Tensor, A], opts: { hasAux: true }): (p: P, ...rest: R) => [[Tensor, A], P];
 export function valueAndGrad(f: (p: unknown, ...rest: unknown[]) => unknown, opts: GradOpts = {}) {
-  return (p: unknown, ...rest: unknown[]) => {
+  return valueAndGradAs('valueAndGrad', f, opts);
+}
+
+/** valueAndGrad whose errors name the function the caller used. */
+const valueAndGradAs = (name: string, f: (p: unknown, ...rest: unknown[]) => unknown, opts: GradOpts = {}) =>
+  (p: unknown, ...rest: unknown[]): unknown => {
     let aux: unknown;
     const [value, back] = vjp((q: unknown) => {
       const r = f(q, ...rest);
-      if (!opts.hasAux) return scalarOut(r, 'valueAndGrad');
-      if (!Array.isArray(r) || r.length !== 2) throw new GradError('valueAndGrad: with hasAux the function must return [value, aux]');
+      if (!opts.hasAux) return scalarOut(r, name);
+      if (!Array.isArray(r) || r.length !== 2) throw new GradError(`${name}: with hasAux the function must return [value, aux]`);
       aux = r[1];
-      return scalarOut(r[0], 'valueAndGrad');
+      return scalarOut(r[0], name);
     }, p);
     const g = back(full(value.shape, 1, value.dtype));
     return opts.hasAux ? [[value, aux], g] : [value, g];
   };
-}
 
 /** Gradient of a scalar function with respect to its first argument (a pytree of tensors). */
-export const grad = <P, R extends unknown[]>(f: (p: P, ...rest: R) => Tensor) => (p: P, ...rest: R): P => valueAndGrad(f)(p, ...rest)[1];
+export const grad = <P, R extends unknown[]>(f: (p: P, ...rest: R) => Tensor) => (p: P, ...rest: R): P =>
+  (valueAndGradAs('grad', f as (p: unknown, ...rest: unknown[]) => unknown)(p, ...rest) as [Tensor, P])[1];

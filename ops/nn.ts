@@ -8,7 +8,7 @@ import { apply, isTensor, Tensor } from '../core/tensor.js';
 import { attentionOp, ropeOnLoadRefusal } from './attention.js';
 import { add, cast, equal, iota, logicalNot, maximum, mul, sin, sub, where, exp2 } from './elementwise.js';
 import { gather } from './gather.js';
-import { zeros } from './create.js';
+import { onesLike, zeros } from './create.js';
 import { nf4Linear, type Nf4Weight } from './nf4.js';
 import { bernoulli, type Key } from './random.js';
 import { matmul } from './matmul.js';
@@ -241,7 +241,9 @@ export const crossEntropy = (logits: Tensor, targets: Tensor, opts: CrossEntropy
   }
   const hit = equal(expandDims(targets, -1), iota(V, targets.dtype)); // (…, V)
   const picked = sum(where(hit, logits, 0), -1); // (…)
-  const counted = cast(logicalNot(equal(targets, opts.ignoreIndex ?? -100)), logits.dtype); // (…)
+  // An ignore index the targets' dtype cannot hold (−100 for u32 targets) ignores nothing.
+  const ignore = opts.ignoreIndex ?? -100;
+  const counted = targets.dtype === 'u32' && ignore < 0 ? onesLike(picked) : cast(logicalNot(equal(targets, ignore)), logits.dtype); // (…)
   const nll = mul(sub(logsumexp(logits, -1), picked), counted); // (…)
   return div(sum(nll), maximum(sum(counted), 1)); // ()
 };

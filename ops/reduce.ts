@@ -2,15 +2,19 @@
 // them: mean, var, logsumexp, softmax, logSoftmax, argmax, min.
 
 import type { ReduceArg, ReduceOp } from '../core/node.js';
-import { fmt, normAxes, ShapeError } from '../core/shape.js';
+import { DTypeError, fmt, normAxes, ShapeError } from '../core/shape.js';
 import { apply, type Tensor } from '../core/tensor.js';
 import { isFloat, type DType } from '../core/dtype.js';
 import { add, cast, equal, iota, less, mul, neg, stopGradient, sub, where } from './elementwise.js';
 import { abs, div, exp, log } from './math.js';
 import { broadcastTo, reshape } from './movement.js';
 
+const refuseBool = (name: string, x: Tensor | { readonly dtype: DType; readonly shape: readonly number[] }) => {
+  if (x.dtype === 'bool') throw new ShapeError(`${name}: cannot reduce a bool tensor ${fmt(x.shape)}; cast it first`);
+};
+
 const reduceRule = (name: string): ReduceOp['infer'] => ([x], { axes }: ReduceArg) => {
-  if (x!.dtype === 'bool') throw new ShapeError(`${name}: cannot reduce a bool tensor ${fmt(x!.shape)}; cast it first`);
+  refuseBool(name, x!);
   return { shape: x!.shape.map((d, i) => (axes.includes(i) ? 1 : d)), dtype: x!.dtype };
 };
 
@@ -55,8 +59,16 @@ const reduceWith = (op: ReduceOp, x: Tensor, axis: Axes, keepDims = false): Tens
 /** Sum over `axis` (one axis, a list, or all when omitted). */
 export const sum = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(sumOp, x, axis, opts.keepDims);
 export const max = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => reduceWith(maxReduceOp, x, axis, opts.keepDims);
-/** Min reduction, as −max(−x): tied minima share the gradient evenly. */
-export const min = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => neg(max(neg(x), axis, opts));
+/**
+ * Min reduction, as −max(−x) for floats (tied minima share the gradient evenly) and ~max(~x) = −1 − max(−1 − x) for
+ * i32, which wraps nowhere (−x would at −2³¹). u32 has no negation: it is refused, naming the casts that work.
+ */
+export const min = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => {
+  refuseBool('min', x);
+  if (x.dtype === 'u32') throw new DTypeError(`min: u32 tensors cannot be negated, so min refuses ${fmt(x.shape)} u32; cast to i32 (values below 2³¹) or f64 first`);
+  if (isFloat(x.dtype)) return neg(max(neg(x), axis, opts));
+  return sub(-1, max(sub(-1, x), axis, opts));
+};
 
 const count = (x: Tensor, axis: Axes): number => normAxes('mean', axis, x.rank).reduce((n, a) => n * x.shape[a]!, 1);
 export const mean = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => mul(sum(x, axis, opts), 1 / count(x, axis));

@@ -1,0 +1,260 @@
+// Every check an op makes of its inputs, one bad input each: the error's class and its whole message (the op, what
+// it needed, and the shapes and dtypes it got), and the nearest good input passing the same check — so a check that
+// is dropped, loosened or tightened, or a message that loses the op's name or the shapes, fails here.
+// (errors.test holds the first of these; this table covers the rest of ops/.)
+
+import { describe, expect, it } from 'vitest';
+import * as C from '../index.js';
+import { DTypeError, GradError, ShapeError, setBackend } from '../index.js';
+import { apply } from '../core/tensor.js';
+import { addOp, iota } from '../ops/elementwise.js';
+import { matmulOp } from '../ops/matmul.js';
+import { ropeOnLoadRefusal } from '../ops/attention.js';
+
+setBackend('cpu');
+
+/** The error `f` throws (fails the test if it throws none). */
+const thrown = (f: () => unknown): Error => {
+  try { f(); } catch (e) { return e as Error; }
+  throw new Error('expected a throw');
+};
+const check = (f: () => unknown, cls: new (...a: never[]) => Error, message: string) => {
+  const e = thrown(f);
+  expect(e.message).toBe(message);
+  expect(e).toBeInstanceOf(cls);
+};
+
+const f32 = (...s: number[]) => C.zeros(s);
+const i32 = (...s: number[]) => C.zeros(s, 'i32');
+const u32 = (...s: number[]) => C.zeros(s, 'u32');
+
+describe('elementwise checks', () => {
+  it('unary float ops name themselves and the integer input; float inputs pass', () => {
+    const ops: [string, (x: C.Tensor) => C.Tensor][] = [
+      ['exp2', C.exp2], ['log2', C.log2], ['sin', C.sin], ['sqrt', C.sqrt], ['recip', C.recip], ['relu', C.relu],
+      ['sigmoid', C.sigmoid], ['tanh', C.tanh], ['erf', C.erf], ['softplus', C.softplus], ['exp', C.exp], ['cos', C.cos],
+    ];
+    for (const [name, op] of ops) {
+      check(() => op(i32(2)), DTypeError, `${name}: needs a float dtype, got i32(2,)`);
+      expect(op(f32(2)).shape).toEqual([2]);
+    }
+  });
+
+  it("a binary op record's own rule: operands of one dtype (lift casts numbers; two tensors must agree)", () => {
+    check(() => apply(addOp, [i32(2), f32(2)]), DTypeError, 'add: dtype mismatch: i32(2,) vs f32(2,)');
+    check(() => apply(addOp, [f32(2), f32(2), i32(2)]), DTypeError, 'add: dtype mismatch: f32(2,) vs f32(2,) vs i32(2,)');
+    check(() => C.add(i32(2), f32(2)), DTypeError, 'add: dtype mismatch: i32(2,) vs f32(2,) (cast one operand first)');
+    expect(apply(addOp, [i32(2), i32(2)]).dtype).toBe('i32');
+  });
+
+  it('where: a bool condition and branches of one dtype', () => {
+    const cond = C.less(f32(2), 1);
+    check(() => C.where(f32(2), f32(2), f32(2)), DTypeError, 'where: condition must be bool, got f32(2,)');
+    check(() => C.where(cond, i32(2), f32(2)), DTypeError, 'where: dtype mismatch: i32(2,) vs f32(2,) (cast one operand first)');
+    expect(C.where(cond, i32(2), i32(2)).dtype).toBe('i32');
+  });
+
+  it('iota: a length that is a non-negative integer (0 is one)', () => {
+    check(() => iota(-1), DTypeError, 'iota: length must be a non-negative integer, got -1');
+    check(() => iota(1.5), DTypeError, 'iota: length must be a non-negative integer, got 1.5');
+    expect(iota(0).shape).toEqual([0]);
+  });
+});
+
+describe('creation checks', () => {
+  it('arange refuses step 0; tensor checks values against shapes', () => {
+    check(() => C.arange(0, 3, 0), ShapeError, 'arange: step must not be 0');
+    check(() => C.tensor([[1, 2], [3, 4]], { shape: [3] }), ShapeError, 'tensor: data of shape (2,2) does not fit shape (3,)');
+    expect(C.tensor([[1, 2], [3, 4]], { shape: [4] }).shape).toEqual([4]);
+    check(() => C.fromStorage(new Float32Array(3), [2, 2], 'f32'), ShapeError, 'tensor: 3 values do not fill shape (2,2) (4 elements)');
+    check(() => C.tensor([[1], [true, 2] as never]), ShapeError, 'tensor: ragged nested array: [1] has shape (2,) but [0] has (1,)');
+  });
+});
+
+describe('matmul checks', () => {
+  it('rank ≥ 2, two float operands of one dtype, matching inner dimensions', () => {
+    // The op itself takes matrices; matmul() lifts vectors as NumPy does (below).
+    check(() => apply(matmulOp, [f32(3), f32(3, 2)]), ShapeError, 'matmul: operands must have rank ≥ 2, got (3,) and (3,2)');
+    check(() => apply(matmulOp, [f32(2, 3), f32(3)]), ShapeError, 'matmul: operands must have rank ≥ 2, got (2,3) and (3,)');
+    check(() => C.matmul(f32(2, 3), C.zeros([3, 2], 'f64')), DTypeError, 'matmul: needs two float operands of one dtype, got f32(2,3) and f64(3,2)');
+    check(() => C.matmul(i32(2, 3), i32(3, 2)), DTypeError, 'matmul: needs two float operands of one dtype, got i32(2,3) and i32(3,2)');
+    expect(C.matmul(C.zeros([2, 3], 'f64'), C.zeros([3, 2], 'f64')).shape).toEqual([2, 2]);
+  });
+
+  it('vectors as NumPy takes them: (k)·(k, n) → (n), (m, k)·(k) → (m), (k)·(k) → (), batches kept', async () => {
+    const m = C.tensor([[1, 2], [3, 4], [5, 6]]); // (3, 2)
+    expect(await C.toArray(C.matmul(C.tensor([1, 0, 2]), m))).toEqual([11, 14]);
+    expect(await C.toArray(C.matmul(m, C.tensor([1, -1])))).toEqual([-1, -1, -1]);
+    expect(await C.toArray(C.matmul(C.tensor([1, 2, 3]), C.tensor([4, 5, 6])))).toEqual(32);
+    const batch = C.tensor([[[1, 0, 0], [0, 1, 0]], [[0, 0, 1], [1, 1, 1]]]); // (2, 2, 3)
+    expect(await C.toArray(C.matmul(batch, m))).toEqual([[[1, 2], [3, 4]], [[5, 6], [9, 12]]]);
+    expect(await C.toArray(C.matmul(batch, C.tensor([1, 2, 3])))).toEqual([[1, 2], [3, 6]]);
+    expect(await C.toArray(C.matmul(C.tensor([1, 1]), C.reshape(C.arange(0, 12), [2, 2, 3])))).toEqual([[3, 5, 7], [15, 17, 19]]);
+  });
+});
+
+describe('movement checks', () => {
+  it('pad, expand, reshape with -1, concat and stack of nothing', () => {
+    check(() => C.pad(f32(2, 3), [[0, 1], [-1, 0]]), ShapeError, 'pad: [[0,1],[-1,0]] must give [before, after] ≥ 0 for each axis of (2,3)');
+    check(() => C.pad(f32(2, 3), [[0, 1]]), ShapeError, 'pad: [[0,1]] must give [before, after] ≥ 0 for each axis of (2,3)');
+    expect(C.pad(f32(2, 3), [[0, 0], [0, 0]]).shape).toEqual([2, 3]);
+    check(() => C.reshape(f32(0, 3), [-1, 0]), ShapeError, 'reshape: cannot infer -1 in (-1,0) for (0,3)');
+    check(() => C.reshape(f32(2, 3), [-1, 4]), ShapeError, 'reshape: cannot infer -1 in (-1,4) for (2,3)');
+    expect(C.reshape(f32(2, 3), [-1, 2]).shape).toEqual([3, 2]);
+    check(() => C.concat([], 0), ShapeError, 'concat: no tensors');
+    check(() => C.stack([], 0), ShapeError, 'stack: no tensors');
+    check(() => C.broadcastTo(f32(2, 1), [3]), ShapeError, 'broadcastTo: cannot broadcast (2,1) to (3,)');
+  });
+});
+
+describe('gather and scatter checks', () => {
+  it('a table of rank ≥ 1; updates that start with the index shape', () => {
+    check(() => C.gather(C.tensor(1), i32(2)), ShapeError, 'gather: table must have rank ≥ 1, got ()');
+    check(() => C.scatterAdd(f32(3, 4), i32(2), 5), ShapeError, 'scatterAdd: updates (3,4) must start with the index shape (2,)');
+    check(() => C.scatterAdd(f32(2, 4), f32(2), 5), DTypeError, 'scatterAdd: indices must be i32 or u32, got f32(2,)');
+    expect(C.scatterAdd(f32(2, 4), u32(2), 5).shape).toEqual([5, 4]);
+  });
+});
+
+describe('grad checks', () => {
+  it('vjp: a cotangent of the output tree, leaf for leaf in shape and dtype', () => {
+    const [, back] = C.vjp((x: C.Tensor) => [C.mul(x, 2), C.sum(x)], f32(3));
+    check(() => back([f32(3)]), GradError, 'vjp: cotangent has 1 leaves, output has 2');
+    check(() => back([f32(3), f32(2)]), ShapeError, 'vjp: cotangent 1 is f32(2,), output is f32()');
+    check(() => back([C.zeros([3], 'f64'), f32()]), ShapeError, 'vjp: cotangent 0 is f64(3,), output is f32(3,)');
+    expect(back([f32(3), f32()]).shape).toEqual([3]);
+  });
+
+  it('grad and valueAndGrad: a scalar value; with hasAux a [value, aux] pair', () => {
+    check(() => C.grad(() => 3 as never)(f32(2)), GradError, 'grad: the function must return a scalar tensor');
+    check(() => C.grad((x: C.Tensor) => x)(f32(2)), GradError, 'grad: the function must return a scalar tensor, got (2,)');
+    check(() => C.valueAndGrad((x: C.Tensor) => x)(f32(2)), GradError, 'valueAndGrad: the function must return a scalar tensor, got (2,)');
+    check(() => C.valueAndGrad((x: C.Tensor) => C.sum(x) as never, { hasAux: true })(f32(2)), GradError, 'valueAndGrad: with hasAux the function must return [value, aux]');
+    check(() => C.valueAndGrad((x: C.Tensor) => [C.sum(x)] as never, { hasAux: true })(f32(2)), GradError, 'valueAndGrad: with hasAux the function must return [value, aux]');
+    expect(C.grad((x: C.Tensor) => C.sum(x))(f32(1, 1)).shape).toEqual([1, 1]);
+  });
+});
+
+describe('nn checks', () => {
+  it('linear: an (out, in) weight; LoRA factors (r, in) and (out, r); dropout below 1', () => {
+    check(() => C.linear(f32(2, 3), f32(3)), ShapeError, 'linear: weight must be (out, in), got (3,)');
+    const lora = (A: C.Tensor, B: C.Tensor, dropout = 0): C.LoraWeight => ({ kind: 'lora', base: f32(4, 3), A, B, scale: 1, dropout, key: C.key(1) });
+    const msg = (a: string, b: string) => `linear: LoRA A ${a} and B ${b} must be (r, in) and (out, r) for a weight (4,3)`;
+    check(() => C.linear(f32(2, 3), lora(f32(2, 4), f32(4, 2))), ShapeError, msg('(2,4)', '(4,2)'));
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(5, 2))), ShapeError, msg('(2,3)', '(5,2)'));
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 1))), ShapeError, msg('(2,3)', '(4,1)'));
+    check(() => C.linear(f32(2, 3), lora(f32(6), f32(4, 2))), ShapeError, msg('(6,)', '(4,2)'));
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(8))), ShapeError, msg('(2,3)', '(8,)'));
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 2), 1)), RangeError, 'linear: LoRA dropout must be in [0, 1), got 1');
+    expect(C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 2), 0.5)).shape).toEqual([2, 4]);
+  });
+
+  it('rmsNorm: a weight the length of the last axis', () => {
+    check(() => C.rmsNorm(f32(2, 3), f32(2), 1e-5), ShapeError, 'rmsNorm: weight (2,) does not match the last axis of (2,3)');
+    check(() => C.rmsNorm(f32(2, 3), f32(1, 3), 1e-5), ShapeError, 'rmsNorm: weight (1,3) does not match the last axis of (2,3)');
+  });
+
+  it('ropeTable: integer positions (T,) or (B, T) and an even head dimension', () => {
+    check(() => C.ropeTable(f32(4), 8, 1e4), DTypeError, 'ropeTable: positions must be i32 or u32, got f32(4,)');
+    check(() => C.ropeTable(i32(), 8, 1e4), ShapeError, 'ropeTable: positions must be (T,) or (B, T), got ()');
+    check(() => C.ropeTable(i32(1, 2, 4), 8, 1e4), ShapeError, 'ropeTable: positions must be (T,) or (B, T), got (1,2,4)');
+    for (const d of [7, 0, -2, 2.5]) check(() => C.ropeTable(i32(4), d, 1e4), ShapeError, `ropeTable: head dimension must be even, got ${d}`);
+    expect(C.ropeTable(u32(2, 4), 2, 1e4).shape).toEqual([2, 4, 1, 2]);
+  });
+
+  it('rope: x (…, T, H, even headDim) of floats, and positions or a table that match it', () => {
+    check(() => C.rope(f32(4, 8), i32(4), 1e4), ShapeError, 'rope: x must be (…, T, H, headDim), got (4,8)');
+    check(() => C.rope(f32(4, 2, 7), i32(4), 1e4), ShapeError, 'rope: head dimension must be even, got (4,2,7)');
+    check(() => C.rope(f32(4, 2, 8), i32(5), 1e4), ShapeError, 'rope: positions (5,) do not match T = 4 of (4,2,8)');
+    check(() => C.rope(f32(4, 2, 8), i32(4)), RangeError, 'rope: integer positions need theta (or pass a ropeTable)');
+    check(() => C.rope(i32(4, 2, 8), i32(4), 1e4), DTypeError, 'rope: x must be a float tensor, got i32(4,2,8)');
+    const table = C.ropeTable(i32(4), 8, 1e4); // (4, 1, 8)
+    const bad = (t: C.Tensor) => `rope: table ${t.dtype}${`(${t.shape.join(',')}${t.shape.length === 1 ? ',' : ''})`} must be f32 (…, T, 1, headDim) for x f32(4,2,8)`;
+    for (const t of [f32(1, 8), f32(4, 1, 6), f32(4, 2, 8), f32(5, 1, 8), C.cast(table, 'f64')]) check(() => C.rope(f32(4, 2, 8), t), ShapeError, bad(t));
+    expect(C.rope(f32(4, 2, 8), table).shape).toEqual([4, 2, 8]);
+  });
+
+  it('causalAttention: (B, T, H, D) queries, keys and values of matching heads, an i32 scalar offset, (B,) i32 starts', () => {
+    const q = f32(2, 3, 4, 8), k = f32(2, 5, 2, 8);
+    const bad = (qs: string, ks: string, vs: string) => `causalAttention: q ${qs}, k ${ks}, v ${vs} must be (B, T, H, D), (B, S, Hkv, D), (B, S, Hkv, D) with Hkv dividing H`;
+    check(() => C.causalAttention(f32(3, 4, 8), k, k), ShapeError, bad('(3,4,8)', '(2,5,2,8)', '(2,5,2,8)'));
+    check(() => C.causalAttention(q, f32(5, 2, 8), k), ShapeError, bad('(2,3,4,8)', '(5,2,8)', '(2,5,2,8)'));
+    check(() => C.causalAttention(q, k, f32(5, 2, 8)), ShapeError, bad('(2,3,4,8)', '(2,5,2,8)', '(5,2,8)'));
+    check(() => C.causalAttention(q, f32(1, 5, 2, 8), f32(1, 5, 2, 8)), ShapeError, bad('(2,3,4,8)', '(1,5,2,8)', '(1,5,2,8)'));
+    check(() => C.causalAttention(q, f32(2, 5, 2, 4), f32(2, 5, 2, 4)), ShapeError, bad('(2,3,4,8)', '(2,5,2,4)', '(2,5,2,4)'));
+    check(() => C.causalAttention(q, f32(2, 5, 3, 8), f32(2, 5, 3, 8)), ShapeError, bad('(2,3,4,8)', '(2,5,3,8)', '(2,5,3,8)'));
+    check(() => C.causalAttention(q, k, f32(2, 5, 2, 4)), ShapeError, bad('(2,3,4,8)', '(2,5,2,8)', '(2,5,2,4)'));
+    check(() => C.causalAttention(q, k, k, { offset: f32() }), DTypeError, 'causalAttention: a tensor offset must be an i32 scalar, got f32()');
+    check(() => C.causalAttention(q, k, k, { offset: i32(1) }), DTypeError, 'causalAttention: a tensor offset must be an i32 scalar, got i32(1,)');
+    check(() => C.causalAttention(q, k, k, { start: i32(3) }), ShapeError, 'causalAttention: start must be (B,) = (2,) i32, got i32(3,)');
+    check(() => C.causalAttention(q, k, k, { start: i32(2, 1) }), ShapeError, 'causalAttention: start must be (B,) = (2,) i32, got i32(2,1)');
+    check(() => C.causalAttention(q, k, k, { start: u32(2) }), ShapeError, 'causalAttention: start must be (B,) = (2,) i32, got u32(2,)');
+    expect(C.causalAttention(q, k, k, { offset: C.tensor(2, { dtype: 'i32' }), start: i32(2) }).shape).toEqual([2, 3, 4, 8]);
+  });
+
+  it('RoPE on load only for self-attention from slot 0, with a table of q\'s dtype and shape, and heads of whole vec4 halves', () => {
+    const g = { B: 1, T: 4, H: 2, Hkv: 2, D: 8, S: 4 };
+    const why = 'RoPE on load is for self-attention from slot 0 (S = T, offset 0, no start)';
+    const table = C.ropeTable(i32(4), 8, 1e4);
+    expect(ropeOnLoadRefusal(g as never, { kv: 'bshd', offset: 0, start: false }, table, 'f32')).toBeNull();
+    expect(ropeOnLoadRefusal(g as never, { kv: 'bhsd', offset: 0, start: false }, table, 'f32')).toBe(why);
+    expect(ropeOnLoadRefusal({ ...g, S: 6 } as never, { kv: 'bshd', offset: 0, start: false }, table, 'f32')).toBe(why);
+    expect(ropeOnLoadRefusal(g as never, { kv: 'bshd', offset: 2, start: false }, table, 'f32')).toBe(why);
+    expect(ropeOnLoadRefusal(g as never, { kv: 'bshd', offset: null, start: false }, table, 'f32')).toBe(why);
+    expect(ropeOnLoadRefusal(g as never, { kv: 'bshd', offset: 0, start: true }, table, 'f32')).toBe(why);
+    const shaped = (s: number[], dtype = 'f32') => ropeOnLoadRefusal(g as never, { kv: 'bshd', offset: 0, start: false }, { shape: s, dtype }, 'f32');
+    const wrong = (s: string, dtype = 'f32') => `the RoPE table ${dtype}${s} must be f32 (T, 1, D) or (B, T, 1, D)`;
+    expect(shaped([1, 4, 1, 8])).toBeNull();
+    expect([shaped([4, 1, 8], 'f64'), shaped([2, 4, 1, 8]), shaped([4, 8]), shaped([5, 1, 8]), shaped([4, 2, 8]), shaped([4, 1, 6]), shaped([1, 1, 4, 1, 8])])
+      .toEqual([wrong('(4,1,8)', 'f64'), wrong('(2,4,1,8)'), wrong('(4,8)'), wrong('(5,1,8)'), wrong('(4,2,8)'), wrong('(4,1,6)'), wrong('(1,1,4,1,8)')]);
+    const d4 = { ...g, D: 12 };
+    expect(ropeOnLoadRefusal(d4 as never, { kv: 'bshd', offset: 0, start: false }, { shape: [4, 1, 12], dtype: 'f32' }, 'f32')).toBe('RoPE on load needs a head size divisible by 8 or not by 4, got 12');
+    expect(ropeOnLoadRefusal({ ...g, D: 6 } as never, { kv: 'bshd', offset: 0, start: false }, { shape: [4, 1, 6], dtype: 'f32' }, 'f32')).toBeNull();
+  });
+
+  it('crossEntropy: integer targets, logits = targets plus a class axis; u32 targets cannot be −100, so none is ignored', async () => {
+    check(() => C.crossEntropy(f32(2, 5), f32(2)), DTypeError, 'crossEntropy: targets must be i32 or u32, got f32(2,)');
+    check(() => C.crossEntropy(f32(2, 5), i32(3)), ShapeError, 'crossEntropy: logits (2,5) must be targets (3,) plus a class axis');
+    check(() => C.crossEntropy(f32(2, 5), i32(2, 1)), ShapeError, 'crossEntropy: logits (2,5) must be targets (2,1) plus a class axis');
+    expect(await C.toArray(C.crossEntropy(f32(2, 5), u32(2)))).toBeCloseTo(Math.log(5), 6);
+    expect(await C.toArray(C.crossEntropy(f32(2, 5), C.tensor([0, 3], { dtype: 'u32' }), { ignoreIndex: 3 }))).toBeCloseTo(Math.log(5), 6);
+    expect(await C.toArray(C.crossEntropy(f32(2, 5), C.tensor([-100, 1], { dtype: 'i32' })))).toBeCloseTo(Math.log(5), 6);
+  });
+});
+
+describe('random, reduce and update checks', () => {
+  it('a random key is u32 (2,)', () => {
+    for (const k of [u32(3), i32(2), u32(1, 2)]) {
+      check(() => C.uniform(k as C.Key, [2]), DTypeError, `random: a key is a u32 tensor of shape (2,), got ${k.dtype}(${k.shape.join(',')}${k.rank === 1 ? ',' : ''})`);
+    }
+  });
+
+  it('reductions of bool tensors are refused by name', () => {
+    for (const [name, op] of [['sum', C.sum], ['max', C.max], ['min', C.min]] as const) {
+      check(() => op(C.less(f32(2, 2), 1)), ShapeError, `${name}: cannot reduce a bool tensor (2,2); cast it first`);
+    }
+  });
+
+  it('min of i32 to the ends of its range (no negation, which wraps at −2³¹); u32 refused by name', async () => {
+    const i = C.tensor([[3, -7, 0], [2147483647, -2147483648, 5]], { dtype: 'i32' });
+    expect(await C.toArray(C.min(i, 1))).toEqual([-7, -2147483648]);
+    expect(await C.toArray(C.min(i, 0))).toEqual([3, -2147483648, 0]);
+    expect(C.min(i, 0, { keepDims: true }).shape).toEqual([1, 3]);
+    expect(await C.toArray(C.min(C.tensor([-2147483648, 5], { dtype: 'i32' })))).toBe(-2147483648); // −(−2³¹) wraps to itself
+    check(() => C.min(u32(2, 2)), DTypeError, 'min: u32 tensors cannot be negated, so min refuses (2,2) u32; cast to i32 (values below 2³¹) or f64 first');
+  });
+
+  it('writeAt: one dtype, an i32 scalar position, src fitting dst off the axis; slots past the end fail when run', async () => {
+    const dst = f32(2, 6, 3), src = f32(2, 2, 3), pos = C.tensor(1, { dtype: 'i32' });
+    check(() => C.writeAt(dst, C.zeros([2, 2, 3], 'f64'), pos, 1), DTypeError, 'writeAt: dst f32(2,6,3) and src f64(2,2,3) differ in dtype');
+    check(() => C.writeAt(dst, src, C.tensor(1, { dtype: 'u32' }), 1), DTypeError, 'writeAt: the position must be an i32 scalar, got u32()');
+    check(() => C.writeAt(dst, src, i32(1), 1), DTypeError, 'writeAt: the position must be an i32 scalar, got i32(1,)');
+    check(() => C.writeAt(dst, f32(2, 2, 4), pos, 1), ShapeError, 'writeAt: cannot write (2,2,4) into (2,6,3) along axis 1');
+    check(() => C.writeAt(dst, f32(2, 7, 3), pos, 1), ShapeError, 'writeAt: cannot write (2,7,3) into (2,6,3) along axis 1');
+    check(() => C.writeAt(dst, f32(2, 2), pos, 1), ShapeError, 'writeAt: cannot write (2,2) into (2,6,3) along axis 1');
+    await expect(C.toArray(C.writeAt(dst, src, C.tensor(5, { dtype: 'i32' }), 1))).rejects.toThrow('writeAt: slots 5…6 do not fit axis 1 of (2,6,3)');
+    await expect(C.toArray(C.writeAt(dst, src, C.tensor(-1, { dtype: 'i32' }), 1))).rejects.toThrow('writeAt: slots -1…0 do not fit axis 1 of (2,6,3)');
+    const last = await C.data(C.writeAt(dst, C.ones([2, 2, 3]), C.tensor(4, { dtype: 'i32' }), 1)); // slots 4…5 fit exactly
+    expect(Array.from(last).filter((v) => v === 1)).toHaveLength(12);
+  });
+});
