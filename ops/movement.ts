@@ -88,9 +88,10 @@ export const reshape = (x: Tensor, shape: Shape): Tensor => {
 };
 export const permute = (x: Tensor, perm: readonly number[]): Tensor =>
   perm.every((p, i) => p === i) && perm.length === x.rank ? x : apply(permuteOp, [x], { perm: perm.map((p) => normAxis('permute', p, x.rank)) });
-export const pad = (x: Tensor, pads: Pads): Tensor => (pads.every(([a, b]) => a === 0 && b === 0) ? x : apply(padOp, [x], { pads }));
+// The no-op shortcuts ask for one entry per axis: a shorter list goes to the op's rule, which refuses it.
+export const pad = (x: Tensor, pads: Pads): Tensor => (pads.length === x.rank && pads.every(([a, b]) => a === 0 && b === 0) ? x : apply(padOp, [x], { pads }));
 export const shrink = (x: Tensor, bounds: Pads): Tensor => {
-  if (bounds.every(([b, e], i) => b === 0 && e === x.shape[i])) return x;
+  if (bounds.length === x.rank && bounds.every(([b, e], i) => b === 0 && e === x.shape[i])) return x;
   // The window of a pad that is exactly its source (a slice's cotangent sliced again) is the source itself.
   const { op, arg, src } = x.node;
   if (op === padOp && (arg as { pads: Pads }).pads.every(([a], i) => bounds[i]![0] === a && bounds[i]![1] === a + src[0]!.shape[i]!)) return new Tensor(src[0]!);

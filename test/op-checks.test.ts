@@ -9,6 +9,7 @@ import { DTypeError, GradError, ShapeError, setBackend } from '../index.js';
 import { apply } from '../core/tensor.js';
 import { addOp, iota } from '../ops/elementwise.js';
 import { matmulOp } from '../ops/matmul.js';
+import { expandOp, padOp, permuteOp } from '../ops/movement.js';
 import { ropeOnLoadRefusal } from '../ops/attention.js';
 
 setBackend('cpu');
@@ -104,6 +105,52 @@ describe('movement checks', () => {
     check(() => C.concat([], 0), ShapeError, 'concat: no tensors');
     check(() => C.stack([], 0), ShapeError, 'stack: no tensors');
     check(() => C.broadcastTo(f32(2, 1), [3]), ShapeError, 'broadcastTo: cannot broadcast (2,1) to (3,)');
+  });
+});
+
+describe('movement rules and shortcuts', () => {
+  it('the movement op records check their arguments (the wrappers lift or shortcut some of them)', () => {
+    const x = f32(2, 1);
+    check(() => C.permute(f32(2, 3), [0]), ShapeError, 'permute: [0] is not a permutation of the axes of (2,3)');
+    check(() => C.permute(f32(2, 3), [1, 2]), ShapeError, 'permute: axis 2 out of range for rank 2');
+    check(() => apply(permuteOp, [f32(2, 3)], { perm: [1, 1] }), ShapeError, 'permute: [1,1] is not a permutation of the axes of (2,3)');
+    check(() => apply(expandOp, [x], { shape: [2, 3, 1] }), ShapeError, 'expand: cannot expand (2,1) to (2,3,1)');
+    check(() => apply(expandOp, [x], { shape: [3, 3] }), ShapeError, 'expand: cannot expand (2,1) to (3,3)');
+    expect(apply(expandOp, [x], { shape: [2, 3] }).shape).toEqual([2, 3]);
+    for (const pads of [[[0, 0]], [[0, 0], [-1, 0]], [[0, 0.5], [0, 0]], [[0, 0], [0, -2]], [[1.5, 0], [0, 0]]]) {
+      check(() => apply(padOp, [x], { pads }), ShapeError, `pad: ${JSON.stringify(pads)} must give [before, after] ≥ 0 for each axis of (2,1)`);
+    }
+    expect(apply(padOp, [x], { pads: [[1, 0], [0, 2]] }).shape).toEqual([3, 3]);
+    for (const bounds of [[[0, 2]], [[-1, 1], [0, 1]], [[1, 0], [0, 1]], [[0, 3], [0, 1]], [[0, 1.5], [0, 1]], [[0.5, 1], [0, 1]]]) {
+      check(() => C.shrink(x, bounds as never), ShapeError, `slice: bounds ${JSON.stringify(bounds)} do not fit (2,1)`);
+    }
+    expect(C.shrink(x, [[1, 1], [0, 1]]).shape).toEqual([0, 1]);
+    check(() => C.concat([f32(2, 3), f32(2, 3, 1)], 0), ShapeError, 'concat: shapes (2,3), (2,3,1) differ off axis 0');
+    expect(C.concat([f32(2, 3), f32(4, 3)], 0).shape).toEqual([6, 3]);
+  });
+
+  it('no-op movements give back the tensor itself (a list too short for the rank is no no-op); a slice of a pad that is its source is the source', () => {
+    const x = f32(2, 3);
+    expect(C.reshape(x, [2, 3])).toBe(x);
+    expect(C.reshape(x, [-1, 3])).toBe(x);
+    expect(C.permute(x, [0, 1])).toBe(x);
+    expect(C.permute(x, [1, 0]).shape).toEqual([3, 2]);
+    expect(C.pad(x, [[0, 0], [0, 0]])).toBe(x);
+    check(() => C.pad(x, [[0, 0]]), ShapeError, 'pad: [[0,0]] must give [before, after] ≥ 0 for each axis of (2,3)'); // not a no-op: too few axes
+    check(() => C.shrink(x, [[0, 2]]), ShapeError, 'slice: bounds [[0,2]] do not fit (2,3)');
+    expect(C.pad(x, [[0, 0], [0, 1]]).shape).toEqual([2, 4]);
+    expect(C.shrink(x, [[0, 2], [0, 3]])).toBe(x);
+    const padded = C.pad(x, [[1, 2], [0, 1]]); // (5, 4)
+    expect(C.shrink(padded, [[1, 3], [0, 3]]).node).toBe(x.node);
+    for (const other of [[[0, 2], [0, 3]], [[1, 3], [1, 4]], [[1, 3], [0, 2]]] as const) expect(C.shrink(padded, other).node).not.toBe(x.node);
+  });
+
+  it('squeeze takes every size-1 axis unless told; stack takes negative axes from the end of the result', () => {
+    expect(C.squeeze(f32(1, 3, 1)).shape).toEqual([3]);
+    expect(C.squeeze(f32(1, 3, 1), -1).shape).toEqual([1, 3]);
+    expect(C.stack([f32(2, 3), f32(2, 3)], -1).shape).toEqual([2, 3, 2]);
+    expect(C.stack([f32(2, 3), f32(2, 3)], -3).shape).toEqual([2, 2, 3]);
+    expect(C.stack([f32(2, 3), f32(2, 3)], 1).shape).toEqual([2, 2, 3]);
   });
 });
 
