@@ -103,11 +103,11 @@ export const nf4MatmulOp: CustomOp<Nf4MatmulArg> = {
     const n = a.out * a.in, nBlocks = Math.ceil(n / a.blockSize);
     const want: [string, number, string][] = [['codes', Math.ceil(n / 8), 'u32'], ['quantMap', 16, 'f32'],
       ...(a.double ? [['absmaxCodes', Math.ceil(nBlocks / 4), 'u32'], ['absmax2', Math.ceil(nBlocks / 256), 'f32'], ['offset', 1, 'f32'], ['nestedMap', 256, 'f32']] as [string, number, string][] : [['absmax', nBlocks, 'f32']] as [string, number, string][])];
+    if (stats.length + 1 !== want.length) throw new ShapeError(`nf4Matmul: expected ${want.length} statistics tensors, got ${stats.length + 1}`);
     [codes!, ...stats].forEach((s, i) => {
       const [name, len, dt] = want[i]!;
       if (s.shape.length !== 1 || s.shape[0] !== len || s.dtype !== dt) throw new DTypeError(`nf4Matmul: ${name} must be ${dt}(${len},) for a weight (${a.out}, ${a.in}) in blocks of ${a.blockSize}, got ${s.dtype}${fmt(s.shape)}`);
     });
-    if (stats.length + 1 !== want.length) throw new ShapeError(`nf4Matmul: expected ${want.length} statistics tensors, got ${stats.length + 1}`);
     return { shape: [x!.shape[0]!, a.transpose ? a.in : a.out], dtype: x!.dtype };
   },
   cpu: ([x, ...src], a, out) => {

@@ -7,7 +7,7 @@
 export const FOLDERS = {
   ops: {
     mutate: ['ops/**/*.ts', '!ops/index.ts'],
-    tests: ['grad', 'laws', 'composite', 'nn', 'errors', 'sampling', 'edges', 'attention', 'nf4', 'bounds', 'vjp-coverage'],
+    tests: ['grad', 'laws', 'composite', 'nn', 'errors', 'sampling', 'edges', 'attention', 'nf4', 'bounds', 'vjp-coverage', 'op-checks', 'lora', 'llama', 'generate'],
   },
   'core/autodiff.ts': {
     mutate: ['core/autodiff.ts'],

@@ -11,6 +11,8 @@ import { addOp, iota } from '../ops/elementwise.js';
 import { matmulOp } from '../ops/matmul.js';
 import { expandOp, padOp, permuteOp } from '../ops/movement.js';
 import { ropeOnLoadRefusal } from '../ops/attention.js';
+import { nf4MatmulOp } from '../ops/nf4.js';
+import { nf4Weight, quantizeNf4 } from '../models/nf4.js';
 
 setBackend('cpu');
 
@@ -62,6 +64,28 @@ describe('elementwise checks', () => {
   });
 });
 
+describe('creation', () => {
+  it('arange: stop alone counts from 0; steps up, down and fractional; the dtype asked for', async () => {
+    expect(await C.toArray(C.arange(4))).toEqual([0, 1, 2, 3]);
+    expect(await C.toArray(C.arange(2, 8, 2))).toEqual([2, 4, 6]);
+    expect(await C.toArray(C.arange(2, 9, 2))).toEqual([2, 4, 6, 8]);
+    expect(await C.toArray(C.arange(5, 0, -2))).toEqual([5, 3, 1]);
+    expect(await C.toArray(C.arange(0, 1, 0.25))).toEqual([0, 0.25, 0.5, 0.75]);
+    expect(C.arange(3, 1).shape).toEqual([0]);
+    const i = C.arange(1, 4, 1, 'i32');
+    expect([i.dtype, await C.toArray(i)]).toEqual(['i32', [1, 2, 3]]);
+    expect([C.ones([2]).dtype, C.full([2], 3).dtype, C.arange(2).dtype]).toEqual(['f32', 'f32', 'f32']);
+  });
+
+  it('tensor: a typed array gives its dtype; an empty list is (0,); each bad element is named', () => {
+    const typed: [ArrayLike<number>, string][] = [[new Float64Array(2), 'f64'], [new Int32Array(2), 'i32'], [new Uint32Array(2), 'u32'], [new Uint8Array(2), 'bool'], [new Float32Array(2), 'f32']];
+    for (const [d, dtype] of typed) expect(C.tensor(d as never).dtype).toBe(dtype);
+    expect(C.tensor([]).shape).toEqual([0]);
+    check(() => C.tensor('x' as never), ShapeError, 'tensor: element at top is string, not a number');
+    check(() => C.tensor([[1, null as never]]), ShapeError, 'tensor: element at [0][1] is object, not a number');
+  });
+});
+
 describe('creation checks', () => {
   it('arange refuses step 0; tensor checks values against shapes', () => {
     check(() => C.arange(0, 3, 0), ShapeError, 'arange: step must not be 0');
@@ -105,6 +129,37 @@ describe('movement checks', () => {
     check(() => C.concat([], 0), ShapeError, 'concat: no tensors');
     check(() => C.stack([], 0), ShapeError, 'stack: no tensors');
     check(() => C.broadcastTo(f32(2, 1), [3]), ShapeError, 'broadcastTo: cannot broadcast (2,1) to (3,)');
+  });
+});
+
+describe('nf4 checks', () => {
+  const q = quantizeNf4(Array.from({ length: 64 * 2 }, (_, i) => Math.sin(i)), [2, 64], { blockSize: 64, doubleQuant: true });
+  const w = nf4Weight(q);
+  const single = nf4Weight(quantizeNf4(Array.from({ length: 128 }, (_, i) => Math.cos(i)), [2, 64], { blockSize: 64, doubleQuant: false }));
+
+  it('an input whose last axis is the weight\'s in; the op takes float (M, K) and the statistics of its kind', () => {
+    check(() => C.nf4Linear(f32(3, 32), w), ShapeError, 'linear: input (3,32) does not match an NF4 weight (2,64)');
+    expect(C.nf4Linear(f32(4, 3, 64), w).shape).toEqual([4, 3, 2]);
+    expect(C.nf4Linear(f32(3, 64), single).shape).toEqual([3, 2]);
+    const stats = [w.quantMap, w.absmaxCodes!, w.absmax2!, w.offset!, w.nestedMap!];
+    const arg = { transpose: false, out: 2, in: 64, blockSize: 64, double: true };
+    check(() => apply(nf4MatmulOp, [f32(3, 32), w.codes, ...stats], arg), ShapeError, 'nf4Matmul: input must be float (M, 64) for an NF4 weight (2, 64), got f32(3,32)');
+    check(() => apply(nf4MatmulOp, [f32(1, 3, 64), w.codes, ...stats], arg), ShapeError, 'nf4Matmul: input must be float (M, 64) for an NF4 weight (2, 64), got f32(1,3,64)');
+    check(() => apply(nf4MatmulOp, [i32(3, 64), w.codes, ...stats], arg), ShapeError, 'nf4Matmul: input must be float (M, 64) for an NF4 weight (2, 64), got i32(3,64)');
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...stats], { ...arg, transpose: true }), ShapeError, 'nf4Matmul: input must be float (M, 2) for an NF4 weight (2, 64) read transposed, got f32(3,64)');
+    expect(apply(nf4MatmulOp, [f32(3, 2), w.codes, ...stats], { ...arg, transpose: true }).shape).toEqual([3, 64]);
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...stats.slice(0, 4)], arg), ShapeError, 'nf4Matmul: expected 6 statistics tensors, got 5');
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...stats, f32(1)], arg), ShapeError, 'nf4Matmul: expected 6 statistics tensors, got 7');
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...stats], { ...arg, double: false }), ShapeError, 'nf4Matmul: expected 3 statistics tensors, got 6');
+    const swap = (i: number, t: C.Tensor) => stats.map((s, j) => (j === i ? t : s));
+    const msg = (what: string, got: string) => `nf4Matmul: ${what} for a weight (2, 64) in blocks of 64, got ${got}`;
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...swap(2, u32(1))], arg), DTypeError, msg('absmax2 must be f32(1,)', 'u32(1,)'));
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...swap(1, u32(2))], arg), DTypeError, msg('absmaxCodes must be u32(1,)', 'u32(2,)'));
+    check(() => apply(nf4MatmulOp, [f32(3, 64), w.codes, ...swap(4, f32(1, 256))], arg), DTypeError, msg('nestedMap must be f32(256,)', 'f32(1,256)'));
+    check(() => apply(nf4MatmulOp, [f32(3, 64), u32(8), ...stats], arg), DTypeError, msg('codes must be u32(16,)', 'u32(8,)'));
+    check(() => apply(nf4MatmulOp, [f32(3, 64), single.codes, single.quantMap, f32(3)], { ...arg, double: false }), DTypeError, msg('absmax must be f32(2,)', 'f32(3,)'));
+    check(() => C.nf4Dense({ ...w, absmax2: undefined }), ShapeError, 'nf4: weight (2,64) has neither absmax nor double-quantised statistics');
+    check(() => C.nf4Linear(f32(3, 64), { ...w, nestedMap: undefined }), ShapeError, 'nf4: weight (2,64) has neither absmax nor double-quantised statistics');
   });
 });
 
