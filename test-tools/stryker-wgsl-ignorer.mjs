@@ -1,5 +1,6 @@
 // A StrykerJS ignorer (`ignorers: ['wgsl']` in stryker.config.mjs): the WGSL an op gives the WebGPU compiler — an
-// op record's `wgsl…` values (template, prelude, subgroup builtin), a `WGSL_…` constant, and the WGSL arguments of
+// op record's `wgsl…` values (template, prelude, subgroup builtin) and its `template` (the kernel template's name), a
+// `WGSL_…` constant, and the WGSL arguments of
 // elementwise.ts's `unary`/`binary` (the template) and `fnUnary` (the function name and its prelude) — is not
 // mutated. Only the WebGPU tests run that code,
 // and Stryker's runs see no GPU (each mutant would cost shader compiles on lavapipe); test-tools/compiler-mutants.ts
@@ -16,7 +17,7 @@ const keyName = (node) => (node.key?.type === 'Identifier' ? node.key.name : nod
 export const shouldIgnore = (path) => {
   const parent = path.parentPath;
   if (!parent) return undefined;
-  if (parent.isObjectProperty() && path.key === 'value' && /^wgsl/.test(keyName(parent.node) ?? '')) return REASON;
+  if (parent.isObjectProperty() && path.key === 'value' && /^(wgsl|template$)/.test(keyName(parent.node) ?? '')) return REASON;
   if (parent.isVariableDeclarator() && path.key === 'init' && parent.node.id.type === 'Identifier' && parent.node.id.name.startsWith('WGSL_')) return REASON;
   if (parent.isCallExpression() && path.listKey === 'arguments' && parent.node.callee.type === 'Identifier') {
     const at = WGSL_ARGS[parent.node.callee.name];

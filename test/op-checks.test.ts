@@ -360,3 +360,24 @@ describe('random, reduce and update checks', () => {
     expect(Array.from(last).filter((v) => v === 1)).toHaveLength(12);
   });
 });
+
+describe('op records', () => {
+  it('have distinct, non-empty names within a kind: the graph merges nodes by (op name, sources, argument)', async () => {
+    const mods = await Promise.all(['elementwise', 'create', 'gather', 'grad', 'lift', 'matmul', 'movement', 'nf4', 'random', 'reduce', 'update', 'attention']
+      .map((m) => import(`../ops/${m}.ts`) as Promise<Record<string, unknown>>));
+    const ops = mods.flatMap((m) => Object.values(m)).filter((v): v is { name: string; kind: string } => !!v && typeof v === 'object' && 'kind' in v && 'name' in v);
+    expect(ops.length).toBeGreaterThanOrEqual(37);
+    for (const op of ops) expect(op.name, op.kind).toMatch(/^[a-zA-Z][a-zA-Z0-9]*$/);
+    for (const kind of new Set(ops.map((o) => o.kind))) {
+      const names = ops.filter((o) => o.kind === kind).map((o) => o.name);
+      expect(new Set(names).size, `${kind}: ${names.join(', ')}`).toBe(names.length);
+    }
+    // What the names keep apart: the same op on the same inputs is one node, two ops are two.
+    const x = f32(3), y = f32(3);
+    expect(C.add(x, y).node).toBe(C.add(x, y).node);
+    const unary = [C.exp2, C.log2, C.sin, C.sqrt, C.recip, C.relu, C.sigmoid, C.tanh, C.erf, C.softplus, C.stopGradient].map((f) => f(x).node);
+    expect(new Set(unary).size).toBe(unary.length);
+    const binary = [C.add, C.mul, C.maximum, C.less, C.equal, C.pow].map((f) => f(x, y).node);
+    expect(new Set(binary).size).toBe(binary.length);
+  });
+});
