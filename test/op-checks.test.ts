@@ -381,3 +381,31 @@ describe('op records', () => {
     expect(new Set(binary).size).toBe(binary.length);
   });
 });
+
+describe('graph rewrites at build time', () => {
+  it('a cast to the same dtype is the tensor itself; no gradient flows through an integer cast', async () => {
+    const x = C.tensor([1.5, -2.25, 3]);
+    expect(C.cast(x, 'f32')).toBe(x);
+    const through = C.grad((v: C.Tensor) => C.sum(C.mul(C.cast(C.cast(v, 'i32'), 'f32'), v)))(x);
+    expect(await C.toArray(through)).toEqual([1, -2, 3]); // d/dv (int(v)·v) = int(v): the int factor is a constant
+    const f64 = C.grad((v: C.Tensor) => C.sum(C.square(C.cast(v, 'f64'))))(x);
+    expect([f64.dtype, await C.toArray(f64)]).toEqual(['f32', [3, -4.5, 6]]);
+  });
+
+  it('float constants fold: c₁·c₂ is one constant, (u·c₁)·c₂ one multiply by c₁c₂; integers are left as written', async () => {
+    const folded = C.mul(C.scalar(1.5, 'f32'), C.scalar(4, 'f32'));
+    expect(folded.node.op.name).toBe('fill');
+    expect(await C.toArray(folded)).toBe(6);
+    const u = C.tensor([1, 2]);
+    for (const chain of [C.mul(C.mul(u, 3), 0.5), C.mul(0.5, C.mul(u, 3)), C.mul(C.mul(3, u), 0.5)]) {
+      expect(chain.node.op.name).toBe('mul');
+      const [a, b] = chain.node.src;
+      expect([a, b].map((n) => n!.op.name).sort()).toEqual(['const', 'fill']);
+      expect(await C.toArray(chain)).toEqual([1.5, 3]);
+    }
+    const i = C.mul(C.mul(C.tensor([1, 2], { dtype: 'i32' }), 3), 2);
+    expect(i.node.src.some((n) => n.op.name === 'mul')).toBe(true);
+    expect(await C.toArray(i)).toEqual([6, 12]);
+    expect(C.mul(C.scalar(2, 'i32'), C.scalar(3, 'i32')).node.op.name).toBe('mul');
+  });
+});
