@@ -87,7 +87,7 @@ describe('fused attention', () => {
       const want = interpret(outAndGrads(c, 'f64', 'composed').map((t) => t.node));
       const got = interpret(outAndGrads(c, 'f64', 'fused').map((t) => t.node));
       got.forEach((g, i) => expect(maxRelDiff(g, want[i]!), `${JSON.stringify(c)} output ${i}`).toBeLessThan(1e-12));
-    }), { numRuns: 40, examples: ropeOnLoad.map((c) => [c]) });
+    }), { numRuns: 40, examples: [...ropeOnLoad, ...layouts].map((c) => [c]) });
   });
 
   it('forward and backward are 3 kernels: out, dq, dkv — no (T, S) scores in memory', () => {
@@ -126,6 +126,16 @@ describe('fused attention', () => {
     expect(ks.filter((x) => x.kind === 'attention').every((x) => !(x.out.arg as { rope?: boolean }).rope)).toBe(true);
   });
 });
+
+/**
+ * Cases every run checks whatever the seed draws: head-major keys with two kv heads (with one, the two layouts index
+ * alike), start slots past a query's own slot, a cache offset with a grouped head.
+ */
+const layouts: Case[] = [
+  { B: 2, T: 3, extra: 2, Hkv: 2, g: 2, D: 3, padded: true, headMajor: true, packed: false, seed: 9, rope: false, ropeRows: false },
+  { B: 2, T: 4, extra: 0, Hkv: 2, g: 1, D: 2, padded: false, headMajor: true, packed: false, seed: 10, rope: false, ropeRows: false },
+  { B: 2, T: 2, extra: 3, Hkv: 1, g: 2, D: 8, padded: true, headMajor: false, packed: false, seed: 11, rope: false, ropeRows: false },
+];
 
 /** RoPE rotated inside the kernels: vec4 and scalar heads, one table or one per batch row, q/k/v packed or apart. */
 const ropeOnLoad: Case[] = [
