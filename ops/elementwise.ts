@@ -238,12 +238,16 @@ export const greater = (a: TensorLike, b: TensorLike): Tensor<'bool'> => less(b,
 export const neg = (x: Tensor): Tensor => mul(x, -1);
 export const sub = (a: TensorLike, b: TensorLike): Tensor => { const [x, y] = lift('sub', [a, b]); return add(x!, neg(y!)); };
 export const logicalNot = (c: Tensor<'bool'>): Tensor<'bool'> => equal(c, scalar(0, 'bool'));
-export const lessEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => logicalNot(less(b, a) as Tensor<'bool'>);
-export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => logicalNot(less(a, b) as Tensor<'bool'>);
+/** a ≤ b as a < b or a = b: not(b < a) would hold for NaN, where every ordered comparison is false (IEEE 754). */
+export const lessEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => {
+  const [x, y] = lift('lessEqual', [a, b]);
+  return apply(whereOp, [less(x!, y!), scalar(1, 'bool'), equal(x!, y!)]) as Tensor<'bool'>;
+};
+export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor<'bool'> => lessEqual(b, a);
 
 /** Pick from `a` where `cond` holds, else from `b` (numbers take the tensor branch's dtype). */
 export const where = (cond: Tensor, a: TensorLike, b: TensorLike): Tensor => {
-  const [x, y] = lift('where', [a, b]);
+  const [x, y] = lift('where', [a, b], undefined, 1); // the branches are operands 1 and 2
   return apply(whereOp, [cond, x!, y!]);
 };
 

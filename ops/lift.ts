@@ -40,8 +40,9 @@ export const storeExact = (op: string, dtype: DType, x: number, where: () => str
 /**
  * Turn numbers into scalars of the tensor operands' dtype; all tensor operands must agree. A number an integer or
  * bool operand cannot hold (add(i32, 1.5)) is an error, as in tensor(): camelid never promotes or truncates silently.
+ * Errors count operands from `first` (where's branches are its operands 1 and 2).
  */
-export const lift = (op: string, xs: readonly TensorLike[], dtype?: DType): Tensor[] => {
+export const lift = (op: string, xs: readonly TensorLike[], dtype?: DType, first = 0): Tensor[] => {
   const ts = xs.filter(isTensor);
   const d = dtype ?? ts[0]?.dtype ?? 'f32';
   for (const t of ts) {
@@ -49,5 +50,5 @@ export const lift = (op: string, xs: readonly TensorLike[], dtype?: DType): Tens
       throw new DTypeError(`${op}: dtype mismatch: ${ts.map((u) => `${u.dtype}${fmt(u.shape)}`).join(' vs ')} (cast one operand first)`);
     }
   }
-  return xs.map((x, i) => (isTensor(x) ? x : scalar(storeExact(op, d, x, () => `operand ${i} (a number, for ${ts.map((u) => `${u.dtype}${fmt(u.shape)}`).join(', ') || d})`), d)));
+  return xs.map((x, i) => (isTensor(x) ? x : scalar(storeExact(op, d, x, () => `operand ${first + i} (a number, for ${ts.map((u) => `${u.dtype}${fmt(u.shape)}`).join(', ') || d})`), d)));
 };

@@ -13,6 +13,7 @@ import { expandOp, padOp, permuteOp } from '../ops/movement.js';
 import { ropeOnLoadRefusal } from '../ops/attention.js';
 import { nf4MatmulOp } from '../ops/nf4.js';
 import { nf4Weight, quantizeNf4 } from '../models/nf4.js';
+import { gpuDevice } from './gpu.js';
 
 setBackend('cpu');
 
@@ -407,5 +408,57 @@ describe('graph rewrites at build time', () => {
     expect(i.node.src.some((n) => n.op.name === 'mul')).toBe(true);
     expect(await C.toArray(i)).toEqual([6, 12]);
     expect(C.mul(C.scalar(2, 'i32'), C.scalar(3, 'i32')).node.op.name).toBe('mul');
+  });
+});
+
+describe('comparisons and numbers lifted into an op', () => {
+  it('less, greater, lessEqual, greaterEqual and equal, at ties and at NaN (every comparison with NaN is false but ≠)', async () => {
+    const x = C.tensor([1, 2, 3, NaN]), y = C.tensor([2, 2, 2, 1]);
+    const bools = async (t: C.Tensor) => Array.from(await C.data(t), (v) => v === 1);
+    expect(await bools(C.less(x, y))).toEqual([true, false, false, false]);
+    expect(await bools(C.greater(x, y))).toEqual([false, false, true, false]);
+    expect(await bools(C.lessEqual(x, y))).toEqual([true, true, false, false]);
+    expect(await bools(C.greaterEqual(x, y))).toEqual([false, true, true, false]);
+    expect(await bools(C.equal(x, y))).toEqual([false, true, false, false]);
+    expect(await bools(C.logicalNot(C.equal(x, y)))).toEqual([true, false, true, true]);
+    const ints = C.tensor([1, 2, 3], { dtype: "i32" }), two = C.tensor([2, 2, 2], { dtype: "i32" });
+    expect([await bools(C.lessEqual(ints, two)), await bools(C.greaterEqual(ints, 2))]).toEqual([[true, true, false], [false, true, true]]);
+  });
+
+  it('a number an integer operand cannot hold is refused by the op the caller named', () => {
+    const i = i32(2);
+    const ops: [string, () => unknown][] = [
+      ['less', () => C.less(i, 1.5)], ['equal', () => C.equal(i, 1.5)], ['maximum', () => C.maximum(i, 1.5)], ['sub', () => C.sub(i, 1.5)],
+      ['minimum', () => C.minimum(i, 1.5)], ['div', () => C.div(i, 1.5)], ['where', () => C.where(C.less(i, 1), i, 1.5)], ['pow', () => C.pow(i, 1.5)],
+    ];
+    for (const [name, f] of ops) {
+      const e = thrown(f);
+      expect(e.message.startsWith(`${name}: operand `), `${name}: ${e.message}`).toBe(true);
+      expect(e.message).toMatch(/ is 1\.5, which i32 cannot hold \(an integer in \[-2147483648, 2147483647\]\); to truncate on purpose, build a float tensor and cast\(\) it$/);
+    }
+    check(() => C.where(C.less(f32(2), 1), C.less(f32(2), 1), 2), DTypeError, 'where: operand 2 (a number, for bool(2,)) is 2, which bool cannot hold (true, false, 0 or 1); to take truthiness on purpose, build a float tensor and cast() it');
+    check(() => C.pow(i, i32(2)), DTypeError, 'pow: needs a float dtype, got i32(2,)');
+  });
+
+  it('pow at the edges PyTorch defines: x⁰ = 1 and 1ʸ = 1 even for NaN, (−1)^±∞ = 1', async () => {
+    const x = C.tensor([NaN, 1, 1, -1, -1, 2]), p = C.tensor([0, NaN, Infinity, Infinity, -Infinity, 0.5]);
+    const got = Array.from(await C.data(C.pow(x, p)));
+    expect(got.slice(0, 5)).toEqual([1, 1, 1, 1, 1]);
+    expect(got[5]).toBeCloseTo(Math.SQRT2, 6);
+  });
+});
+
+describe.skipIf(!gpuDevice)('comparisons on WebGPU', () => {
+  it('lessEqual and greaterEqual (a select between bools) give the interpreter\'s booleans', async () => {
+    const x = [1, 2, 3, -0, 0.5], y = [2, 2, 2, 0, -1];
+    const run = async (backend: 'cpu' | 'webgpu') => {
+      setBackend(backend);
+      const a = C.tensor(x), b = C.tensor(y);
+      const out = await Promise.all([C.lessEqual(a, b), C.greaterEqual(a, b), C.lessEqual(a, 2)].map((t) => C.data(t)));
+      return out.map((d) => Array.from(d));
+    };
+    try {
+      expect(await run('webgpu')).toEqual(await run('cpu'));
+    } finally { setBackend('cpu'); }
   });
 });
