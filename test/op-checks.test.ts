@@ -462,3 +462,27 @@ describe.skipIf(!gpuDevice)('comparisons on WebGPU', () => {
     } finally { setBackend('cpu'); }
   });
 });
+
+describe('linears', () => {
+  const rnd = (shape: number[], seed: number) => C.tensor(Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 7.1 + i * 1.3)), { shape, dtype: 'f64' });
+  const dense = (x: C.Tensor, w: C.Tensor) => C.matmul(x, C.transpose(w));
+
+  it('each group is its weights\' x·Wᵀ side by side, for few rows and many, plain, LoRA and mixed groups', async () => {
+    const wq = rnd([4, 3], 1), wk = rnd([2, 3], 2), wv = rnd([5, 3], 3);
+    const lora: C.LoraWeight = { kind: 'lora', base: wk, A: rnd([2, 3], 4), B: rnd([2, 2], 5), scale: 0.5, dropout: 0 };
+    const adapted = C.add(wk, C.mul(C.matmul(lora.B, lora.A), 0.5)); // W + s·B·A
+    for (const rows of [2, 300]) {
+      const x = rnd([rows, 3], 6);
+      const [qk, v] = C.linears(x, [[wq, lora], wv]);
+      expect(qk!.shape).toEqual([rows, 6]);
+      const want = [C.concat([dense(x, wq), dense(x, adapted)], -1), dense(x, wv)];
+      for (const [got, w] of [[qk!, want[0]!], [v!, want[1]!]] as const) {
+        const [g, e] = [await C.data(got), await C.data(w)];
+        expect(Math.max(...Array.from(g, (a, i) => Math.abs(a - e[i]!))), `rows ${rows}`).toBeLessThan(1e-12);
+      }
+      const [a, b] = C.linears(x, [wq, wv]);
+      expect(Array.from(await C.data(a!))).toEqual(Array.from(await C.data(dense(x, wq))));
+      expect(Array.from(await C.data(b!))).toEqual(Array.from(await C.data(dense(x, wv))));
+    }
+  });
+});
