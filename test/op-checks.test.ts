@@ -10,7 +10,7 @@ import { apply } from '../core/tensor.js';
 import { addOp, iota } from '../ops/elementwise.js';
 import { matmulOp } from '../ops/matmul.js';
 import { expandOp, padOp, permuteOp } from '../ops/movement.js';
-import { ropeOnLoadRefusal } from '../ops/attention.js';
+import { attentionOp, ropeOnLoadRefusal } from '../ops/attention.js';
 import { nf4MatmulOp } from '../ops/nf4.js';
 import { nf4Weight, quantizeNf4 } from '../models/nf4.js';
 import { gpuDevice } from './gpu.js';
@@ -484,5 +484,33 @@ describe('linears', () => {
       expect(Array.from(await C.data(a!))).toEqual(Array.from(await C.data(dense(x, wq))));
       expect(Array.from(await C.data(b!))).toEqual(Array.from(await C.data(dense(x, wv))));
     }
+  });
+});
+
+describe('the attention primitive\'s checks', () => {
+  const arg = { part: 'out' as const, kv: 'bshd' as const, offset: 0, start: false, rope: false };
+  const q = f32(2, 3, 4, 8), k = f32(2, 5, 2, 8);
+  const ins = (...t: C.Tensor[]) => t.map((x) => `(${x.shape.join(',')}${x.rank === 1 ? ',' : ''})`).join(', ');
+  it('takes its tensors plus the extras its argument names, of q\'s float dtype, with matching heads', () => {
+    check(() => apply(attentionOp, [q, k], arg), ShapeError, `attention(out): expected 3 tensors plus offset/start/rope; inputs ${ins(q, k)}`);
+    check(() => apply(attentionOp, [q, k, k, i32()], arg), ShapeError, `attention(out): expected 3 tensors plus offset/start/rope; inputs ${ins(q, k, k, i32())}`);
+    check(() => apply(attentionOp, [q, k, k], { ...arg, offset: null }), ShapeError, `attention(out): expected 3 tensors plus offset/start/rope; inputs ${ins(q, k, k)}`);
+    check(() => apply(attentionOp, [f32(2, 3, 32), k, k], arg), ShapeError, `attention(out): q and k must be rank 4; inputs ${ins(f32(2, 3, 32), k, k)}`);
+    check(() => apply(attentionOp, [q, f32(2, 5, 16), k], arg), ShapeError, `attention(out): q and k must be rank 4; inputs ${ins(q, f32(2, 5, 16), k)}`);
+    const why = 'k does not match q (batch, head size, or heads not a multiple of kv heads)';
+    for (const kk of [f32(1, 5, 2, 8), f32(2, 5, 2, 4), f32(2, 5, 3, 8)]) check(() => apply(attentionOp, [q, kk, kk], arg), ShapeError, `attention(out): ${why}; inputs ${ins(q, kk, kk)}`);
+    check(() => apply(attentionOp, [q, k, C.zeros([2, 5, 2, 8], 'f64')], arg), DTypeError, 'attention(out): inputs must share a float dtype, got f32, f32, f64');
+    check(() => apply(attentionOp, [q, k, k, f32()], { ...arg, offset: null }), DTypeError, 'attention: the offset must be an i32 scalar, got f32()');
+    check(() => apply(attentionOp, [q, k, k, i32(1)], { ...arg, offset: null }), DTypeError, 'attention: the offset must be an i32 scalar, got i32(1,)');
+    for (const st of [i32(3), i32(2, 1), u32(2)]) {
+      check(() => apply(attentionOp, [q, k, k, st], { ...arg, start: true }), DTypeError, `attention: start must be (B,) = (2,) i32, got ${st.dtype}${ins(st)}`);
+    }
+    const table = f32(3, 1, 6);
+    check(() => apply(attentionOp, [f32(2, 3, 4, 8), f32(2, 3, 2, 8), f32(2, 3, 2, 8), table], { ...arg, rope: true }), ShapeError,
+      `attention(out): the RoPE table f32(3,1,6) must be f32 (T, 1, D) or (B, T, 1, D); inputs ${ins(f32(2, 3, 4, 8), f32(2, 3, 2, 8), f32(2, 3, 2, 8), table)}`);
+    expect(apply(attentionOp, [q, k, k, C.tensor(2, { dtype: 'i32' }), i32(2)], { ...arg, offset: null, start: true }).shape).toEqual([2 * 3 * 4 * 8 + 24]);
+    expect(apply(attentionOp, [q, f32(2, 2, 5, 8), f32(2, 2, 5, 8), q, C.zeros([2 * 3 * 4 * 8 + 24])], { ...arg, part: 'dkv', kv: 'bhsd' }).shape).toEqual([2, 2, 5, 2, 8]);
+    expect(apply(attentionOp, [q, k, k, q, C.zeros([2 * 3 * 4 * 8 + 24])], { ...arg, part: 'dkv' }).shape).toEqual([2, 5, 2, 2, 8]);
+    expect(apply(attentionOp, [q, k, k, q, C.zeros([2 * 3 * 4 * 8 + 24])], { ...arg, part: 'dq' }).shape).toEqual([2, 3, 4, 8]);
   });
 });
