@@ -25,7 +25,7 @@ interface Mutant {
 export const MUTANTS: readonly Mutant[] = [
   {
     id: 'slice-cover',
-    file: 'core/schedule/index.ts',
+    file: 'core/schedule/slices.ts',
     find: ', 0) === numel(x.shape));',
     replace: ', 0) <= numel(x.shape));',
     why: 'a slice group that covers a stored value only in part is accepted: the rest of that value is never written',
@@ -33,7 +33,7 @@ export const MUTANTS: readonly Mutant[] = [
   },
   {
     id: 'once-budget',
-    file: 'core/schedule/index.ts',
+    file: 'core/schedule/materialise.ts',
     find: 'const once = uses <= 64 && uses > 1;',
     replace: 'const once = uses <= 128 && uses > 1;',
     why: 'operands wider than one tile get the one-tile least budget (values stay right: only the graph-shape tests see it)',
@@ -72,6 +72,23 @@ export const MUTANTS: readonly Mutant[] = [
     // matmuls (2-D grids) see it; schedule-shapes' merged row and elementwise kernels do not.
     why: 'in a shared dispatch, every part after the first with a 2-D or 3-D grid runs the wrong workgroups',
     tests: ['merge'],
+  },
+  // The WGSL that op records hand the compiler (left out of StrykerJS's mutants: test-tools/stryker-wgsl-ignorer.mjs).
+  {
+    id: 'sigmoid-wgsl',
+    file: 'ops/elementwise.ts',
+    find: 'return select(e, 1.0, x >= 0.0) / (1.0 + e);',
+    replace: 'return select(1.0, e, x >= 0.0) / (1.0 + e);',
+    why: "the sigmoid prelude takes the other branch: σ(x) becomes σ(−x) on WebGPU",
+    tests: ['edges'],
+  },
+  {
+    id: 'pow-wgsl',
+    file: 'ops/elementwise.ts',
+    find: "out === 'f32' ? `cml_pow(${x}, ${p})`",
+    replace: "out === 'f32' ? `cml_pow(${p}, ${x})`",
+    why: 'pow with a tensor exponent swaps base and exponent on WebGPU',
+    tests: ['edges'],
   },
 ];
 
