@@ -9,7 +9,7 @@ import { add, cast, equal, iota, less, mul, neg, stopGradient, sub, where } from
 import { abs, div, exp, log } from './math.js';
 import { broadcastTo, reshape } from './movement.js';
 
-const refuseBool = (name: string, x: Tensor | { readonly dtype: DType; readonly shape: readonly number[] }) => {
+const refuseBool = (name: string, x: { readonly dtype: DType; readonly shape: readonly number[] }) => {
   if (x.dtype === 'bool') throw new ShapeError(`${name}: cannot reduce a bool tensor ${fmt(x.shape)}; cast it first`);
 };
 
