@@ -130,7 +130,7 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
   type F = LlamaParams<Weight> | null;
   const model: DpoModel<LlamaParams | LoraAdapters, F> = cache || c.loss === 'simpo' ? cachedReference(policyOf)
     : run ? { policy: policyOf, reference: (a, f) => disable(policyOf(a, f)) } : { policy: policyOf, reference: (_p, f) => f! };
-  const lossFn = dpoLossFn(config, model, { beta: c.beta, kind: c.loss, ...(c.labelSmoothing !== undefined ? { labelSmoothing: c.labelSmoothing } : {}), ...(c.gamma !== undefined ? { gamma: c.gamma } : {}), ...(c.rpoAlpha ? { rpoAlpha: c.rpoAlpha } : {}) });
+  const lossFn = dpoLossFn(config, model, { beta: c.beta, kind: c.loss, labelSmoothing: c.labelSmoothing, gamma: c.gamma, rpoAlpha: c.rpoAlpha });
   const optimizer = adamw({ lr: c.lr, b1: c.b1, b2: c.b2, eps: c.eps, weightDecay: c.weightDecay });
   const init = optimizer.init(trainable);
   const { optState, resume } = resumeDir ? await resumeState(resumeDir, init, log) : { optState: init, resume: undefined };
@@ -144,10 +144,9 @@ export const runDpo = async (c: DpoConfig, opts: { log?: (s: string) => void; pr
     describeBatch: (i) => `${where(i)} (pairs ${Array.from(hostBatch(i).index).join(', ')})`,
     tokensOf: (b) => b.tokens.size, totalSteps, gradAccum: c.gradAccum,
     schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
-    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
+    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints, logEvery: c.logEvery, config: c,
     saveModel: saveRunModel(config, tok.path, run),
-    key: [0, c.seed], ...(resume ? { resume } : {}), log, progress: opts.progress ?? 'auto',
-    ...(opts.stopAfter !== undefined ? { stopAfter: opts.stopAfter } : {}),
+    key: [0, c.seed], resume, log, progress: opts.progress, stopAfter: opts.stopAfter,
   });
   log(`dpo: ${r.step} steps done; ${run ? 'adapters' : 'model'} in ${c.output}${r.losses.length ? `, last loss ${r.losses[r.losses.length - 1]!.toFixed(4)}` : ''}`);
   return { ...r, totalSteps, ...(refCacheHit !== undefined ? { refCacheHit } : {}) };

@@ -49,6 +49,9 @@ export const trainFields = {
 /** "unknown key 'a'" or "unknown keys 'a', 'b'". */
 export const unknownKeys = (keys: readonly string[]): string => `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}`;
 
+/** An intersection, bare or under t.exact: its members' context entries are keyed by their index. */
+const joins = (c: unknown): boolean => c instanceof t.IntersectionType || (c instanceof t.ExactType && joins(c.type));
+
 /**
  * Checks one layer of a run's settings (a config file, the flags): an object, no unknown key (named, with the known
  * ones), then every field by the codec, each failure as `path: why`.
@@ -60,7 +63,8 @@ export const parseLayer = <A>(codec: t.Decoder<unknown, A>, keys: readonly strin
   if (unknown.length) return E.left(`${source}: ${unknownKeys(unknown)} (known: ${keys.join(', ')})`);
   const r = codec.decode(raw);
   if (E.isRight(r)) return r;
-  const msgs = r.left.map((e) => `${e.context.map((c) => c.key).filter(Boolean).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`);
+  // The path by keys, less the member index an intersection adds (data.0.path, not data.0.0.path).
+  const msgs = r.left.map((e) => `${e.context.filter((c, i) => c.key && !joins(e.context[i - 1]?.type)).map((c) => c.key).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`);
   return E.left(`${source}: ${[...new Set(msgs)].join('; ')}`);
 };
 

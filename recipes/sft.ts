@@ -133,11 +133,10 @@ export const runSft = async (c: SftConfig, opts: { log?: (s: string) => void; pr
     describeBatch: (i) => `${where(i)} (examples ${hostBatch(i).rows.join(', ')})`,
     tokensOf: (b) => b.tokens.size,
     totalSteps, gradAccum: c.gradAccum, schedule: makeSchedule(c.schedule, { peak: c.lr, warmupSteps: warmup, totalSteps }),
-    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints ?? 1, logEvery: c.logEvery, config: c,
+    output: c.output, saveEvery: c.saveEvery, keepCheckpoints: c.keepCheckpoints, logEvery: c.logEvery, config: c,
     saveModel: saveRunModel(config, tok.path, run),
     ...(evalBatches.length && c.evalEvery ? { evalEvery: c.evalEvery, evalLoss } : {}),
-    key: [0, c.seed], ...(resume ? { resume } : {}), log, progress: opts.progress ?? 'auto',
-    ...(opts.stopAfter !== undefined ? { stopAfter: opts.stopAfter } : {}),
+    key: [0, c.seed], resume, log, progress: opts.progress, stopAfter: opts.stopAfter,
   });
   log(`sft: ${r.step} steps done; model in ${c.output}${r.losses.length ? `, last loss ${r.losses[r.losses.length - 1]!.toFixed(4)}` : ''}`);
   return { ...r, totalSteps, output: join(c.output) };

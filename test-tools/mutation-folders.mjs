@@ -28,7 +28,7 @@ export const FOLDERS = {
   recipes: {
     // The CLI front ends and the demo data are I/O glue, tested through cli.test (which spawns processes).
     mutate: ['recipes/**/*.ts', '!recipes/index.ts', '!recipes/cli-*.ts', '!recipes/demo/**'],
-    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart', 'random', 'sft', 'lora-sft', 'checkpoint', 'run-config', 'run-parts'],
+    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart', 'random', 'sft', 'lora-sft', 'checkpoint', 'run-config', 'run-parts', 'recipe-runs'],
   },
 };
 

@@ -17,8 +17,10 @@ import { loadAdapters } from '../models/peft.js';
 import { saveBnb4bit } from '../models/bnb.js';
 import { quantizeBase } from '../models/nf4.js';
 import { parseSftConfig, resolveSftConfig, runSft } from '../recipes/sft.js';
+import { checkLora, loadBase, LoraSetting, loraRun } from '../recipes/lora-sft.js';
+import { UsageError } from '../models/cli-options.js';
 import './setup.js';
-import { maxAbsDiff } from './helpers.js';
+import { maxAbsDiff, right } from './helpers.js';
 
 setBackend('cpu');
 
@@ -65,6 +67,70 @@ describe('the lora setting', () => {
     expect(bad('r=4,alpha=4,dropout=1')).toMatch(/dropout must be in \[0, 1\)/);
     expect(bad('r=4,alpha=4,targets=lm_head')).toMatch(/unknown target "lm_head"/);
     expect(bad('r4,alpha=4')).toMatch(/'r4' is not key=value/);
+  });
+});
+
+describe('the lora setting: the flag string\'s edges and each field\'s check', () => {
+  const ok = (lora: unknown) => { const x = checkLora(lora); if (E.isLeft(x)) throw new Error(x.left); return x.right; };
+  const bad = (lora: unknown) => { const x = checkLora(lora); return E.isLeft(x) ? x.left : 'accepted'; };
+  it('spaces around parts, empty parts and a trailing comma are allowed; targets split on + or space, repeats of + ignored', () => {
+    expect(ok(' r=4 , alpha=8,, dropout=0.05,')).toStrictEqual({ r: 4, alpha: 8, dropout: 0.05 });
+    expect(ok('r=2,alpha=2,targets=q_proj wk++down_proj')).toStrictEqual({ r: 2, alpha: 2, targets: ['wq', 'wk', 'w2'] });
+    expect(ok('r=2,alpha=2,rslora=true').rslora).toBe(true);
+    expect(ok('r=2,alpha=2,rslora=false')).toStrictEqual({ r: 2, alpha: 2, rslora: false });
+    // Absent fields stay absent (PEFT's defaults apply later), not present as undefined.
+    expect(ok({ r: 8, alpha: 16 })).toStrictEqual({ r: 8, alpha: 16 });
+  });
+  it('a part must be key=value from its first character to its last; an empty value is not 0', () => {
+    expect(bad('r=4,9alpha=8')).toBe("'9alpha=8' is not key=value");
+    expect(bad('r=4,alpha=8\n9')).toBe("'alpha=8\n9' is not key=value");
+    expect(bad('r=4,alpha=')).toBe('alpha must be a number, got null');
+    expect(bad('r=4,alpha=8,rslora=yes')).toBe('rslora must be true or false, got "yes"');
+  });
+  it('each field is checked by name and value, in the object form as in the string', () => {
+    expect(bad({ r: 4, alpha: 8, rank: 2, bias: 1 })).toBe("unknown keys 'rank', 'bias' (known: r, alpha, dropout, targets, rslora)");
+    expect(bad({ r: '4', alpha: 8 })).toBe('r must be an integer > 0, got "4"');
+    expect(bad({ r: 2.5, alpha: 8 })).toBe('r must be an integer > 0, got 2.5');
+    expect(bad({ r: 4, alpha: '8' })).toBe('alpha must be a number, got "8"');
+    expect(bad({ r: 4, alpha: Number.POSITIVE_INFINITY })).toBe('alpha must be a number, got null');
+    expect(bad({ r: 4, alpha: 8, dropout: '0.1' })).toBe('dropout must be in [0, 1), got "0.1"');
+    expect(bad({ r: 4, alpha: 8, dropout: -0.1 })).toBe('dropout must be in [0, 1), got -0.1');
+    expect(ok({ r: 4, alpha: 8, dropout: 0 }).dropout).toBe(0);
+    expect(bad({ r: 4, alpha: 8, rslora: 'true' })).toBe('rslora must be true or false, got "true"');
+    expect(bad({ r: 4, alpha: 8, targets: 'wq' })).toBe('targets must be a non-empty list');
+    expect(bad({ r: 4, alpha: 8, targets: [] })).toBe('targets must be a non-empty list');
+    expect(bad({ r: 4, alpha: 8, targets: ['wq', 5] })).toMatch(/^unknown target 5 \(known: wq wk wv wo w1 w2 w3 or q_proj/);
+    for (const u of [null, [{ r: 4 }], 4]) expect(bad(u)).toBe('expected an object {r, alpha, dropout?, targets?, rslora?} or "r=…,alpha=…"');
+  });
+  it('the io-ts codec: is() agrees with the check, encode is the identity', () => {
+    expect(LoraSetting.is({ r: 4, alpha: 8 })).toBe(true);
+    expect(LoraSetting.is({ r: 0, alpha: 8 })).toBe(false);
+    const s = { r: 4, alpha: 8, targets: ['wq' as const] };
+    expect(LoraSetting.encode(s)).toBe(s);
+    expect(LoraSetting.name).toBe('LoraSettings');
+  });
+});
+
+describe.skipIf(!have)('loadBase and loraRun', () => {
+  it('a bnb-4bit folder loads as an NF4 base only for adapters; a missing folder is named', async () => {
+    const d = tmp(), bnb = join(d, 'bnb4');
+    const base = right(await loadLlama(model)());
+    right(await saveBnb4bit(bnb, base.config, await quantizeBase(base.params))());
+    await expect(loadBase(bnb, false)).rejects.toThrow(`${bnb} is a bitsandbytes 4-bit checkpoint: its NF4 weights are frozen; train adapters on it with qlora (or lora)`);
+    const nf4 = await loadBase(bnb, true);
+    expect(nf4.nf4).toBe(true);
+    expect((await loadBase(model, false)).nf4).toBe(false);
+    const missing = join(d, 'nothing-here');
+    await expect(loadBase(missing, true)).rejects.toThrow(UsageError);
+    await expect(loadBase(missing, true)).rejects.toThrow(/nothing-here/);
+  });
+  it('without settings, Tulu 2\'s adapters (r 64, α 16, dropout 0.1, all seven projections) and PEFT\'s count of r·(in + out) each', async () => {
+    const { config, params } = right(await loadLlama(model)());
+    const run = await loraRun(config, params, { seed: 1 });
+    // stories260K: dim 64, 4 kv heads of 8 (wk, wv: 64 → 32), hidden 172; 5 layers.
+    const perLayer = (64 + 64) + (64 + 32) + (64 + 32) + (64 + 64) + (64 + 172) + (172 + 64) + (64 + 172);
+    expect(run.summary).toBe(`LoRA: r 64, alpha 16, dropout 0.1, targets wq wk wv wo w1 w2 w3; ${5 * 64 * perLayer} trainable parameters`);
+    await expect(loraRun(config, params, { seed: 1, resumeDir: join(tmp(), 'no-adapters') })).rejects.toThrow(/no-adapters/);
   });
 });
 

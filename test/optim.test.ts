@@ -7,6 +7,7 @@ import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { adamw, clipByGlobalNorm, globalNorm, leafPaths, type AdamState, type AdamwOpts } from '../recipes/optim.js';
 import { constant, cosineWarmupDecay, linearWarmupDecay, makeSchedule, warmupFromRatio } from '../recipes/schedule.js';
+import { sgdStep } from '../recipes/sgd.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -137,6 +138,18 @@ describe('optimizer settings out of range (torch.optim.AdamW\'s checks; NaN is n
   });
   it('clipByGlobalNorm refuses a max norm that is not positive and finite', () => {
     for (const m of [0, -1, NaN, Infinity]) expect(() => clipByGlobalNorm({ a: f64([1], [1]) }, m), String(m)).toThrow(`clipByGlobalNorm: maxNorm must be a positive finite number, got ${m}`);
+  });
+});
+
+describe('sgdStep', () => {
+  it('p − lr·g on every leaf of a tree, lr a number or a scalar tensor', async () => {
+    const params = { a: C.tensor([1, 2]), b: { c: C.tensor([[3, -4]]) } };
+    const grads = { a: C.tensor([0.5, -1]), b: { c: C.tensor([[2, 0]]) } };
+    const byNumber = sgdStep(params, grads, 0.5);
+    expect(Array.from(await data(byNumber.a))).toEqual([0.75, 2.5]);
+    expect(Array.from(await data(byNumber.b.c))).toEqual([2, -4]);
+    expect(byNumber.b.c.shape).toEqual([1, 2]);
+    expect(Array.from(await data(sgdStep(params, grads, C.tensor(2)).b.c))).toEqual([-1, -4]);
   });
 });
 

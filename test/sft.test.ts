@@ -146,6 +146,7 @@ describe.skipIf(!have)('camelid sft on stories260K (interpreter)', () => {
     const first = await runSft(cfg(join(d, 'b')), { ...quiet, stopAfter: 2 });
     const rest = await runSft(cfg(join(d, 'b'), { resume: join(d, 'b') }), quiet);
     expect(whole.losses).toHaveLength(4);
+    expect(first.losses).toHaveLength(2); // stopped where asked, as a killed run
     expect([...first.losses, ...rest.losses]).toEqual(whole.losses);
   });
 });
