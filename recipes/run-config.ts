@@ -64,7 +64,7 @@ export const parseLayer = <A>(codec: t.Decoder<unknown, A>, keys: readonly strin
   const r = codec.decode(raw);
   if (E.isRight(r)) return r;
   // The path by keys, less the member index an intersection adds (data.0.path, not data.0.0.path).
-  const msgs = r.left.map((e) => `${e.context.filter((c, i) => c.key && !joins(e.context[i - 1]?.type)).map((c) => c.key).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]?.type.name}, got ${JSON.stringify(e.value)}`}`);
+  const msgs = r.left.map((e) => `${e.context.filter((c, i) => c.key && !joins(e.context[i - 1]?.type)).map((c) => c.key).join('.')}: ${e.message ?? `expected ${e.context[e.context.length - 1]!.type.name}, got ${JSON.stringify(e.value)}`}`);
   return E.left(`${source}: ${[...new Set(msgs)].join('; ')}`);
 };
 

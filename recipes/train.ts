@@ -98,7 +98,7 @@ export const trainLoop = async <P, S, F, B>(o: TrainLoopOpts<P, S, F, B>): Promi
   bar?.start(o.totalSteps, step, { loss: '-', lr: '-', tps: '-', aux: '' });
   const save = async (s: number) => {
     const dir = join(o.output, checkpointName(s));
-    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]], ...(o.config !== undefined ? { config: o.config } : {}) } }, o.checkpointHooks)();
+    const r = await writeCheckpoint(dir, { model: (d) => o.saveModel(d, trainable), optState: state, trainer: { step: s, dataPos: pos, key: [key[0], key[1]], config: o.config } }, o.checkpointHooks)();
     if (E.isLeft(r)) throw r.left;
     await pruneCheckpoints(o.output, o.keepCheckpoints ?? 1);
   };

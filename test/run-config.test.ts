@@ -27,6 +27,7 @@ describe('run config number fields', () => {
     expect([why(even, 4), why(even, 3)]).toEqual([null, 'n must be even']);
     expect(even.is(3)).toBe(true); // `is` is the type guard (a number), the range is the decoder's
     expect(even.is('3')).toBe(false);
+    expect(even.encode(5)).toBe(5);
   });
 
   it('every shared training field takes a value of its kind and refuses another', () => {
@@ -40,6 +41,11 @@ describe('run config number fields', () => {
     for (const k of Object.keys(good) as (keyof typeof trainFields)[]) {
       const bad = typeof good[k] === 'string' ? 7 : 'seven';
       expect(E.isLeft(codec.decode({ ...good, [k]: bad })), k).toBe(true);
+    }
+    // Each number field's refusal names that field (a copied posInt('batchSize') under another key would not).
+    for (const k of (Object.keys(good) as (keyof typeof trainFields)[]).filter((x) => typeof good[x] === 'number')) {
+      const r = parseLayer(t.partial(trainFields), Object.keys(trainFields), { [k]: -1.5 }, 'f');
+      expect(E.isLeft(r) && r.left, k).toMatch(new RegExp(`^f: ${k}: ${k} must be `));
     }
     expect(E.isLeft(codec.decode({ schedule: 'step' }))).toBe(true); // not one of linear, cosine, constant
     expect(E.isLeft(codec.decode({ variant: 'tulu' }))).toBe(true); // not one of hf-legacy, hf, easylm

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import * as C from '../index.js';
 import { data, initParams, key, leaves, loadLlama, orThrow, saveLlama, setBackend, type LlamaConfig, type LlamaParams, type Tensor } from '../index.js';
 import { sftLoss } from '../recipes/loss.js';
@@ -138,6 +138,97 @@ describe('trainLoop: what it logs and records', () => {
     expect(r.metrics.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
     expect(r.metrics.every((m) => m.tokensPerSec === 0 && !('evalLoss' in m))).toBe(true);
     expect(r.trainer).toEqual({ step: 5, dataPos: 10, key: [0, 0] });
+  });
+});
+
+describe('trainLoop: progress, stderr, aux metrics, disposal', () => {
+  /** Runs fn with process.stderr's writes captured and its isTTY set as given. */
+  const onStderr = async (isTTY: boolean, fn: () => Promise<unknown>): Promise<string> => {
+    let text = '';
+    const [write, tty] = [process.stderr.write.bind(process.stderr), Object.getOwnPropertyDescriptor(process.stderr, 'isTTY')];
+    process.stderr.write = ((s: string | Uint8Array) => { text += String(s); return true; }) as typeof process.stderr.write;
+    Object.defineProperty(process.stderr, 'isTTY', { value: isTTY, configurable: true });
+    try { await fn(); } finally {
+      process.stderr.write = write;
+      if (tty) Object.defineProperty(process.stderr, 'isTTY', tty); else delete (process.stderr as { isTTY?: boolean }).isTTY;
+    }
+    return text;
+  };
+  const withAux = (p: LlamaParams, f: null, b: Batch) => ({ loss: loss(p, f, b), aux: { 'rewards/accuracy': C.tensor(0.75), 'rewards/margin': C.tensor(-0.5) } });
+  const loop = (extra: Partial<Parameters<typeof trainLoop<LlamaParams, AdamState, null, Batch>>[0]>) => {
+    const p = initParams(cfg, key(1));
+    return trainLoop<LlamaParams, AdamState, null, Batch>({
+      step: trainStep(withAux, { optimizer: opt }) as never, trainable: p, optState: opt.init(p), frozen: null, batchAt: (i) => batchAt(i),
+      totalSteps: 2, schedule, output: tmp(), saveModel: async () => {}, ...extra,
+    });
+  };
+
+  it("progress 'auto' (or unset) off a TTY: lines on stderr, the aux metrics two spaces apart; no bar", async () => {
+    for (const progress of ['auto', undefined] as const) {
+      const err = await onStderr(false, () => loop({ progress }));
+      const lines = err.trim().split('\n');
+      expect(lines).toHaveLength(2);
+      expect(lines[1]).toMatch(/^step 2\/2  loss \d+\.\d{4}  lr \d\.\d\de-\d  gradNorm \d+\.\d{3}  0 tok\/s  rewards\/accuracy 0\.750  rewards\/margin -0\.500$/);
+    }
+  });
+
+  it("on a TTY 'auto' draws cli-progress's bar (its format, '-' before the first step, the aux metrics) and no lines; the bar is stopped (cursor shown again)", async () => {
+    const err = await onStderr(true, () => loop({ progress: 'auto', evalEvery: 1, evalLoss: async () => 1 }));
+    expect(err).not.toMatch(/step \d\/2  loss/);
+    expect(err).not.toMatch(/eval loss/); // eval results go to metrics.jsonl only, under a bar
+    expect(err).toContain('step 0/2 | loss - | lr - | - tok/s | ETA');
+    expect(err).toMatch(/step 2\/2 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d \| 0 tok\/s \| rewards\/accuracy 0\.750 \| rewards\/margin -0\.500 \| ETA/);
+    expect(err.indexOf('\x1b[?25l')).toBeGreaterThanOrEqual(0); // cursor hidden while drawing…
+    expect(err.lastIndexOf('\x1b[?25h')).toBeGreaterThan(err.lastIndexOf('step 2/2')); // …and shown after the last frame
+    expect(await onStderr(false, () => loop({ progress: 'bar' }))).toBe(''); // cli-progress draws nothing off a TTY
+  });
+
+  it('a bare aux tensor is logged as "aux"', async () => {
+    const lines: string[] = [];
+    const p = initParams(cfg, key(1));
+    await trainLoop({
+      step: trainStep((q: LlamaParams, f: null, b: Batch) => ({ loss: loss(q, f, b), aux: C.tensor(2) }), { optimizer: opt }) as never, trainable: p, optState: opt.init(p), frozen: null,
+      batchAt: (i) => batchAt(i), totalSteps: 1, schedule, output: tmp(), saveModel: async () => {}, progress: 'lines', log: (l) => lines.push(l),
+    });
+    expect(lines[0]).toMatch(/  aux 2\.000$/);
+  });
+
+  it("tokens/s is the micro-batches' tokens over the step's own seconds: at least tokens over the whole run's", async () => {
+    const output = tmp(), t0 = performance.now();
+    await loop({ output, progress: 'none', tokensOf: (b) => b.tokens.size, gradAccum: 2, totalSteps: 1 });
+    const secs = (performance.now() - t0) / 1000;
+    const m = JSON.parse(readFileSync(join(output, 'metrics.jsonl'), 'utf8').trim()) as Record<string, number>;
+    expect(m.tokensPerSec).toBeGreaterThanOrEqual(20 / secs); // 2 micro-batches of 2 × 5 tokens
+    expect(m.tokensPerSec).toBeLessThan(20 / 1e-5);
+  });
+
+  it("without describeBatch a non-finite loss names the micro-batches' positions", async () => {
+    await expect(loop({ progress: 'none', batchAt: (i) => batchAt(i, 3), gradAccum: 2 })).rejects.toThrow(/^loss is NaN at step 2 \(micro-batch 2, micro-batch 3\)/);
+    const e = await loop({ progress: 'none', batchAt: (i) => batchAt(i, 0) }).catch((x: unknown) => x);
+    expect((e as Error).name).toBe('NonFiniteLossError');
+  });
+
+  it("disposeBatches frees each micro-batch's tensors after its step (and only then); the step's loss, norm and aux are freed after they are read", async () => {
+    for (const disposeBatches of [true, false]) {
+      const made: Tensor[] = [];
+      const spied = (i: number) => { const b = batchAt(i); made.push(b.tokens, b.labels, b.scale); for (const t of [b.tokens, b.labels, b.scale]) vi.spyOn(t, 'dispose'); return b; };
+      const outs: Tensor[] = [];
+      const p = initParams(cfg, key(1));
+      const inner = trainStep(withAux, { optimizer: opt });
+      const step = async (...a: Parameters<typeof inner>) => {
+        const o = await inner(...a);
+        for (const t of [o.loss, o.gradNorm, ...leaves(o.aux)]) { vi.spyOn(t, 'dispose'); outs.push(t); }
+        return o;
+      };
+      await trainLoop<LlamaParams, AdamState, null, Batch>({
+        step: step as never, trainable: p, optState: opt.init(p), frozen: null, batchAt: spied, disposeBatches,
+        totalSteps: 2, gradAccum: 2, schedule, output: tmp(), saveModel: async () => {}, progress: 'none',
+      });
+      expect(made).toHaveLength(12);
+      for (const t of made) expect(t.dispose).toHaveBeenCalledTimes(disposeBatches ? 1 : 0);
+      expect(outs).toHaveLength(8);
+      for (const t of outs) expect(t.dispose).toHaveBeenCalledTimes(1);
+    }
   });
 });
 
