@@ -56,11 +56,22 @@ describe('checkpoints', () => {
     expect(E.isLeft(failed) && failed.left.name).toBe('CheckpointWriteError');
     expect(readFileSync(join(dir, 'model.txt'), 'utf8')).toBe('second');
     expect(right(await readTrainerState(dir)).step).toBe(3);
+    // What a crash leaves (the failed write's .tmp; a .old between the two renames of a replace) is cleared by the
+    // next write of that step.
+    expect(readdirSync(`${dir}.tmp`).length).toBeGreaterThan(0);
+    mkdirSync(`${dir}.old`);
+    writeFileSync(join(`${dir}.old`, 'model.txt'), 'older');
+    right(await writeCheckpoint(dir, parts('fourth'))());
+    expect(readFileSync(join(dir, 'model.txt'), 'utf8')).toBe('fourth');
+    expect(readdirSync(out)).toEqual(['checkpoint-3']);
   });
 
   it('lists complete checkpoints by step (9 before 10), ignoring other names; prunes all but the newest', async () => {
     const out = join(tmp.path, 'c');
-    for (const n of ['checkpoint-10', 'checkpoint-9', 'checkpoint-100', 'checkpoint-2', 'checkpoint-11.tmp', 'checkpoint-x', 'final', 'xcheckpoint-5']) mkdirSync(join(out, n), { recursive: true });
+    for (const n of ['checkpoint-10', 'checkpoint-9', 'checkpoint-100', 'checkpoint-2', 'checkpoint-11.tmp', 'checkpoint-x', 'final', 'xcheckpoint-5']) {
+      mkdirSync(join(out, n), { recursive: true });
+      writeFileSync(join(out, n, 'model.txt'), n); // folders with files in them, as checkpoints are
+    }
     expect(await listCheckpoints(out)).toEqual([2, 9, 10, 100].map((s) => ({ step: s, dir: join(out, `checkpoint-${s}`) })));
     expect(await listCheckpoints(join(tmp.path, 'missing'))).toEqual([]);
     await pruneCheckpoints(out, 2);
@@ -96,6 +107,19 @@ describe('checkpoints', () => {
     expect(leftMessage(await readOptState(ck, { ...state(), extra: C.zeros([2]) }))).toBe(`${file}: optimizer state 'extra' missing`);
     expect(leftMessage(await readOptState(ck, { ...state(), m: { w: C.zeros([4]) } }))).toBe(`${file}: optimizer state 'm.w' is (2,2), expected (4,)`);
     expect(leftMessage(await readOptState(join(tmp.path, 'nowhere'), state()))).toContain(join(tmp.path, 'nowhere', OPTIMIZER_FILE));
+  });
+
+  it("a bare tensor as the optimizer state is stored as 'value' and read back; trainer_state.json ends its last line", async () => {
+    const dir = join(tmp.path, 'bare', checkpointName(1));
+    const w = C.tensor([1.5, -2], { dtype: 'f32' });
+    right(await writeCheckpoint(dir, { model: async () => {}, optState: w, trainer: { step: 1, dataPos: 1, key: [0, 0] } })());
+    const back = right(await readOptState(dir, C.tensor([0, 0], { dtype: 'f32' })));
+    expect(Array.from(await data(back))).toEqual([1.5, -2]);
+    const bytes = readFileSync(join(dir, OPTIMIZER_FILE));
+    const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')) as Record<string, unknown>;
+    expect(Object.keys(header).filter((k) => k !== '__metadata__')).toEqual(['value']);
+    const text = readFileSync(join(dir, TRAINER_FILE), 'utf8');
+    expect(text.endsWith('}\n')).toBe(true);
   });
 
   it('copyInto keeps the file name unless given another', async () => {
