@@ -431,6 +431,9 @@ describe('the reference log-prob cache file', () => {
     const flat = C.tensor(Float32Array.from([1, 2, 3, 4]), { dtype: 'f32' });
     const hashes = await Promise.all([flat, C.reshape(flat, [2, 2]), C.tensor(new Int32Array(Float32Array.from([1, 2, 3, 4]).buffer), { dtype: 'i32' })].map((x) => hashParams({ x })));
     expect(new Set(hashes).size).toBe(3); // same bytes, another shape or dtype: another model
+    // Shapes whose digits run together alike ((1, 2, 12) and (12, 1, 2)) are still told apart.
+    const v24 = C.tensor(Float32Array.from({ length: 24 }, (_, i) => i), { dtype: 'f32' });
+    expect(await hashParams({ x: C.reshape(v24, [1, 2, 12]) })).not.toBe(await hashParams({ x: C.reshape(v24, [12, 1, 2]) }));
   });
 
   it('refuses a file that is not JSON, or that records other parts or unequal sides, naming it', async () => {

@@ -63,6 +63,13 @@ describe('parsePrefs', () => {
     expect(r.skipped.map((e) => [e.line, e.message])).toEqual([[1, "q.jsonl:1: missing field 'rejected'"], [3, 'q.jsonl:3: rejected: empty completion (the final assistant turn has no text)']]);
   });
 
+  it('a line of spaces is blank; every wrong field of a row is named, "; " apart; the error is a PrefError', () => {
+    expect(right(parsePrefs(`${uf('a', 'b', 'c')}\n   \t \n${uf('d', 'e', 'f')}\n`, 'p.jsonl')).pairs).toHaveLength(2);
+    const r = parsePrefs(JSON.stringify({ prompt: 1, chosen: 'a', rejected: 7 }), 'p.jsonl');
+    expect(leftMessage(r)).toBe('p.jsonl:1: not a StringPrefRow: prompt: expected string, got 1; rejected: expected string, got 7');
+    expect(E.isLeft(r) && [r.left.name, r.left.file, r.left.line]).toEqual(['PrefError', 'p.jsonl', 1]);
+  });
+
   it('readPrefs reads a file, and names a missing one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'camelid-prefs-'));
     try {
@@ -141,6 +148,7 @@ describe('makePrefBatches', () => {
     for (const m of [0, 1.5, -4]) expect(() => makePrefBatches(pairs, { batchSize: 1, padId: 0, padToMultiple: m })).toThrow(`makePrefBatches: padToMultiple must be a positive integer, got ${m}`);
     const idx = (o: { seed: number; epoch?: number }) => makePrefBatches(pairs, { batchSize: 3, padId: 0, ...o })[0]!.index.join(',');
     expect(idx({ seed: 7 })).toBe(idx({ seed: 7, epoch: 0 }));
+    expect(new Set([0, 1, 2, 3, 4, 5].map((epoch) => idx({ seed: 7, epoch }))).size).toBeGreaterThan(1); // the epoch reaches the shuffle
     const orders = (n: number) => new Set(Array.from({ length: 6 }, (_, k) => shuffledOrder(n, k, 0).join(','))).size;
     expect(orders(5)).toBeGreaterThan(3); // seeds 0…5 give (mostly) different orders
     expect(new Set(Array.from({ length: 6 }, (_, e) => shuffledOrder(5, 1, e).join(','))).size).toBeGreaterThan(3);

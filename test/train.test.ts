@@ -261,6 +261,18 @@ describe('trainStep', () => {
     const l0 = (await data(loss(p, null, f64b(b0))))[0]!, l1 = (await data(loss(p, null, f64b(b1))))[0]!;
     expect((await data(two.loss))[0]).toBeCloseTo((l0 + l1) / 2, 13);
   });
+  it('the aux metrics of several micro-batches are their mean, leaf by leaf', async () => {
+    const p = initParams(cfg, key(2), { std: 0.3 });
+    // Each micro-batch reports the sum of its token ids (as f32) and a constant: 1 + 2 + … of batchAt(0) and (1).
+    const withAux = (q: LlamaParams, f: null, b: Batch) => ({ loss: loss(q, f, b), aux: { ids: C.sum(C.cast(b.tokens, 'f32')), one: C.tensor(1) } });
+    const sgd = { init: () => null, update: (_g: unknown, st: null, q: unknown) => [q, st] as [never, null] };
+    const out = stepBody(withAux, { optimizer: sgd })(p, null, null, [batchAt(0), batchAt(1)], 0.1);
+    const ids = (i: number) => (batchAt(i).tokens.size && [[1, 3 + i, 5, 7, 2], [1, 4, 6 + i, 8, 2]].flat().reduce((a, x) => a + x, 0));
+    const aux = out.aux as { ids: Tensor; one: Tensor };
+    expect((await data(aux.ids))[0]).toBeCloseTo((ids(0) + ids(1)) / 2, 5);
+    expect((await data(aux.one))[0]).toBeCloseTo(1, 6);
+  });
+
   it("progress lines carry the loss's own metrics (DPO's rewards) after the standard ones", async () => {
     const lines: string[] = [];
     const withAux = (p: LlamaParams, f: null, b: Batch) => ({ loss: loss(p, f, b), aux: { 'rewards/accuracy': C.tensor(0.75) } });
