@@ -26,6 +26,7 @@ const check = (f: () => unknown, cls: new (...a: never[]) => Error, message: str
   const e = thrown(f);
   expect(e.message).toBe(message);
   expect(e).toBeInstanceOf(cls);
+  expect(e.name).toBe(cls.name); // what a stack trace and the CLI print before the message
 };
 
 const f32 = (...s: number[]) => C.zeros(s);
@@ -248,6 +249,9 @@ describe('nn checks', () => {
     check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 1))), ShapeError, msg('(2,3)', '(4,1)'));
     check(() => C.linear(f32(2, 3), lora(f32(6), f32(4, 2))), ShapeError, msg('(6,)', '(4,2)'));
     check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(8))), ShapeError, msg('(2,3)', '(8,)'));
+    // A trailing axis of 1 keeps every length right: only the ranks tell.
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3, 1), f32(4, 2))), ShapeError, msg('(2,3,1)', '(4,2)'));
+    check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 2, 1))), ShapeError, msg('(2,3)', '(4,2,1)'));
     check(() => C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 2), 1)), RangeError, 'linear: LoRA dropout must be in [0, 1), got 1');
     expect(C.linear(f32(2, 3), lora(f32(2, 3), f32(4, 2), 0.5)).shape).toEqual([2, 4]);
   });
@@ -255,6 +259,7 @@ describe('nn checks', () => {
   it('rmsNorm: a weight the length of the last axis', () => {
     check(() => C.rmsNorm(f32(2, 3), f32(2), 1e-5), ShapeError, 'rmsNorm: weight (2,) does not match the last axis of (2,3)');
     check(() => C.rmsNorm(f32(2, 3), f32(1, 3), 1e-5), ShapeError, 'rmsNorm: weight (1,3) does not match the last axis of (2,3)');
+    check(() => C.rmsNorm(f32(2, 3), f32(3, 1), 1e-5), ShapeError, 'rmsNorm: weight (3,1) does not match the last axis of (2,3)');
   });
 
   it('ropeTable: integer positions (T,) or (B, T) and an even head dimension', () => {
@@ -287,6 +292,10 @@ describe('nn checks', () => {
     check(() => C.causalAttention(q, f32(2, 5, 2, 4), f32(2, 5, 2, 4)), ShapeError, bad('(2,3,4,8)', '(2,5,2,4)', '(2,5,2,4)'));
     check(() => C.causalAttention(q, f32(2, 5, 3, 8), f32(2, 5, 3, 8)), ShapeError, bad('(2,3,4,8)', '(2,5,3,8)', '(2,5,3,8)'));
     check(() => C.causalAttention(q, k, f32(2, 5, 2, 4)), ShapeError, bad('(2,3,4,8)', '(2,5,2,8)', '(2,5,2,4)'));
+    // Extra or missing trailing axes that every other check lets through: only the ranks tell.
+    check(() => C.causalAttention(f32(2, 3, 4, 8, 1), k, k), ShapeError, bad('(2,3,4,8,1)', '(2,5,2,8)', '(2,5,2,8)'));
+    check(() => C.causalAttention(q, f32(2, 5, 2, 8, 1), f32(2, 5, 2, 8, 1)), ShapeError, bad('(2,3,4,8)', '(2,5,2,8,1)', '(2,5,2,8,1)'));
+    check(() => C.causalAttention(q, k, f32(2, 5, 2)), ShapeError, bad('(2,3,4,8)', '(2,5,2,8)', '(2,5,2)'));
     check(() => C.causalAttention(q, k, k, { offset: f32() }), DTypeError, 'causalAttention: a tensor offset must be an i32 scalar, got f32()');
     check(() => C.causalAttention(q, k, k, { offset: i32(1) }), DTypeError, 'causalAttention: a tensor offset must be an i32 scalar, got i32(1,)');
     check(() => C.causalAttention(q, k, k, { start: i32(3) }), ShapeError, 'causalAttention: start must be (B,) = (2,) i32, got i32(3,)');
@@ -321,6 +330,15 @@ describe('nn checks', () => {
     check(() => C.crossEntropy(f32(2, 5), i32(2, 1)), ShapeError, 'crossEntropy: logits (2,5) must be targets (2,1) plus a class axis');
     expect(await C.toArray(C.crossEntropy(f32(2, 5), u32(2)))).toBeCloseTo(Math.log(5), 6);
     expect(await C.toArray(C.crossEntropy(f32(2, 5), C.tensor([0, 3], { dtype: 'u32' }), { ignoreIndex: 3 }))).toBeCloseTo(Math.log(5), 6);
+    // Logits that tell the rows apart: an ignore index u32 targets can hold (0 or 3) drops exactly its rows.
+    const lg = C.tensor([[0, 0, 0, 0, 0], [1, 0, 0, 5, 0]]);
+    const lse2 = Math.log(Math.exp(1) + 3 + Math.exp(5));
+    expect(await C.toArray(C.crossEntropy(lg, C.tensor([0, 3], { dtype: 'u32' }), { ignoreIndex: 0 }))).toBeCloseTo(lse2 - 5, 5);
+    expect(await C.toArray(C.crossEntropy(lg, C.tensor([0, 3], { dtype: 'u32' }), { ignoreIndex: 3 }))).toBeCloseTo(Math.log(5), 5);
+    expect(await C.toArray(C.crossEntropy(lg, C.tensor([0, 3], { dtype: 'u32' })))).toBeCloseTo((Math.log(5) + lse2 - 5) / 2, 5);
+    // Ranks that only the rank check catches: targets as long as the logits; a leading axis that differs.
+    check(() => C.crossEntropy(f32(2, 5), i32(2, 5)), ShapeError, 'crossEntropy: logits (2,5) must be targets (2,5) plus a class axis');
+    check(() => C.crossEntropy(f32(2, 3, 5), i32(2, 4)), ShapeError, 'crossEntropy: logits (2,3,5) must be targets (2,4) plus a class axis');
     expect(await C.toArray(C.crossEntropy(f32(2, 5), C.tensor([-100, 1], { dtype: 'i32' })))).toBeCloseTo(Math.log(5), 6);
   });
 });
