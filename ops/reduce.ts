@@ -70,29 +70,40 @@ export const min = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => {
   return sub(-1, max(sub(-1, x), axis, opts));
 };
 
-const count = (x: Tensor, axis: Axes): number => normAxes('mean', axis, x.rank).reduce((n, a) => n * x.shape[a]!, 1);
-export const mean = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => mul(sum(x, axis, opts), 1 / count(x, axis));
+/** A composite reduction's own checks, so its errors name it (not the sum or max it is built from): its axes. */
+const ownAxes = (name: string, x: Tensor, axis: Axes | undefined): number[] => {
+  refuseBool(name, x);
+  return normAxes(name, axis, x.rank);
+};
+
+export const mean = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => {
+  const axes = ownAxes('mean', x, axis);
+  return mul(sum(x, axes, opts), 1 / axes.reduce((n, a) => n * x.shape[a]!, 1));
+};
 /** Population variance (divides by N). */
 export const variance = (x: Tensor, axis?: Axes, opts: ReduceOpts = {}): Tensor => {
-  const d = sub(x, mean(x, axis, { keepDims: true }));
-  return mean(mul(d, d), axis, opts);
+  const axes = ownAxes('variance', x, axis);
+  const d = sub(x, mean(x, axes, { keepDims: true }));
+  return mean(mul(d, d), axes, opts);
 };
 
 /** log Σ exp(x), stable: the max is subtracted first (and gets no gradient: it cancels). An infinite max is read as
  * 0, so a row of −inf gives −inf (not NaN) and a row holding +inf gives +inf, as JAX and PyTorch. */
 export const logsumexp = (x: Tensor, axis: Axes = -1, opts: ReduceOpts = {}): Tensor => {
-  const mx = max(x, axis, { keepDims: true });
+  const axes = ownAxes('logsumexp', x, axis);
+  const mx = max(x, axes, { keepDims: true });
   const m = stopGradient(where(less(abs(mx), Infinity), mx, 0));
-  const r = add(log(sum(exp(sub(x, m)), axis, { keepDims: true })), m);
-  return opts.keepDims ? r : reshape(r, r.shape.filter((_, i) => !normAxes('logsumexp', axis, x.rank).includes(i)));
+  const r = add(log(sum(exp(sub(x, m)), axes, { keepDims: true })), m);
+  return opts.keepDims ? r : reshape(r, r.shape.filter((_, i) => !axes.includes(i)));
 };
 
 export const softmax = (x: Tensor, axis = -1): Tensor => {
-  const e = exp(sub(x, stopGradient(max(x, axis, { keepDims: true }))));
-  return div(e, sum(e, axis, { keepDims: true }));
+  const axes = ownAxes('softmax', x, axis);
+  const e = exp(sub(x, stopGradient(max(x, axes, { keepDims: true }))));
+  return div(e, sum(e, axes, { keepDims: true }));
 };
 
-export const logSoftmax = (x: Tensor, axis = -1): Tensor => sub(x, logsumexp(x, axis, { keepDims: true }));
+export const logSoftmax = (x: Tensor, axis = -1): Tensor => sub(x, logsumexp(x, ownAxes('logSoftmax', x, axis), { keepDims: true }));
 
 /** Index of the first maximum along `axis` (i32): ties go to the lowest index, as numpy, JAX and PyTorch. */
 export const argmax = (x: Tensor, axis = -1, opts: ReduceOpts = {}): Tensor => {

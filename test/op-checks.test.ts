@@ -132,6 +132,24 @@ describe('movement checks', () => {
     check(() => C.stack([], 0), ShapeError, 'stack: no tensors');
     check(() => C.broadcastTo(f32(2, 1), [3]), ShapeError, 'broadcastTo: cannot broadcast (2,1) to (3,)');
   });
+  it('each refusal names the function called, not the op it is built from', () => {
+    check(() => C.swapAxes(f32(2, 3), 0, 5), ShapeError, 'swapAxes: axis 5 out of range for rank 2');
+    check(() => C.swapAxes(f32(2, 3), 5, 0), ShapeError, 'swapAxes: axis 5 out of range for rank 2');
+    check(() => C.squeeze(f32(2, 3), 0), ShapeError, 'squeeze: axis 0 of (2,3) has size 2, not 1');
+    check(() => C.squeeze(f32(2, 3), 4), ShapeError, 'squeeze: axis 4 out of range for rank 2');
+    check(() => C.expandDims(f32(2, 3), 5), ShapeError, 'expandDims: axis 5 out of range for rank 3');
+    check(() => C.concat([f32(2, 3), f32(2, 3)], 4), ShapeError, 'concat: axis 4 out of range for rank 2');
+    check(() => C.reshape(f32(2, 3), [4]), ShapeError, 'reshape: cannot reshape (2,3) (6 elements) to (4,) (4 elements)');
+    check(() => C.matmul(f32(2, 3), f32(4, 2)), ShapeError, 'matmul: cannot contract (2,3) with (4,2): inner dimensions 3 and 4 differ');
+    check(() => C.matmul(f32(2, 3), C.zeros([3, 2], 'f64')), DTypeError, 'matmul: needs two float operands of one dtype, got f32(2,3) and f64(3,2)');
+    check(() => C.gelu(i32(2)), DTypeError, 'gelu: needs a float dtype, got i32(2,)');
+    check(() => C.argmax(f32(2, 3), 4), ShapeError, 'argmax: axis 4 out of range for rank 2');
+    for (const [name, f] of [['mean', C.mean], ['variance', C.variance], ['logsumexp', C.logsumexp], ['softmax', C.softmax], ['logSoftmax', C.logSoftmax]] as const) {
+      check(() => f(f32(2, 3), 4), ShapeError, `${name}: axis 4 out of range for rank 2`);
+      check(() => f(C.zeros([2], 'bool') as never, 0), ShapeError, `${name}: cannot reduce a bool tensor (2,); cast it first`);
+    }
+    check(() => C.mean(f32(2, 3), [1, -1]), ShapeError, 'mean: repeated axis in [1,-1]');
+  });
 });
 
 describe('nf4 checks', () => {
