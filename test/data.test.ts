@@ -60,6 +60,36 @@ describe('readChatRows: streaming and row errors', () => {
     expect(lines).toEqual([1, 2]);
   });
 
+  it('each error says its kind; long values are cut at 60 characters; indices past 9 stay bracketed; a BOM counts only first', async () => {
+    const long = 'x'.repeat(80);
+    const many = Array.from({ length: 12 }, (_, i) => ({ role: i === 11 ? 'tool' : 'user', content: 'q' }));
+    const f = await write('kinds.jsonl', [
+      '{oops',
+      JSON.stringify({ messages: [{ role: 'user', content: 5 }] }),
+      JSON.stringify({ messages: [{ role: long, content: 'q' }] }),
+      JSON.stringify({ messages: many }),
+      JSON.stringify({ messages: [3] }),
+      '\ufeff' + row('a', 'b'),
+    ]);
+    const got: { kind: string; message: string; field?: string }[] = [];
+    for await (const r of readChatRows(f)) if (E.isLeft(r.row)) got.push(r.row.left);
+    expect(got.map((e) => e.kind)).toEqual(['json', 'row', 'row', 'row', 'row', 'json']);
+    expect(got[1]!.field).toBe('messages[0].content');
+    expect(got[2]!.message).toBe(`${f}:3: field messages[0].role: expected 'system' | 'user' | 'assistant', got "${'x'.repeat(56)}...`);
+    expect(got[3]!.message).toBe(`${f}:4: field messages[11].role: expected 'system' | 'user' | 'assistant', got "tool"`);
+    expect(got[4]!.message).toBe(`${f}:5: field messages[0]: expected message, got 3`);
+    expect(got[5]!.message).toMatch(new RegExp(`^${f}:6: not valid JSON`)); // a byte order mark belongs at the start of the file
+    const exact = await write('sixty.jsonl', [JSON.stringify({ messages: [{ role: 'x'.repeat(58), content: 'q' }] })]);
+    for await (const r of readChatRows(exact)) expect(E.isLeft(r.row) && r.row.left.message).toMatch(new RegExp(`got "${'x'.repeat(58)}"$`)); // 60 characters: whole
+  });
+
+  it('a folder is an io error saying so', async () => {
+    const items = [];
+    for await (const r of readChatRows(dir.path)) items.push(r);
+    expect(items).toHaveLength(1);
+    expect(E.isLeft(items[0]!.row) && [items[0]!.row.left.kind, items[0]!.row.left.message]).toEqual(['io', `${dir.path}: is a directory, not a JSONL file`]);
+  });
+
   it('a missing file is an io error naming it', async () => {
     const items = [];
     for await (const r of readChatRows(path.join(dir.path, 'nope.jsonl'))) items.push(r);
@@ -111,6 +141,17 @@ describe.skipIf(!have)('loadChatData on the Llama 2 tokenizer', () => {
     expect(leftMessage(await load([{ path: good, weight: -1 }]))).toMatch(/good.jsonl: weight must be a finite number ≥ 0, got -1/);
     expect(leftMessage(await load([{ path: good }], { evalFraction: 0.5, evalFiles: [good] }))).toMatch(/not both/);
     expect(leftMessage(await load([{ path: good, weight: 0 }]))).toMatch(/no training example left/);
+    const kindOf = async (sources: readonly DataSource[], opts = {}) => { const r = await load(sources, opts); return E.isLeft(r) ? (r.left as { kind?: string }).kind : 'loaded'; };
+    expect([await kindOf([{ path: empty }]), await kindOf([{ path: good, weight: 0 }]), await kindOf([]), await kindOf([{ path: path.join(dir.path, 'missing.jsonl') }])]).toEqual(['empty', 'empty', 'option', 'io']);
+    // An unreadable file is an error even under onBadRow 'skip' (only bad rows are skipped).
+    expect(leftMessage(await load([{ path: good }, { path: path.join(dir.path, 'missing.jsonl') }], { onBadRow: 'skip' }))).toMatch(/missing\.jsonl: no such file/);
+  });
+
+  it('skipping keeps the first 10 reasons and counts them all', async () => {
+    const f = await write('twelve-bad.jsonl', [row('q', 'a'), ...Array.from({ length: 12 }, () => '{oops')]);
+    const d = right(await load([{ path: f }], { onBadRow: 'skip' }));
+    expect(d.files[0]!.skipped).toBe(12);
+    expect(d.files[0]!.skips.map((x) => Number(/:(\d+): /.exec(x)![1]))).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   });
 
   it('rows truncated inside the prompt are dropped and counted; truncated inside the answer kept', async () => {
