@@ -1,5 +1,5 @@
 // `npm run mutate [-- folder… --stryker-option…]`: StrykerJS over the folders of test-tools/mutation-folders.mjs
-// (all by default), then the score per folder and every survivor. Not in CI: a full run takes hours on 2 cores.
+// (all by default), one run each, then the score per folder and every survivor. Not in CI: hours on 2 cores.
 // Arguments naming a folder choose it; all others go to `stryker run` (e.g. --concurrency 1).
 
 import { spawnSync } from 'node:child_process';
@@ -19,16 +19,25 @@ const shared = resolve(root, '../shared');
 const link = join(root, '.scratch-stryker', 'shared');
 if (existsSync(shared) && !existsSync(link)) { mkdirSync(join(root, '.scratch-stryker'), { recursive: true }); symlinkSync(shared, link); }
 const report = join(root, '.scratch-mutation', 'mutation.json');
-rmSync(report, { force: true }); // never summarise an earlier run's report
-console.log(`mutate: ${names.join(', ')}`);
-const run = spawnSync(join(root, 'node_modules', '.bin', 'stryker'), ['run', ...passed], {
-  cwd: root, stdio: 'inherit', env: { ...process.env, CAMELID_MUTATE: names.join(',') },
-});
-if (existsSync(report)) {
-  // Each run's report is kept too, so runs over different files can be read as one (mutation-summary.ts report…).
-  const kept = join(root, '.scratch-mutation', `mutation-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  copyFileSync(report, kept);
-  printSummary(report);
-  console.log(`\nreport: ${kept}`);
+// One Stryker run per folder, so each folder's mutants meet only its own tests (a survivor reruns every test that
+// covers it: the recipe runs' trainings must not rerun for each survivor in the layers below them). Each run's report
+// is kept under its time; the summary reads this invocation's reports as one.
+const kept: string[] = [];
+let status = 0;
+for (const name of names) {
+  rmSync(report, { force: true }); // never summarise an earlier run's report
+  console.log(`mutate: ${name}`);
+  const run = spawnSync(join(root, 'node_modules', '.bin', 'stryker'), ['run', ...passed], {
+    cwd: root, stdio: 'inherit', env: { ...process.env, CAMELID_MUTATE: name },
+  });
+  status ||= run.status ?? 1;
+  if (!existsSync(report)) continue;
+  const copy = join(root, '.scratch-mutation', `mutation-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  copyFileSync(report, copy);
+  kept.push(copy);
 }
-process.exit(run.status ?? 1);
+if (kept.length) {
+  printSummary(...kept);
+  console.log(`\nreports: ${kept.join(' ')}`);
+}
+process.exit(status);

@@ -3,7 +3,13 @@
 // Shared by stryker.config.mjs, vitest.mutate.config.ts and test-tools/mutate.ts; CAMELID_MUTATE (folders,
 // comma-separated) narrows a run to some of them.
 
-/** @type {Record<string, { mutate: string[]; tests: string[] }>} */
+/** The recipe runs: whole runs from a config (recipes/sft.ts, dpo-run.ts, lora-sft.ts). */
+const RUNS = ['recipes/sft.ts', 'recipes/dpo-run.ts', 'recipes/lora-sft.ts'];
+
+/**
+ * Each entry is one Stryker run (test-tools/mutate.ts runs them one after another): its mutants meet only its tests.
+ * @type {Record<string, { mutate: string[]; tests: string[] }>}
+ */
 export const FOLDERS = {
   ops: {
     mutate: ['ops/**/*.ts', '!ops/index.ts'],
@@ -28,9 +34,16 @@ export const FOLDERS = {
     tests: ['generate', 'sampling'],
   },
   recipes: {
-    // The CLI front ends and the demo data are I/O glue, tested through cli.test (which spawns processes).
-    mutate: ['recipes/**/*.ts', '!recipes/index.ts', '!recipes/cli-*.ts', '!recipes/demo/**'],
-    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart', 'random', 'sft', 'lora-sft', 'checkpoint', 'run-config', 'run-parts', 'recipe-runs'],
+    // The CLI front ends and the demo data are I/O glue, tested through cli.test (which spawns processes). The
+    // runs (runSft, runDpo, their LoRA setup) are the next entry's: their tests train on stories260K, and every
+    // surviving mutant in the layers below would rerun them.
+    mutate: ['recipes/**/*.ts', '!recipes/index.ts', '!recipes/cli-*.ts', '!recipes/demo/**', ...RUNS.map((f) => `!${f}`)],
+    tests: ['optim', 'sft-loss', 'train', 'dpo', 'data', 'chat', 'prefs', 'eval', 'chart', 'random', 'checkpoint', 'run-config', 'run-parts'],
+  },
+  // Scored with recipes (test-tools/mutation-summary.ts goes by path); a separate Stryker run (test-tools/mutate.ts).
+  'recipes-runs': {
+    mutate: RUNS,
+    tests: ['sft', 'lora-sft', 'dpo', 'recipe-runs', 'run-config'],
   },
 };
 

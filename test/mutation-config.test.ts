@@ -22,6 +22,12 @@ describe('mutation folders', () => {
     for (const s of SLOW_TESTS) expect(text.includes(s.pattern), s.pattern).toBe(true);
   });
 
+  it('the recipe runs are mutated by their own run only, and scored under recipes', () => {
+    for (const f of FOLDERS['recipes-runs']!.mutate) expect(FOLDERS.recipes!.mutate, f).toContain(`!${f}`);
+    const one = { files: { 'recipes/sft.ts': { mutants: [{ mutatorName: 'x', status: 'Killed', location: { start: { line: 1, column: 1 } } }] } } };
+    expect(summarise(one).scores.map((s) => s.folder)).toEqual(['recipes']);
+  });
+
   it('refuses an unknown folder by name, listing the known ones', () => {
     expect(() => selected('recipes,nope')).toThrow(`mutate: unknown folder nope; known: ${Object.keys(FOLDERS).join(', ')}`);
     expect(selected('recipes, ops')).toEqual(['recipes', 'ops']);
