@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, type Tokenizer } from '../models/tokenizer/index.js';
-import { chatPrompt, encodeChat, IGNORE, pyStrip, type Message } from '../recipes/chat.js';
+import { CHAT_VARIANTS, chatPrompt, encodeChat, IGNORE, pyStrip, type Message } from '../recipes/chat.js';
 import { right } from './helpers.js';
 
 const TOK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/fixtures/llama2-tokenizer-32k');
@@ -127,6 +127,15 @@ describe.skipIf(!have)('encodeChat on the Llama 2 tokenizer', () => {
     expect(tok.decode(chatPrompt(tok, [M('user', ' Hi ')]))).toBe('<|user|>\n Hi \n<|assistant|>\n');
     // a finished exchange inside the prompt ends with </s> and (hf-legacy) ▁\n
     expect(chatPrompt(tok, GOLDEN_MSGS.slice(0, 4))).toEqual([1, ...SYS, ...USER_HI, ...ASSIST, 10994, 29991, 2, 29871, 13, ...USER_BYE, ...ASSIST]);
+    // …while an assistant turn inside the prompt is stripped (open-instruct's create_prompt_with_tulu_chat_format).
+    expect(chatPrompt(tok, [M('user', 'Hi'), M('assistant', '  Hello!\n'), M('user', 'Bye')])).toEqual(chatPrompt(tok, [M('user', 'Hi'), M('assistant', 'Hello!'), M('user', 'Bye')]));
+  });
+
+  it('a conversation ending with a user turn trains only the assistant's turn; the variants are the three named', () => {
+    const r = encodeChat(tok, [M('user', 'Hi'), M('assistant', 'Hello!'), M('user', 'Bye')]);
+    expect(r.ids).toEqual([1, ...USER_HI.map((x, i) => (i === 0 ? 529 : x)), ...ASSIST, 10994, 29991, 2, 29871, 13, ...USER_BYE.slice(0, -1)]); // the text's end stripped
+    expect(r.labels.filter((x) => x !== IGNORE)).toEqual([10994, 29991, 2]); // only the assistant's reply
+    expect(CHAT_VARIANTS).toEqual(['hf-legacy', 'hf', 'easylm']);
   });
 
   it('the dummy-prefix option of the tokenizer', () => {
@@ -140,6 +149,7 @@ describe.skipIf(!have)('encodeChat on the Llama 2 tokenizer', () => {
     expect(() => encodeChat(tok, bad)).toThrow(/message 1 has role 'tool'; expected system, user or assistant/);
     expect(() => chatPrompt(tok, bad)).toThrow(/message 1 has role 'tool'/);
     expect(() => encodeChat(tok, [])).toThrow(/no messages/);
+    expect((() => { try { encodeChat(tok, []); } catch (e) { return (e as Error).name; } return 'none'; })()).toBe('ChatError');
     expect(() => encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: 0 })).toThrow(/maxSeqLen/);
     for (const bad of [1.5, Number.NaN, -3]) expect(() => encodeChat(tok, GOLDEN_MSGS, { maxSeqLen: bad })).toThrow(`encodeChat: maxSeqLen must be a positive integer, got ${bad}`);
   });
