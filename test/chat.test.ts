@@ -134,7 +134,7 @@ describe.skipIf(!have)('encodeChat on the Llama 2 tokenizer', () => {
   it('a conversation ending with a user turn trains only the assistant turn; the variants are the three named', () => {
     const r = encodeChat(tok, [M('user', 'Hi'), M('assistant', 'Hello!'), M('user', 'Bye')]);
     expect(r.ids).toEqual([1, ...USER_HI.map((x, i) => (i === 0 ? 529 : x)), ...ASSIST, 10994, 29991, 2, 29871, 13, ...USER_BYE.slice(0, -1)]); // the text's end stripped
-    expect(r.labels.filter((x) => x !== IGNORE)).toEqual([10994, 29991, 2]); // only the assistant's reply
+    expect(r.labels.filter((x) => x !== IGNORE)).toEqual([10994, 29991, 2, 29871, 13]); // the reply and the newline after its </s>, as GOLDEN_LABELS
     expect(CHAT_VARIANTS).toEqual(['hf-legacy', 'hf', 'easylm']);
   });
 
