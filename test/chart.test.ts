@@ -1,7 +1,22 @@
 // Metric charts: Vega-Lite's SVG carries the titles, a mark per series and the right number of bars; PNG bytes
 // start with the PNG signature and have the size the scale asks for.
 import { describe, expect, it } from 'vitest';
+import { inflateSync } from 'node:zlib';
 import { chartSvg, svgToPng } from '../recipes/chart.js';
+
+/** The top-left pixel of an 8-bit RGBA PNG: row 0's first pixel is stored as it is under every PNG filter. */
+const firstPixel = (png: Uint8Array): number[] => {
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const idat: Uint8Array[] = [];
+  for (let at = 8; at < png.length;) {
+    const len = view.getUint32(at), type = String.fromCharCode(...png.slice(at + 4, at + 8));
+    if (type === 'IHDR') expect([png[at + 16], png[at + 17]]).toEqual([8, 6]); // bit depth 8, RGBA
+    if (type === 'IDAT') idat.push(png.slice(at + 8, at + 8 + len));
+    at += 12 + len;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  return [...raw.subarray(1, 5)]; // after row 0's filter byte
+};
 
 describe('charts', () => {
   it('draws a loss line per series and accuracy bars per stage, side by side, and renders them to PNG', async () => {
@@ -16,6 +31,10 @@ describe('charts', () => {
     expect([...png.slice(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     const width = new DataView(png.buffer, png.byteOffset + 16, 4).getUint32(0);
     expect(Math.abs(width - Number(/width="(\d+)"/.exec(svg)![1]))).toBeLessThanOrEqual(1);
+    // The default scale is 2 (sharp on a HiDPI screen); the background is opaque white, not transparent.
+    const png2 = await svgToPng(svg);
+    expect(Math.abs(new DataView(png2.buffer, png2.byteOffset + 16, 4).getUint32(0) - 2 * width)).toBeLessThanOrEqual(2);
+    expect(firstPixel(png2)).toEqual([255, 255, 255, 255]);
   });
 
   it('puts bar series side by side from the baseline, not stacked', async () => {
