@@ -95,6 +95,18 @@ describe('creation checks', () => {
     expect(C.tensor([[1, 2], [3, 4]], { shape: [4] }).shape).toEqual([4]);
     check(() => C.fromStorage(new Float32Array(3), [2, 2], 'f32'), ShapeError, 'tensor: 3 values do not fill shape (2,2) (4 elements)');
     check(() => C.tensor([[1], [true, 2] as never]), ShapeError, 'tensor: ragged nested array: [1] has shape (2,) but [0] has (1,)');
+    expect(thrown(() => C.fromStorage(new Float32Array(2), [2, -1], 'f32')).message).toMatch(/^tensor: /);
+    expect(thrown(() => C.tensor(Float32Array.from([1, 2]), { shape: [-2] })).message).toMatch(/^tensor: /);
+  });
+  it('zerosLike and onesLike keep shape and dtype', async () => {
+    const x = C.tensor([[1, 2, 3]], { dtype: 'i32' });
+    for (const [f, v] of [[C.zerosLike, 0], [C.onesLike, 1]] as const) {
+      const y = f(x);
+      expect([y.shape, y.dtype, Array.from(await C.data(y))]).toEqual([[1, 3], 'i32', [v, v, v]]);
+    }
+  });
+  it('writeAt names itself for an axis out of range', () => {
+    check(() => C.writeAt(f32(4), f32(1), C.tensor(0, { dtype: 'i32' }), 3), ShapeError, 'writeAt: axis 3 out of range for rank 1');
   });
 });
 
