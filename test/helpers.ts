@@ -1,9 +1,10 @@
-// Helpers shared by the test files: unwrapping Eithers at the edge of a test, element-wise differences, and a
-// per-suite temporary directory.
+// Helpers shared by the test files: unwrapping Eithers at the edge of a test, element-wise differences, a
+// per-suite temporary directory, and the stories260K fixture's paths.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, expect } from 'vitest';
 
@@ -41,4 +42,19 @@ export const tempDir = (prefix: string): { readonly path: string } => {
   beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), prefix)); });
   afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
   return { get path() { return dir; } };
+};
+
+/**
+ * The stories260K fixture (Hugging Face folder and tokenizer) beside the checkout: in CI a missing folder fails the
+ * file; elsewhere the skip is announced, naming what is skipped.
+ */
+export const stories260K = (skipping: string): { fixtures: string; model: string; tok: string; have: boolean } => {
+  const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
+  const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
+  const have = existsSync(model) && existsSync(tok);
+  if (!have) {
+    if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
+    console.warn(`SKIPPING ${skipping}: no fixtures at ${fixtures}`);
+  }
+  return { fixtures, model, tok, have };
 };

@@ -5,7 +5,7 @@
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
@@ -20,17 +20,11 @@ import { parseSftConfig, resolveSftConfig, runSft } from '../recipes/sft.js';
 import { checkLora, loadBase, LoraSetting, loraRun } from '../recipes/lora-sft.js';
 import { UsageError } from '../models/cli-options.js';
 import './setup.js';
-import { maxAbsDiff, right } from './helpers.js';
+import { maxAbsDiff, right, stories260K } from './helpers.js';
 
 setBackend('cpu');
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
-const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
-const have = existsSync(model) && existsSync(tok);
-if (!have) {
-  if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
-  console.warn(`SKIPPING LoRA SFT tests: no fixtures at ${fixtures}`);
-}
+const { model, tok, have } = stories260K('LoRA SFT tests');
 const dirs: string[] = [];
 const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'camelid-lora-sft-')); dirs.push(d); return d; };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

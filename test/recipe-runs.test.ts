@@ -5,8 +5,8 @@
 // resumes. Expected numbers are worked from the published formulas (PyTorch AdamW, TRL/open-instruct DPO and
 // SimPO, open-instruct's loss reductions), cited where used.
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import { data, setBackend } from '../index.js';
@@ -19,18 +19,12 @@ import { parseSftConfig, resolveSftConfig, runSft, SFT_DEFAULTS, type SftConfig,
 import { encodePairs, parsePrefs } from '../recipes/prefs.js';
 import { NonFiniteLossError } from '../recipes/train.js';
 import { UsageError } from '../models/cli-options.js';
-import { right, tempDir } from './helpers.js';
+import { right, stories260K, tempDir } from './helpers.js';
 import './setup.js';
 
 setBackend('cpu');
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
-const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
-const have = existsSync(model) && existsSync(tok);
-if (!have) {
-  if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
-  console.warn(`SKIPPING recipe run tests: no fixtures at ${fixtures}`);
-}
+const { fixtures, model, tok, have } = stories260K('recipe run tests');
 const tmp = tempDir('camelid-runs-');
 const leftOf = <A>(e: E.Either<string, A>): string => (E.isLeft(e) ? e.left : 'accepted');
 const okOf = <A>(e: E.Either<string, A>): A => { if (E.isLeft(e)) throw new Error(e.left); return e.right; };

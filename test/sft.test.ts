@@ -4,7 +4,7 @@
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadLlama, setBackend, type LlamaConfig, type LlamaParams } from '../index.js';
@@ -14,17 +14,12 @@ import { chatPrompt } from '../recipes/chat.js';
 import { runCli } from '../cli.js';
 import { parseSftConfig, resolveSftConfig, runSft, TULU2_SFT } from '../recipes/sft.js';
 import { flagsToConfig } from '../recipes/cli-sft.js';
+import { stories260K } from './helpers.js';
 import './setup.js';
 
 setBackend('cpu');
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
-const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
-const have = existsSync(model) && existsSync(tok);
-if (!have) {
-  if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
-  console.warn(`SKIPPING sft end-to-end tests: no fixtures at ${fixtures}`);
-}
+const { fixtures, model, tok, have } = stories260K('sft end-to-end tests');
 const dirs: string[] = [];
 const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'camelid-sft-')); dirs.push(d); return d; };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
