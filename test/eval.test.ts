@@ -69,6 +69,8 @@ describe('eval readers', () => {
     expect(sameNumber('.25', '0.25')).toBe(true);
     expect(sameNumber('17', '18')).toBe(false);
     expect(sameNumber('abc', '18')).toBe(false);
+    expect(sameNumber(' ', '0')).toBe(false); // a blank is no number (Number(' ') is 0)
+    expect(sameNumber(' 18 ', '18')).toBe(true);
   });
 
   it('CSV edges: CR-only line ends, a last record without a newline, blank lines, a quote only at a field start', () => {
@@ -76,6 +78,7 @@ describe('eval readers', () => {
     expect(right(parseCsv('a,b\r\n\r\n\nc,\n', 'f.csv'))).toEqual([{ line: 1, fields: ['a', 'b'] }, { line: 4, fields: ['c', ''] }]);
     expect(right(parseCsv('"",x\n,\n', 'f.csv'))).toEqual([{ line: 1, fields: ['', 'x'] }, { line: 2, fields: ['', ''] }]);
     expect(right(parseCsv('', 'f.csv'))).toEqual([]);
+    expect(right(parseCsv('x\ny', 'f.csv'))).toEqual([{ line: 1, fields: ['x'] }, { line: 2, fields: ['y'] }]); // one column, no final newline
     expect(right(parseCsv('"a\r\nb",c', 'f.csv'))).toEqual([{ line: 1, fields: ['a\r\nb', 'c'] }]); // inside quotes, kept as is
     expect(leftMessage(parseCsv('x\n"a"b,c\n', 'f.csv'))).toBe("f.csv:2: text after a quoted field's closing quote");
     expect(leftMessage(parseCsv('"a" ,c\n', 'f.csv'))).toBe("f.csv:1: text after a quoted field's closing quote");
@@ -87,6 +90,7 @@ describe('eval readers', () => {
     expect(right(await at('econometrics.csv')).subject).toBe('econometrics');
     expect(right(await at('anatomy_val.csv.bak')).subject).toBe('anatomy val.csv.bak');
     const two = right(await at('two_test.csv', 'q,yes,no,B\n'));
+    expect(right(await at('spaced_test.csv', 'q,yes,no, B \n')).items[0]!.answer).toBe(1); // the letter's spaces trimmed
     expect(two.items[0]).toEqual({ question: 'q', choices: ['yes', 'no'], answer: 1, line: 1 });
     expect(leftMessage(await at('blank_test.csv', '\n\n'))).toBe(`${join(dir.path, 'blank_test.csv')}: no rows`);
     expect(leftMessage(await at('wide_test.csv', 'q,1,2,AB\n'))).toBe(`${join(dir.path, 'wide_test.csv')}:1: answer is 'AB', expected one of A, B`);
@@ -101,6 +105,10 @@ describe('eval readers', () => {
     expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'answer' must be a string, got 3`);
     await writeFile(f, `[1, 2]\n`);
     expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: expected an object {question, answer}, got [1,2]`);
+    for (const [row, got] of [['null', 'null'], ['"text"', '"text"'], [JSON.stringify(Array(30).fill(1)), JSON.stringify(Array(30).fill(1)).slice(0, 40)]]) {
+      await writeFile(f, `${row}\n`);
+      expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: expected an object {question, answer}, got ${got}`);
+    }
     await writeFile(f, `{"answer": "#### 1"}\n`);
     expect(leftMessage(await readGsm8k(f)())).toBe(`${f}:1: field 'question' is missing`);
     await writeFile(f, `{"question": "${'x'.repeat(60)}", "answer": null}\n`);
