@@ -39,6 +39,7 @@ describe('checkpoints', () => {
     expect(back.m.w.shape).toEqual([2, 2]);
     // f64 state is stored as f32 (as the model's weights are) and read back at the template's dtype
     expect(Array.from(await data(back.v.w))).toEqual(Array.from(Float32Array.from([1e-3, 2.5])));
+    expect([(await data(back.m.w)).constructor.name, (await data(back.v.w)).constructor.name]).toEqual(['Float32Array', 'Float64Array']); // each leaf's own storage
   });
 
   it('the same step saved again replaces the folder whole; a write that fails midway leaves the last one as it was', async () => {

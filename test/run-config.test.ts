@@ -63,6 +63,13 @@ describe('layers of settings', () => {
     expect(parseLayer(codec, keys, { a: 1, b: 2 }, 'flags')).toEqual(E.left("flags: unknown keys 'a', 'b' (known: lr, name, data)"));
     expect(parseLayer(codec, keys, { lr: -1, name: 3 }, 'f.json')).toEqual(E.left('f.json: lr: lr must be a number ≥ 0; name: expected string, got 3'));
     expect(parseLayer(codec, keys, { data: ['a', 7] }, 'f.json')).toEqual(E.left('f.json: data.1: expected string, got 7'));
+    // An intersection (bare, or under t.exact) adds its member's index to io-ts's path: the message leaves it out.
+    const entry = t.intersection([t.type({ path: t.string }), t.partial({ weight: nonNeg('weight') })]);
+    for (const item of [entry, t.exact(entry)]) {
+      const c = t.partial({ data: t.array(item) });
+      expect(parseLayer(c, ['data'], { data: [{ path: 'a' }, { weight: 1 }] }, 'f')).toEqual(E.left('f: data.1.path: expected string, got undefined'));
+      expect(parseLayer(c, ['data'], { data: [{ path: 'a', weight: -1 }] }, 'f')).toEqual(E.left('f: data.0.weight: weight must be a number ≥ 0'));
+    }
     expect([unknownKeys(['x']), unknownKeys(['x', 'y'])]).toEqual(["unknown key 'x'", "unknown keys 'x', 'y'"]);
   });
 

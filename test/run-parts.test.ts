@@ -5,6 +5,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { UsageError } from '../models/cli-options.js';
 import { checkVocab, epochPlan, resumeDirOf, resumeState, runTokenizer, saveRunModel } from '../recipes/run-parts.js';
 import { adamw } from '../recipes/optim.js';
 import { writeCheckpoint } from '../recipes/checkpoint.js';
@@ -93,5 +94,9 @@ describe('run files', () => {
     expect(logged).toEqual([`resuming from ${at} at step 4`]);
     await writeFile(join(at!, 'trainer_state.json'), '{"step": "four"}');
     await expect(resumeState(at!, state, () => {})).rejects.toThrow(/trainer_state/);
+    await writeFile(join(at!, 'optimizer.safetensors'), 'not safetensors');
+    const bad = resumeState(at!, state, () => {});
+    await expect(bad).rejects.toThrow(UsageError);
+    await expect(resumeState(at!, state, () => {})).rejects.toThrow(/optimizer\.safetensors/);
   });
 });

@@ -181,6 +181,8 @@ describe('trainLoop: progress, stderr, aux metrics, disposal', () => {
     expect(err.indexOf('\x1b[?25l')).toBeGreaterThanOrEqual(0); // cursor hidden while drawing…
     expect(err.lastIndexOf('\x1b[?25h')).toBeGreaterThan(err.lastIndexOf('step 2/2')); // …and shown after the last frame
     expect(await onStderr(false, () => loop({ progress: 'bar' }))).toBe(''); // cli-progress draws nothing off a TTY
+    const lines = await onStderr(true, () => loop({ progress: 'lines' })); // lines asked for on a TTY: lines, no bar
+    expect(lines.trim().split('\n').map((l) => l.slice(0, 9))).toEqual(['step 1/2 ', 'step 2/2 ']);
   });
 
   it('a bare aux tensor is logged as "aux"', async () => {
