@@ -18,6 +18,8 @@ import { DPO_DEFAULTS, parseDpoConfig, resolveDpoConfig, runDpo, TULU2_DPO, type
 import { parseSftConfig, resolveSftConfig, runSft, SFT_DEFAULTS, type SftConfig, type SftConfigPartial } from '../recipes/sft.js';
 import { encodePairs, parsePrefs } from '../recipes/prefs.js';
 import { NonFiniteLossError } from '../recipes/train.js';
+import { checkpointName, readOptState } from '../recipes/checkpoint.js';
+import { adamw } from '../recipes/optim.js';
 import { UsageError } from '../models/cli-options.js';
 import { right, stories260K, tempDir } from './helpers.js';
 import './setup.js';
@@ -228,6 +230,31 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     const m = metrics(join(tmp.path, 'dpo-a'));
     expect(m[0]!.tokensPerSec).toBeGreaterThan(0);
     await expect(runDpo(cfg(join(tmp.path, 'dpo-c'), { onBadRow: 'error' }), { log: () => {} })).rejects.toThrow(/prefs-bad\.jsonl:5/);
+  });
+
+  it('one step is one PyTorch AdamW update with the run\'s lr, β1, β2, ε and weight decay, read from its saved moments', async () => {
+    const [lr, b1, b2, eps, wd] = [1e-3, 0.5, 0.75, 1e-3, 0.5];
+    const out = join(tmp.path, 'dpo-adamw');
+    await runDpo(dpo({ output: out, steps: 1, saveEvery: 1, lr, b1, b2, eps, weightDecay: wd }), { log: () => {}, progress: 'none' });
+    // torch.optim.AdamW, step 1 (RECIPES-FACTS §7) on the clipped gradient g: m = (1 − β1)·g, v = (1 − β2)·g², so
+    // m²/v = (1 − β1)²/(1 − β2) = 1 here for every g (10 with the defaults), and
+    // θ₁ = θ₀(1 − lr·λ) − lr·m̂/(√v̂ + ε) with m̂ = m/(1 − β1), v̂ = v/(1 − β2); λ on matrices only.
+    const before = right(await loadLlama(model)()).params;
+    const moments = right(await readOptState(join(out, checkpointName(1)), adamw({ lr }).init(before)));
+    const after = right(await loadLlama(out)()).params;
+    const [p0, p1, m, v] = [before, after, moments.mu, moments.nu].map((x) => flatten(x).leaves);
+    let ratios = 0, checked = 0;
+    for (const [i, t] of p0!.entries()) {
+      const [x0, x1, mi, vi] = await Promise.all([t, p1![i]!, m![i]!, v![i]!].map((x) => data(x)));
+      const keep = t.shape.length >= 2 ? 1 - lr * wd : 1;
+      for (const [j, x] of x0!.entries()) {
+        const want = x * keep - lr * (mi![j]! / (1 - b1)) / (Math.sqrt(vi![j]! / (1 - b2)) + eps);
+        expect(Math.abs(x1![j]! - want), `leaf ${i} element ${j}`).toBeLessThan(1e-6 + 1e-6 * Math.abs(want));
+        if (vi![j]! > 1e-20) { ratios++; if (Math.abs(mi![j]! ** 2 / vi![j]! - 1) < 1e-3) checked++; }
+      }
+    }
+    expect(ratios).toBeGreaterThan(1000);
+    expect(checked).toBe(ratios);
   });
 
   it('SimPO with γ and label smoothing: the first loss is −(1−ε)·logσ(z) − ε·logσ(−z), z = r_c − r_r − γ, from the logged rewards β·π̄', async () => {
