@@ -213,7 +213,7 @@ const nanModel = async (): Promise<string> => {
 const logSigmoid = (z: number) => -Math.log1p(Math.exp(-z));
 
 describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
-  it('full fine-tuning, frozen reference: resumed from its checkpoint it repeats the uninterrupted run; bad rows skipped and counted', async () => {
+  it('full fine-tuning, frozen reference: resumed from its checkpoint it repeats the uninterrupted run (a cut checkpoint is refused by name); bad rows skipped and counted', async () => {
     const data = [prefFile('prefs-bad.jsonl', prefRows, '{"prompt": "x"}\n')];
     const l = lines();
     const cfg = (output: string, extra: DpoConfigPartial = {}) => dpo({ output, data, onBadRow: 'skip', steps: 2, saveEvery: 1, ...extra });
@@ -230,6 +230,12 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     const m = metrics(join(tmp.path, 'dpo-a'));
     expect(m[0]!.tokensPerSec).toBeGreaterThan(0);
     await expect(runDpo(cfg(join(tmp.path, 'dpo-c'), { onBadRow: 'error' }), { log: () => {} })).rejects.toThrow(/prefs-bad\.jsonl:5/);
+    // A checkpoint whose model file is cut short: resuming is refused naming that file, before any step.
+    const weights = join(tmp.path, 'dpo-b', checkpointName(2), 'model.safetensors');
+    writeFileSync(weights, readFileSync(weights).subarray(0, 100));
+    const broken = runDpo(cfg(join(tmp.path, 'dpo-b'), { resume: join(tmp.path, 'dpo-b') }), { log: () => {}, progress: 'none' });
+    await expect(broken).rejects.toThrow(UsageError);
+    await expect(broken).rejects.toThrow(weights);
   });
 
   it('one step is one PyTorch AdamW update with the run\'s lr, β1, β2, ε and weight decay, read from its saved moments', async () => {
@@ -268,7 +274,7 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     expect(l.text()).toMatch(/β 2, loss simpo, reference none/);
   });
 
-  it('RPO α with a cached reference: the first loss is log 2 + α·(−π_c / n_c), the chosen side\'s mean NLL (TRL rpo_alpha)', async () => {
+  it('RPO α with a cached reference: the first loss is log 2 + α·(−π_c / n_c), the chosen side\'s mean NLL (TRL rpo_alpha); a broken cache file is refused by name', async () => {
     const alpha = 0.5, out = join(tmp.path, 'rpo'), l = lines();
     const r = await runDpo(dpo({ output: out, rpoAlpha: alpha, reference: 'cache', batchSize: 1, steps: 1 }), { log: l.log, progress: 'none' });
     const m = metrics(out)[0]!;
@@ -282,6 +288,13 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     expect(fits.length, `loss ${r.losses[0]}, counts ${counts}, nll ${nll}`).toBeGreaterThan(0);
     expect(l.text()).toMatch(/reference log-probs computed into .*rpo\/ref-cache\/[0-9a-f]{16}\.json/);
     expect(r.refCacheHit).toBe(false);
+    // A cache file that is no longer JSON is refused by name (with what to do), never silently recomputed over.
+    const file = /computed into (\S+\.json)/.exec(l.text())![1]!;
+    writeFileSync(file, '{"key": ');
+    const again = runDpo(dpo({ output: out, rpoAlpha: alpha, reference: 'cache', batchSize: 1, steps: 1 }), { log: () => {}, progress: 'none' });
+    await expect(again).rejects.toThrow(UsageError);
+    await expect(again).rejects.toThrow(`${file}: not JSON`);
+    expect(readFileSync(file, 'utf8')).toBe('{"key": ');
   });
 
   it('QLoRA names its NF4 base; a run with no pair left, and a missing file, are refused by name', async () => {
