@@ -1,18 +1,12 @@
 // The Tulu chat format: the golden example of issue 18 (ids and labels worked out from open-instruct's
 // encode_with_messages_format and the three tokenizer behaviours, RECIPES-FACTS §2.4) in all variants, whitespace
 // and Python-strip edges, Unicode, truncation, train: 'last', the generation prompt, and bad roles.
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, type Tokenizer } from '../models/tokenizer/index.js';
 import { CHAT_VARIANTS, chatPrompt, encodeChat, IGNORE, pyStrip, type Message } from '../recipes/chat.js';
-import { right } from './helpers.js';
+import { fixture, right } from './helpers.js';
 
-const TOK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/fixtures/llama2-tokenizer-32k');
-const have = existsSync(TOK);
-if (!have && process.env.CI === 'true') throw new Error(`[chat.test] fixtures missing in CI: ${TOK}`);
-if (!have) console.warn(`[chat.test] SKIPPING tokenizer tests: ${TOK} not found`);
+const { path: TOK, have } = fixture('llama2-tokenizer-32k', 'the Llama 2 tokenizer tests');
 
 const M = (role: Message['role'], content: string): Message => ({ role, content });
 const GOLDEN_MSGS = [M('system', 'Be brief.'), M('user', 'Hi'), M('assistant', 'Hello!'), M('user', 'Bye'), M('assistant', 'Ciao.')];

@@ -6,16 +6,17 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { generateCommand, program, runCli } from '../cli.js';
+import { fixture } from './helpers.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'cli.js');
-const fixtures = resolve(root, '../shared/fixtures/stories260K');
+const { path: fixtures, have } = fixture('stories260K', 'the CLI runs on stories260K');
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, CAMELID_BACKEND: 'cpu' }, timeout: 120_000 });
 
 describe('camelid CLI', () => {
   it('is built', () => expect(existsSync(cli), 'run `npm run build` first').toBe(true));
 
-  it.skipIf(!existsSync(fixtures))('generate --temperature 0 prints the reference continuation', () => {
+  it.skipIf(!have)('generate --temperature 0 prints the reference continuation', () => {
     const ref = (JSON.parse(readFileSync(join(fixtures, 'expected.json'), 'utf8')) as { cases: { runc_stdout: string }[] }).cases[0]!.runc_stdout;
     const r = run('generate', '--model', join(fixtures, 'hf'), '--prompt', 'Once upon a time', '--temperature', '0', '--max-tokens', '40');
     expect(r.status, r.stderr).toBe(0);
@@ -114,7 +115,7 @@ describe('camelid CLI, parsed by commander (in-process)', () => {
   });
 });
 
-describe.skipIf(!existsSync(fixtures))('camelid generate: model and tokenizer (in-process)', () => {
+describe.skipIf(!have)('camelid generate: model and tokenizer (in-process)', () => {
   const ref = () => (JSON.parse(readFileSync(join(fixtures, 'expected.json'), 'utf8')) as { cases: { runc_stdout: string }[] }).cases[0]!.runc_stdout;
   // generate streams to process.stdout: capture it.
   const withStdout = async (argv: string[]) => {

@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
@@ -8,11 +7,9 @@ import {
   checkVocab, codellama_7b, llama2_13b, llama2_70b, llama2_7b, loadLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig,
 } from '../models/config.js';
 import { loadLlama } from '../models/load.js';
-import { leftMessage, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, right, tempDir } from './helpers.js';
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const haveFixtures = existsSync(fixtures);
-if (!haveFixtures) console.warn(`config tests: fixtures not found at ${fixtures}; skipping the stories260K config test`);
+const { path: fixtures, have: haveFixtures } = fixture('stories260K', 'config tests on config test');
 
 const minimal = { hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5, num_attention_heads: 8, vocab_size: 512, rms_norm_eps: 1e-5 };
 

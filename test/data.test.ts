@@ -1,10 +1,9 @@
 // SFT data: JSONL rows checked and streamed, bad input named by file, line and field, skips and drops counted,
 // mixing by weight, the seeded shuffle and the train/eval split, and padded batches (expected values by hand).
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { toArray } from '../core/backend.js';
@@ -13,12 +12,9 @@ import { encodeChat, IGNORE } from '../recipes/chat.js';
 import {
   batchTensors, defaultPadId, describeData, loadChatData, makeBatches, readChatRows, type ChatData, type DataSource, type Example,
 } from '../recipes/data.js';
-import { leftMessage, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, right, tempDir } from './helpers.js';
 
-const TOK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/fixtures/llama2-tokenizer-32k');
-const have = existsSync(TOK);
-if (!have && process.env.CI === 'true') throw new Error(`[data.test] fixtures missing in CI: ${TOK}`);
-if (!have) console.warn(`[data.test] SKIPPING tokenizer-backed tests: ${TOK} not found`);
+const { path: TOK, have } = fixture('llama2-tokenizer-32k', 'the tokenizer-backed data tests');
 
 const row = (q: string, a: string, extra: object = {}) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }], ...extra });
 const dir = tempDir('camelid-data-');

@@ -23,7 +23,7 @@ import { trainLoop } from '../recipes/train.js';
 import { parseDpoConfig, resolveDpoConfig, runDpo, TULU2_DPO, type DpoConfigPartial } from '../recipes/dpo-run.js';
 import { runCli } from '../cli.js';
 import { kernelOuts, schedule } from '../core/schedule/index.js';
-import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -313,12 +313,7 @@ describe('sequenceLogprobs', () => {
     expect(Math.abs(ad - fd)).toBeLessThan(1e-7 * (1 + Math.abs(fd)));
   });
 
-  const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-  const have = existsSync(fixtures);
-  if (!have) {
-    if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing at ${fixtures}`);
-    console.warn(`dpo tests: fixtures not found at ${fixtures}; skipping the stories260K check`);
-  }
+  const { path: fixtures, have } = fixture('stories260K', 'the DPO check against run.c logits');
   describe.skipIf(!have)('against llama2.c run.c logits (stories260K)', () => {
     let ref: Float32Array, ids: number[];
     beforeAll(async () => {

@@ -1,7 +1,6 @@
 // The eval harness: readers on the official MMLU CSV and GSM8k JSONL formats (and their malformed rows), answer
 // extraction as open-instruct's GSM8k script does it, the Wilson interval, and the scores checked against a direct
 // computation of the same logits on the real stories260K checkpoint (interpreter).
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -10,14 +9,9 @@ import { tensor } from '../ops/create.js';
 import { forward, generateIds, loadLlama, loadTokenizer, type LlamaConfig, type LlamaParams, type Tokenizer } from '../models/index.js';
 import { chatPrompt } from '../recipes/chat.js';
 import { accuracy, evalGsm8k, evalMultipleChoice, greedyContinuations, greedyReplies, gsmPrompt, lastNumber, mmluPrompt, parseCsv, readGsm8k, readMmlu, sameNumber } from '../recipes/eval.js';
-import { leftMessage, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, right, tempDir } from './helpers.js';
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const haveFixtures = existsSync(fixtures);
-if (!haveFixtures) {
-  if (process.env.CI === 'true') throw new Error(`eval tests: fixtures missing at ${fixtures}`);
-  console.warn(`eval tests: fixtures not found at ${fixtures}; skipping the stories260K scoring tests`);
-}
+const { path: fixtures, have: haveFixtures } = fixture('stories260K', 'the stories260K scoring tests');
 
 describe('eval readers', () => {
   const dir = tempDir('camelid-eval-');

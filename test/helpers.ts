@@ -45,16 +45,21 @@ export const tempDir = (prefix: string): { readonly path: string } => {
 };
 
 /**
- * The stories260K fixture (Hugging Face folder and tokenizer) beside the checkout: in CI a missing folder fails the
- * file; elsewhere the skip is announced, naming what is skipped.
+ * A folder of ../shared/fixtures (e.g. 'stories260K', 'llama2-tokenizer-32k'), found once per test file: in CI a
+ * missing folder fails the file; elsewhere the skip is announced, naming what is skipped.
  */
-export const stories260K = (skipping: string): { fixtures: string; model: string; tok: string; have: boolean } => {
-  const fixtures = resolve(import.meta.dirname, '../../shared/fixtures');
-  const model = join(fixtures, 'stories260K/hf'), tok = join(fixtures, 'stories260K/tok512.model');
-  const have = existsSync(model) && existsSync(tok);
+export const fixture = (sub: string, skipping: string): { path: string; have: boolean } => {
+  const path = resolve(import.meta.dirname, '../../shared/fixtures', sub);
+  const have = existsSync(path);
   if (!have) {
-    if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${fixtures}`);
-    console.warn(`SKIPPING ${skipping}: no fixtures at ${fixtures}`);
+    if (process.env.CI === 'true') throw new Error(`CI=true but the fixtures are missing: ${path}`);
+    console.warn(`SKIPPING ${skipping}: no fixtures at ${path}`);
   }
-  return { fixtures, model, tok, have };
+  return { path, have };
+};
+
+/** The stories260K fixture's Hugging Face folder and tokenizer (and the fixtures folder above it), as `fixture`. */
+export const stories260K = (skipping: string): { fixtures: string; model: string; tok: string; have: boolean } => {
+  const { path, have } = fixture('stories260K', skipping);
+  return { fixtures: resolve(path, '..'), model: join(path, 'hf'), tok: join(path, 'tok512.model'), have };
 };

@@ -1,9 +1,8 @@
 // Llama on WebGPU: stories260K logits against llama2.c run.c, and greedy generation through the compiled decode
 // plan (position as a run-time scalar, cache written in place): same ids, no compile or allocation per token.
 
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
@@ -11,10 +10,9 @@ import { loadLlama } from '../models/load.js';
 import { forward } from '../models/llama.js';
 import { generate } from '../models/generate.js';
 import { gpuDevice } from './gpu.js';
+import { fixture } from './helpers.js';
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const have = existsSync(fixtures);
-if (!have) console.warn(`llama-webgpu tests: fixtures not found at ${fixtures}; skipping`);
+const { path: fixtures, have } = fixture('stories260K', 'the stories260K WebGPU tests');
 
 describe.skipIf(!gpuDevice || !have)('stories260K on WebGPU', () => {
   const load = async () => {

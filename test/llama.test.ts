@@ -2,9 +2,8 @@
 // cache path against the plain one, the whole model's gradient against finite differences (f64), loading errors,
 // and a bit-exact save/load round trip.
 
-import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
@@ -19,13 +18,11 @@ import { compileKernels } from '../core/runtime.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
 
 setBackend('cpu');
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const haveFixtures = existsSync(fixtures);
-if (!haveFixtures) console.warn(`llama tests: fixtures not found at ${fixtures}; skipping the stories260K golden tests`);
+const { path: fixtures, have: haveFixtures } = fixture('stories260K', 'llama tests on golden tests');
 
 const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
 

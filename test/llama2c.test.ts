@@ -1,16 +1,13 @@
-import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { loadLlamaConfig } from '../models/config.js';
 import { halvesToInterleaved, interleavedToHalves, readLlama2c } from '../models/llama2c.js';
 import { openCheckpoint } from '../models/safetensors.js';
-import { leftMessage, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, right, tempDir } from './helpers.js';
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const haveFixtures = existsSync(fixtures);
-if (!haveFixtures) console.warn(`llama2c tests: fixtures not found at ${fixtures}; skipping the stories260K comparison`);
+const { path: fixtures, have: haveFixtures } = fixture('stories260K', 'llama2c tests on comparison');
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const sameBits = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(bytesOf(a)).equals(bytesOf(b));

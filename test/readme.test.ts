@@ -3,6 +3,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { expect, it } from 'vitest';
+import { fixture } from './helpers.js';
 
 it('README example runs and prints a loss and a gradient', async () => {
   const root = resolve(import.meta.dirname, '..');
@@ -40,8 +41,8 @@ it('README example runs and prints a loss and a gradient', async () => {
   });
 });
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-it.skipIf(!existsSync(fixtures))('README Llama example runs and streams the reference story', async () => {
+const { path: fixtures, have } = fixture('stories260K', 'the README examples on stories260K');
+it.skipIf(!have)('README Llama example runs and streams the reference story', async () => {
   const root = resolve(import.meta.dirname, '..');
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const block = /## Llama-2\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
@@ -62,7 +63,7 @@ it.skipIf(!existsSync(fixtures))('README Llama example runs and streams the refe
   expect(out).toMatch(/^, there was a little girl named Lily/);
 });
 
-it.skipIf(!existsSync(fixtures))('README SFT example runs: AdamW steps in one jitted plan, loss falls, the model is saved', async () => {
+it.skipIf(!have)('README SFT example runs: AdamW steps in one jitted plan, loss falls, the model is saved', async () => {
   const root = resolve(import.meta.dirname, '..');
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const block = /## SFT\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
@@ -88,7 +89,7 @@ it.skipIf(!existsSync(fixtures))('README SFT example runs: AdamW steps in one ji
   }
 });
 
-it.skipIf(!existsSync(fixtures))('README LoRA/QLoRA example runs: NF4 base at ~0.52 byte/param, adapter loss falls, PEFT files written', async () => {
+it.skipIf(!have)('README LoRA/QLoRA example runs: NF4 base at ~0.52 byte/param, adapter loss falls, PEFT files written', async () => {
   const root = resolve(import.meta.dirname, '..');
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const block = /## LoRA and QLoRA\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
@@ -117,7 +118,7 @@ it.skipIf(!existsSync(fixtures))('README LoRA/QLoRA example runs: NF4 base at ~0
   }
 });
 
-it.skipIf(!existsSync(fixtures))('README DPO example runs: loss ln 2 at the start, then falls as the chosen side gains', async () => {
+it.skipIf(!have)('README DPO example runs: loss ln 2 at the start, then falls as the chosen side gains', async () => {
   const root = resolve(import.meta.dirname, '..');
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const block = /## DPO\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];

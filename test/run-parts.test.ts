@@ -1,9 +1,9 @@
 // The parts SFT and DPO runs share (recipes/run-parts.ts): the epoch plan (which batch of which epoch a step reads,
 // rebuilt once per epoch; the steps of a run), the tokenizer found beside the model or refused by name, the
 // vocabulary check, the checkpoint to resume from, and a saved run folder with its tokenizer.
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../models/cli-options.js';
 import { checkVocab, epochPlan, resumeDirOf, resumeState, runTokenizer, saveRunModel } from '../recipes/run-parts.js';
@@ -12,14 +12,9 @@ import { writeCheckpoint } from '../recipes/checkpoint.js';
 import { tensor } from '../ops/create.js';
 import { data } from '../core/backend.js';
 import { loadLlama } from '../models/load.js';
-import { right, tempDir } from './helpers.js';
+import { fixture, right, tempDir } from './helpers.js';
 
-const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
-const haveFixtures = existsSync(fixtures);
-if (!haveFixtures) {
-  if (process.env.CI === 'true') throw new Error(`run-parts tests: fixtures missing at ${fixtures}`);
-  console.warn(`run-parts tests: fixtures not found at ${fixtures}; skipping the tokenizer tests`);
-}
+const { path: fixtures, have: haveFixtures } = fixture('stories260K', 'the run-parts tokenizer tests');
 
 describe('epoch plan', () => {
   it('step i reads batch i mod perEpoch of epoch ⌊i / perEpoch⌋, each epoch built once, in order', () => {
