@@ -35,11 +35,12 @@ const targetOf = (s: string): LoraTarget | undefined =>
 /** "r=64,alpha=16,dropout=0.1,targets=wq+wv,rslora=true" → its fields (values still unchecked). */
 const fromString = (s: string): E.Either<string, Record<string, unknown>> => {
   const out: Record<string, unknown> = {};
+  // Parts are trimmed, so a value is never spaces alone: empty is the one value Number() would misread (as 0).
   for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
     const m = /^([a-zA-Z_]+)=(.*)$/.exec(part);
     if (!m) return E.left(`'${part}' is not key=value`);
     const [k, v] = [m[1]!, m[2]!];
-    out[k] = k === 'targets' ? v.split(/[+ ]/).filter(Boolean) : k === 'rslora' ? (v === 'true' ? true : v === 'false' ? false : v) : v.trim() === '' ? Number.NaN : Number(v);
+    out[k] = k === 'targets' ? v.split(/[+ ]/).filter(Boolean) : k === 'rslora' ? (v === 'true' ? true : v === 'false' ? false : v) : v === '' ? Number.NaN : Number(v);
   }
   return E.right(out);
 };

@@ -117,6 +117,13 @@ describe.skipIf(!have)('loadBase and loraRun', () => {
     const missing = join(d, 'nothing-here');
     await expect(loadBase(missing, true)).rejects.toThrow(UsageError);
     await expect(loadBase(missing, true)).rejects.toThrow(/nothing-here/);
+    // A bitsandbytes 4-bit folder of another 4-bit type (FP4) is refused by its field, never read as a dense model.
+    const cfgFile = join(bnb, 'config.json');
+    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as { quantization_config: Record<string, unknown> };
+    cfg.quantization_config.bnb_4bit_quant_type = 'fp4';
+    writeFileSync(cfgFile, JSON.stringify(cfg));
+    await expect(loadBase(bnb, true)).rejects.toThrow(UsageError);
+    await expect(loadBase(bnb, true)).rejects.toThrow(/config\.json.*quantization_config\.bnb_4bit_quant_type.*"fp4"/s);
   });
   it('without settings, Tulu 2\'s adapters (r 64, α 16, dropout 0.1, all seven projections) and PEFT\'s count of r·(in + out) each', async () => {
     const { config, params } = right(await loadLlama(model)());
@@ -125,6 +132,10 @@ describe.skipIf(!have)('loadBase and loraRun', () => {
     const perLayer = (64 + 64) + (64 + 32) + (64 + 32) + (64 + 64) + (64 + 172) + (172 + 64) + (64 + 172);
     expect(run.summary).toBe(`LoRA: r 64, alpha 16, dropout 0.1, targets wq wk wv wo w1 w2 w3; ${5 * 64 * perLayer} trainable parameters`);
     await expect(loraRun(config, params, { seed: 1, resumeDir: join(tmp(), 'no-adapters') })).rejects.toThrow(/no-adapters/);
+    // Adapters that cannot be written (a file where the folder should be) are an error, not a silent loss.
+    const blocked = join(tmp(), 'a-file');
+    writeFileSync(blocked, '');
+    await expect(run.save(join(blocked, 'adapters'), run.trainable)).rejects.toThrow(/a-file/);
   });
 });
 

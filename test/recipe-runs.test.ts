@@ -5,7 +5,7 @@
 // resumes. Expected numbers are worked from the published formulas (PyTorch AdamW, TRL/open-instruct DPO and
 // SimPO, open-instruct's loss reductions), cited where used.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
@@ -70,6 +70,7 @@ describe('dpo settings', () => {
     const layer = { preset: 'tulu2-dpo', onBadRow: 'skip', reference: 'cache', loss: 'simpo', labelSmoothing: 0.49, gamma: -1, rpoAlpha: 0, beta: 2, refCacheDir: 'c' };
     expect(okOf(parseDpoConfig(layer, 'f'))).toStrictEqual(layer);
     for (const reference of ['adapter', 'frozen']) expect(okOf(parseDpoConfig({ reference }, 'f'))).toStrictEqual({ reference });
+    expect(okOf(parseDpoConfig({ labelSmoothing: 0 }, 'f'))).toStrictEqual({ labelSmoothing: 0 }); // the bound itself
     expect(leftOf(parseDpoConfig({ labelSmoothing: 0.5 }, 'f'))).toBe('f: labelSmoothing: labelSmoothing must be in [0, 0.5)');
     expect(leftOf(parseDpoConfig({ labelSmoothing: -0.01 }, 'f'))).toBe('f: labelSmoothing: labelSmoothing must be in [0, 0.5)');
     expect(leftOf(parseDpoConfig({ rpoAlpha: -1 }, 'f'))).toBe('f: rpoAlpha: rpoAlpha must be a non-negative number');
@@ -105,7 +106,8 @@ describe.skipIf(!have)('runSft (stories260K, interpreter)', () => {
     let err = '';
     const orig = process.stderr.write.bind(process.stderr);
     process.stderr.write = ((s: string | Uint8Array) => { err += String(s); return true; }) as typeof process.stderr.write;
-    try { await runSft(sft({ output: out, steps: 1, batchSize: 4, weightDecay: wd })); } finally { process.stderr.write = orig; }
+    // evalEvery without eval rows: nothing to evaluate, so no eval loss is recorded (not 0, not NaN).
+    try { await runSft(sft({ output: out, steps: 1, batchSize: 4, weightDecay: wd, evalEvery: 1 })); } finally { process.stderr.write = orig; }
     // torch.optim.AdamW, step 1 (RECIPES-FACTS §7): θ ← θ(1 − lr·λ) − lr·m̂/(√v̂ + ε) with m̂ = g, v̂ = g², so each
     // element moves to θ(1 − lr·λ) − lr·sign(g). Matrices decay, norm weights do not (adamw's default, open-instruct's
     // no_decay intent). The layers' weights only: the tied embedding's rows of unseen tokens get gradients far
@@ -124,8 +126,9 @@ describe.skipIf(!have)('runSft (stories260K, interpreter)', () => {
     }
     expect(fit / n).toBeGreaterThan(0.99); // 226351 of 227200 here
     expect(err).toContain(`${chatFile()}: 4 rows, 0 bad rows skipped, 0 dropped (no trained token after truncation)`);
-    expect(err).toContain('sft: 4 train examples, 1 batches of 4 per epoch, 1 steps of 1 micro-batches, warmup 0, lr 0.01 (linear)');
+    expect(err).toContain('sft: 4 train examples, 1 batches of 4 per epoch, 1 steps of 1 micro-batches, warmup 0, lr 0.01 (linear)\n');
     const m = metrics(out);
+    expect(m.filter((x) => 'evalLoss' in x)).toEqual([]);
     expect(err).toMatch(new RegExp(`step 1/1  loss ${m[0]!.loss!.toFixed(4)}  lr 1\\.00e-2`)); // progress 'auto' off a TTY: lines
     expect(err).toContain(`sft: 1 steps done; model in ${out}, last loss ${m[0]!.loss!.toFixed(4)}`);
     expect(m[0]!.tokensPerSec).toBeGreaterThan(0); // tokens are counted (4 rows × 40 padded positions)
@@ -150,6 +153,21 @@ describe.skipIf(!have)('runSft (stories260K, interpreter)', () => {
     // 'mean' averages each row's token mean; 'sum' weighs every token alike (open-instruct --reduce_loss): rows of
     // 7 to 11 trained tokens make the two differ.
     expect(Math.abs(losses[0]! - losses[1]!)).toBeGreaterThan(1e-3);
+  });
+
+  it('evalFraction holds out that share of the rows; resuming a finished run does no step and says so', async () => {
+    const out = join(tmp.path, 'frac'), l = lines();
+    const c = sft({ output: out, steps: 1, batchSize: 2, evalFraction: 0.5, evalEvery: 1, saveEvery: 1 });
+    const r = await runSft(c, { log: l.log, progress: 'none' });
+    expect(l.text()).toMatch(/chat\.jsonl: 4 rows, .*; 2 train, 2 eval/);
+    const evals = metrics(out).filter((x) => x.evalLoss !== undefined);
+    expect(evals.map((x) => x.step)).toEqual([1]);
+    expect(evals[0]!.evalLoss).toBeGreaterThan(0);
+    const again = lines();
+    const done = await runSft({ ...c, resume: out }, { log: again.log, progress: 'none' });
+    expect(done.losses).toEqual([]);
+    expect(again.all.at(-1)).toBe(`sft: 1 steps done; model in ${out}`);
+    expect(r.losses).toHaveLength(1);
   });
 
   it('LoRA dropout is drawn per micro-batch (a key per step); the summary names LoRA or QLoRA with the trainable count', async () => {
@@ -227,6 +245,9 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     expect(l.text()).toMatch(/skipped .*prefs-bad\.jsonl:5/);
     expect(l.text()).toContain('dpo: 4 pairs, 2 batches of 2 per epoch, 2 steps of 1 micro-batches, warmup 0, lr 0.001 (linear), β 0.1, loss sigmoid, reference frozen');
     expect(l.text()).toContain(`dpo: 2 steps done; model in ${join(tmp.path, 'dpo-a')}, last loss ${whole.losses[1]!.toFixed(4)}`);
+    // A frozen reference computes no log-prob cache.
+    expect(l.text()).not.toContain('reference log-probs');
+    expect(existsSync(join(tmp.path, 'dpo-a', 'ref-cache'))).toBe(false);
     const m = metrics(join(tmp.path, 'dpo-a'));
     expect(m[0]!.tokensPerSec).toBeGreaterThan(0);
     await expect(runDpo(cfg(join(tmp.path, 'dpo-c'), { onBadRow: 'error' }), { log: () => {} })).rejects.toThrow(/prefs-bad\.jsonl:5/);
@@ -241,7 +262,11 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
   it('one step is one PyTorch AdamW update with the run\'s lr, β1, β2, ε and weight decay, read from its saved moments', async () => {
     const [lr, b1, b2, eps, wd] = [1e-3, 0.5, 0.75, 1e-3, 0.5];
     const out = join(tmp.path, 'dpo-adamw');
-    await runDpo(dpo({ output: out, steps: 1, saveEvery: 1, lr, b1, b2, eps, weightDecay: wd }), { log: () => {}, progress: 'none' });
+    let err = '';
+    const orig = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string | Uint8Array) => { err += String(s); return true; }) as typeof process.stderr.write;
+    try { await runDpo(dpo({ output: out, steps: 1, saveEvery: 1, lr, b1, b2, eps, weightDecay: wd }), { progress: 'none' }); } finally { process.stderr.write = orig; }
+    expect(err).toMatch(new RegExp(`\ndpo: 1 steps done; model in ${out}, last loss 0\\.693\\d\n$`)); // stderr by default, a line each
     // torch.optim.AdamW, step 1 (RECIPES-FACTS §7) on the clipped gradient g: m = (1 − β1)·g, v = (1 − β2)·g², so
     // m²/v = (1 − β1)²/(1 − β2) = 1 here for every g (10 with the defaults), and
     // θ₁ = θ₀(1 − lr·λ) − lr·m̂/(√v̂ + ε) with m̂ = m/(1 − β1), v̂ = v/(1 − β2); λ on matrices only.
@@ -288,8 +313,19 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     expect(fits.length, `loss ${r.losses[0]}, counts ${counts}, nll ${nll}`).toBeGreaterThan(0);
     expect(l.text()).toMatch(/reference log-probs computed into .*rpo\/ref-cache\/[0-9a-f]{16}\.json/);
     expect(r.refCacheHit).toBe(false);
-    // A cache file that is no longer JSON is refused by name (with what to do), never silently recomputed over.
+    // The cache is keyed by model, data and template: other pairs in the same folder miss; the same run hits.
+    const refCacheDir = join(out, 'ref-cache');
+    const other = lines();
+    const miss = await runDpo(dpo({ output: join(tmp.path, 'rpo-2'), data: [prefFile('prefs-3.jsonl', prefRows.slice(1))], rpoAlpha: alpha, reference: 'cache', refCacheDir, batchSize: 1, steps: 1 }), { log: other.log, progress: 'none' });
+    expect(miss.refCacheHit).toBe(false);
+    const same = lines();
+    const hit = await runDpo(dpo({ output: join(tmp.path, 'rpo-3'), rpoAlpha: alpha, reference: 'cache', refCacheDir, batchSize: 1, steps: 1 }), { log: same.log, progress: 'none' });
+    expect(hit.refCacheHit).toBe(true);
     const file = /computed into (\S+\.json)/.exec(l.text())![1]!;
+    expect(same.text()).toContain(`reference log-probs reused from ${file}`);
+    expect(other.text()).not.toContain(file);
+    expect(hit.losses).toEqual(r.losses);
+    // A cache file that is no longer JSON is refused by name (with what to do), never silently recomputed over.
     writeFileSync(file, '{"key": ');
     const again = runDpo(dpo({ output: out, rpoAlpha: alpha, reference: 'cache', batchSize: 1, steps: 1 }), { log: () => {}, progress: 'none' });
     await expect(again).rejects.toThrow(UsageError);
@@ -297,12 +333,26 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     expect(readFileSync(file, 'utf8')).toBe('{"key": ');
   });
 
-  it('QLoRA names its NF4 base; a run with no pair left, and a missing file, are refused by name', async () => {
+  it('QLoRA trains on its NF4 base, whichever reference is named; a run with no pair left, and a missing file, are refused by name', async () => {
     const l = lines();
-    await runDpo(dpo({ output: join(tmp.path, 'dpo-q'), qlora: true, lora: { r: 2, alpha: 4, targets: ['wv'] }, steps: 1 }), { log: l.log, progress: 'none' });
+    const adapters = { r: 2, alpha: 4, targets: ['wv' as const] };
+    const q = await runDpo(dpo({ output: join(tmp.path, 'dpo-q'), qlora: true, lora: adapters, steps: 1 }), { log: l.log, progress: 'none' });
     expect(l.text()).toContain('QLoRA (NF4 base, double quantisation): r 2, alpha 4, dropout 0, targets wv');
     expect(l.text()).toMatch(/reference adapter/);
-    await expect(runDpo(dpo({ output: join(tmp.path, 'dpo-x'), maxSeqLen: 8, steps: 1 }), { log: () => {} })).rejects.toThrow(/^no preference pair left to train on in .*prefs\.jsonl/);
+    expect(l.text()).toContain(`dpo: 1 steps done; adapters in ${join(tmp.path, 'dpo-q')}, last loss ${q.losses[0]!.toFixed(4)}`);
+    // The policy's log-probs are the NF4 base's (plus B = 0 adapters): the same with the reference named 'frozen'
+    // (with adapters, the reference is the base either way), and not the dense base's of a LoRA run.
+    await runDpo(dpo({ output: join(tmp.path, 'dpo-qf'), qlora: true, lora: adapters, reference: 'frozen', steps: 1 }), { log: () => {}, progress: 'none' });
+    await runDpo(dpo({ output: join(tmp.path, 'dpo-l'), lora: adapters, steps: 1 }), { log: () => {}, progress: 'none' });
+    const [nf4, nf4Frozen, dense] = ['dpo-q', 'dpo-qf', 'dpo-l'].map((d) => metrics(join(tmp.path, d))[0]!['logps/chosen']!);
+    expect(nf4Frozen).toBeCloseTo(nf4!, 4);
+    expect(Math.abs(nf4! - dense!)).toBeGreaterThan(1e-3);
+    // Bad rows skipped: the first five are logged; with no pair left the files are named, all of them.
+    const bad = prefFile('prefs-6bad.jsonl', [], Array.from({ length: 6 }, (_, i) => `{"prompt": "p${i}"}\n`).join(''));
+    const x = lines();
+    const none = runDpo(dpo({ output: join(tmp.path, 'dpo-x'), data: [bad, prefFile('prefs.jsonl', prefRows)], onBadRow: 'skip', maxSeqLen: 8, steps: 1 }), { log: x.log });
+    await expect(none).rejects.toThrow(`no preference pair left to train on in ${bad}, ${join(tmp.path, 'prefs.jsonl')}`);
+    expect(x.all.filter((s) => s.startsWith('skipped ')).map((s) => /prefs-6bad\.jsonl:(\d+)/.exec(s)?.[1])).toEqual(['2', '3', '4', '5', '6']);
     await expect(runDpo({ ...dpo({ output: join(tmp.path, 'dpo-x'), steps: 1 }), data: [join(tmp.path, 'nope.jsonl')] }, { log: () => {} })).rejects.toThrow(UsageError);
   });
 
