@@ -15,9 +15,10 @@ const passed = args.filter((a) => !(a in FOLDERS));
 const names = selected(folders.length ? folders.join(',') : undefined);
 // The sandboxes are .scratch-stryker/sandbox-*/, so a test's ../../shared/fixtures is .scratch-stryker/shared:
 // point it at the fixtures beside the checkout, where the tests find them normally.
+// Made before every run: Stryker's cleanTempDir removes .scratch-stryker, the link with it, after each one.
 const shared = resolve(root, '../shared');
 const link = join(root, '.scratch-stryker', 'shared');
-if (existsSync(shared) && !existsSync(link)) { mkdirSync(join(root, '.scratch-stryker'), { recursive: true }); symlinkSync(shared, link); }
+const linkFixtures = () => { if (existsSync(shared) && !existsSync(link)) { mkdirSync(join(root, '.scratch-stryker'), { recursive: true }); symlinkSync(shared, link); } };
 const report = join(root, '.scratch-mutation', 'mutation.json');
 // One Stryker run per folder, so each folder's mutants meet only its own tests (a survivor reruns every test that
 // covers it: the recipe runs' trainings must not rerun for each survivor in the layers below them). Each run's report
@@ -26,6 +27,7 @@ const kept: string[] = [];
 let status = 0;
 for (const name of names) {
   rmSync(report, { force: true }); // never summarise an earlier run's report
+  linkFixtures();
   console.log(`mutate: ${name}`);
   const run = spawnSync(join(root, 'node_modules', '.bin', 'stryker'), ['run', ...passed], {
     cwd: root, stdio: 'inherit', env: { ...process.env, CAMELID_MUTATE: name },
