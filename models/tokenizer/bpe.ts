@@ -198,8 +198,7 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
   const wordsSafe = spec.escapeWhitespaces && ![...mergeable.keys()].some((p) => /[^\u2581]\u2581/u.test(p));
   const splitter = spec.splitBeforeSpace ? /(?=\u2581)/u : wordsSafe ? /(?<=[^\u2581])(?=\u2581)/u : null;
   const cache = new Map<string, readonly number[]>();
-  return (text, out, dummyPrefix = spec.addDummyPrefix) => {
-    const t = normalize(text, spec, dummyPrefix);
+  const encodeWords = (t: string, out: number[]): void => {
     if (!splitter) { encodeChunk(t, out); return; }
     for (const w of t.split(splitter)) {
       let ids = cache.get(w);
@@ -210,6 +209,17 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
         if (w.length <= 64) { if (cache.size >= 1 << 16) cache.clear(); cache.set(w, fresh); }
       }
       for (const id of ids) out.push(id);
+    }
+  };
+  return (text, out, dummyPrefix = spec.addDummyPrefix) => {
+    const from = out.length;
+    encodeWords(normalize(text, spec, dummyPrefix), out);
+    // SentencePiece emits a run of unknown pieces as one unk (PopulateSentencePieceText). With byte fallback each
+    // unknown character has become bytes instead, so only this case has runs to join.
+    if (!spec.byteFallback) {
+      let w = from;
+      for (let r = from; r < out.length; r++) if (out[r] !== spec.unkId || w === from || out[w - 1] !== spec.unkId) out[w++] = out[r]!;
+      out.length = w;
     }
   };
 };
