@@ -29,11 +29,12 @@ const str = (no: number, s: string) => len(no, [...new TextEncoder().encode(s)])
 const int = (no: number, v: number) => [...varint(no * 8), ...varint(v)];
 const f32 = (no: number, x: number) => [...varint(no * 8 + 5), ...new Uint8Array(Float32Array.of(x).buffer)];
 type Piece = readonly [piece: string, score: number, type?: number];
-interface ProtoOpts { byteFallback?: boolean; removeExtra?: boolean; escape?: boolean; suffix?: boolean }
+interface ProtoOpts { byteFallback?: boolean; removeExtra?: boolean; escape?: boolean; suffix?: boolean; ids?: readonly [unk: number, bos: number, eos: number] }
 const modelProto = (pieces: readonly Piece[], opts: ProtoOpts = {}) =>
   Uint8Array.from([
     ...pieces.flatMap(([p, s, t = 1]) => len(1, [...str(1, p), ...f32(2, s), ...int(3, t)])),
-    ...len(2, [...int(3, 2), ...int(24, opts.suffix ? 1 : 0), ...int(35, opts.byteFallback ? 1 : 0), ...int(43, -1)]),
+    ...len(2, [...int(3, 2), ...int(24, opts.suffix ? 1 : 0), ...int(35, opts.byteFallback ? 1 : 0), ...int(43, -1),
+      ...(opts.ids ? [...int(40, opts.ids[0]), ...int(41, opts.ids[1]), ...int(42, opts.ids[2])] : [])]),
     ...len(3, [...str(1, 'identity'), ...int(3, 1), ...int(4, opts.removeExtra ? 1 : 0), ...int(5, opts.escape === false ? 0 : 1)]),
   ]);
 const SPECIAL: Piece[] = [['<unk>', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3]];
@@ -122,8 +123,9 @@ describe('BPE merges, more corner cases (hand-built models)', () => {
   it('equals the merge rule spelled out, on random vocabularies and texts where scores tie often', () => {
     const chars = ['▁', 'a', 'b', 'c'];
     const piece = fc.array(fc.constantFrom(...chars), { minLength: 2, maxLength: 5 }).map((a) => a.join(''));
-    const vocab = fc.uniqueArray(fc.tuple(piece, fc.integer({ min: -4, max: 0 })), { selector: ([p]) => p, maxLength: 30 });
-    const text = fc.array(fc.constantFrom('a', 'b', 'c', ' '), { maxLength: 40 }).map((a) => a.join(''));
+    // size 'max': fast-check's default keeps arrays to about 10 items, too few pairs to fill the heap's lower levels
+    const vocab = fc.uniqueArray(fc.tuple(piece, fc.integer({ min: -4, max: 0 })), { selector: ([p]) => p, maxLength: 30, size: 'max' });
+    const text = fc.array(fc.constantFrom('a', 'b', 'c', ' '), { maxLength: 60, size: 'max' }).map((a) => a.join(''));
     fc.assert(fc.property(vocab, text, (v, x) => {
       const tok = tiny([...chars.map((c): Piece => [c, -10]), ...v]);
       const want = x === '' ? [] : naiveMerges([...`▁${x.replaceAll(' ', '▁')}`], new Map(v));
@@ -157,6 +159,18 @@ describe('BPE merges, more corner cases (hand-built models)', () => {
     const bytes = ['<0xE2>', '<0x81>', '<0x87>'];
     expect(pieceStrings(tok, tok.encode('⁇', { bos: false }))).toEqual(['▁', ...bytes]);
     expect(pieceStrings(tok, tok.encode('⁇a', { bos: false }))).toEqual(['▁', ...bytes, 'a']); // via the unused '⁇a'
+  });
+
+  it('treats id 0 as any other id when unk_id points elsewhere', () => {
+    const model = (pieces: readonly Piece[]) =>
+      right(tokenizerFromModelProto(modelProto([pieces[0]!, ['<unk>', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3], ...pieces.slice(1)], { ids: [1, 2, 3] }), 'z.model'));
+    // a normal 'a' at id 0, alone or out of the unused 'ab' split back
+    const normal = model([['a', -9], ['▁', -9], ['b', -9], ['ab', -1, 5]]);
+    expect(normal.encode('a', { bos: false })).toEqual([4, 0]);
+    expect(normal.encode('ab', { bos: false })).toEqual([4, 0, 5]);
+    // an unused 'ab' at id 0, reached by splitting the unused 'abc' (ab, then abc) back: ab + c, then a + b + c
+    const unused = model([['ab', -1, 5], ['▁', -9], ['a', -9], ['b', -9], ['c', -9], ['abc', -2, 5]]);
+    expect(pieceStrings(unused, unused.encode('abc', { bos: false }))).toEqual(['▁', 'a', 'b', 'c']);
   });
 
   it('never merges into a control piece: text that spells "<s>" stays text', () => {

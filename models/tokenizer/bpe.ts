@@ -214,12 +214,10 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
   return (text, out, dummyPrefix = spec.addDummyPrefix) => {
     const from = out.length;
     encodeWords(normalize(text, spec, dummyPrefix), out);
-    // SentencePiece emits a run of unknown pieces as one unk (PopulateSentencePieceText). With byte fallback each
-    // unknown character has become bytes instead, so only this case has runs to join.
-    if (!spec.byteFallback) {
-      let w = from;
-      for (let r = from; r < out.length; r++) if (out[r] !== spec.unkId || w === from || out[w - 1] !== spec.unkId) out[w++] = out[r]!;
-      out.length = w;
-    }
+    // SentencePiece emits a run of unknown pieces as one unk (PopulateSentencePieceText). With byte fallback there
+    // is none: each unknown character has become its bytes.
+    let w = from;
+    for (let r = from; r < out.length; r++) if (out[r] !== spec.unkId || w === from || out[w - 1] !== spec.unkId) out[w++] = out[r]!;
+    out.length = w;
   };
 };
