@@ -1,5 +1,6 @@
 // Tokenizer: ids against SentencePiece's own output on the shared fixtures, round trips, streaming decode, the
-// tokenizer.json path, and errors. A hand-built ModelProto covers merge-order corner cases without fixtures.
+// tokenizer.json path, and errors. Hand-built ModelProtos, tokenizer.json objects and tokenizer.bin files cover the
+// corner cases (merge order, unknown text, normaliser options, file errors) without fixtures.
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -283,8 +284,9 @@ describe('llama2.c tokenizer.bin (hand-built)', () => {
   });
 
   it('falls back to bytes only when all 256 byte pieces are there', () => {
-    // without byte pieces: é is a piece, ü is unknown
-    expect(tok().encode('éü', { bos: false })).toEqual([3, 7, 0]);
+    // one byte piece is not byte fallback: é is a piece, ü (C3 BC) is one unknown, not <0xC3> and an unknown
+    const oneByte = right(tokenizerFromLlama2c(llama2cBin([...PIECES, ['<0xC3>', 0]]), 'one.bin'));
+    expect(oneByte.encode('éü', { bos: false })).toEqual([3, 7, 0]);
     const bytes = Array.from({ length: 256 }, (_, b) => [hexByte(b), 0] as const); // ids 8..263
     const withBytes = right(tokenizerFromLlama2c(llama2cBin([...PIECES, ...bytes, ['x<0x41>', 0], ['<0x41>x', 0]]), 'b.bin'));
     expect(withBytes.encode('éü', { bos: false })).toEqual([3, 7, 8 + 0xc3, 8 + 0xbc]); // ü = C3 BC
