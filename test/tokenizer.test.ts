@@ -1,12 +1,15 @@
 // Tokenizer: ids against SentencePiece's own output on the shared fixtures, round trips, streaming decode, the
-// tokenizer.json path, and errors. A hand-built ModelProto covers merge-order corner cases without fixtures.
+// tokenizer.json path, and errors. Hand-built ModelProtos, tokenizer.json objects and tokenizer.bin files cover the
+// corner cases (merge order, unknown text, normaliser options, file errors) without fixtures.
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as E from 'fp-ts/lib/Either.js';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, tokenizerFromJson, tokenizerFromLlama2c, tokenizerFromModelProto, type Tokenizer } from '../models/tokenizer/index.js';
+import { specFromLlama2cTokenizer } from '../models/tokenizer/llama2c.js';
 import { parseModelProto } from '../models/tokenizer/proto.js';
 import { leftMessage, right } from './helpers.js';
 
@@ -27,15 +30,32 @@ const str = (no: number, s: string) => len(no, [...new TextEncoder().encode(s)])
 const int = (no: number, v: number) => [...varint(no * 8), ...varint(v)];
 const f32 = (no: number, x: number) => [...varint(no * 8 + 5), ...new Uint8Array(Float32Array.of(x).buffer)];
 type Piece = readonly [piece: string, score: number, type?: number];
-const modelProto = (pieces: readonly Piece[], opts: { byteFallback?: boolean; removeExtra?: boolean } = {}) =>
+interface ProtoOpts { byteFallback?: boolean; removeExtra?: boolean; escape?: boolean; suffix?: boolean; ids?: readonly [unk: number, bos: number, eos: number] }
+const modelProto = (pieces: readonly Piece[], opts: ProtoOpts = {}) =>
   Uint8Array.from([
     ...pieces.flatMap(([p, s, t = 1]) => len(1, [...str(1, p), ...f32(2, s), ...int(3, t)])),
-    ...len(2, [...int(3, 2), ...int(35, opts.byteFallback ? 1 : 0), ...int(43, -1)]),
-    ...len(3, [...str(1, 'identity'), ...int(3, 1), ...int(4, opts.removeExtra ? 1 : 0)]),
+    ...len(2, [...int(3, 2), ...int(24, opts.suffix ? 1 : 0), ...int(35, opts.byteFallback ? 1 : 0), ...int(43, -1),
+      ...(opts.ids ? [...int(40, opts.ids[0]), ...int(41, opts.ids[1]), ...int(42, opts.ids[2])] : [])]),
+    ...len(3, [...str(1, 'identity'), ...int(3, 1), ...int(4, opts.removeExtra ? 1 : 0), ...int(5, opts.escape === false ? 0 : 1)]),
   ]);
 const SPECIAL: Piece[] = [['<unk>', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3]];
-const tiny = (pieces: readonly Piece[], opts = {}) => right(tokenizerFromModelProto(modelProto([...SPECIAL, ...pieces], opts), 'tiny.model'));
+const tiny = (pieces: readonly Piece[], opts: ProtoOpts = {}) => right(tokenizerFromModelProto(modelProto([...SPECIAL, ...pieces], opts), 'tiny.model'));
 const pieceStrings = (tok: Tokenizer, ids: readonly number[]) => ids.map((id) => tok.pieces[id]);
+const hexByte = (b: number) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+const BYTE_PIECES: Piece[] = Array.from({ length: 256 }, (_, b) => [hexByte(b), 0, 6]); // ids 3..258 after SPECIAL
+
+// ---- a llama2.c tokenizer.bin writer: int32 max_token_length, then per token f32 score, int32 length, the bytes --
+const binRecord = (score: number, piece: Uint8Array | string, n?: number) => {
+  const b = typeof piece === 'string' ? new TextEncoder().encode(piece) : piece;
+  const head = new DataView(new ArrayBuffer(8));
+  head.setFloat32(0, score, true);
+  head.setInt32(4, n ?? b.length, true);
+  return [...new Uint8Array(head.buffer), ...b];
+};
+const binFile = (maxLen: number, ...recs: number[][]) => Uint8Array.from([...new Uint8Array(Int32Array.of(maxLen).buffer), ...recs.flat()]);
+/** The pieces as llama2.c's export writes them: '▁' as ' ', BOS and EOS as '\n<s>\n' and '\n</s>\n'. */
+const llama2cBin = (pieces: readonly (readonly [string, number])[]) =>
+  binFile(16, ...pieces.map(([p, s]) => binRecord(s, p === '<s>' || p === '</s>' ? `\n${p}\n` : p.replaceAll('▁', ' '))));
 
 describe('BPE merge order (hand-built model)', () => {
   it('merges equal-score pairs leftmost first', () => {
@@ -54,10 +74,16 @@ describe('BPE merge order (hand-built model)', () => {
     const tok = tiny([['▁', -9], ['a', -9], ['<x>', 0, 4], ['▁a', -1], ['<', -9], ['x', -9], ['>', -9], ['a<', -0.5]]);
     expect(pieceStrings(tok, tok.encode('a<x>a', { bos: false }))).toEqual(['▁a', '<x>', 'a']);
   });
-  it('maps unknown characters to one unk each without byte fallback, and decodes unk as " ⁇ "', () => {
-    const tok = tiny([['▁', -1], ['a', -2]]);
-    expect(tok.encode('azz', { bos: false })).toEqual([3, 4, 0, 0]);
+  it('maps a run of unknown characters to one unk without byte fallback, as SentencePiece joins them; decodes unk as " ⁇ "', () => {
+    const tok = tiny([['▁', -1], ['a', -2]]); // ▁ = 3, a = 4
+    expect(tok.encode('azz', { bos: false })).toEqual([3, 4, 0]);
+    expect(tok.encode('zaé日🙂', { bos: false })).toEqual([3, 0, 4, 0]); // a run of any UTF-8 lengths is one unk too
+    expect(tok.encode('z z')).toEqual([1, 3, 0, 3, 0]); // runs apart stay apart; BOS is not touched
     expect(tok.decode([1, 3, 4, 0, 2])).toBe('a \u2047 ');
+  });
+  it('does not use byte pieces for unknown text unless byte_fallback is set', () => {
+    const tok = tiny([...BYTE_PIECES, ['▁', -1], ['a', -2]]);
+    expect(pieceStrings(tok, tok.encode('éa', { bos: false }))).toEqual(['▁', '<unk>', 'a']);
   });
   it('removes extra whitespace when the normalizer asks for it', () => {
     const tok = tiny([['▁', -1], ['a', -2], ['b', -3]], { removeExtra: true });
@@ -69,6 +95,216 @@ describe('BPE merge order (hand-built model)', () => {
     expect(tok.encode('a')).toEqual([1, 3, 4]);
     expect(tok.encode('a', { bos: false, eos: true })).toEqual([3, 4, 2]);
     expect(tok.encode('')).toEqual([1]);
+  });
+});
+
+/** The SentencePiece merge rule spelled out, O(n²): join the adjacent pair whose concatenation scores best (the
+ * leftmost on ties) until no pair is a piece. The reference for the encoder's heap, on normal pieces only. */
+const naiveMerges = (symbols: readonly string[], score: ReadonlyMap<string, number>): string[] => {
+  const s = [...symbols];
+  for (;;) {
+    let best = -1, bestScore = -Infinity;
+    for (let i = 0; i + 1 < s.length; i++) {
+      const sc = score.get(s[i]! + s[i + 1]!);
+      if (sc !== undefined && sc > bestScore) { best = i; bestScore = sc; }
+    }
+    if (best < 0) return s;
+    s.splice(best, 2, s[best]! + s[best + 1]!);
+  }
+};
+
+describe('BPE merges, more corner cases (hand-built models)', () => {
+  it('breaks a score tie by position even when the left pair was made later', () => {
+    // '▁abcde': bc (0) merges first. Then bcd (-1, new) and de (-1, there from the start) tie; bcd is further left,
+    // so it wins and de never forms: ▁ a bcd e (de first would give ▁ a bc de).
+    const tok = tiny([['▁', -9], ['a', -9], ['b', -9], ['c', -9], ['d', -9], ['e', -9], ['bc', 0], ['bcd', -1], ['de', -1]]);
+    expect(pieceStrings(tok, tok.encode('abcde', { bos: false }))).toEqual(['▁', 'a', 'bcd', 'e']);
+  });
+
+  it('equals the merge rule spelled out, on random vocabularies and texts where scores tie often', () => {
+    const chars = ['▁', 'a', 'b', 'c'];
+    const piece = fc.array(fc.constantFrom(...chars), { minLength: 2, maxLength: 5 }).map((a) => a.join(''));
+    // size 'max': fast-check's default keeps arrays to about 10 items, too few pairs to fill the heap's lower levels
+    const vocab = fc.uniqueArray(fc.tuple(piece, fc.integer({ min: -4, max: 0 })), { selector: ([p]) => p, maxLength: 30, size: 'max' });
+    const text = fc.array(fc.constantFrom('a', 'b', 'c', ' '), { maxLength: 60, size: 'max' }).map((a) => a.join(''));
+    fc.assert(fc.property(vocab, text, (v, x) => {
+      const tok = tiny([...chars.map((c): Piece => [c, -10]), ...v]);
+      const want = x === '' ? [] : naiveMerges([...`▁${x.replaceAll(' ', '▁')}`], new Map(v));
+      expect(pieceStrings(tok, tok.encode(x, { bos: false }))).toEqual(want);
+    }), FC);
+  });
+
+  it('merges across a space when some piece spans one', () => {
+    // 'b▁' and 'b▁a' hold a '▁' after another character, so '▁b▁a' is one piece, not '▁b' + '▁a' words.
+    const tok = tiny([['▁', -9], ['a', -9], ['b', -9], ['b▁', -1], ['b▁a', -2]]);
+    expect(pieceStrings(tok, tok.encode('b a', { bos: false }))).toEqual(['▁', 'b▁a']);
+  });
+
+  it('lets an UNUSED piece be a step towards a longer piece, and splits it back only when it is left over', () => {
+    // 'abcd': ab (-1), then abc (-2, unused), then abcd (-3). 'abcc': ab, abc, nothing more: abc → ab + c.
+    const tok = tiny([['▁', -9], ['a', -9], ['b', -9], ['c', -9], ['d', -9], ['ab', -1], ['abc', -2, 5], ['abcd', -3]]);
+    expect(pieceStrings(tok, tok.encode('abcd', { bos: false }))).toEqual(['▁', 'abcd']);
+    expect(pieceStrings(tok, tok.encode('abcc', { bos: false }))).toEqual(['▁', 'ab', 'c', 'c']);
+  });
+
+  it('splits an UNUSED piece that holds an unknown character back to that character, which is then unknown', () => {
+    // 'q' is no piece but 'qa' (unused) is: q + a → qa → split back to q (unknown: its byte <0x71>) and a.
+    const tok = tiny([...BYTE_PIECES, ['▁', -9], ['a', -9], ['qa', -1, 5]], { byteFallback: true });
+    expect(pieceStrings(tok, tok.encode('qa', { bos: false }))).toEqual(['▁', '<0x71>', 'a']);
+  });
+
+  it('treats a character that spells the unknown piece as unknown text, split or not', () => {
+    // unk piece '⁇' (U+2047, UTF-8 E2 81 87); with byte fallback, unknown text shows as its bytes.
+    const tok = right(tokenizerFromModelProto(modelProto([['⁇', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3], ...BYTE_PIECES,
+      ['▁', -9], ['a', -9], ['⁇a', -1, 5]], { byteFallback: true }), 'q.model'));
+    const bytes = ['<0xE2>', '<0x81>', '<0x87>'];
+    expect(pieceStrings(tok, tok.encode('⁇', { bos: false }))).toEqual(['▁', ...bytes]);
+    expect(pieceStrings(tok, tok.encode('⁇a', { bos: false }))).toEqual(['▁', ...bytes, 'a']); // via the unused '⁇a'
+  });
+
+  it('treats id 0 as any other id when unk_id points elsewhere', () => {
+    const model = (pieces: readonly Piece[]) =>
+      right(tokenizerFromModelProto(modelProto([pieces[0]!, ['<unk>', 0, 2], ['<s>', 0, 3], ['</s>', 0, 3], ...pieces.slice(1)], { ids: [1, 2, 3] }), 'z.model'));
+    // a normal 'a' at id 0, alone or out of the unused 'ab' split back
+    const normal = model([['a', -9], ['▁', -9], ['b', -9], ['ab', -1, 5]]);
+    expect(normal.encode('a', { bos: false })).toEqual([4, 0]);
+    expect(normal.encode('ab', { bos: false })).toEqual([4, 0, 5]);
+    // an unused 'ab' at id 0, reached by splitting the unused 'abc' (ab, then abc) back: ab + c, then a + b + c
+    const unused = model([['ab', -1, 5], ['▁', -9], ['a', -9], ['b', -9], ['c', -9], ['abc', -2, 5]]);
+    expect(pieceStrings(unused, unused.encode('abc', { bos: false }))).toEqual(['▁', 'a', 'b', 'c']);
+  });
+
+  it('never merges into a control piece: text that spells "<s>" stays text', () => {
+    const tok = tiny([['▁', -9], ['<', -9], ['s', -9], ['>', -9], ['<s', -1]]);
+    expect(pieceStrings(tok, tok.encode('<s>', { bos: false }))).toEqual(['▁', '<s', '>']);
+  });
+
+  it('matches the longest USER_DEFINED piece wherever it is listed, and never merges it with a neighbour', () => {
+    // '<x' is listed before '<xy>'; 'a<xy>' is a normal piece, but the user-defined '<xy>' stays whole.
+    const tok = tiny([['▁', -9], ['a', -9], ['b', -9], ['<x', 0, 4], ['<xy>', 0, 4], ['a<xy>', -1]]);
+    expect(pieceStrings(tok, tok.encode('a<xy>bb<xb', { bos: false }))).toEqual(['▁', 'a', '<xy>', 'b', 'b', '<x', 'b']);
+  });
+
+  it('encodes a character outside the BMP that is a piece as that piece', () => {
+    const tok = tiny([['▁', -9], ['a', -9], ['🙂', -9], ['a🙂', -1]]);
+    expect(pieceStrings(tok, tok.encode('🙂a🙂🙂', { bos: false }))).toEqual(['▁', '🙂', 'a🙂', '🙂']);
+  });
+});
+
+describe('normalisation (hand-built models)', () => {
+  it('encodes a lone surrogate as U+FFFD, as UTF-8 encoding does (byte fallback shows EF BF BD)', () => {
+    const tok = tiny([...BYTE_PIECES, ['▁', -1], ['a', -2]], { byteFallback: true });
+    const fffd = ['<0xEF>', '<0xBF>', '<0xBD>'];
+    expect(pieceStrings(tok, tok.encode('a\uD800', { bos: false }))).toEqual(['▁', 'a', ...fffd]);
+    expect(pieceStrings(tok, tok.encode('\uDC00a', { bos: false }))).toEqual(['▁', ...fffd, 'a']);
+  });
+
+  it('keeps spaces as " " when escape_whitespaces is off, the dummy prefix and the trimming included', () => {
+    // ' a  b ' → leading space dropped, runs collapsed: 'a b ' → dummy prefix ' ': ' a b ' → trailing dropped: ' a b'
+    const tok = tiny([[' ', -5], ['a', -5], ['b', -5], ['▁', -5], [' a', -1]], { escape: false, removeExtra: true });
+    expect(pieceStrings(tok, tok.encode(' a  b ', { bos: false }))).toEqual([' a', ' ', 'b']);
+  });
+
+  it('puts the dummy "▁" at the end with treat_whitespace_as_suffix, and encodes the whole text', () => {
+    // 'null a b' → 'null▁a▁b▁'. a▁ and b▁ (-1, a▁ first), then l▁ (-2), ll▁ (-3), nu (-4): nu ll▁ a▁ b▁.
+    const tok = tiny([['▁', -9], ['a', -9], ['b', -9], ['n', -9], ['u', -9], ['l', -9],
+      ['a▁', -1], ['b▁', -1], ['l▁', -2], ['ll▁', -3], ['nu', -4]], { suffix: true });
+    expect(pieceStrings(tok, tok.encode('null a b', { bos: false }))).toEqual(['nu', 'll▁', 'a▁', 'b▁']);
+  });
+});
+
+describe('rank merges (tokenizer.json built by hand)', () => {
+  const bpe = (model: object, rest: object = {}) =>
+    right(tokenizerFromJson({ ...rest, model: { type: 'BPE', unk_token: '<unk>', ...model } }, 'hand.json'));
+
+  it('id 0 is an ordinary piece: on either side of a merge, or as the result', () => {
+    const tok = bpe({ vocab: { a: 0, b: 1, ab: 2, ba: 3, '<unk>': 4 }, merges: ['a b', 'b a'] });
+    expect(tok.encode('ab', { bos: false })).toEqual([2]);
+    expect(tok.encode('ba', { bos: false })).toEqual([3]);
+    expect(tok.encode('aba', { bos: false })).toEqual([2, 0]); // 'a b' ranks first
+  });
+
+  it('never pairs a character that has no id with its neighbour', () => {
+    // 'b' (id 2) then '?' (no id): only 'a z' is ranked, and neither pair is it.
+    const tok = bpe({ vocab: { '<unk>': 0, a: 1, b: 2, az: 3, z: 4 }, merges: ['a z'] });
+    expect(tok.encode('b?', { bos: false })).toEqual([2, 0]);
+    expect(tok.encode('?z', { bos: false })).toEqual([0, 4]);
+    expect(tok.encode('az', { bos: false })).toEqual([3]);
+  });
+
+  it('with byte fallback, a byte piece at id 0 is used like any other', () => {
+    const vocab = Object.fromEntries([...Array.from({ length: 256 }, (_, b) => hexByte(b)), 'a'].map((p, i) => [p, i]));
+    const tok = bpe({ vocab, merges: [], unk_token: null, byte_fallback: true });
+    expect(tok.encode('\u0000a\u0000', { bos: false })).toEqual([0, 256, 0]);
+  });
+
+  it('Metaspace with split: true encodes each "▁"-started word alone', () => {
+    // '▁ab▁ab' whole would merge 'b ▁' (rank 0) first; word by word it is ▁a then ▁ab, twice.
+    const tok = bpe(
+      { vocab: { '<unk>': 0, '▁': 1, a: 2, b: 3, 'b▁': 4, '▁a': 5, '▁ab': 6 }, merges: ['b ▁', '▁ a', '▁a b'] },
+      { pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: true } },
+    );
+    expect(tok.encode('ab ab', { bos: false })).toEqual([6, 6]);
+  });
+});
+
+describe('llama2.c tokenizer.bin (hand-built)', () => {
+  // ids: <unk> 0, <s> 1, </s> 2, ▁ 3, a 4, b 5, ▁a 6, é 7
+  const PIECES = [['<unk>', 0], ['<s>', 0], ['</s>', 0], ['▁', -1], ['a', -2], ['b', -3], ['▁a', -1], ['é', -4]] as const;
+  const tok = () => right(tokenizerFromLlama2c(llama2cBin(PIECES), 'hand.bin'));
+
+  it('reads kinds by name: <unk> unknown, <s> and </s> control, exactly <0xNN> byte, the rest normal', () => {
+    const spec = right(specFromLlama2cTokenizer(llama2cBin([...PIECES, ['<0x41>', 0], ['x<0x41>', 0], ['<0x41>x', 0]]), 'hand.bin'));
+    expect([...spec.kinds]).toEqual([2, 3, 3, 1, 1, 1, 1, 1, 6, 1, 1]);
+    expect([spec.unkId, spec.bosId, spec.eosId]).toEqual([0, 1, 2]);
+  });
+
+  it('decodes as SentencePiece: control ids vanish, unk is " ⁇ ", "▁" is a space, the first one dropped', () => {
+    const t = tok();
+    expect(t.decode([1, 6, 3, 5, 0, 4, 2])).toBe('a b \u2047 a');
+    expect(t.decode([6, 6])).toBe('a a'); // the dummy prefix goes with or without BOS
+    expect(t.decode([3, 6])).toBe(' a'); // only one '▁' is the prefix
+  });
+
+  it('errors are TokenizerErrors of kind "format" naming the file', () => {
+    expect(tokenizerFromLlama2c(Uint8Array.of(1), 'x.bin')).toEqual(E.left({
+      _tag: 'TokenizerError', kind: 'format', file: 'x.bin', message: 'x.bin: llama2.c tokenizer: file is 1 bytes, too short for max_token_length (int32)',
+    }));
+  });
+
+  it('refuses a negative length and a repeated piece; reads an empty last piece', () => {
+    const msg = (bytes: Uint8Array) => leftMessage(tokenizerFromLlama2c(bytes, 't.bin'));
+    expect(msg(binFile(8, binRecord(0, '<unk>'), binRecord(0, 'ab', -1)))).toBe('t.bin: llama2.c tokenizer: token 1 at byte 17: length -1 is outside [0, max_token_length 8]');
+    expect(msg(binFile(8, binRecord(0, '<unk>'), binRecord(0, 'a'), binRecord(0, 'a')))).toBe("t.bin: llama2.c tokenizer: token 2 at byte 26: piece 'a' repeats token 1");
+    // the export's '\n<s>\n' is '<s>', so a literal '<s>' as well would be the same piece twice
+    expect(msg(binFile(8, binRecord(0, '<unk>'), binRecord(0, '\n<s>\n'), binRecord(0, '<s>')))).toBe("t.bin: llama2.c tokenizer: token 2 at byte 30: piece '<s>' repeats token 1");
+    const t = right(tokenizerFromLlama2c(binFile(8, binRecord(0, '<unk>'), binRecord(0, 'a'), binRecord(0, '')), 't.bin'));
+    expect(t.pieces).toEqual(['<unk>', 'a', '']);
+    expect(t.decode([1, 2, 1])).toBe('aa');
+  });
+
+  it('falls back to bytes only when all 256 byte pieces are there', () => {
+    // one byte piece is not byte fallback: é is a piece, ü (C3 BC) is one unknown, not <0xC3> and an unknown
+    const oneByte = right(tokenizerFromLlama2c(llama2cBin([...PIECES, ['<0xC3>', 0]]), 'one.bin'));
+    expect(oneByte.encode('éü', { bos: false })).toEqual([3, 7, 0]);
+    const bytes = Array.from({ length: 256 }, (_, b) => [hexByte(b), 0] as const); // ids 8..263
+    const withBytes = right(tokenizerFromLlama2c(llama2cBin([...PIECES, ...bytes, ['x<0x41>', 0], ['<0x41>x', 0]]), 'b.bin'));
+    expect(withBytes.encode('éü', { bos: false })).toEqual([3, 7, 8 + 0xc3, 8 + 0xbc]); // ü = C3 BC
+  });
+
+  it('decodes byte pieces as UTF-8 across tokens; the streaming decoder holds a character back until it is whole', () => {
+    const bytes = Array.from({ length: 256 }, (_, b) => [hexByte(b), 0] as const); // ids 8..263
+    const t = right(tokenizerFromLlama2c(llama2cBin([...PIECES, ...bytes]), 'b.bin'));
+    const ids = [1, 6, 3, 8 + 0xe6, 8 + 0x97, 8 + 0xa5, 4]; // ▁a ▁ 日 (E6 97 A5) a
+    expect(t.decode(ids)).toBe('a 日a');
+    const d = t.decoder();
+    expect(ids.map((id) => d.push(id))).toEqual(['', 'a', ' ', '', '', '日', 'a']);
+    expect(d.flush()).toBe('');
+  });
+
+  it('refuses ids outside the vocabulary by name', () => {
+    const t = tok();
+    for (const id of [8, -1, 1.5, Number.NaN]) expect(() => t.decode([1, id])).toThrow(new RangeError(`decode: id ${id} is outside [0, 8)`));
   });
 });
 
@@ -98,14 +334,7 @@ describe('errors are Lefts naming the file', () => {
     expect(leftMessage(tokenizerFromJson(json, 'tok.json'))).toMatch(/^tok\.json: model\.merges\[0\].*'b' is not in model\.vocab/);
   });
   it('llama2.c tokenizer.bin: short, truncated, bad lengths, bad UTF-8, no <unk>', () => {
-    const rec = (score: number, piece: Uint8Array | string, n?: number) => {
-      const b = typeof piece === 'string' ? new TextEncoder().encode(piece) : piece;
-      const head = new DataView(new ArrayBuffer(8));
-      head.setFloat32(0, score, true);
-      head.setInt32(4, n ?? b.length, true);
-      return [...new Uint8Array(head.buffer), ...b];
-    };
-    const file = (maxLen: number, ...recs: number[][]) => Uint8Array.from([...new Uint8Array(Int32Array.of(maxLen).buffer), ...recs.flat()]);
+    const rec = binRecord, file = binFile;
     const msg = (bytes: Uint8Array) => leftMessage(tokenizerFromLlama2c(bytes, 't.bin'));
     expect(msg(Uint8Array.of(1, 0))).toBe('t.bin: llama2.c tokenizer: file is 2 bytes, too short for max_token_length (int32)');
     expect(msg(file(0, rec(0, '<unk>')))).toBe('t.bin: llama2.c tokenizer: max_token_length is 0, expected a positive integer');

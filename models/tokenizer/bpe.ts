@@ -198,8 +198,7 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
   const wordsSafe = spec.escapeWhitespaces && ![...mergeable.keys()].some((p) => /[^\u2581]\u2581/u.test(p));
   const splitter = spec.splitBeforeSpace ? /(?=\u2581)/u : wordsSafe ? /(?<=[^\u2581])(?=\u2581)/u : null;
   const cache = new Map<string, readonly number[]>();
-  return (text, out, dummyPrefix = spec.addDummyPrefix) => {
-    const t = normalize(text, spec, dummyPrefix);
+  const encodeWords = (t: string, out: number[]): void => {
     if (!splitter) { encodeChunk(t, out); return; }
     for (const w of t.split(splitter)) {
       let ids = cache.get(w);
@@ -211,5 +210,14 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
       }
       for (const id of ids) out.push(id);
     }
+  };
+  return (text, out, dummyPrefix = spec.addDummyPrefix) => {
+    const from = out.length;
+    encodeWords(normalize(text, spec, dummyPrefix), out);
+    // SentencePiece emits a run of unknown pieces as one unk (PopulateSentencePieceText). With byte fallback there
+    // is none: each unknown character has become its bytes.
+    let w = from;
+    for (let r = from; r < out.length; r++) if (out[r] !== spec.unkId || w === from || out[w - 1] !== spec.unkId) out[w++] = out[r]!;
+    out.length = w;
   };
 };

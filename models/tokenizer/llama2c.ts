@@ -20,6 +20,7 @@ export const specFromLlama2cTokenizer = (bytes: Uint8Array, source: string): E.E
   if (maxLen <= 0) return bad(`max_token_length is ${maxLen}, expected a positive integer`);
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   const pieces: string[] = [], scores: number[] = [];
+  const seen = new Map<string, number>(); // a piece twice would encode as either id: refused, as SentencePiece does
   for (let at = 4; at < bytes.length;) {
     const i = pieces.length;
     if (at + 8 > bytes.length) return bad(`token ${i} at byte ${at}: its score and length are cut off by the end of the file`);
@@ -30,7 +31,11 @@ export const specFromLlama2cTokenizer = (bytes: Uint8Array, source: string): E.E
     let text: string;
     try { text = utf8.decode(bytes.subarray(at + 8, at + 8 + len)); }
     catch { return bad(`token ${i} at byte ${at}: piece is not valid UTF-8`); }
-    pieces.push(SPECIAL.get(text) ?? text.replaceAll(' ', SPACE));
+    const piece = SPECIAL.get(text) ?? text.replaceAll(' ', SPACE);
+    const first = seen.get(piece);
+    if (first !== undefined) return bad(`token ${i} at byte ${at}: piece '${piece}' repeats token ${first}`);
+    seen.set(piece, i);
+    pieces.push(piece);
     scores.push(score);
     at += 8 + len;
   }
