@@ -4,7 +4,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
 
-const Nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null, t.undefined], `${c.name} or null`);
+const Nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null, t.undefined]);
 
 /** A merge as a [left, right] pair: io-ts tuples drop extra items silently, so the length is checked here. */
 const isPair = (u: unknown): u is [string, string] =>
@@ -72,6 +72,12 @@ const describe = (errors: t.Errors, prefix = ''): string => {
   return `${path || '(root)'}: expected ${object ? 'a JSON object' : T.name}, got ${show(at.actual)}`;
 };
 
+/** 'left right' → [left, right]; null without a space after a non-empty left. */
+const splitMerge = (mg: string): [string, string] | null => {
+  const sp = mg.indexOf(' ');
+  return sp > 0 ? [mg.slice(0, sp), mg.slice(sp + 1)] : null;
+};
+
 type StepError = readonly [TokenizerError['kind'], string];
 
 /** Walks the normalizer (Sequence of Prepend('▁') / Replace(' ', '▁')) and a Metaspace pre-tokenizer. A Sequence
@@ -93,7 +99,8 @@ const readSteps = (j: TokenizerJson): E.Either<StepError, { addDummyPrefix: bool
     else if (s.type === 'Replace' && JSON.stringify(s.pattern) === '{"String":" "}' && s.content === SPACE) flags.escapeWhitespaces = true;
     else if (s.type === 'Metaspace' && (s.replacement ?? SPACE) === SPACE) {
       flags.escapeWhitespaces = true;
-      flags.addDummyPrefix = (s.prepend_scheme ?? (s.add_prefix_space === false ? 'never' : 'always')) !== 'never';
+      // prepend_scheme (tokenizers ≥ 0.19) 'first' or 'always': camelid matches no added tokens, so both mean the text's start
+      flags.addDummyPrefix = s.prepend_scheme !== undefined ? s.prepend_scheme !== 'never' : s.add_prefix_space !== false;
       flags.splitBeforeSpace = s.split ?? true;
     } else return ['unsupported', `${where} ${show(raw)} is not supported (only Prepend('▁'), Replace(' ', '▁'), Metaspace('▁'))`];
     return null;
@@ -140,8 +147,8 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   if (unkId < 0 && !byteFallback) return bad('unsupported', 'no model.unk_token and no byte_fallback: unknown characters would have no id');
   const kinds = new Uint8Array(V).fill(PieceKind.Normal);
   for (let b = 0; b < 256 && byteFallback; b++) {
-    const id = vocab.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-    if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks <0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    const name = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, id = vocab.get(name);
+    if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks ${name}`);
     kinds[id] = PieceKind.Byte;
   }
   for (const a of added) if (a.special) kinds[a.id] = PieceKind.Control;
@@ -151,9 +158,9 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   const ranks = new Map<number, number>();
   const results = new Int32Array(m.merges.length);
   for (const [r, mg] of m.merges.entries()) {
-    const sp = typeof mg === 'string' ? mg.indexOf(' ') : -1;
-    const [a, b] = typeof mg === 'string' ? [mg.slice(0, sp), mg.slice(sp + 1)] : mg;
-    if (typeof mg === 'string' && sp <= 0) return bad('format', `model.merges[${r}] '${mg}' is not 'left right'`);
+    const pair = typeof mg === 'string' ? splitMerge(mg) : mg;
+    if (!pair) return bad('format', `model.merges[${r}] '${mg}' is not 'left right'`);
+    const [a, b] = pair;
     const [l, rt, res] = [vocab.get(a), vocab.get(b), vocab.get(a + b)];
     if (l === undefined || rt === undefined || res === undefined)
       return bad('format', `model.merges[${r}] ('${a}', '${b}'): '${[a, b, a + b].find((p) => !vocab.has(p))}' is not in model.vocab`);
