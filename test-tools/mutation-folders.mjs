@@ -24,7 +24,7 @@ export const FOLDERS = {
   },
   'models/tokenizer': {
     mutate: ['models/tokenizer/**/*.ts', '!models/tokenizer/index.ts'],
-    tests: ['tokenizer'],
+    tests: ['tokenizer', 'tokenizer-hf'],
   },
   'models/safetensors': {
     mutate: ['models/safetensors/**/*.ts', 'models/safetensors.ts'],

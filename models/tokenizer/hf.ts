@@ -6,10 +6,16 @@ import { PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSp
 
 const Nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null, t.undefined]);
 
+/** A merge as a [left, right] pair: io-ts tuples drop extra items silently, so the length is checked here. */
+const isPair = (u: unknown): u is [string, string] =>
+  Array.isArray(u) && u.length === 2 && typeof u[0] === 'string' && typeof u[1] === 'string';
+const MergePair = new t.Type<[string, string], [string, string], unknown>(
+  '[left, right]', isPair, (u, c) => (isPair(u) ? t.success(u) : t.failure(u, c)), t.identity);
+
 export const HfBpeModel = t.intersection([
   t.type({
-    vocab: t.record(t.string, t.number),
-    merges: t.array(t.union([t.string, t.tuple([t.string, t.string])])),
+    vocab: t.record(t.string, t.number, 'an object of piece ids'),
+    merges: t.array(t.union([t.string, MergePair], "a 'left right' string or a [left, right] pair"), 'an array of merges'),
   }),
   t.partial({
     type: t.string,
@@ -22,11 +28,12 @@ export const HfBpeModel = t.intersection([
 ]);
 export type HfBpeModel = t.TypeOf<typeof HfBpeModel>;
 
-/** One normalizer or pre-tokenizer record; `normalizers` items are checked again with the same codec. */
+/** One normalizer or pre-tokenizer record; a Sequence's items (`normalizers` or `pretokenizers`) are checked again
+ * with the same codec. */
 export const HfStep = t.intersection([
   t.type({ type: t.string }),
   t.partial({
-    normalizers: t.array(t.unknown), prepend: t.string, content: t.string, pattern: t.unknown,
+    normalizers: t.array(t.unknown), pretokenizers: t.array(t.unknown), prepend: t.string, content: t.string, pattern: t.unknown,
     replacement: t.string, prepend_scheme: t.string, add_prefix_space: t.boolean, split: t.boolean,
   }),
 ]);
@@ -37,44 +44,69 @@ export type HfAddedToken = t.TypeOf<typeof HfAddedToken>;
 
 export const TokenizerJson = t.intersection([
   t.type({ model: HfBpeModel }),
-  t.partial({ added_tokens: Nullable(t.array(HfAddedToken)), normalizer: Nullable(HfStep), pre_tokenizer: Nullable(HfStep) }),
+  t.partial({ added_tokens: Nullable(t.array(HfAddedToken, 'an array of added tokens')), normalizer: Nullable(HfStep), pre_tokenizer: Nullable(HfStep) }),
 ]);
 export type TokenizerJson = t.TypeOf<typeof TokenizerJson>;
 
-/** First io-ts error as `path: expected T, got V`, skipping the unnamed union/intersection branches in the path. */
-const describe = (errors: t.Errors): string => {
-  const e = errors[0];
-  if (!e) return 'invalid';
-  const path = e.context
-    .filter((c, i) => i > 0 && !['UnionType', 'IntersectionType'].includes((e.context[i - 1]!.type as { _tag?: string })._tag ?? ''))
-    .map((c) => c.key)
-    .join('.');
-  const got = e.value === undefined ? 'undefined' : JSON.stringify(e.value)?.slice(0, 40);
-  return `${path || '(root)'}: expected ${e.context[e.context.length - 1]!.type.name}, got ${got}`;
+const show = (u: unknown): string => {
+  if (u === undefined) return 'nothing (field missing)';
+  const s = JSON.stringify(u) ?? String(u);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 };
 
-/** Walks the normalizer (Sequence of Prepend('▁') / Replace(' ', '▁')) and a Metaspace pre-tokenizer. */
-const readSteps = (j: TokenizerJson) => {
+/** First io-ts error as `path: expected T, got V`. Inside an intersection, or a union with null, the context keys are
+ * branch numbers, not fields, so they are left out; any other union is reported whole (its name lists every form). */
+const describe = (errors: t.Errors, prefix = ''): string => {
+  const e = errors[0]!; // a Left always holds an error
+  let path = prefix, at = e.context[0]!;
+  for (const c of e.context.slice(1)) {
+    const parent = at.type;
+    if (parent instanceof t.UnionType && !(parent.types as t.Mixed[]).some((b) => b instanceof t.NullType)) break;
+    at = c;
+    if (parent instanceof t.ArrayType) path += `[${c.key}]`;
+    else if (parent instanceof t.DictionaryType) path += `['${c.key}']`;
+    else if (!(parent instanceof t.IntersectionType || parent instanceof t.UnionType)) path += path ? `.${c.key}` : c.key;
+  }
+  // An object codec's name spells out every field: say what kind of value was expected instead.
+  const T = at.type, object = T instanceof t.InterfaceType || T instanceof t.PartialType || T instanceof t.IntersectionType;
+  return `${path || '(root)'}: expected ${object ? 'a JSON object' : T.name}, got ${show(at.actual)}`;
+};
+
+/** 'left right' → [left, right]; null without a space after a non-empty left. */
+const splitMerge = (mg: string): [string, string] | null => {
+  const sp = mg.indexOf(' ');
+  return sp > 0 ? [mg.slice(0, sp), mg.slice(sp + 1)] : null;
+};
+
+type StepError = readonly [TokenizerError['kind'], string];
+
+/** Walks the normalizer (Sequence of Prepend('▁') / Replace(' ', '▁')) and a Metaspace pre-tokenizer. A Sequence
+ * lists its steps under `normalizers` in a normalizer and under `pretokenizers` in a pre-tokenizer. */
+const readSteps = (j: TokenizerJson): E.Either<StepError, { addDummyPrefix: boolean; escapeWhitespaces: boolean; splitBeforeSpace: boolean }> => {
   const flags = { addDummyPrefix: false, escapeWhitespaces: false, splitBeforeSpace: false };
-  const walk = (raw: unknown, where: string): string | null => {
+  const walk = (raw: unknown, where: string, list: 'normalizers' | 'pretokenizers'): StepError | null => {
     const d = HfStep.decode(raw);
-    if (E.isLeft(d)) return `${where}: ${describe(d.left)}`;
+    if (E.isLeft(d)) return ['format', describe(d.left, where)];
     const s = d.right;
     if (s.type === 'Sequence') {
-      for (const [i, n] of (s.normalizers ?? []).entries()) {
-        const err = walk(n, `${where}.normalizers[${i}]`);
+      const steps = s[list];
+      if (!steps) return ['format', `${where}.${list}: expected an array, got ${show(steps)}`]; // never read as "no steps"
+      for (const [i, n] of steps.entries()) {
+        const err = walk(n, `${where}.${list}[${i}]`, list);
         if (err) return err;
       }
     } else if (s.type === 'Prepend' && s.prepend === SPACE) flags.addDummyPrefix = true;
     else if (s.type === 'Replace' && JSON.stringify(s.pattern) === '{"String":" "}' && s.content === SPACE) flags.escapeWhitespaces = true;
     else if (s.type === 'Metaspace' && (s.replacement ?? SPACE) === SPACE) {
       flags.escapeWhitespaces = true;
-      flags.addDummyPrefix = (s.prepend_scheme ?? (s.add_prefix_space === false ? 'never' : 'always')) !== 'never';
+      // prepend_scheme (tokenizers ≥ 0.19) 'first' or 'always': camelid matches no added tokens, so both mean the text's start
+      flags.addDummyPrefix = s.prepend_scheme !== undefined ? s.prepend_scheme !== 'never' : s.add_prefix_space !== false;
       flags.splitBeforeSpace = s.split ?? true;
-    } else return `${where} ${JSON.stringify(raw).slice(0, 80)} is not supported (only Prepend('▁'), Replace(' ', '▁'), Metaspace('▁'))`;
+    } else return ['unsupported', `${where} ${show(raw)} is not supported (only Prepend('▁'), Replace(' ', '▁'), Metaspace('▁'))`];
     return null;
   };
-  const err = (j.normalizer ? walk(j.normalizer, 'normalizer') : null) ?? (j.pre_tokenizer ? walk(j.pre_tokenizer, 'pre_tokenizer') : null);
+  const err = (j.normalizer ? walk(j.normalizer, 'normalizer', 'normalizers') : null)
+    ?? (j.pre_tokenizer ? walk(j.pre_tokenizer, 'pre_tokenizer', 'pretokenizers') : null);
   return err ? E.left(err) : E.right(flags);
 };
 
@@ -88,7 +120,7 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   if (m.dropout) return bad('unsupported', `model.dropout is ${m.dropout}; only deterministic BPE is supported`);
   if (m.continuing_subword_prefix || m.end_of_word_suffix) return bad('unsupported', 'model.continuing_subword_prefix / end_of_word_suffix are not supported');
   const steps = readSteps(j);
-  if (E.isLeft(steps)) return bad('unsupported', steps.left);
+  if (E.isLeft(steps)) return bad(...steps.left);
   if (steps.right.addDummyPrefix && !steps.right.escapeWhitespaces) return bad('unsupported', "Prepend('▁') without Replace(' ', '▁')");
 
   // ids: vocab plus added tokens, dense 0..n-1
@@ -115,8 +147,8 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   if (unkId < 0 && !byteFallback) return bad('unsupported', 'no model.unk_token and no byte_fallback: unknown characters would have no id');
   const kinds = new Uint8Array(V).fill(PieceKind.Normal);
   for (let b = 0; b < 256 && byteFallback; b++) {
-    const id = vocab.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-    if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks <0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    const name = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, id = vocab.get(name);
+    if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks ${name}`);
     kinds[id] = PieceKind.Byte;
   }
   for (const a of added) if (a.special) kinds[a.id] = PieceKind.Control;
@@ -126,9 +158,9 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   const ranks = new Map<number, number>();
   const results = new Int32Array(m.merges.length);
   for (const [r, mg] of m.merges.entries()) {
-    const sp = typeof mg === 'string' ? mg.indexOf(' ') : -1;
-    const [a, b] = typeof mg === 'string' ? [mg.slice(0, sp), mg.slice(sp + 1)] : mg;
-    if (typeof mg === 'string' && sp <= 0) return bad('format', `model.merges[${r}] '${mg}' is not 'left right'`);
+    const pair = typeof mg === 'string' ? splitMerge(mg) : mg;
+    if (!pair) return bad('format', `model.merges[${r}] '${mg}' is not 'left right'`);
+    const [a, b] = pair;
     const [l, rt, res] = [vocab.get(a), vocab.get(b), vocab.get(a + b)];
     if (l === undefined || rt === undefined || res === undefined)
       return bad('format', `model.merges[${r}] ('${a}', '${b}'): '${[a, b, a + b].find((p) => !vocab.has(p))}' is not in model.vocab`);
@@ -138,7 +170,7 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   const special = (s: string) => added.find((a) => a.content === s)?.id ?? vocab.get(s) ?? -1;
   return E.right({
     pieces, kinds, merge: { by: 'rank', ranks, results },
-    bosId: special('<s>'), eosId: special('</s>'), unkId: unkId < 0 ? -1 : unkId, byteFallback,
+    bosId: special('<s>'), eosId: special('</s>'), unkId, byteFallback, // unkId: -1 when there is none
     addDummyPrefix: steps.right.addDummyPrefix, removeExtraWhitespaces: false,
     escapeWhitespaces: steps.right.escapeWhitespaces, whitespaceSuffix: false,
     splitBeforeSpace: steps.right.splitBeforeSpace, unkSurface: ' \u2047 ',

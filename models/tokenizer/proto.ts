@@ -130,11 +130,11 @@ const decodeModelProto = (buf: Uint8Array): ModelProto => {
         else if (g.no === 41) m.bosId = g.int;
         else if (g.no === 42) m.eosId = g.int;
         else if (g.no === 43) m.padId = g.int;
-        else if (g.no === 44) m.unkSurface = text(buf, g, 'protobuf field 2 (trainer_spec) field 44 (unk_surface) ');
+        else if (g.no === 44) m.unkSurface = text(buf, g, 'protobuf field 2 (trainer_spec): field 44 (unk_surface) ');
       }
     } else if (f.no === 3) {
       for (const g of readFields(c, f.start, f.end, 'protobuf field 3 (normalizer_spec): ', NORMALIZER)) {
-        if (g.no === 1) m.normalizerName = text(buf, g, 'protobuf field 3 (normalizer_spec) field 1 (name) ');
+        if (g.no === 1) m.normalizerName = text(buf, g, 'protobuf field 3 (normalizer_spec): field 1 (name) ');
         else if (g.no === 2) m.precompiledCharsmapBytes = g.end - g.start;
         else if (g.no === 3) m.addDummyPrefix = g.int !== 0;
         else if (g.no === 4) m.removeExtraWhitespaces = g.int !== 0;
@@ -154,7 +154,8 @@ export const parseModelProto = (bytes: Uint8Array, source: string): E.Either<Tok
   }
 };
 
-const MODEL_TYPES = ['?', 'UNIGRAM', 'BPE', 'WORD', 'CHAR'];
+/** The names of the model types camelid refuses (BPE, 2, is the one it reads). */
+const REFUSED_TYPES: Readonly<Record<number, string>> = { 1: 'UNIGRAM', 3: 'WORD', 4: 'CHAR' };
 
 /** Checks that the proto describes a tokenizer this BPE can reproduce exactly, and builds its spec. */
 export const specFromModelProto = (m: ModelProto, source: string): E.Either<TokenizerError, TokenizerSpec> => {
@@ -162,7 +163,7 @@ export const specFromModelProto = (m: ModelProto, source: string): E.Either<Toke
   const n = m.pieces.length;
   if (n === 0) return bad('format', 'no pieces (protobuf field 1); not a SentencePiece model?');
   if (m.modelType !== 2)
-    return bad('unsupported', `trainer_spec.model_type is ${MODEL_TYPES[m.modelType] ?? m.modelType}; only BPE (2) is supported`);
+    return bad('unsupported', `trainer_spec.model_type is ${REFUSED_TYPES[m.modelType] ?? m.modelType}; only BPE (2) is supported`);
   if (m.precompiledCharsmapBytes > 0)
     return bad('unsupported', `normalizer_spec '${m.normalizerName}' has a precompiled charsmap; only 'identity' is supported`);
   const seen = new Map<string, number>();
@@ -178,7 +179,9 @@ export const specFromModelProto = (m: ModelProto, source: string): E.Either<Toke
   if (m.byteFallback)
     for (let b = 0; b < 256; b++) {
       const p = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
-      if (m.pieces[seen.get(p) ?? -1]?.type !== PieceKind.Byte) return bad('format', `byte_fallback is set but byte piece ${p} is missing`);
+      const id = seen.get(p);
+      if (id === undefined) return bad('format', `byte_fallback is set but byte piece ${p} is missing`);
+      if (m.pieces[id]!.type !== PieceKind.Byte) return bad('format', `byte_fallback is set but pieces[${id}] ${p} is not of type BYTE`);
     }
   return E.right({
     pieces: m.pieces.map((p) => p.piece),
