@@ -37,6 +37,8 @@ export interface TokenizerSpec {
 }
 
 export const SPACE = '\u2581';
+/** SentencePiece's name for the byte piece of b: <0x0A> for 10. */
+export const bytePiece = (b: number): string => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
 const UTF8 = new TextEncoder();
 const LONE_SURROGATE = /[\uD800-\uDFFF]/gu; // with /u, paired surrogates form one code point and do not match
 
@@ -81,7 +83,7 @@ export const makeEncoder = (spec: TokenizerSpec): ((text: string, out: number[],
   });
   userDefined.sort((a, b) => b.length - a.length); // longest match first
   const byteIds = new Int32Array(256).fill(-1);
-  for (let b = 0; b < 256; b++) byteIds[b] = ids.get(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`) ?? -1;
+  for (let b = 0; b < 256; b++) byteIds[b] = ids.get(bytePiece(b)) ?? -1;
   const bmpIds = new Int32Array(0x10000).fill(-2); // per-BMP-char id cache; -2 = not looked up yet
   const scores = merge.by === 'score' ? merge.scores : null;
   const ranks = merge.by === 'rank' ? merge.ranks : null, results = merge.by === 'rank' ? merge.results : null;

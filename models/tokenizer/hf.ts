@@ -2,7 +2,7 @@
 // is the rank in `merges`. Added tokens are not matched inside the text: camelid encodes like SentencePiece.
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
+import { bytePiece, PieceKind, SPACE, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
 
 const Nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null, t.undefined]);
 
@@ -147,7 +147,7 @@ export const specFromTokenizerJson = (json: unknown, source: string): E.Either<T
   if (unkId < 0 && !byteFallback) return bad('unsupported', 'no model.unk_token and no byte_fallback: unknown characters would have no id');
   const kinds = new Uint8Array(V).fill(PieceKind.Normal);
   for (let b = 0; b < 256 && byteFallback; b++) {
-    const name = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, id = vocab.get(name);
+    const name = bytePiece(b), id = vocab.get(name);
     if (id === undefined) return bad('format', `model.byte_fallback is true but model.vocab lacks ${name}`);
     kinds[id] = PieceKind.Byte;
   }

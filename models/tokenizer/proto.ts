@@ -1,7 +1,7 @@
 // A minimal protobuf wire-format reader, just enough for SentencePiece's ModelProto (pieces, trainer_spec,
 // normalizer_spec), and the mapping of that proto to a TokenizerSpec. Bad bytes become a Left, never a throw.
 import * as E from 'fp-ts/lib/Either.js';
-import { PieceKind, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
+import { bytePiece, PieceKind, tokenizerError, type TokenizerError, type TokenizerSpec } from './bpe.js';
 
 /** The ModelProto fields camelid reads, with SentencePiece's defaults filled in. */
 export interface ModelProto {
@@ -178,7 +178,7 @@ export const specFromModelProto = (m: ModelProto, source: string): E.Either<Toke
     return bad('format', `trainer_spec.unk_id ${m.unkId} points at '${m.pieces[m.unkId]!.piece}', which is not of type UNKNOWN`);
   if (m.byteFallback)
     for (let b = 0; b < 256; b++) {
-      const p = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      const p = bytePiece(b);
       const id = seen.get(p);
       if (id === undefined) return bad('format', `byte_fallback is set but byte piece ${p} is missing`);
       if (m.pieces[id]!.type !== PieceKind.Byte) return bad('format', `byte_fallback is set but pieces[${id}] ${p} is not of type BYTE`);
