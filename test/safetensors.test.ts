@@ -63,6 +63,23 @@ describe('half-float conversions', () => {
     expect(f32ToBf16(fromBits(0x7f800001)) & 0x7fc0).toBe(0x7fc0); // signalling NaN stays a NaN
   });
 
+  it('rounds subnormal halves to nearest, ties to even', () => {
+    // k·2^-25 lies halfway between the subnormals (k−1)/2 and (k+1)/2 (units of 2^-24) for odd k: the even one wins.
+    expect(f32ToF16(3 * 2 ** -25)).toBe(0x0002); // 1.5 → 2
+    expect(f32ToF16(5 * 2 ** -25)).toBe(0x0002); // 2.5 → 2
+    expect(f32ToF16(7 * 2 ** -25)).toBe(0x0004); // 3.5 → 4
+    expect(f32ToF16(-(0x201 + 0.5) * 2 ** -24)).toBe(0x8202); // 513.5 → 514
+    expect(f32ToF16((0x200 + 0.5) * 2 ** -24)).toBe(0x0200); // 512.5 → 512
+  });
+
+  it('keeps a NaN a NaN when its top payload bits are all zero (typed arrays keep signalling NaNs exactly)', () => {
+    // Dropping the low mantissa bits of these NaNs would leave the pattern of infinity: the quiet bit is set instead.
+    // 0x7fa00000 has payload in the kept bits, which survives as is (sign, exponent all ones, payload >> 13 or >> 16).
+    const x = new Float32Array(new Uint32Array([0x7f800001, 0xff801fff, 0x7fa00000]).buffer);
+    expect([...f32ToF16Array(x)]).toEqual([0x7e00, 0xfe00, 0x7d00]);
+    expect([...f32ToBf16Array(x)]).toEqual([0x7fc0, 0xffc0, 0x7fa0]);
+  });
+
   // Independent oracles: the nearest representable value by plain float64 arithmetic, ties to the even pattern.
   const positiveHalves = Float64Array.from({ length: 0x7c01 }, (_, h) => (h === 0x7c00 ? 65536 : f16ToF32(h)));
   const oracleF16 = (x: number): number => {
