@@ -294,6 +294,78 @@ const stFile = (header: string, dataBytes: number, declared?: bigint): Uint8Arra
   return out;
 };
 
+// A file built by hand from the format, independent of the writer: each tensor's little-endian bytes, in order.
+const handFile = (tensors: readonly { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[]): Uint8Array => {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
+    offset += t.bytes.length;
+  }
+  const out = stFile(JSON.stringify(header), offset);
+  let at = out.length - offset;
+  for (const t of tensors) {
+    out.set(t.bytes, at);
+    at += t.bytes.length;
+  }
+  return out;
+};
+
+// `values` laid out by a DataView setter, `size` bytes apart (little-endian by the setter's last argument).
+const pack = <T>(size: number, values: readonly T[], put: (v: DataView, at: number, x: T) => void): Uint8Array => {
+  const b = new Uint8Array(size * values.length);
+  const v = new DataView(b.buffer);
+  values.forEach((x, i) => put(v, i * size, x));
+  return b;
+};
+
+describe('every dtype of the format reads back from a hand-built file', () => {
+  const tmp = tempDir('camelid-st-dtypes-');
+  // Each dtype: its stored bytes, the typed array `{as: 'raw'}` gives, and the float32 values (null: no conversion).
+  const table: { dtype: string; bytes: Uint8Array; raw: ArrayLike<number | bigint>; f32: number[] | null }[] = [
+    { dtype: 'F64', bytes: pack(8, [1.5, -2.25], (v, o, x) => v.setFloat64(o, x, true)), raw: new Float64Array([1.5, -2.25]), f32: [1.5, -2.25] },
+    { dtype: 'F32', bytes: pack(4, [0.5], (v, o, x) => v.setFloat32(o, x, true)), raw: new Float32Array([0.5]), f32: [0.5] },
+    { dtype: 'F16', bytes: pack(2, [0x3c00, 0xc000], (v, o, x) => v.setUint16(o, x, true)), raw: new Uint16Array([0x3c00, 0xc000]), f32: [1, -2] },
+    { dtype: 'BF16', bytes: pack(2, [0x3f80, 0xc040], (v, o, x) => v.setUint16(o, x, true)), raw: new Uint16Array([0x3f80, 0xc040]), f32: [1, -3] },
+    { dtype: 'F8_E4M3', bytes: new Uint8Array([0x38, 0xb8]), raw: new Uint8Array([0x38, 0xb8]), f32: null },
+    { dtype: 'F8_E5M2', bytes: new Uint8Array([0x3c]), raw: new Uint8Array([0x3c]), f32: null },
+    { dtype: 'I64', bytes: pack(8, [-3n, 2n ** 40n], (v, o, x) => v.setBigInt64(o, x, true)), raw: new BigInt64Array([-3n, 2n ** 40n]), f32: [-3, 2 ** 40] },
+    { dtype: 'U64', bytes: pack(8, [2n ** 63n], (v, o, x) => v.setBigUint64(o, x, true)), raw: new BigUint64Array([2n ** 63n]), f32: [2 ** 63] },
+    { dtype: 'I32', bytes: pack(4, [-7, 65537], (v, o, x) => v.setInt32(o, x, true)), raw: new Int32Array([-7, 65537]), f32: [-7, 65537] },
+    // 2^32 − 1 has no float32: it rounds up to 2^32.
+    { dtype: 'U32', bytes: pack(4, [4294967295], (v, o, x) => v.setUint32(o, x, true)), raw: new Uint32Array([4294967295]), f32: [4294967296] },
+    { dtype: 'I16', bytes: pack(2, [-2, 300], (v, o, x) => v.setInt16(o, x, true)), raw: new Int16Array([-2, 300]), f32: [-2, 300] },
+    { dtype: 'I8', bytes: new Uint8Array([0xff, 5]), raw: new Int8Array([-1, 5]), f32: [-1, 5] },
+    { dtype: 'U16', bytes: pack(2, [65535], (v, o, x) => v.setUint16(o, x, true)), raw: new Uint16Array([65535]), f32: [65535] },
+    { dtype: 'U8', bytes: new Uint8Array([255, 0]), raw: new Uint8Array([255, 0]), f32: [255, 0] },
+    { dtype: 'BOOL', bytes: new Uint8Array([1, 0]), raw: new Uint8Array([1, 0]), f32: [1, 0] },
+  ];
+
+  it('as raw arrays of the stored type, and as float32 where a conversion exists', async () => {
+    const path = join(tmp.path, 'all.safetensors');
+    const size: Record<string, number> = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, F16: 2, BF16: 2, I16: 2, U16: 2 };
+    await writeFile(path, handFile(table.map((t) => ({ name: t.dtype.toLowerCase(), dtype: t.dtype, shape: [t.bytes.length / (size[t.dtype] ?? 1)], bytes: t.bytes }))));
+    const f = right(await openSafetensors(path)());
+    try {
+      for (const t of table) {
+        const name = t.dtype.toLowerCase();
+        expect(f.info(name), t.dtype).toEqual({ name, dtype: t.dtype, shape: [t.raw.length] });
+        const raw = right(await f.read(name, { as: 'raw' })());
+        expect(raw.constructor, t.dtype).toBe(t.raw.constructor);
+        expect(Array.from(raw as ArrayLike<number | bigint>), t.dtype).toEqual(Array.from(t.raw));
+        const up = await f.read(name)();
+        if (t.f32 === null) expect(leftMessage(up), t.dtype).toBe(`${path}: tensor "${name}": no float32 conversion for ${t.dtype}; read it with {as: 'raw'}`);
+        else {
+          expect(right(up), t.dtype).toBeInstanceOf(Float32Array);
+          expect([...right(up)], t.dtype).toEqual(t.f32);
+        }
+      }
+    } finally {
+      await f.close();
+    }
+  });
+});
+
 describe('malformed safetensors files are Lefts naming the file and tensor', () => {
   const tmp = tempDir('camelid-st-bad-');
 
