@@ -6,7 +6,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import {
   bf16ToF32, bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16, f32ToBf16Array, f32ToF16, f32ToF16Array,
-  openCheckpoint, openSafetensors, readSafetensorsHeader, writeSafetensors, writeShardedCheckpoint,
+  checkHeaderLength, maxHeaderBytes, openCheckpoint, openSafetensors, parseSafetensorsHeader, readSafetensorsHeader, writeSafetensors,
+  writeShardedCheckpoint,
   type Checkpoint, type CheckpointError, type TensorToWrite, type WritableDType,
 } from '../models/safetensors.js';
 import { leftMessage, right, tempDir } from './helpers.js';
@@ -286,8 +287,8 @@ describe('write → read round trip', () => {
 
 // ---- malformed files -------------------------------------------------------------------------------------
 
-const stFile = (header: string, dataBytes: number, declared?: bigint): Uint8Array => {
-  const h = new TextEncoder().encode(header);
+const stFile = (header: string | Uint8Array, dataBytes: number, declared?: bigint): Uint8Array => {
+  const h = typeof header === 'string' ? new TextEncoder().encode(header) : header;
   const out = new Uint8Array(8 + h.length + dataBytes);
   new DataView(out.buffer).setBigUint64(0, declared ?? BigInt(h.length), true);
   out.set(h, 8);
@@ -425,6 +426,84 @@ describe('malformed safetensors files are Lefts naming the file and tensor', () 
         for (const s of c.expect) expect(msg).toContain(s);
       }
     });
+
+  // The whole error, so that nothing is missing from or added to what the user reads: the file, the tensor if any
+  // (as a field and in the message), the numbers.
+  const w = (entry: string) => `{"w": ${entry}}`;
+  const dtypes = 'F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL';
+  const exact: { name: string; bytes: () => Uint8Array; tensor?: string; problem: string }[] = [
+    { name: 'length-one-past', bytes: () => stFile('{}', 0, 3n), problem: 'header length 3 is larger than the 2 bytes after the length prefix' },
+    { name: 'length-zero', bytes: () => stFile('', 0), problem: 'header length 0 is too small for a JSON object' },
+    { name: 'length-one', bytes: () => stFile('{', 0), problem: 'header length 1 is too small for a JSON object' },
+    { name: 'header-null', bytes: () => stFile('null', 0), problem: 'header must be a JSON object, got null' },
+    { name: 'metadata-null', bytes: () => stFile('{"__metadata__": null}', 0), problem: '__metadata__ must map strings to strings, got null' },
+    { name: 'entry-number', bytes: () => stFile(w('5'), 0), tensor: 'w', problem: 'expected an object {dtype, shape, data_offsets}, got 5' },
+    { name: 'entry-null', bytes: () => stFile(w('null'), 0), tensor: 'w', problem: 'expected an object {dtype, shape, data_offsets}, got null' },
+    { name: 'dtype-unknown', bytes: () => stFile(w('{"dtype": "F12", "shape": [1], "data_offsets": [0, 4]}'), 4), tensor: 'w', problem: `unknown dtype "F12" (expected one of ${dtypes})` },
+    // JSON.stringify(["F32"]) is a name of dtypeSize once turned into a property key: the type must be checked too.
+    { name: 'dtype-array', bytes: () => stFile(w('{"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}'), 4), tensor: 'w', problem: `unknown dtype ["F32"] (expected one of ${dtypes})` },
+    // A value is shown whole up to 60 characters, then cut to 57 and "...": a hostile header must not flood the message.
+    { name: 'dtype-60', bytes: () => stFile(w(`{"dtype": "${'x'.repeat(58)}", "shape": [1], "data_offsets": [0, 4]}`), 4), tensor: 'w', problem: `unknown dtype "${'x'.repeat(58)}" (expected one of ${dtypes})` },
+    { name: 'dtype-61', bytes: () => stFile(w(`{"dtype": "${'x'.repeat(59)}", "shape": [1], "data_offsets": [0, 4]}`), 4), tensor: 'w', problem: `unknown dtype "${'x'.repeat(56)}... (expected one of ${dtypes})` },
+    { name: 'shape-string', bytes: () => stFile(w('{"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}'), 8), tensor: 'w', problem: 'shape must be an array of non-negative integers, got ["2"]' },
+    { name: 'shape-fraction', bytes: () => stFile(w('{"dtype": "F32", "shape": [1.5], "data_offsets": [0, 6]}'), 6), tensor: 'w', problem: 'shape must be an array of non-negative integers, got [1.5]' },
+    { name: 'offsets-string', bytes: () => stFile(w('{"dtype": "F32", "shape": [1], "data_offsets": ["0", 4]}'), 4), tensor: 'w', problem: 'data_offsets must be [begin, end] with non-negative integers, got ["0",4]' },
+    {
+      name: 'span-mismatch-later',
+      bytes: () => stFile('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 16]}}', 16),
+      tensor: 'b',
+      problem: 'data_offsets [4, 16] span 12 bytes but shape [2] of F32 needs 8',
+    },
+    { name: 'repeated-top-key', bytes: () => stFile('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": 1}', 4), problem: 'header repeats the key "w"' },
+    // Unknown fields of an entry are ignored, but a repeated key anywhere is refused, with the path to its object.
+    { name: 'repeated-nested', bytes: () => stFile(w('{"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": {"a": 1, "a": 2}}'), 4), problem: 'header repeats the key "a" in "w.x"' },
+    { name: 'repeated-in-array', bytes: () => stFile(w('{"dtype": "F32", "shape": [{"a": 1, "a": 2}], "data_offsets": [0, 4]}'), 4), problem: 'header repeats the key "a" in "w.shape[]"' },
+  ];
+  for (const c of exact)
+    it(`${c.name} (exact error)`, async () => {
+      const path = join(tmp.path, `${c.name}.safetensors`);
+      await writeFile(path, c.bytes());
+      const want = { _tag: 'CheckpointError', file: path, ...(c.tensor === undefined ? {} : { tensor: c.tensor }), message: `${path}: ${c.tensor === undefined ? '' : `tensor "${c.tensor}": `}${c.problem}` };
+      for (const result of [await readSafetensorsHeader(path)(), await openSafetensors(path)()]) {
+        expect(E.isLeft(result)).toBe(true);
+        if (E.isLeft(result)) expect(result.left).toEqual(want);
+      }
+    });
+
+  it('a header that is not UTF-8 is refused, even where the bad byte sits inside a string', async () => {
+    const path = join(tmp.path, 'latin1.safetensors');
+    const header = new TextEncoder().encode('{"w?": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}');
+    header[3] = 0xe9; // "é" in Latin-1, a lone continuation-less byte in UTF-8
+    await writeFile(path, stFile(header, 4));
+    expect(leftMessage(await openSafetensors(path)())).toContain(`${path}: header is not valid UTF-8 JSON (`);
+  });
+
+  it('accepts the smallest file, and unknown fields in an entry (as the reference implementation does)', async () => {
+    const empty = join(tmp.path, 'empty.safetensors');
+    await writeFile(empty, stFile('{}', 0));
+    const h = right(await readSafetensorsHeader(empty)());
+    expect(h).toEqual({ file: empty, fileSize: 10, dataStart: 10, tensors: [], metadata: {} });
+    const extra = join(tmp.path, 'extra.safetensors');
+    await writeFile(extra, stFile(w('{"dtype": "U8", "shape": [2], "data_offsets": [0, 2], "tags": ["x", "x"]}'), 2));
+    expect(right(await readSafetensorsHeader(extra)()).tensors).toEqual([{ name: 'w', dtype: 'U8', shape: [2], begin: 0, end: 2 }]);
+  });
+
+  it('checkHeaderLength and parseSafetensorsHeader, called on bytes from elsewhere', () => {
+    const prefix = (n: bigint) => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, n, true);
+      return b;
+    };
+    // The reference implementation's limit of 100 MB, inclusive; the file is large enough for either length.
+    expect(maxHeaderBytes).toBe(100_000_000);
+    expect(checkHeaderLength('f', prefix(100_000_000n), 300_000_000)).toEqual(E.right(100_000_000));
+    expect(leftMessage(checkHeaderLength('f', prefix(100_000_001n), 300_000_000))).toBe('f: header length 100000001 exceeds the 100000000-byte limit');
+    // Fewer than 8 bytes of prefix is a Left, not a RangeError from the DataView.
+    expect(leftMessage(checkHeaderLength('f', new Uint8Array(3), 300))).toContain('too short for the 8-byte header length');
+    const header = new TextEncoder().encode('{}');
+    expect(leftMessage(parseSafetensorsHeader('f', header, 9))).toBe('f: header of 2 bytes does not fit in a 9-byte file');
+    expect(parseSafetensorsHeader('f', header, 10)).toEqual(E.right({ file: 'f', fileSize: 10, dataStart: 10, tensors: [], metadata: {} }));
+  });
 
   it('truncated file: the last tensor runs past the end', async () => {
     const path = join(tmp.path, 'truncated.safetensors');
