@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
@@ -10,6 +10,7 @@ import {
   writeShardedCheckpoint,
   type Checkpoint, type CheckpointError, type TensorToWrite, type WritableDType,
 } from '../models/safetensors.js';
+import { withFile } from '../models/safetensors/header.js';
 import { leftMessage, right, tempDir } from './helpers.js';
 
 const fixtures = resolve(import.meta.dirname, '../../shared/fixtures/stories260K');
@@ -367,6 +368,80 @@ describe('every dtype of the format reads back from a hand-built file', () => {
   });
 });
 
+// Open descriptors of this process (Linux): a reader that forgets to close a file shows up here.
+const haveProcFd = existsSync('/proc/self/fd');
+if (!haveProcFd) console.warn('safetensors tests: no /proc/self/fd; skipping the checks that files are closed');
+const openFds = async () => (await readdir('/proc/self/fd')).length;
+
+describe('file system errors and open files', () => {
+  const tmp = tempDir('camelid-st-io-');
+  const small = () => stFile('{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', 8);
+
+  it('say what went wrong in words, once, after the file name', async () => {
+    // Node's own messages repeat the code and the path ("EISDIR: illegal operation on a directory, read").
+    const dir = join(tmp.path, 'a-folder');
+    await mkdir(dir);
+    expect(leftMessage(await openSafetensors(dir)())).toBe(`${dir}: cannot read header (is a directory)`);
+    expect(leftMessage(await readSafetensorsHeader(dir)())).toBe(`${dir}: cannot read header (is a directory)`);
+    const loop = join(tmp.path, 'loop-a');
+    await symlink(join(tmp.path, 'loop-b'), loop);
+    await symlink(loop, join(tmp.path, 'loop-b'));
+    expect(leftMessage(await openSafetensors(loop)())).toBe(`${loop}: cannot open (too many symbolic links)`);
+    expect(leftMessage(await openCheckpoint(loop)())).toBe(`${loop}: cannot open (too many symbolic links)`);
+    const file = join(tmp.path, 'plain.safetensors');
+    await writeFile(file, small());
+    expect(leftMessage(await openSafetensors(join(file, 'x'))())).toBe(`${join(file, 'x')}: cannot open (not a directory)`);
+    const index = join(tmp.path, 'gone', 'model.safetensors.index.json');
+    expect(leftMessage(await openCheckpoint(index)())).toBe(`${index}: cannot open (no such file or directory)`);
+  });
+
+  it.skipIf(process.getuid?.() === 0)('a file it may not read (not run as root, who may read anything)', async () => {
+    const file = join(tmp.path, 'secret.safetensors');
+    await writeFile(file, small());
+    await chmod(file, 0o000);
+    expect(leftMessage(await openSafetensors(file)())).toBe(`${file}: cannot open (permission denied)`);
+  });
+
+  it('a tensor whose bytes are gone by the time it is read (file cut after opening)', { timeout: 10_000 }, async () => {
+    const path = join(tmp.path, 'cut.safetensors');
+    const header = '{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}';
+    await writeFile(path, stFile(header, 8));
+    const f = right(await openSafetensors(path)());
+    const dataStart = 8 + header.length;
+    await truncate(path, dataStart + 4);
+    expect(leftMessage(await f.read('w')())).toBe(`${path}: tensor "w": cannot read data (unexpected end of file at byte ${dataStart + 4} (wanted 8 bytes from ${dataStart}))`);
+    await f.close();
+  });
+
+  it('unknown tensors, and reads after close, are Lefts naming the file and tensor', async () => {
+    const path = join(tmp.path, 'closing.safetensors');
+    await writeFile(path, small());
+    const f = right(await openSafetensors(path)());
+    expect(f.info('nope')).toBeUndefined();
+    expect(leftMessage(await f.read('nope')())).toBe(`${path}: tensor "nope": no such tensor in this file`);
+    await f.close();
+    await f.close(); // a second close is harmless
+    expect(leftMessage(await f.read('w')())).toBe(`${path}: tensor "w": file is closed`);
+  });
+
+  it.skipIf(!haveProcFd)('header reads close the file, whether the header is good or bad', async () => {
+    const good = join(tmp.path, 'good.safetensors'), bad = join(tmp.path, 'bad.safetensors');
+    await writeFile(good, small());
+    await writeFile(bad, stFile('{"w": 5}', 0));
+    const before = await openFds();
+    right(await readSafetensorsHeader(good)());
+    leftMessage(await readSafetensorsHeader(bad)());
+    leftMessage(await openSafetensors(bad)());
+    expect(await openFds()).toBe(before);
+    // withFile is the shared open–run–close of the readers (llama2.c's too): a reader that throws is a Left.
+    const thrown = await withFile(good, async () => {
+      throw new Error('boom');
+    });
+    expect(leftMessage(thrown)).toBe(`${good}: cannot read (boom)`);
+    expect(await openFds()).toBe(before);
+  });
+});
+
 describe('malformed safetensors files are Lefts naming the file and tensor', () => {
   const tmp = tempDir('camelid-st-bad-');
 
@@ -577,6 +652,50 @@ describe('malformed sharded checkpoints are Lefts naming the index, shard and te
         for (const s of c.expect) expect(msg).toContain(s);
       }
     });
+
+  const notInside = 'weight_map entry must be a shard file name inside the checkpoint folder, got';
+  const exact: { name: string; map: unknown; problem: string }[] = [
+    { name: 'shard is a number', map: { a: 5 }, problem: `tensor "a": ${notInside} 5` },
+    { name: 'shard is empty', map: { a: '' }, problem: `tensor "a": ${notInside} ""` },
+    { name: 'shard is absolute', map: { a: '/tmp/s1.safetensors' }, problem: `tensor "a": ${notInside} "/tmp/s1.safetensors"` },
+    { name: 'shard climbs out', map: { a: 'x/../../s1.safetensors' }, problem: `tensor "a": ${notInside} "x/../../s1.safetensors"` },
+    { name: 'index is null', map: 'null', problem: 'expected an object with a "weight_map" object' },
+    { name: 'weight_map is null', map: '{"weight_map": null}', problem: 'expected an object with a "weight_map" object' },
+    { name: 'wrong shard, held only there', map: { a: 's2.safetensors', b: 's1.safetensors', c: 's2.safetensors' }, problem: 'tensor "a": weight_map places it in shard "s2.safetensors", but its data is in shard "s1.safetensors"' },
+  ];
+  for (const c of exact)
+    it(`${c.name} (exact error)`, async () => {
+      const { d, index } = await setup(c.map);
+      expect(leftMessage(await openCheckpoint(d)())).toBe(`${index}: ${c.problem}`);
+    });
+
+  it('reading a tensor it does not hold, or after closing, names the checkpoint and tensor', async () => {
+    const { d, index } = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' });
+    const ckpt = right(await openCheckpoint(d)());
+    expect(ckpt.info('nope')).toBeUndefined();
+    expect(leftMessage(await ckpt.read('nope')())).toBe(`${index}: tensor "nope": no such tensor in this checkpoint`);
+    await ckpt.close();
+    expect(leftMessage(await ckpt.read('c')())).toBe(`${join(d, 's2.safetensors')}: tensor "c": file is closed`);
+  });
+
+  it('an index path that is a folder cannot be read', async () => {
+    const d = join(tmp.path, 'index-folder');
+    await mkdir(join(d, 'model.safetensors.index.json'), { recursive: true });
+    expect(leftMessage(await openCheckpoint(d)())).toBe(`${join(d, 'model.safetensors.index.json')}: cannot read index (is a directory)`);
+  });
+
+  it.skipIf(!haveProcFd)('closes every shard it opened: on close, and when opening fails part way', async () => {
+    const good = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' });
+    const before = await openFds();
+    const ckpt = right(await openCheckpoint(good.d)());
+    expect(await openFds()).toBe(before + 2); // one descriptor per shard, however many tensors it holds
+    await ckpt.close();
+    expect(await openFds()).toBe(before);
+    // s1 opens, then the map is found wrong: s1 must not stay open.
+    const bad = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors', d: 's2.safetensors' });
+    expect(leftMessage(await openCheckpoint(bad.d)())).toContain('which does not contain it');
+    expect(await openFds()).toBe(before);
+  });
 
   it('a corrupt shard reports the shard file and tensor', async () => {
     const { d } = await setup({ a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' });
