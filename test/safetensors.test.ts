@@ -286,6 +286,148 @@ describe('write → read round trip', () => {
   });
 });
 
+describe('writing: refusals, U8, shards, and failures that leave the folder as it was', () => {
+  const tmp = tempDir('camelid-st-write-');
+  let n = 0;
+  const fresh = () => join(tmp.path, `w${n++}`);
+  const f32s = (name: string, values: number[]): TensorToWrite => ({ name, dtype: 'F32', shape: [values.length], data: new Float32Array(values) });
+  const failing = (name: string, thrown: unknown): TensorToWrite => ({ name, dtype: 'F32', shape: [2], data: () => { throw thrown; } });
+  const valuesOf = async (ckpt: Checkpoint, name: string) => [...right(await ckpt.read(name)())];
+
+  it('writes U8 (packed 4-bit weights) byte for byte', async () => {
+    const path = `${fresh()}.safetensors`;
+    right(await writeSafetensors(path, [{ name: 'q', dtype: 'U8', shape: [3], data: new Uint8Array([0, 127, 255]) }], {})());
+    const json = '{"__metadata__":{},"q":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}}'; // 71 bytes: one space of padding
+    expect(json.length).toBe(71);
+    expect(new Uint8Array(await readFile(path))).toEqual(new Uint8Array([...stFile(`${json} `, 0), 0, 127, 255]));
+  });
+
+  it('refuses what it cannot write, naming the file and tensor, and leaves no file', async () => {
+    const path = `${fresh()}.safetensors`;
+    const refusals: [TensorToWrite, string][] = [
+      [{ name: '__metadata__', dtype: 'F32', shape: [1], data: new Float32Array(1) }, 'tensor "__metadata__": reserved tensor name'],
+      [{ name: 'i', dtype: 'I32' as WritableDType, shape: [1], data: new Float32Array(1) }, 'tensor "i": cannot write dtype I32 (F32, F16, BF16 or U8)'],
+      [{ name: 'q', dtype: 'U8', shape: [2], data: new Uint16Array(2) }, 'tensor "q": U8 data must be a Uint8Array (and only U8 data)'],
+      [{ name: 'h', dtype: 'F16', shape: [2], data: new Uint8Array(2) }, 'tensor "h": U8 data must be a Uint8Array (and only U8 data)'],
+      // A thunk's own error, whole, with the tensor it was making data for.
+      [failing('t', new Error('HTTP: 503 from the weight server')), 'tensor "t": cannot make its data (HTTP: 503 from the weight server)'],
+      [failing('s', 'a plain string'), 'tensor "s": cannot make its data (a plain string)'],
+    ];
+    for (const [t, problem] of refusals) {
+      expect(leftMessage(await writeSafetensors(path, [f32s('ok', [1]), t])())).toBe(`${path}: ${problem}`);
+      expect(existsSync(path) || existsSync(`${path}.partial`), problem).toBe(false);
+    }
+    const nowhere = join(tmp.path, 'no-such-folder', 'm.safetensors');
+    expect(leftMessage(await writeSafetensors(nowhere, [f32s('a', [1])])())).toBe(`${nowhere}: cannot write (no such file or directory)`);
+  });
+
+  it('packs shards greedily in order, a tensor over the budget alone, and indexes them', async () => {
+    const dir = fresh();
+    // 24, 8, 8 and 4 bytes with a budget of 16: [big] [a, b] (exactly 16) [c].
+    const tensors: TensorToWrite[] = [
+      f32s('big', [1, 2, 3, 4, 5, 6]), f32s('a', [7, 8]),
+      { name: 'b', dtype: 'F16', shape: [4], data: new Uint16Array([0x3c00, 0x4000, 0x4200, 0x4400]) },
+      { name: 'c', dtype: 'U8', shape: [4], data: new Uint8Array([9, 10, 11, 12]) },
+    ];
+    const { files } = right(await writeShardedCheckpoint(dir, tensors, 16)());
+    const shard = (i: number) => `model-0000${i}-of-00003.safetensors`;
+    expect(files).toEqual([join(dir, shard(1)), join(dir, shard(2)), join(dir, shard(3)), join(dir, 'model.safetensors.index.json')]);
+    expect(await readFile(files[3]!, 'utf8')).toBe(`{
+  "metadata": {
+    "total_size": 44
+  },
+  "weight_map": {
+    "big": "${shard(1)}",
+    "a": "${shard(2)}",
+    "b": "${shard(2)}",
+    "c": "${shard(3)}"
+  }
+}
+`);
+    for (const [i, names] of [[1, ['big']], [2, ['a', 'b']], [3, ['c']]] as const) {
+      const h = right(await readSafetensorsHeader(join(dir, shard(i)))());
+      expect(h.tensors.map((t) => t.name)).toEqual(names);
+      expect(h.metadata).toEqual({ format: 'pt' }); // what PyTorch loaders expect, as for a single file
+    }
+    const ckpt = right(await openCheckpoint(dir)());
+    expect(await valuesOf(ckpt, 'big')).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(await valuesOf(ckpt, 'b')).toEqual([1, 2, 3, 4]);
+    expect(await valuesOf(ckpt, 'c')).toEqual([9, 10, 11, 12]);
+    await ckpt.close();
+  });
+
+  it('no tensors: one model.safetensors holding only the metadata', async () => {
+    const dir = fresh();
+    const { files } = right(await writeShardedCheckpoint(dir, [], 16)());
+    expect(files).toEqual([join(dir, 'model.safetensors')]);
+    const json = '{"__metadata__":{"format":"pt"}}'; // 32 bytes: no padding
+    expect(new Uint8Array(await readFile(files[0]!))).toEqual(stFile(json, 0));
+  });
+
+  it('refuses a budget that is not positive, and bad tensors, before creating anything', async () => {
+    const dir = fresh();
+    for (const bad of [0, -1, NaN])
+      expect(leftMessage(await writeShardedCheckpoint(dir, [f32s('a', [1])], bad)())).toBe(`${dir}: maxShardBytes must be positive, got ${bad}`);
+    expect(leftMessage(await writeShardedCheckpoint(dir, [f32s('a', [1]), f32s('a', [2])], 16)())).toBe(`${dir}: tensor "a": duplicate tensor name`);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('writes into an existing folder or a new nested one; a folder path that is a file is a Left', async () => {
+    const existing = fresh();
+    await mkdir(existing);
+    right(await writeShardedCheckpoint(existing, [f32s('a', [1])], 16)());
+    const nested = join(fresh(), 'x', 'y');
+    right(await writeShardedCheckpoint(nested, [f32s('a', [1])], 16)());
+    expect(existsSync(join(nested, 'model.safetensors'))).toBe(true);
+    const file = `${fresh()}.txt`;
+    await writeFile(file, 'not a folder');
+    expect(leftMessage(await writeShardedCheckpoint(file, [f32s('a', [1])], 16)())).toBe(`${file}: cannot create folder (file already exists)`);
+  });
+
+  // An older two-shard checkpoint (a = [1, 2] and b = [3, 4], 8 bytes each) in a folder of its own.
+  const older = async () => {
+    const dir = fresh();
+    right(await writeShardedCheckpoint(dir, [f32s('a', [1, 2]), f32s('b', [3, 4])], 8)());
+    return { dir, files: (await readdir(dir)).sort() };
+  };
+  const expectOlder = async (dir: string, files: string[]) => {
+    expect((await readdir(dir)).sort()).toEqual(files);
+    const ckpt = right(await openCheckpoint(dir)());
+    expect([await valuesOf(ckpt, 'a'), await valuesOf(ckpt, 'b')]).toEqual([[1, 2], [3, 4]]);
+    await ckpt.close();
+  };
+
+  it('a single-file write replaces an older sharded checkpoint (its index goes); a failed one leaves it whole', async () => {
+    const failed = await older();
+    expect(leftMessage(await writeShardedCheckpoint(failed.dir, [f32s('a', [5, 6]), failing('b', new Error('out of memory'))], 1000)()))
+      .toBe(`${join(failed.dir, 'model.safetensors')}: tensor "b": cannot make its data (out of memory)`);
+    await expectOlder(failed.dir, failed.files);
+    const replaced = await older();
+    right(await writeShardedCheckpoint(replaced.dir, [f32s('a', [5, 6]), f32s('b', [7, 8])], 1000)());
+    expect(existsSync(join(replaced.dir, 'model.safetensors.index.json'))).toBe(false);
+    const ckpt = right(await openCheckpoint(replaced.dir)());
+    expect(ckpt.path).toBe(join(replaced.dir, 'model.safetensors'));
+    expect([await valuesOf(ckpt, 'a'), await valuesOf(ckpt, 'b')]).toEqual([[5, 6], [7, 8]]);
+    await ckpt.close();
+  });
+
+  it('a sharded write that fails part way leaves an older checkpoint of the same shard names whole', async () => {
+    // The new shard 1 would otherwise sit under the old index beside the old shard 2: a mix that opens without error.
+    const { dir, files } = await older();
+    expect(leftMessage(await writeShardedCheckpoint(dir, [f32s('a', [5, 6]), failing('b', new Error('out of memory'))], 8)()))
+      .toBe(`${join(dir, 'model-00002-of-00002.safetensors')}: tensor "b": cannot make its data (out of memory)`);
+    await expectOlder(dir, files);
+  });
+
+  it('an index that cannot be written is a Left naming it, and no new shard is left in place', async () => {
+    const dir = fresh();
+    await mkdir(join(dir, 'model.safetensors.index.json'), { recursive: true });
+    const msg = leftMessage(await writeShardedCheckpoint(dir, [f32s('a', [1, 2]), f32s('b', [3, 4])], 8)());
+    expect(msg).toBe(`${join(dir, 'model.safetensors.index.json')}: cannot write index (is a directory)`);
+    expect((await readdir(dir)).sort()).toEqual(['model.safetensors.index.json']);
+  });
+});
+
 // ---- malformed files -------------------------------------------------------------------------------------
 
 const stFile = (header: string | Uint8Array, dataBytes: number, declared?: bigint): Uint8Array => {
