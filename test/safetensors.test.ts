@@ -419,6 +419,18 @@ describe('writing: refusals, U8, shards, and failures that leave the folder as i
     await expectOlder(dir, files);
   });
 
+  it('a file that cannot be put in place (a folder holds its name) leaves no temporary file behind', async () => {
+    const path = `${fresh()}.safetensors`;
+    await mkdir(path);
+    expect(leftMessage(await writeSafetensors(path, [f32s('a', [1])])())).toBe(`${path}: cannot write (is a directory)`);
+    expect(existsSync(`${path}.partial`)).toBe(false);
+    const dir = fresh();
+    await mkdir(join(dir, 'model-00001-of-00002.safetensors'), { recursive: true });
+    const msg = leftMessage(await writeShardedCheckpoint(dir, [f32s('a', [1, 2]), f32s('b', [3, 4])], 8)());
+    expect(msg).toBe(`${join(dir, 'model-00001-of-00002.safetensors')}: cannot write (is a directory)`);
+    expect((await readdir(dir)).sort()).toEqual(['model-00001-of-00002.safetensors']);
+  });
+
   it('an index that cannot be written is a Left naming it, and no new shard is left in place', async () => {
     const dir = fresh();
     await mkdir(join(dir, 'model.safetensors.index.json'), { recursive: true });
