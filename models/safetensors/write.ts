@@ -127,13 +127,13 @@ const discard = async (paths: readonly string[]): Promise<void> => {
   await Promise.all(paths.map((p) => rm(partial(p), { force: true }).catch(() => undefined)));
 };
 
-// Renames the complete temporary files onto their paths, in order; on a failure removes those not yet renamed.
+// Renames the complete temporary files onto their paths, in order; on a failure removes the temporaries still left.
 const putInPlace = async (paths: readonly string[]): Promise<E.Either<CheckpointError, void>> => {
-  for (const [i, path] of paths.entries()) {
+  for (const path of paths) {
     try {
       await rename(partial(path), path);
     } catch (e) {
-      await discard(paths.slice(i));
+      await discard(paths);
       return E.left(checkpointError(path, `cannot write (${ioProblem(e)})`));
     }
   }
