@@ -35,10 +35,12 @@ const IO_CODES = new Map([
 ]);
 
 /** A file system error in words, once: Node's messages repeat the code and the path ("ENOENT: …, open '/x'"), and
- * callers name the file themselves. */
+ * callers name the file themselves. Any other error's message is kept whole. */
 export const ioProblem = (e: unknown): string => {
   if (!(e instanceof Error)) return String(e);
-  const known = IO_CODES.get((e as NodeJS.ErrnoException).code ?? '');
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === undefined) return e.message;
+  const known = IO_CODES.get(code);
   return known ?? e.message.replace(/^[A-Z][A-Z0-9_]*: /, '').replace(/, [a-z_]+ '[^']*'( -> '[^']*')?$/, '');
 };
 

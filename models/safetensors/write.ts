@@ -1,6 +1,6 @@
 // Writing safetensors: one file (header, then data tensor by tensor) or a sharded checkpoint with its index. Tensor
 // data may be given lazily (a thunk), so a caller can convert and write one tensor at a time.
-import { mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
@@ -77,7 +77,13 @@ const writeAll = async (fh: FileHandle, bytes: Uint8Array, position: number): Pr
 };
 
 const encode = async (file: string, { t, bytes }: Planned): Promise<Uint8Array> => {
-  const data = typeof t.data === 'function' ? await t.data() : t.data;
+  let data: TensorData;
+  try {
+    data = typeof t.data === 'function' ? await t.data() : t.data;
+  } catch (e) {
+    // The caller's own failure (a device read-back, a conversion): say which tensor it was making.
+    throw new WriteFailure(checkpointError(file, `cannot make its data (${ioProblem(e)})`, t.name));
+  }
   const numel = bytes / dtypeSize[t.dtype];
   if (data.length !== numel)
     throw new WriteFailure(checkpointError(file, `data has ${data.length} elements but shape ${JSON.stringify(t.shape)} needs ${numel}`, t.name));
@@ -90,10 +96,13 @@ const encode = async (file: string, { t, bytes }: Planned): Promise<Uint8Array> 
   return new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
 };
 
-// Writes to a temporary name and renames at the end, so a failed write never leaves a plausible-looking file.
-const writePlanned = async (path: string, planned: readonly Planned[], metadata: Readonly<Record<string, string>> | undefined): Promise<E.Either<CheckpointError, void>> => {
+const partial = (path: string): string => `${path}.partial`;
+
+// Writes the file complete under its temporary name, or removes what it wrote. Putting it in place is a separate
+// step (putInPlace), so that a sharded write can wait until every one of its files is complete.
+const writeTemp = async (path: string, planned: readonly Planned[], metadata: Readonly<Record<string, string>> | undefined): Promise<E.Either<CheckpointError, void>> => {
   if (!hostIsLittleEndian) return E.left(checkpointError(path, 'big-endian hosts are not supported (safetensors is little-endian)'));
-  const tmp = `${path}.partial`;
+  const tmp = partial(path);
   let fh: FileHandle | undefined;
   try {
     fh = await open(tmp, 'w');
@@ -106,13 +115,35 @@ const writePlanned = async (path: string, planned: readonly Planned[], metadata:
     }
     await fh.close();
     fh = undefined;
-    await rename(tmp, path);
     return E.right(undefined);
   } catch (e) {
     await fh?.close().catch(() => undefined);
     await rm(tmp, { force: true }).catch(() => undefined);
     return E.left(e instanceof WriteFailure ? e.error : checkpointError(path, `cannot write (${ioProblem(e)})`));
   }
+};
+
+const discard = async (paths: readonly string[]): Promise<void> => {
+  await Promise.all(paths.map((p) => rm(partial(p), { force: true }).catch(() => undefined)));
+};
+
+// Renames the complete temporary files onto their paths, in order; on a failure removes the temporaries still left.
+const putInPlace = async (paths: readonly string[]): Promise<E.Either<CheckpointError, void>> => {
+  for (const path of paths) {
+    try {
+      await rename(partial(path), path);
+    } catch (e) {
+      await discard(paths);
+      return E.left(checkpointError(path, `cannot write (${ioProblem(e)})`));
+    }
+  }
+  return E.right(undefined);
+};
+
+// A temporary name, then a rename: a failed write never leaves a plausible-looking file.
+const writePlanned = async (path: string, planned: readonly Planned[], metadata: Readonly<Record<string, string>> | undefined): Promise<E.Either<CheckpointError, void>> => {
+  const written = await writeTemp(path, planned, metadata);
+  return E.isLeft(written) ? written : putInPlace([path]);
 };
 
 /**
@@ -171,21 +202,34 @@ export const writeShardedCheckpoint =
     }
     const width = Math.max(5, String(shards.length).length);
     const name = (i: number) => `model-${String(i + 1).padStart(width, '0')}-of-${String(shards.length).padStart(width, '0')}.safetensors`;
+    // Every shard, then the index, is written under a temporary name, and nothing is put in place before all are
+    // complete: a failed write (a data thunk that throws, a full disk) leaves an older checkpoint here as it was,
+    // not new shards under its index where the shard names are the same.
     const files: string[] = [];
     const weightMap: Record<string, string> = Object.create(null);
     for (const [i, shard] of shards.entries()) {
       const path = join(dir, name(i));
-      const written = await writePlanned(path, shard, metadata);
-      if (E.isLeft(written)) return written;
+      const written = await writeTemp(path, shard, metadata);
+      if (E.isLeft(written)) {
+        await discard(files);
+        return written;
+      }
       files.push(path);
       for (const p of shard) weightMap[p.t.name] = name(i);
     }
     const totalSize = planned.right.reduce((a, p) => a + p.bytes, 0);
     const indexPath = join(dir, indexFileName);
     try {
-      await writeFile(indexPath, JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+      await writeFile(partial(indexPath), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+      // The old index goes before any shard is replaced: were the renames cut short, no index would name a mix.
+      await unlink(indexPath).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
     } catch (e) {
+      await discard([...files, indexPath]);
       return E.left(checkpointError(indexPath, `cannot write index (${ioProblem(e)})`));
     }
+    const placed = await putInPlace([...files, indexPath]);
+    if (E.isLeft(placed)) return placed;
     return E.right({ files: [...files, indexPath] });
   };
