@@ -145,9 +145,11 @@ const decodeStep = (c: LlamaConfig): ReturnType<typeof makeDecodeStep> => {
 export function generate(c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): AsyncGenerator<GenerateStep, void, undefined> {
   // Checked at the call, before the first step is asked for.
   checkGenerateOptions(c, opts);
-  if (!Array.isArray(prompts) || !prompts.every((p) => Array.isArray(p))) throw new TypeError('generate: prompts must be an array of token id arrays');
-  if (prompts.length === 0 || prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+  if (!Array.isArray(prompts)) throw new TypeError(`generate: prompts must be an array of token id arrays, got ${String(prompts)}`);
+  if (prompts.length === 0) throw new RangeError('generate: no prompts (give at least one)');
   for (const [b, p] of prompts.entries()) {
+    if (!Array.isArray(p)) throw new TypeError(`generate: prompt ${b} must be an array of token ids, got ${String(p)}`);
+    if (p.length === 0) throw new RangeError(`generate: prompt ${b} is empty: every prompt needs at least one token`);
     const bad = p.findIndex((id) => !isTokenId(c, id));
     if (bad >= 0) throw new RangeError(`generate: prompt ${b} token ${bad} is ${p[bad]}, outside [0, ${c.vocabSize})`);
   }
@@ -226,9 +228,10 @@ async function* run(c: LlamaConfig, params: LlamaParams, prompts: readonly (read
  * @example const [ids] = await generateIds(cfg, params, [[1, 403, 407]], { maxTokens: 8 });
  */
 export const generateIds = async (c: LlamaConfig, params: LlamaParams, prompts: readonly (readonly number[])[], opts: GenerateOptions): Promise<number[][]> => {
+  const steps = generate(c, params, prompts, opts); // checks the prompts and options before they are used here
   const out = prompts.map((): number[] => []);
   const stop = new Set(opts.stop ?? [c.eosId]);
-  for await (const { tokens } of generate(c, params, prompts, opts)) {
+  for await (const { tokens } of steps) {
     tokens.forEach((t, b) => { if (t !== null && !stop.has(t)) out[b]!.push(t); });
   }
   return out;

@@ -140,15 +140,46 @@ describe('generate options are checked at the call, naming the option and the va
     [{ maxTokens: 4, stop: [Number.NaN] }, /stop\[0\] is NaN/],
     [{ maxTokens: 4, stop: 2 }, /stop must be an array of token ids, got 2/],
     [{ maxTokens: 4, padId: -1 }, /padId must be a token id in \[0, 11\), got -1/],
-    [{ maxTokens: 4, key: 7 }, /key must be a key \(a u32 tensor of shape \(2,\)/],
+    [{ maxTokens: 4, key: 7 }, /key must be a key \(a u32 tensor of shape \(2,\), from key\(seed\) or split\), got 7$/],
+    [{ maxTokens: 4, key: null }, /key must be a key .*got null$/],
+    [{ maxTokens: 2 ** 53 }, /maxTokens must be a non-negative integer, got 9007199254740992/],
+    [{ maxTokens: Infinity }, /maxTokens must be a non-negative integer, got Infinity/],
+    [{ maxTokens: 4, temperature: '0.5' }, /temperature must be a finite number ≥ 0, got 0\.5/],
+    [{ maxTokens: 4, topP: '0.5' }, /topP must be in \(0, 1\], got 0\.5/],
+    [{ maxTokens: 4, stop: ['2'] }, /stop\[0\] is 2, not a token id in \[0, 11\)/],
+    [{ maxTokens: 4, stop: [1.5] }, /stop\[0\] is 1\.5, not a token id/],
+    [{ maxTokens: 4, stop: [3, -1] }, /stop\[1\] is -1, not a token id/],
+    [{ maxTokens: 4, padId: '0' }, /padId must be a token id in \[0, 11\), got 0/],
+    [{ maxTokens: 4, padId: 2.5 }, /padId must be a token id in \[0, 11\), got 2\.5/],
+    [{ maxTokens: 4, padId: 11 }, /padId must be a token id in \[0, 11\), got 11/],
   ])('%o', (opts, msg) => {
-    // Thrown by the call itself, before any step is asked for or any tensor made.
+    // Thrown by the call itself, before any step is asked for or any tensor made; the message says where.
     expect(() => generate(tiny, params, prompt, opts as never)).toThrow(msg);
+    expect(() => generate(tiny, params, prompt, opts as never)).toThrow(/^generate: /);
   });
 
   it('a key of the wrong dtype or shape is refused', () => {
     expect(() => generate(tiny, params, prompt, { maxTokens: 2, key: C.tensor([0, 1], { dtype: 'i32' }) as never })).toThrow(/key must be a key .*got i32\(2\)/);
     expect(() => generate(tiny, params, prompt, { maxTokens: 2, key: C.tensor([0, 1, 2], { dtype: 'u32' }) as never })).toThrow(/got u32\(3\)/);
+    expect(() => generate(tiny, params, prompt, { maxTokens: 2, key: C.tensor([[0, 1], [2, 3]], { dtype: 'u32' }) as never })).toThrow(/got u32\(2,2\)/);
+  });
+
+  it('options that are not an object are refused by generate and generateIds alike, before they are read', async () => {
+    expect(() => generate(tiny, params, prompt, null as never)).toThrow(/^generate: options must be an object, got null$/);
+    // generateIds used to read opts.stop first: `null` and `stop: 2` failed with "Cannot read properties of null"
+    // and "number 2 is not iterable" instead of generate's messages.
+    await expect(generateIds(tiny, params, prompt, null as never)).rejects.toThrow(/^generate: options must be an object, got null$/);
+    await expect(generateIds(tiny, params, prompt, { maxTokens: 4, stop: 2 as never })).rejects.toThrow(/^generate: stop must be an array of token ids, got 2$/);
+    await expect(generateIds(tiny, params, 'ab' as never, { maxTokens: 4 })).rejects.toThrow(/^generate: prompts must be an array of token id arrays, got ab$/);
+  });
+
+  it('the edges of each range are allowed: temperature 0, topP 1, padId and stop ids 0 and 10, the largest safe maxTokens', async () => {
+    const opts = { maxTokens: Number.MAX_SAFE_INTEGER, temperature: 0, topP: 1, padId: 10, stop: [0, 10] };
+    const greedy = await generateIds(tiny, params, [[1, 3, 4, 5, 6, 7, 8, 9, 10, 3]], { maxTokens: 3, stop: [] });
+    const [ids] = await generateIds(tiny, params, [[1, 3, 4, 5, 6, 7, 8, 9, 10, 3]], opts);
+    // Greedy, cut by the context (12 − 10 + 1 tokens) or at a stop id, whichever comes first.
+    const cut = greedy[0]!.findIndex((t) => t === 0 || t === 10);
+    expect(ids).toEqual(cut >= 0 ? greedy[0]!.slice(0, cut) : greedy[0]);
   });
 
   it('sampleRow checks its options and its uniform', () => {
@@ -212,5 +243,111 @@ describe.skipIf(!gpuDevice || !haveFixtures)('sampling on WebGPU frees what it m
     } finally {
       setBackend('cpu');
     }
+  });
+});
+
+describe('prompts are checked at the call, naming the prompt and the token', () => {
+  const opts = { maxTokens: 2 };
+  const thirteen = [1, 3, 4, 5, 6, 7, 8, 9, 10, 3, 4, 5, 6]; // one more than tiny's context of 12
+  it.each([
+    [[], /^generate: no prompts \(give at least one\)$/],
+    [[[]], /^generate: prompt 0 is empty: every prompt needs at least one token$/],
+    [[[1, 3], []], /^generate: prompt 1 is empty/],
+    [[[1, 3], 'ab'], /^generate: prompt 1 must be an array of token ids, got ab$/],
+    [[[1, 3], 5], /^generate: prompt 1 must be an array of token ids, got 5$/],
+    [{ length: 1, 0: [1] }, /^generate: prompts must be an array of token id arrays, got \[object Object\]$/],
+    [[[11, 1]], /^generate: prompt 0 token 0 is 11, outside \[0, 11\)$/],
+    [[[1, 3], [1, -1]], /^generate: prompt 1 token 1 is -1, outside \[0, 11\)$/],
+    [[[1, 2.5]], /^generate: prompt 0 token 1 is 2\.5/],
+    [[[1, '3']], /^generate: prompt 0 token 1 is 3/],
+    [[thirteen], /^generate: prompt of 13 tokens is longer than the context \(12\)$/],
+    [[[1], thirteen, [1, 3]], /^generate: prompt of 13 tokens is longer than the context \(12\)$/],
+  ])('%j', (prompts, msg) => {
+    expect(() => generate(tiny, params, prompts as never, opts)).toThrow(msg);
+  });
+
+  it('a prompt that fills the context exactly gives one token, whatever maxTokens asks', async () => {
+    const twelve = thirteen.slice(0, 12);
+    const [ids] = await generateIds(tiny, params, [twelve], { maxTokens: 5, stop: [] });
+    expect(ids!.length).toBe(1);
+    // In a batch the longest prompt sets the room: the short row also gets one token.
+    const both = await generateIds(tiny, params, [[1, 3], twelve], { maxTokens: 5, stop: [] });
+    expect(both.map((r) => r.length)).toEqual([1, 1]);
+  });
+});
+
+// A random model whose greedy continuations vary (key 5's mostly repeat one token), for the batch invariants.
+const lively = initParams(tiny, C.key(4), { std: 1 });
+const prompts = [[1, 3], [1, 4, 5], [1, 7], [1, 9, 8, 6]]; // lengths 2, 3, 2, 4: three rows are left-padded
+const alone = async (opts: C.GenerateOptions, cfg: LlamaConfig = tiny) =>
+  Promise.all(prompts.map(async (p) => (await generateIds(cfg, lively, [p], opts))[0]!));
+
+describe('a batch row is the same generation as its prompt alone', () => {
+  it('greedy rows equal each prompt alone, whatever the pad id (padding is masked out)', async () => {
+    const opts = { maxTokens: 6, stop: [] };
+    const each = await alone(opts);
+    expect(new Set(each.map((r) => r.join())).size).toBe(prompts.length); // the rows differ: a mix-up would show
+    expect(await generateIds(tiny, lively, prompts, opts)).toEqual(each);
+    for (const padId of [3, 10]) expect(await generateIds(tiny, lively, prompts, { ...opts, padId }), `padId ${padId}`).toEqual(each);
+  });
+
+  it('row b at step s is sampled from its own logits with uniform(key, [steps, B])[s, b]', async () => {
+    const n = 5, B = prompts.length;
+    const opts = { maxTokens: n, temperature: 1.3, topP: 0.9, stop: [], key: C.key(8) } as const;
+    const rows = await generateIds(tiny, lively, prompts, opts);
+    const u = await C.data(C.uniform(C.key(8), [n, B])); // (n, B)
+    const V = tiny.vocabSize;
+    for (const [b, p] of prompts.entries()) {
+      // Reference: one uncached forward of this row alone over its prompt and the tokens it produced.
+      const seq = [...p, ...rows[b]!.slice(0, -1)];
+      const logits = await C.data(C.forward(tiny, lively, C.tensor([seq], { dtype: 'i32' }))) as Float32Array; // (1, T, V)
+      const expected = rows[b]!.map((_, s) => sampleRow(logits.subarray((p.length - 1 + s) * V, (p.length + s) * V), u[s * B + b]!, opts));
+      expect(rows[b], `row ${b}`).toEqual(expected);
+    }
+  });
+
+  it('sampling without a key draws from key(0), as documented', async () => {
+    const opts = { maxTokens: 6, temperature: 1.5, stop: [] } as const;
+    const dflt = await generateIds(tiny, lively, prompts, opts);
+    expect(dflt).toEqual(await generateIds(tiny, lively, prompts, { ...opts, key: C.key(0) }));
+    expect(dflt).not.toEqual(await generateIds(tiny, lively, prompts, { ...opts, key: C.key(1) }));
+  });
+});
+
+describe('stop tokens end their own row only', () => {
+  // With stop: [] each row's greedy continuation is known; a stop id then cuts each row at its first occurrence.
+  const maxTokens = 8;
+  const cutAt = (row: readonly number[], stop: readonly number[]) => {
+    const i = row.findIndex((t) => stop.includes(t));
+    return i >= 0 ? row.slice(0, i + 1) : [...row]; // what the stream reports: up to and including the stop token
+  };
+
+  it('the default stop is cfg.eosId: the stream reports it, then null; generateIds leaves it out', async () => {
+    const free = await alone({ maxTokens, stop: [] });
+    const eos = 0; // ends rows 0 and 2 at different steps, never row 1 (checked below)
+    const cfg = { ...tiny, eosId: eos };
+    const reported = free.map((r) => cutAt(r, [eos]));
+    expect(reported.map((r) => r.length)).toEqual([3, maxTokens, 1, 4]);
+
+    const steps: (number | null)[][] = [];
+    for await (const s of generate(cfg, lively, prompts, { maxTokens })) steps.push([...s.tokens]);
+    expect(steps.length).toBe(maxTokens); // row 1 never stops
+    reported.forEach((r, b) => expect(steps.map((s) => s[b]), `row ${b}`).toEqual([...r, ...Array<null>(maxTokens - r.length).fill(null)]));
+
+    const ids = await generateIds(cfg, lively, prompts, { maxTokens });
+    expect(ids).toEqual(reported.map((r) => r.filter((t) => t !== eos)));
+    expect(await generateIds(cfg, lively, prompts, { maxTokens, stop: [eos] })).toEqual(ids);
+  });
+
+  it('several stop ids; the stream ends when every row has stopped', async () => {
+    const free = await alone({ maxTokens, stop: [] });
+    const stop = [0, 4];
+    const reported = free.map((r) => cutAt(r, stop));
+    const steps: (number | null)[][] = [];
+    for await (const s of generate(tiny, lively, prompts, { maxTokens, stop })) steps.push([...s.tokens]);
+    expect(steps.length).toBe(Math.max(...reported.map((r) => r.length)));
+    expect(steps.length).toBeLessThan(maxTokens); // every row meets 0 or 4
+    reported.forEach((r, b) => expect(steps.map((s) => s[b]), `row ${b}`).toEqual([...r, ...Array<null>(steps.length - r.length).fill(null)]));
+    expect(await generateIds(tiny, lively, prompts, { maxTokens, stop })).toEqual(reported.map((r) => r.filter((t) => !stop.includes(t))));
   });
 });

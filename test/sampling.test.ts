@@ -104,3 +104,52 @@ describe('nucleus distribution', () => {
     expect(f[1]).toBe(0);
   });
 });
+
+describe('temperature and the softmax, worked by hand', () => {
+  it('the logits are divided by the temperature: T = 2 on logits 0, 2·ln 3 gives 1/4, 3/4 (T = 1 would give 1/10, 9/10)', () => {
+    const l = [0, 2 * Math.log(3)]; // weights at T = 2: e^{-ln 3} = 1/3 and 1; token 1 first, on [0, 3/4)
+    expect(sampleRow(l, 0.74, { temperature: 2 })).toBe(1);
+    expect(sampleRow(l, 0.76, { temperature: 2 })).toBe(0);
+    // T = 1/2 on logits 0, ln 3 / 2: the same 1/4, 3/4 (multiplying by T would give 0.43, 0.57).
+    const half = [0, Math.log(3) / 2];
+    expect(sampleRow(half, 0.6, { temperature: 0.5 })).toBe(1);
+    expect(sampleRow(half, 0.76, { temperature: 0.5 })).toBe(0);
+  });
+
+  it('shifting every logit changes nothing, even by ±1000 (the weights are taken relative to the largest logit)', () => {
+    // exp(1000) overflows and exp(−1000) underflows: only exp(l − max) keeps 1/4, 3/4 here.
+    for (const shift of [0, 1000, -1000]) {
+      const l = [shift, shift + Math.log(3)];
+      expect(sampleRow(l, 0.5, T1), `shift ${shift}`).toBe(1);
+      expect(sampleRow(l, 0.8, T1), `shift ${shift}`).toBe(0);
+    }
+  });
+
+  it('temperature 0 and topP 1 are allowed: greedy, and the whole vocabulary', () => {
+    expect(sampleRow([0, 2, 1], 0.99, { temperature: 0 })).toBe(1);
+    expect(sampleRow(flat, 0.99, { ...T1, topP: 1 })).toBe(3);
+  });
+});
+
+describe('a draw just below 1 stays in the nucleus', () => {
+  // Logits 2, 0, −1, 0: weights e², 1, e⁻¹, 1 over Z ≈ 9.757, p ≈ 0.7573, 0.1025, 0.0377, 0.1025. Most likely first:
+  // 0, 1, 3 (tie with 1, by id), 2. Top-p 0.9: 0.7573 + 0.1025 = 0.8598 < 0.9, + 0.1025 = 0.9623, so {0, 1, 3}.
+  const l = [2, 0, -1, 0];
+  it('u in the last few ulps below 1 picks token 3, the last kept, never token 2 outside', () => {
+    // Rounding in u·kept − Σ p can leave the remainder ≥ 0 after the last kept token: that token is still the answer.
+    for (let k = 1; k <= 64; k++) expect(sampleRow(l, 1 - k * 2 ** -53, { ...T1, topP: 0.9 }), `u = 1 − ${k}·2^-53`).toBe(3);
+    expect(sampleRow(l, 1 - 2 ** -53, T1)).toBe(2); // without top-p the last token is 2
+  });
+});
+
+describe('sampleRow refuses what it cannot sample from', () => {
+  it('a u below 0 or not a number, options that are not an object, a temperature or topP that is not a number', () => {
+    expect(() => sampleRow(flat, -0.1, T1)).toThrow(/^sampleRow: u must be in \[0, 1\), got -0\.1$/);
+    expect(() => sampleRow(flat, -Number.MIN_VALUE)).toThrow(/u must be in \[0, 1\), got -5e-324/);
+    expect(() => sampleRow(flat, Number.NaN)).toThrow(/u must be in \[0, 1\), got NaN/);
+    expect(() => sampleRow(flat, 0.5, null as never)).toThrow(/^sampleRow: options must be an object, got null$/);
+    expect(() => sampleRow(flat, 0.5, 1 as never)).toThrow(/^sampleRow: options must be an object, got 1$/);
+    expect(() => sampleRow(flat, 0.5, { temperature: '1' as never })).toThrow(/^sampleRow: temperature must be a finite number ≥ 0, got 1$/);
+    expect(() => sampleRow(flat, 0.5, { topP: '0.5' as never })).toThrow(/^sampleRow: topP must be in \(0, 1\], got 0\.5$/);
+  });
+});
