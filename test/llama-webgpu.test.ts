@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { loadLlama } from '../models/load.js';
 import { forward } from '../models/llama.js';
-import { generate } from '../models/generate.js';
+import { generate, generateIds } from '../models/generate.js';
 import { gpuDevice } from './gpu.js';
 import { fixture } from './helpers.js';
 
@@ -56,5 +56,16 @@ describe.skipIf(!gpuDevice || !have)('stories260K on WebGPU', () => {
     for await (const { tokens } of generate(config, params, [c.prompt_ids], { maxTokens: n })) again.push(tokens[0]!);
     expect(again).toEqual(ids);
     expect(gpuDevice!.counters.compiles).toBe(mark!.compiles);
+  });
+
+  it('a left-padded batch through the compiled decode step: each row is its prompt alone (the padding masked)', async () => {
+    C.setBackend('webgpu');
+    const { config, params } = await load();
+    const c = await expected();
+    const short = c.prompt_ids.slice(0, 2);
+    const [alone] = await generateIds(config, params, [short], { maxTokens: 16 });
+    const batch = await generateIds(config, params, [[...c.prompt_ids, ...c.generated_ids.slice(0, 8)], short], { maxTokens: 16 });
+    expect(batch[0]).toEqual(c.generated_ids.slice(8, 24));
+    expect(batch[1]).toEqual(alone);
   });
 });
