@@ -23,7 +23,7 @@ import { trainLoop } from '../recipes/train.js';
 import { parseDpoConfig, resolveDpoConfig, runDpo, TULU2_DPO, type DpoConfigPartial } from '../recipes/dpo-run.js';
 import { runCli } from '../cli.js';
 import { kernelOuts, schedule } from '../core/schedule/index.js';
-import { fixture, leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, maxAbsDiff, right, tempDir, tinyLlama } from './helpers.js';
 import './setup.js';
 
 setBackend('cpu');
@@ -217,10 +217,7 @@ describe('dpoLoss gradients (f64, central differences)', () => {
 });
 
 // dim 8, 2 layers, vocab 11.
-const tiny: LlamaConfig = {
-  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
-  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
-};
+const tiny = tinyLlama();
 
 /** Σ_t log softmax(logits[b, t−1])[labels[b, t]] over labels ≠ −100, from the logits on the host. */
 const direct = (logits: ArrayLike<number>, labels: number[][], V: number): { lp: number[]; n: number[] } => {

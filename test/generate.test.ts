@@ -12,7 +12,7 @@ import { initParams, type LlamaConfig, type LlamaParams } from '../models/llama.
 import { loadLlama } from '../models/load.js';
 import { loadTokenizer } from '../models/tokenizer/index.js';
 import './setup.js';
-import { right } from './helpers.js';
+import { right, tinyLlama } from './helpers.js';
 import { gpuDevice } from './gpu.js';
 
 setBackend('cpu');
@@ -49,10 +49,7 @@ describe.skipIf(!haveFixtures)('stories260K greedy generation (llama2.c run.c re
 });
 
 // A tiny random model: fast enough to exercise the loop's bookkeeping.
-const tiny: LlamaConfig = {
-  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 12,
-  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2,
-};
+const tiny = tinyLlama({ seqLen: 12, tieEmbeddings: true });
 const params = initParams(tiny, C.key(5), { std: 1 });
 
 describe('generation loop', () => {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
+import type { LlamaConfig } from '../models/llama.js';
 import { afterAll, beforeAll, expect } from 'vitest';
 
 /** The Right value, or the Left's message thrown. */
@@ -63,3 +64,9 @@ export const stories260K = (skipping: string): { fixtures: string; model: string
   const { path, have } = fixture('stories260K', skipping);
   return { fixtures: resolve(path, '..'), model: join(path, 'hf'), tok: join(path, 'tok512.model'), have };
 };
+
+/** The tiny Llama the unit tests build at random (dim 8, 2 heads sharing 1 KV head, vocabulary 11), with overrides. */
+export const tinyLlama = (over: Partial<LlamaConfig> = {}): LlamaConfig => ({
+  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
+  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2, ...over,
+});

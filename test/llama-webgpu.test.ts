@@ -7,10 +7,10 @@ import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { loadLlama } from '../models/load.js';
-import { forward, initParams, type LlamaConfig } from '../models/llama.js';
+import { forward, initParams } from '../models/llama.js';
 import { generate, generateIds } from '../models/generate.js';
 import { gpuDevice } from './gpu.js';
-import { fixture } from './helpers.js';
+import { fixture, tinyLlama } from './helpers.js';
 
 const { path: fixtures, have } = fixture('stories260K', 'the stories260K WebGPU tests');
 
@@ -62,10 +62,7 @@ describe.skipIf(!gpuDevice || !have)('stories260K on WebGPU', () => {
     // A tiny random model whose greedy rows differ (as generate.test's batch invariants): stories260K's
     // continuations hardly depend on what a row may attend to, so they did not show a dropped mask.
     C.setBackend('webgpu');
-    const tiny: LlamaConfig = {
-      dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 12,
-      normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2,
-    };
+    const tiny = tinyLlama({ seqLen: 12, tieEmbeddings: true });
     const params = initParams(tiny, C.key(4), { std: 1 });
     const prompts = [[1, 3], [1, 4, 5], [1, 7], [1, 9, 8, 6]]; // three rows left-padded
     const opts = { maxTokens: 6, stop: [] };

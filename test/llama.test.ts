@@ -18,7 +18,7 @@ import { compileKernels } from '../core/runtime.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { fixture, leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
+import { fixture, leftMessage, maxAbsDiff, right, tempDir, tinyLlama } from './helpers.js';
 
 setBackend('cpu');
 
@@ -86,10 +86,7 @@ describe.skipIf(!haveFixtures)('stories260K golden logits (llama2.c run.c refere
 });
 
 // dim 8, 2 layers, 2 heads sharing 1 kv head, vocab 11, T 5.
-const tiny: LlamaConfig = {
-  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
-  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
-};
+const tiny = tinyLlama();
 
 describe('whole-model gradient (f64, finite differences along a random direction)', () => {
   const tokens = i32([[1, 5, 3, 9, 2], [4, 4, 10, 0, 7]]);

@@ -9,7 +9,6 @@ import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
 import { data, setBackend, type Tensor } from '../index.js';
 import { toposort } from '../core/node.js';
-import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams, type LlamaParams } from '../models/llama.js';
 import { checkAdapters, disable, lora, LORA_TARGETS, loraScale, merge, withLora, type LoraAdapters } from '../models/lora.js';
 import { crossEntropy, linear, type LoraWeight } from '../ops/nn.js';
@@ -17,14 +16,11 @@ import { loadAdapters, saveAdapters } from '../models/peft.js';
 import { openSafetensors, writeSafetensors, bf16ToF32, f32ToBf16 } from '../models/safetensors.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { leftMessage, maxAbsDiff, right, tempDir } from './helpers.js';
+import { leftMessage, maxAbsDiff, right, tempDir, tinyLlama } from './helpers.js';
 
 setBackend('cpu');
 
-const tiny: LlamaConfig = {
-  dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
-  normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
-};
+const tiny = tinyLlama();
 const i32 = (x: C.NestedArray) => C.tensor(x, { dtype: 'i32' });
 const tokens = i32([[1, 5, 3, 9, 2], [4, 4, 10, 0, 7]]);
 const targets = i32([[5, 3, 9, 2, -100], [4, 10, 0, 7, 6]]);

@@ -13,7 +13,6 @@ import { schedule } from '../core/schedule/index.js';
 import { join } from 'node:path';
 import { absmaxOf, dequantizeNf4, DYNAMIC_MAP, NF4_CODE, nf4Weight, quantizeBase, quantizeNf4, type Nf4Quantized } from '../models/nf4.js';
 import { loadBnb4bit, readBnb, saveBnb4bit } from '../models/bnb.js';
-import type { LlamaConfig } from '../models/config.js';
 import { forward, initParams } from '../models/llama.js';
 import { openCheckpoint, writeSafetensors } from '../models/safetensors.js';
 import { nf4Dense, nf4Linear } from '../ops/nf4.js';
@@ -21,7 +20,7 @@ import { linear } from '../ops/nn.js';
 import { gpuDevice } from './gpu.js';
 import { fillValues } from './optable.js';
 import './setup.js';
-import { leftMessage, maxAbsDiff, maxRelDiff, right, tempDir } from './helpers.js';
+import { leftMessage, maxAbsDiff, maxRelDiff, right, tempDir, tinyLlama } from './helpers.js';
 
 setBackend('cpu');
 const f = Math.fround;
@@ -203,10 +202,7 @@ describe.skipIf(!gpuDevice)('NF4 matmul on WebGPU', () => {
 
 describe('bitsandbytes 4-bit safetensors', () => {
   const tmp = tempDir('camelid-bnb-');
-  const tinyCfg: LlamaConfig = {
-    dim: 8, hiddenDim: 12, nLayers: 2, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16,
-    normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2,
-  };
+  const tinyCfg = tinyLlama();
 
   it('round trip of a quantised model: every NF4 tensor bit-identical, the same logits', async () => {
     const base = await quantizeBase(initParams(tinyCfg, C.key(1), { std: 0.3 }), { blockSize: 32 });

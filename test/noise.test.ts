@@ -10,8 +10,9 @@ import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import * as C from '../index.js';
 import { generateIds } from '../models/generate.js';
-import { initParams, type LlamaConfig } from '../models/llama.js';
+import { initParams } from '../models/llama.js';
 import { gpuDevice } from './gpu.js';
+import { tinyLlama } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -50,10 +51,7 @@ describe.skipIf(!gpuDevice)('leak reports (§7, WebGPU)', () => {
 
   it('CAMELID_TRACE_LEAKS does not report camelid\'s own tensors: uploads of host data, sampling in generate', async () => {
     C.setBackend('webgpu');
-    const tiny: LlamaConfig = {
-      dim: 8, hiddenDim: 12, nLayers: 1, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 8,
-      normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: true, bosId: 1, eosId: 2,
-    };
+    const tiny = tinyLlama({ nLayers: 1, seqLen: 8, tieEmbeddings: true });
     const params = initParams(tiny, C.key(5), { std: 1 });
     await C.realize(...C.leaves(params));
     process.env.CAMELID_TRACE_LEAKS = '1';

@@ -3,13 +3,14 @@
 
 import { describe, expect, it } from 'vitest';
 import * as C from '../index.js';
-import { data, forward, initParams, key, leaves, mapTree, setBackend, valueAndGrad, type LlamaConfig, type LlamaParams, type Tensor } from '../index.js';
+import { data, forward, initParams, key, leaves, mapTree, setBackend, valueAndGrad, type LlamaParams, type Tensor } from '../index.js';
 import { reduceNll, sftLoss, shiftLabels } from '../recipes/loss.js';
 import './setup.js';
+import { tinyLlama } from './helpers.js';
 
 setBackend('cpu');
 
-const cfg: LlamaConfig = { dim: 8, hiddenDim: 12, nLayers: 1, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2 };
+const cfg = tinyLlama({ nLayers: 1 });
 const i32 = (rows: number[][]) => C.tensor(rows, { dtype: 'i32' });
 const tokens = i32([[1, 5, 6, 7, 2, 0], [1, 3, 9, 4, 8, 2]]);
 // Row 0 trains 3 targets (7, 2 and one mid-row), row 1 trains 2; the first label is never a target (shift).

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import * as C from '../index.js';
-import { data, initParams, key, leaves, loadLlama, orThrow, saveLlama, setBackend, type LlamaConfig, type LlamaParams, type Tensor } from '../index.js';
+import { data, initParams, key, leaves, loadLlama, orThrow, saveLlama, setBackend, type LlamaParams, type Tensor } from '../index.js';
 import { sftLoss } from '../recipes/loss.js';
 import { adamw, type AdamState } from '../recipes/optim.js';
 import { linearWarmupDecay } from '../recipes/schedule.js';
@@ -17,10 +17,11 @@ import { stepBody, trainStep } from '../recipes/step.js';
 import { trainLoop, NonFiniteLossError } from '../recipes/train.js';
 import { listCheckpoints, readOptState, readTrainerState, resolveCheckpoint } from '../recipes/checkpoint.js';
 import './setup.js';
+import { tinyLlama } from './helpers.js';
 
 setBackend('cpu');
 
-const cfg: LlamaConfig = { dim: 8, hiddenDim: 12, nLayers: 1, nHeads: 2, nKvHeads: 1, headDim: 4, vocabSize: 11, seqLen: 16, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosId: 1, eosId: 2 };
+const cfg = tinyLlama({ nLayers: 1 });
 interface Batch { tokens: Tensor; labels: Tensor; scale: Tensor }
 const i32 = (rows: number[][]) => C.tensor(rows, { dtype: 'i32' });
 /** Micro-batch i: hand-made ids and labels, a different one for each i (mod 4). */
