@@ -251,6 +251,11 @@ describe.skipIf(!have)('runDpo (stories260K, interpreter)', () => {
     const m = metrics(join(tmp.path, 'dpo-a'));
     expect(m[0]!.tokensPerSec).toBeGreaterThan(0);
     await expect(runDpo(cfg(join(tmp.path, 'dpo-c'), { onBadRow: 'error' }), { log: () => {} })).rejects.toThrow(/prefs-bad\.jsonl:5/);
+    // Resuming the finished run does no step, and the last line says so without a loss.
+    const again = lines();
+    const none = await runDpo(cfg(join(tmp.path, 'dpo-b'), { resume: join(tmp.path, 'dpo-b') }), { log: again.log, progress: 'none' });
+    expect(none.losses).toEqual([]);
+    expect(again.all.at(-1)).toBe(`dpo: 2 steps done; model in ${join(tmp.path, 'dpo-b')}`);
     // A checkpoint whose model file is cut short: resuming is refused naming that file, before any step.
     const weights = join(tmp.path, 'dpo-b', checkpointName(2), 'model.safetensors');
     writeFileSync(weights, readFileSync(weights).subarray(0, 100));
